@@ -1,0 +1,207 @@
+"""The workspace: everything the person sees and changes, in one object.
+
+Images, labels, predictions, features, positions, centroids and the model version live here and
+change only through typed events (``game.core.events``). Producers ``post`` events from any
+thread; the owner (the frame loop, or a headless script) calls ``flush`` at a frame boundary, which
+applies them in order and tells every listener. The recorder and the world are just listeners, so
+there is one path that changes state and replay can drive it exactly as the hand did.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from game.core import events as ev
+
+Listener = Callable[[ev.Event, "Workspace"], None]
+
+# Card states shown in the world.
+CARD_NORMAL = 0
+CARD_PENDING = 1  # dropped; waiting for a fine-tune to act on it
+CARD_UNSURE = 2  # dropped far from every cluster
+CARD_EDITED = 3  # relabelled by the person
+
+
+@dataclass
+class Workspace:
+    """State of one dataset under one network.
+
+    ``images`` is ``(N, H, W, C)`` uint8 with C in {1, 3}; ``labels`` are the current labels (the
+    person's relabels included) and ``original_labels`` the ones the dataset came with.
+    ``is_train`` marks the cards the network may train on; the rest are held out for measuring.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    top5_classes: np.ndarray
+    top5_scores: np.ndarray
+    features: np.ndarray
+    positions: np.ndarray
+    is_train: np.ndarray
+    sources: list[str]
+    original_labels: np.ndarray = field(default=None)  # type: ignore[assignment]
+    model_version: int = 0
+    feature_layer: str = ""
+    card_state: np.ndarray = field(default=None)  # type: ignore[assignment]
+    selected: int = -1
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        self.labels = np.asarray(self.labels, dtype=np.int64).copy()
+        if self.original_labels is None:
+            self.original_labels = self.labels.copy()
+        if self.card_state is None:
+            self.card_state = np.zeros(n, dtype=np.int8)
+        self.positions = np.asarray(self.positions, dtype=np.float32).copy()
+        for name in ("labels", "top5_classes", "top5_scores", "features", "positions", "is_train"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"workspace {name} has {len(getattr(self, name))} rows, images have {n}")
+        if len(self.sources) != n:
+            raise ValueError(f"workspace sources has {len(self.sources)} rows, images have {n}")
+        self._queue: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
+        self._listeners: list[Listener] = []
+
+    # --- derived views ---------------------------------------------------------------------
+
+    @property
+    def n_cards(self) -> int:
+        return len(self.images)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """The network's top-1 class for every card."""
+        return self.top5_classes[:, 0]
+
+    def centroids(self) -> np.ndarray:
+        """Mean position of every class's cards (current labels); NaN for an empty class."""
+        return class_centroids(self.positions, self.labels, self.n_classes)
+
+    def cluster_radii(self, percentile: float = 90.0) -> np.ndarray:
+        """Per class, the given percentile of its cards' distances to the class centroid."""
+        return cluster_radii(self.positions, self.labels, self.n_classes, percentile)
+
+    def nearest_centroid(self, position: np.ndarray) -> tuple[int, float]:
+        """The class whose centroid is nearest ``position`` and the distance to it."""
+        c = self.centroids()
+        d = np.linalg.norm(c - np.asarray(position, dtype=np.float32)[None, :], axis=1)
+        d = np.where(np.isnan(d), np.inf, d)
+        k = int(np.argmin(d))
+        return k, float(d[k])
+
+    # --- events ------------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(event, workspace)`` after each event is applied."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def post(self, event: ev.Event) -> None:
+        """Queue an event; safe from any thread. It takes effect at the next ``flush``."""
+        self._queue.put(event)
+
+    def flush(self) -> list[ev.Event]:
+        """Apply every queued event in order (call once per frame, on the owning thread)."""
+        applied = []
+        while True:
+            try:
+                event = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self.apply(event)
+            applied.append(event)
+        return applied
+
+    def apply(self, event: ev.Event) -> None:
+        """Apply one event now and notify listeners (use ``post`` from other threads)."""
+        handler = getattr(self, "_on_" + event.kind, None)
+        if handler is not None:
+            handler(event)
+        for listener in list(self._listeners):
+            listener(event, self)
+
+    # Handlers: one per event kind that changes state. Events with no handler (grab, job,
+    # message, undo) change nothing here but still reach listeners.
+
+    def _on_select(self, e: ev.CardSelected) -> None:
+        self.selected = e.card
+
+    def _on_move(self, e: ev.CardMoved) -> None:
+        self.positions[e.card] = e.position
+
+    def _on_cancel(self, e: ev.GrabCancelled) -> None:
+        self.positions[e.card] = e.position
+
+    def _on_drop(self, e: ev.CardDropped) -> None:
+        self.positions[e.card] = e.position
+        self.card_state[e.card] = CARD_PENDING
+
+    def _on_edit(self, e: ev.EditQueued) -> None:
+        if e.action == "unsure":
+            self.card_state[e.card] = CARD_UNSURE
+        else:
+            self.card_state[e.card] = CARD_PENDING
+
+    def _on_model(self, e: ev.ModelUpdated) -> None:
+        self.model_version = e.version
+        self.labels = np.asarray(e.labels, dtype=np.int64).copy()
+        self.top5_classes = np.asarray(e.top5_classes)
+        self.top5_scores = np.asarray(e.top5_scores)
+        self.features = np.asarray(e.features)
+        self.positions = np.asarray(e.positions, dtype=np.float32).copy()
+        edited = self.labels != self.original_labels
+        self.card_state = np.where(edited, CARD_EDITED, CARD_NORMAL).astype(np.int8)
+
+    def _on_positions(self, e: ev.PositionsChanged) -> None:
+        self.positions = np.asarray(e.positions, dtype=np.float32).copy()
+
+    def _on_layer(self, e: ev.LayerChanged) -> None:
+        self.feature_layer = e.layer
+        self.features = np.asarray(e.features)
+        self.positions = np.asarray(e.positions, dtype=np.float32).copy()
+
+    def _on_add(self, e: ev.CardAdded) -> None:
+        image = np.asarray(e.image, dtype=np.uint8)
+        if image.shape != self.images.shape[1:]:
+            raise ValueError(f"added image has shape {image.shape}, cards have {self.images.shape[1:]}")
+        self.images = np.concatenate([self.images, image[None]])
+        self.labels = np.append(self.labels, e.label)
+        self.original_labels = np.append(self.original_labels, e.label)
+        self.top5_classes = np.concatenate([self.top5_classes, np.asarray([e.top5_classes])])
+        self.top5_scores = np.concatenate([self.top5_scores, np.asarray([e.top5_scores], dtype=np.float32)])
+        self.features = np.concatenate([self.features, np.asarray(e.feature, dtype=self.features.dtype)[None]])
+        self.positions = np.concatenate([self.positions, np.asarray([e.position], dtype=np.float32)])
+        self.is_train = np.append(self.is_train, False)
+        self.card_state = np.append(self.card_state, np.int8(CARD_NORMAL))
+        self.sources.append(e.source or f"added:{len(self.sources)}")
+
+
+def class_centroids(positions: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Mean position per class; NaN rows for classes without cards."""
+    dims = positions.shape[1]
+    sums = np.zeros((n_classes, dims), dtype=np.float64)
+    np.add.at(sums, labels, positions)
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums / counts[:, None]).astype(np.float32)
+
+
+def cluster_radii(positions: np.ndarray, labels: np.ndarray, n_classes: int, percentile: float) -> np.ndarray:
+    """Per class, the ``percentile`` of card distances to the centroid (0 for empty classes)."""
+    centroids = class_centroids(positions, labels, n_classes)
+    radii = np.zeros(n_classes, dtype=np.float32)
+    for c in range(n_classes):
+        members = positions[labels == c]
+        if len(members):
+            radii[c] = np.percentile(np.linalg.norm(members - centroids[c], axis=1), percentile)
+    return radii

@@ -1,0 +1,1 @@
+"""Networks: building them, loading weights safely, tapping a layer's features, checkpoints."""

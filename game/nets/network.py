@@ -1,0 +1,134 @@
+"""A network ready for the workspace: preprocessing, a tapped feature layer, batched inference.
+
+``Network`` hides the difference between the small CNN and AlexNet-shaped models: give it uint8
+images as the dataset stores them and it returns features of the chosen layer and top-5
+predictions for every image.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from game.nets.architectures import default_feature_layer, resolve_layer
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Inference:
+    """Per-image outputs of one pass over a dataset."""
+
+    features: np.ndarray  # (N, D) float32, the feature layer flattened
+    top5_classes: np.ndarray  # (N, k) int64, k = min(5, classes)
+    top5_scores: np.ndarray  # (N, k) float32 softmax probabilities
+    logits: np.ndarray  # (N, classes) float32
+
+
+class Network:
+    """A torch module plus everything needed to feed it dataset images.
+
+    ``input_size`` is the side of the square input; ``channels`` what the module expects (grey
+    images are repeated to 3 channels for RGB networks). ``normalise`` picks the pixel scaling:
+    ``"centred"`` maps 0..255 to -1..1, ``"imagenet"`` uses ImageNet's mean and std.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        arch: str,
+        n_classes: int,
+        channels: int,
+        input_size: int,
+        feature_layer: str = "",
+        normalise: str = "centred",
+    ) -> None:
+        self.module = module.eval()
+        self.arch = arch
+        self.n_classes = n_classes
+        self.channels = channels
+        self.input_size = input_size
+        self.normalise = normalise
+        self.feature_layer, _ = resolve_layer(module, feature_layer or default_feature_layer(module))
+
+    def clone(self) -> Network:
+        """An independent copy (the fine-tune worker trains a copy, never the live network)."""
+        other = copy.copy(self)
+        other.module = copy.deepcopy(self.module).eval()
+        return other
+
+    def with_layer(self, layer: str) -> Network:
+        """The same weights tapped at another layer."""
+        other = copy.copy(self)
+        other.feature_layer, _ = resolve_layer(self.module, layer)
+        return other
+
+    # --- preprocessing -------------------------------------------------------------------------
+
+    def preprocess(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 ``(N, H, W, C)`` -> the float tensor ``(N, channels, S, S)`` the module eats."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        if x.shape[1] != self.channels:
+            if x.shape[1] == 1:
+                x = x.expand(-1, self.channels, -1, -1)
+            else:  # RGB into a grey network: luminance
+                x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        if self.normalise == "imagenet" and self.channels == 3:
+            mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+            x = (x - mean) / std
+        else:
+            x = x * 2.0 - 1.0
+        return x.contiguous()
+
+    # --- inference -----------------------------------------------------------------------------
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the feature layer's output (flattened) for a preprocessed batch."""
+        _, layer = resolve_layer(self.module, self.feature_layer)
+        captured: list[torch.Tensor] = []
+        handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            logits = self.module(x)
+        finally:
+            handle.remove()
+        return logits, captured[-1].flatten(1)
+
+    @torch.no_grad()
+    def infer(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> Inference:
+        """Features and top-5 for every image, in batches."""
+        self.module.eval()
+        feats, logits_all = [], []
+        starts = range(0, len(images), batch_size)
+        for s in tqdm(starts, desc="Features", unit="batch", disable=not progress, leave=False):
+            logits, f = self.forward_with_features(self.preprocess(images[s : s + batch_size]))
+            feats.append(f.float().numpy())
+            logits_all.append(logits.float().numpy())
+        logits = np.concatenate(logits_all).astype(np.float32)
+        return Inference(np.concatenate(feats).astype(np.float32), *top_k(logits), logits)
+
+    @torch.no_grad()
+    def classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-5 classes and scores (a quick pass without features, e.g. for what-if images)."""
+        self.module.eval()
+        logits = self.module(self.preprocess(images)).float().numpy()
+        return top_k(logits)
+
+
+def top_k(logits: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities of the ``k`` best classes, best first."""
+    k = min(k, logits.shape[1])
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    idx = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    return idx.astype(np.int64), np.take_along_axis(p, idx, axis=1).astype(np.float32)

@@ -1,0 +1,110 @@
+"""From a scene file to a ready workspace: dataset -> network -> features -> 3-D layout.
+
+This is the whole headless half of the loop in one call, used by the game, the command line,
+tests and notebooks alike. No window is involved.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from game.core.scene import Scene, load_scene
+from game.core.workspace import Workspace
+from game.data.dataset import Dataset, load_dataset
+from game.layout.projector import LayoutState, Projector
+from game.nets.build import build_network
+from game.nets.cache import cache_dir, content_hash
+from game.nets.network import Network
+
+
+@dataclass
+class LoadedScene:
+    """Everything a session needs: the scene, data, network, layout and the workspace."""
+
+    scene: Scene
+    dataset: Dataset
+    network: Network
+    projector: Projector
+    layout: LayoutState
+    workspace: Workspace
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def heldout_accuracy(self) -> float:
+        """Accuracy of the current predictions on held-out cards, against their original labels."""
+        ws = self.workspace
+        held = ~ws.is_train
+        if not held.any():
+            return float("nan")
+        return float(np.mean(ws.predictions[held] == ws.original_labels[held]))
+
+
+def open_scene(scene: Scene | str | None = None, progress: bool = True, use_cache: bool = True) -> LoadedScene:
+    """Load a scene (a path, a ``Scene``, or None for the embedded default) into a workspace."""
+    if not isinstance(scene, Scene):
+        scene = load_scene(scene)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    data = load_dataset(scene)
+    if data.skipped and progress:
+        print(data.skip_report(), file=sys.stderr)
+    is_train = ~data.heldout_mask(scene.dataset.heldout_fraction, scene.dataset.seed)
+    timings["dataset"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    network = build_network(scene, data, is_train, progress=progress)
+    timings["network"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    inference = network.infer(data.images, batch_size=scene.network.batch_size, progress=progress)
+    timings["features"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    projector = Projector(scene.layout)
+    layout = _layout_cached(projector, inference.features, use_cache)
+    timings["layout"] = time.perf_counter() - t0
+
+    workspace = Workspace(
+        images=data.images,
+        labels=data.labels,
+        class_names=list(data.class_names),
+        top5_classes=inference.top5_classes,
+        top5_scores=inference.top5_scores,
+        features=inference.features,
+        positions=layout.positions,
+        is_train=is_train,
+        sources=list(data.sources),
+        feature_layer=network.feature_layer,
+    )
+    return LoadedScene(scene, data, network, projector, layout, workspace, timings)
+
+
+def _layout_cached(projector: Projector, features: np.ndarray, use_cache: bool) -> LayoutState:
+    """Fit the layout, or reuse a cached one for exactly these features and settings."""
+    key = content_hash("layout-v1", features, sorted(vars(projector.config).items()))
+    path = cache_dir("layouts") / f"{key}.npz"
+    if use_cache and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return LayoutState(
+                    z["embedding"], z["center"], float(z["scale"]), z["offset"], z["positions"], int(z["pca_dims"])
+                )
+        except (OSError, KeyError, ValueError):
+            path.unlink(missing_ok=True)
+    state = projector.fit(features)
+    if use_cache:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            embedding=state.embedding,
+            center=state.center,
+            scale=state.scale,
+            offset=state.offset,
+            positions=state.positions,
+            pca_dims=state.pca_dims,
+        )
+        tmp.replace(path)
+    return state

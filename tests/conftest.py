@@ -1,0 +1,62 @@
+"""Test settings shared by the whole suite.
+
+Keeps the suite fast and hermetic on 2 cores: torch limited to one thread, every cache (trained
+models, layouts, Panda3D's model cache, Mesa's shader cache) in a temporary folder for the run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_TMP = Path(tempfile.mkdtemp(prefix="latent-reach-tests-"))
+os.environ.setdefault("LATENT_REACH_CACHE", str(_TMP / "cache"))
+os.environ.setdefault("MESA_SHADER_CACHE_DIR", str(_TMP / "mesa"))
+os.environ.setdefault("MESA_GLSL_CACHE_DIR", str(_TMP / "mesa"))
+os.environ.setdefault("LATENT_REACH_MODEL_CACHE", str(_TMP / "panda3d-models"))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+# A fast layout for tests: few t-SNE iterations (the real defaults live in scenes/digits.toml).
+FAST_LAYOUT = {"early_iterations": 50, "iterations": 100, "update_iterations": 40}
+
+
+@pytest.fixture(scope="session")
+def digits_scene():
+    """The embedded default scene with a fast layout."""
+    from game.core.scene import load_scene
+
+    scene = load_scene()
+    for k, v in FAST_LAYOUT.items():
+        setattr(scene.layout, k, v)
+    return scene
+
+
+@pytest.fixture(scope="session")
+def loaded_digits(digits_scene):
+    """The embedded default opened once for the whole session (train, features, layout).
+
+    Tests must not mutate it; use ``fresh_digits`` for a private copy.
+    """
+    from game.pipeline import open_scene
+
+    return open_scene(digits_scene, progress=False)
+
+
+@pytest.fixture
+def fresh_digits(loaded_digits):
+    """A private copy of the loaded default that a test may change."""
+    import copy
+
+    from game.pipeline import LoadedScene
+
+    src = loaded_digits
+    ws = copy.deepcopy(src.workspace)
+    return LoadedScene(
+        src.scene, src.dataset, src.network.clone(), src.projector, copy.deepcopy(src.layout), ws, dict(src.timings)
+    )
