@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"latent-reach {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
-        p = sub.add_parser(module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP))
+        p = sub.add_parser(
+            module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP)
+        )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

@@ -42,7 +42,9 @@ class LoadedScene:
         return float(np.mean(ws.predictions[held] == ws.original_labels[held]))
 
 
-def open_scene(scene: Scene | str | None = None, progress: bool = True, use_cache: bool = True) -> LoadedScene:
+def open_scene(
+    scene: Scene | str | None = None, progress: bool = True, use_cache: bool = True
+) -> LoadedScene:
     """Load a scene (a path, a ``Scene``, or None for the embedded default) into a workspace."""
     if not isinstance(scene, Scene):
         scene = load_scene(scene)
@@ -90,7 +92,12 @@ def _layout_cached(projector: Projector, features: np.ndarray, use_cache: bool) 
         try:
             with np.load(path, allow_pickle=False) as z:
                 return LayoutState(
-                    z["embedding"], z["center"], float(z["scale"]), z["offset"], z["positions"], int(z["pca_dims"])
+                    z["embedding"],
+                    z["center"],
+                    float(z["scale"]),
+                    z["offset"],
+                    z["positions"],
+                    int(z["pca_dims"]),
                 )
         except (OSError, KeyError, ValueError):
             path.unlink(missing_ok=True)

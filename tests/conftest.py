@@ -56,7 +56,13 @@ def fresh_digits(loaded_digits):
     from game.pipeline import LoadedScene
 
     src = loaded_digits
-    ws = copy.deepcopy(src.workspace)
+    ws = src.workspace.copy()
     return LoadedScene(
-        src.scene, src.dataset, src.network.clone(), src.projector, copy.deepcopy(src.layout), ws, dict(src.timings)
+        src.scene,
+        src.dataset,
+        src.network.clone(),
+        src.projector,
+        copy.deepcopy(src.layout),
+        ws,
+        dict(src.timings),
     )

@@ -66,6 +66,25 @@ class Workspace:
         self._queue: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
         self._listeners: list[Listener] = []
 
+    def copy(self) -> Workspace:
+        """An independent copy with no listeners and no queued events (arrays are copied)."""
+        return Workspace(
+            images=self.images,  # images never change in place; sharing them is safe
+            labels=self.labels.copy(),
+            class_names=list(self.class_names),
+            top5_classes=self.top5_classes.copy(),
+            top5_scores=self.top5_scores.copy(),
+            features=self.features.copy(),
+            positions=self.positions.copy(),
+            is_train=self.is_train.copy(),
+            sources=list(self.sources),
+            original_labels=self.original_labels.copy(),
+            model_version=self.model_version,
+            feature_layer=self.feature_layer,
+            card_state=self.card_state.copy(),
+            selected=self.selected,
+        )
+
     # --- derived views ---------------------------------------------------------------------
 
     @property
@@ -179,7 +198,9 @@ class Workspace:
         self.original_labels = np.append(self.original_labels, e.label)
         self.top5_classes = np.concatenate([self.top5_classes, np.asarray([e.top5_classes])])
         self.top5_scores = np.concatenate([self.top5_scores, np.asarray([e.top5_scores], dtype=np.float32)])
-        self.features = np.concatenate([self.features, np.asarray(e.feature, dtype=self.features.dtype)[None]])
+        self.features = np.concatenate(
+            [self.features, np.asarray(e.feature, dtype=self.features.dtype)[None]]
+        )
         self.positions = np.concatenate([self.positions, np.asarray([e.position], dtype=np.float32)])
         self.is_train = np.append(self.is_train, False)
         self.card_state = np.append(self.card_state, np.int8(CARD_NORMAL))

@@ -37,7 +37,9 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
-            raise ValueError(f"images must be (N, H, W, C) uint8, got {self.images.shape} {self.images.dtype}")
+            raise ValueError(
+                f"images must be (N, H, W, C) uint8, got {self.images.shape} {self.images.dtype}"
+            )
         if not (len(self.images) == len(self.labels) == len(self.sources)):
             raise ValueError("images, labels and sources differ in length")
         validate_classes(self.labels, self.class_names, self.name)
@@ -74,7 +76,9 @@ def validate_classes(labels: np.ndarray, class_names: list[str], name: str = "")
         raise DatasetError(f"the dataset{where} has no usable images")
     present = np.unique(labels)
     if len(present) < 2:
-        raise DatasetError(f"the dataset{where} has {len(present)} class(es) with images; at least 2 are needed")
+        raise DatasetError(
+            f"the dataset{where} has {len(present)} class(es) with images; at least 2 are needed"
+        )
     if labels.min() < 0 or labels.max() >= len(class_names):
         raise ValueError("labels out of range of class_names")
 
@@ -97,6 +101,11 @@ def load_dataset(config: DatasetConfig | Scene, image_size: int | None = None) -
     if cfg.max_images and len(data.images) > cfg.max_images:
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(data.images))[: cfg.max_images])
         data = Dataset(
-            data.images[keep], data.labels[keep], data.class_names, [data.sources[i] for i in keep], data.skipped, data.name
+            data.images[keep],
+            data.labels[keep],
+            data.class_names,
+            [data.sources[i] for i in keep],
+            data.skipped,
+            data.name,
         )
     return data

@@ -81,7 +81,9 @@ def _entries_from_subfolders(root: Path) -> tuple[list[tuple[Path, int]], list[s
     return entries, [d.name for d in class_dirs], skipped
 
 
-def _entries_from_csv(root: Path, csv_path: Path) -> tuple[list[tuple[Path, int]], list[str], list[SkippedFile]]:
+def _entries_from_csv(
+    root: Path, csv_path: Path
+) -> tuple[list[tuple[Path, int]], list[str], list[SkippedFile]]:
     if not csv_path.is_file():
         raise DatasetError(f"labels CSV not found: {csv_path}")
     entries: list[tuple[Path, int]] = []
@@ -99,7 +101,9 @@ def _entries_from_csv(root: Path, csv_path: Path) -> tuple[list[tuple[Path, int]
             path = Path(row[0].strip())
             path = path if path.is_absolute() else root / path
             if not path.is_file():
-                skipped.append(SkippedFile(str(path), f"listed in {csv_path.name} line {lineno} but not found"))
+                skipped.append(
+                    SkippedFile(str(path), f"listed in {csv_path.name} line {lineno} but not found")
+                )
                 continue
             label = names.setdefault(row[1].strip(), len(names))
             entries.append((path, label))

@@ -43,7 +43,11 @@ def read_image(path: str | Path, size: int, max_pixels: int) -> tuple[np.ndarray
         raise ImageSkipped(f"corrupt or truncated ({exc})") from None
     except (ValueError, SyntaxError) as exc:
         raise ImageSkipped(f"cannot be decoded ({exc})") from None
-    rgb = ImageOps.fit(rgb, (size, size), method=Image.Resampling.LANCZOS if size < min(rgb.size) else Image.Resampling.BICUBIC)
+    rgb = ImageOps.fit(
+        rgb,
+        (size, size),
+        method=Image.Resampling.LANCZOS if size < min(rgb.size) else Image.Resampling.BICUBIC,
+    )
     return np.asarray(rgb, dtype=np.uint8), is_grey
 
 

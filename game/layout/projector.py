@@ -108,7 +108,11 @@ class Projector:
         return state
 
     def update(
-        self, features: np.ndarray, previous: LayoutState, iterations: int | None = None, anchors: np.ndarray | None = None
+        self,
+        features: np.ndarray,
+        previous: LayoutState,
+        iterations: int | None = None,
+        anchors: np.ndarray | None = None,
     ) -> LayoutState:
         """Re-layout after the features changed, warm-started from ``previous`` and aligned to it.
 
@@ -126,7 +130,14 @@ class Projector:
         emb = self._optimise(init, aff, 0, n_iter)
         raw = align(np.asarray(emb, dtype=np.float64), previous.embedding)
         state = LayoutState(
-            raw, previous.center, previous.scale, previous.offset, np.empty((0, 3)), reduced.shape[1], 0.0, emb
+            raw,
+            previous.center,
+            previous.scale,
+            previous.offset,
+            np.empty((0, 3)),
+            reduced.shape[1],
+            0.0,
+            emb,
         )
         state.positions = state.to_world(raw)
         state.seconds = time.perf_counter() - start

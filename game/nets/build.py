@@ -40,7 +40,9 @@ def build_network(scene: Scene, data: Dataset, is_train: np.ndarray, progress: b
                 path.unlink(missing_ok=True)  # damaged cache entry: retrain
                 module = build_module(cfg.arch, data.n_classes, channels)
         if not path.is_file():
-            train_classifier(module, data, is_train, epochs=cfg.train_epochs, seed=cfg.seed, progress=progress)
+            train_classifier(
+                module, data, is_train, epochs=cfg.train_epochs, seed=cfg.seed, progress=progress
+            )
             save_weights(module, path)
     normalise = "centred" if cfg.arch == "small_cnn" else "imagenet"
     return Network(

@@ -81,7 +81,9 @@ class Network:
             else:  # RGB into a grey network: luminance
                 x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
+            )
         if self.normalise == "imagenet" and self.channels == 3:
             mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
             std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

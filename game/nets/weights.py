@@ -67,7 +67,9 @@ def load_weights(module: nn.Module, path: str | Path, allow_new_head: bool = Fal
         if missing:
             parts.append(f"missing keys: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}")
         if unexpected:
-            parts.append(f"unexpected keys: {', '.join(unexpected[:12])}{' ...' if len(unexpected) > 12 else ''}")
+            parts.append(
+                f"unexpected keys: {', '.join(unexpected[:12])}{' ...' if len(unexpected) > 12 else ''}"
+            )
         if mismatched:
             shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched[:6]]
             parts.append(f"shape mismatches (file vs network): {', '.join(shapes)}")
