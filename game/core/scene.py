@@ -57,8 +57,8 @@ class NetworkConfig:
 @dataclass
 class LayoutConfig:
     pca_dims: int = 50
-    perplexity: float = 30.0
-    early_iterations: int = 125
+    perplexity: float = 50.0
+    early_iterations: int = 100
     iterations: int = 250
     update_iterations: int = 100
     theta: float = 0.5
