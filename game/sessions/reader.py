@@ -1,0 +1,454 @@
+"""Reading a session file back: events in order, seeking by time, poses, model weights.
+
+The file is opened read-only and checked before anything is trusted: a file from a newer
+schema, or one that is not a session at all, is a ``SessionError`` (exit code 2). A damaged file
+(truncated by a full disk, a half-copied download) is read up to its last valid event; ``damage``
+then says where reading stopped and why, so replay can play what survived and say so. Nothing in
+the file is ever unpickled or executed: fields are JSON, arrays are ``.npy`` loaded with
+``allow_pickle=False``, weights are safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from game.core import events as ev
+from game.sessions import schema
+from game.sessions.paths import SessionError
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """One event as it was applied: its sequence number, session time and the event itself."""
+
+    seq: int
+    t: float
+    event: ev.Event
+
+
+@dataclass
+class PoseTrack:
+    """Frames in a time range: ``times`` (n,) and ``values`` (n, 21) as recorded (NaN = absent)."""
+
+    times: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def device(self, name: str) -> np.ndarray:
+        """(n, 7) rows ``x, y, z, qw, qx, qy, qz`` of ``head``, ``left`` or ``right``."""
+        k = schema.POSE_DEVICES.index(name)
+        return self.values[:, k * schema.POSE_WIDTH : (k + 1) * schema.POSE_WIDTH]
+
+    def at(self, t: float) -> np.ndarray | None:
+        """The pose row at time ``t``: positions interpolated, quaternions normalised-lerped."""
+        if not len(self.times):
+            return None
+        i = int(np.searchsorted(self.times, t))
+        if i <= 0:
+            return self.values[0].copy()
+        if i >= len(self.times):
+            return self.values[-1].copy()
+        t0, t1 = self.times[i - 1], self.times[i]
+        a = 0.0 if t1 <= t0 else float((t - t0) / (t1 - t0))
+        v0, v1 = self.values[i - 1], self.values[i]
+        out = v0 + (v1 - v0) * a
+        for k in range(len(schema.POSE_DEVICES)):
+            q0 = v0[k * 7 + 3 : k * 7 + 7]
+            q1 = v1[k * 7 + 3 : k * 7 + 7]
+            if float(np.dot(q0, q1)) < 0:  # take the short way round
+                q1 = -q1
+            q = q0 + (q1 - q0) * a
+            norm = float(np.linalg.norm(q))
+            out[k * 7 + 3 : k * 7 + 7] = q / norm if norm > 0 else q0
+        return out
+
+
+# Events whose whole effect is replaced by a later ModelUpdated (it sets labels, predictions,
+# features, positions and card states): a seek may skip them if one follows before the target.
+_SUPERSEDED_BY_MODEL = ("move", "drop", "cancel", "edit", "positions", "model")
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    """Read-only connection (a WAL left by a crash is still read); fails early on a bad file."""
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA query_only=1")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise
+    return conn
+
+
+def _truncated_copy(path: Path) -> tuple[Path, int, int] | None:
+    """A temporary copy of a truncated database whose header no longer claims the lost pages.
+
+    Returns ``(copy, pages present, pages the header expected)``, or None when the file is not
+    a truncated SQLite database (then nothing can be saved this way).
+    """
+    import tempfile
+
+    with open(path, "rb") as f:
+        head = f.read(100)
+        if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+            return None
+        page_size = int.from_bytes(head[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        expected = int.from_bytes(head[28:32], "big")
+        pages = path.stat().st_size // page_size
+        if pages < 1 or pages >= expected:
+            return None
+        fd, name = tempfile.mkstemp(suffix=".session.sqlite", prefix="latent-reach-recovered-")
+        f.seek(0)
+        with os.fdopen(fd, "wb") as out:
+            remaining = pages * page_size
+            while remaining:
+                chunk = f.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                out.write(chunk)
+                remaining -= len(chunk)
+            # Bytes 92..95 ("version-valid-for") differing from the change counter (24..27)
+            # makes SQLite ignore the in-header size and use the real file size.
+            counter = int.from_bytes(head[24:28], "big")
+            out.seek(92)
+            out.write(((counter + 1) & 0xFFFFFFFF).to_bytes(4, "big"))
+    return Path(name), pages, expected
+
+
+def _changes_state(kind: str) -> bool:
+    """Whether the workspace has a handler for ``kind`` (grab, job, message, undo: no)."""
+    from game.core.workspace import Workspace
+
+    return hasattr(Workspace, "_on_" + kind)
+
+
+class SessionReader:
+    """A session file opened read-only. Use as a context manager or call ``close``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SessionError(f"session file not found: {self.path}")
+        self.damage: str | None = None  # where and why reading stopped early, if it did
+        self.skipped_kinds: dict[str, int] = {}
+        self._temp_copy: Path | None = None
+        self._truncation = ""
+        self._conn = self._open()
+        try:
+            self._check()
+            self.meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise SessionError(f"{self.path} is damaged beyond reading: {exc}") from None
+        except SessionError:
+            self.close()
+            raise
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return _connect_ro(self.path)
+        except sqlite3.DatabaseError as exc:
+            first_error = exc
+        # SQLite refuses a file shorter than its header says. A truncated copy whose header is
+        # told to trust the file size instead still gives up every page that survived.
+        recovered = _truncated_copy(self.path)
+        if recovered is not None:
+            copy, pages, expected = recovered
+            try:
+                conn = _connect_ro(copy)
+            except sqlite3.DatabaseError:
+                copy.unlink(missing_ok=True)
+            else:
+                self._temp_copy = copy
+                self._truncation = f"the file is truncated ({pages} of {expected} pages present)"
+                self._note_damage(self._truncation)
+                return conn
+        raise SessionError(f"{self.path} is not a readable session file: {first_error}") from None
+
+    def _check(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if version > schema.SCHEMA_VERSION:
+            raise SessionError(
+                f"{self.path} was written by a newer Latent Reach (session schema {version}; this "
+                f"version reads up to {schema.SCHEMA_VERSION}): update latent-reach to replay it"
+            )
+        if version < 1 or not {"meta", "events"} <= tables:
+            raise SessionError(f"{self.path} is not a Latent Reach session file")
+        self.schema_version = int(version)
+
+    def close(self) -> None:
+        self._conn.close()
+        if self._temp_copy is not None:
+            self._temp_copy.unlink(missing_ok=True)
+            self._temp_copy = None
+
+    def __enter__(self) -> SessionReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- what the session is -------------------------------------------------------------------
+
+    @property
+    def scene_dict(self) -> dict[str, Any]:
+        return json.loads(self.meta.get("scene_json", "{}"))
+
+    def scene(self) -> Any:
+        """The scene as it was resolved when recording began (a ``Scene``)."""
+        from game.core.scene import scene_from_dict
+
+        if "scene_json" not in self.meta:
+            raise SessionError(f"{self.path} does not record its scene")
+        return scene_from_dict(self.scene_dict, source=self.meta.get("scene_source", ""))
+
+    @property
+    def class_names(self) -> list[str]:
+        return json.loads(self.meta.get("class_names", "[]"))
+
+    def initial_arrays(self) -> dict[str, np.ndarray]:
+        """The per-card arrays (and layout numbers) as they were when recording began."""
+        try:
+            rows = self._conn.execute("SELECT name, npy FROM initial_state").fetchall()
+            return {name: schema.npy_to_array(blob) for name, blob in rows}
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            raise SessionError(f"{self.path}: the starting state is damaged: {exc}") from None
+
+    def initial_workspace(self, images: np.ndarray, features: np.ndarray | None = None) -> Any:
+        """A ``Workspace`` as it was when recording began, given the dataset's images."""
+        from game.core.workspace import Workspace
+
+        a = self.initial_arrays()
+        n = int(self.meta.get("n_cards", len(a["labels"])))
+        if len(images) != n:
+            raise SessionError(f"{self.path} was recorded with {n} cards, the dataset has {len(images)}")
+        if features is None:
+            features = a.get("features")
+        if features is None:
+            raise SessionError(f"{self.path} does not store starting features; pass them in")
+        return Workspace(
+            images=images,
+            labels=a["labels"],
+            class_names=self.class_names,
+            top5_classes=a["top5_classes"],
+            top5_scores=a["top5_scores"],
+            features=features,
+            positions=a["positions"],
+            is_train=a["is_train"],
+            sources=json.loads(self.meta.get("sources", "[]")) or [f"card:{i}" for i in range(n)],
+            original_labels=a["original_labels"],
+            model_version=int(self.meta.get("model_version", 0)),
+            feature_layer=self.meta.get("feature_layer", ""),
+            card_state=a.get("card_state"),
+            selected=int(self.meta.get("selected", -1)),
+        )
+
+    # --- events --------------------------------------------------------------------------------
+
+    def _scalar(self, sql: str, args: tuple = ()) -> Any:
+        try:
+            row = self._conn.execute(sql, args).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._note_damage(f"the event index is damaged ({exc})")
+            return None
+        return row[0] if row else None
+
+    @property
+    def event_count(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM events") or 0)
+
+    @property
+    def last_seq(self) -> int:
+        return int(self._scalar("SELECT max(seq) FROM events") or 0)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the start to the last event or pose (or the recorded duration)."""
+        ends = [
+            float(self.meta.get("duration", 0.0)),
+            float(self._scalar("SELECT max(t) FROM events") or 0.0),
+            float(self._scalar("SELECT max(t_end) FROM poses") or 0.0),
+        ]
+        return max(ends)
+
+    def seek(self, t: float) -> int | None:
+        """The sequence number of the first event at or after time ``t`` (None: none left)."""
+        return self._scalar("SELECT seq FROM events WHERE t >= ? ORDER BY t, seq LIMIT 1", (float(t),))
+
+    def last_seq_at(self, t: float) -> int:
+        """The sequence number of the last event at or before time ``t`` (0: none yet)."""
+        return int(
+            self._scalar("SELECT seq FROM events WHERE t <= ? ORDER BY t DESC, seq DESC LIMIT 1", (float(t),))
+            or 0
+        )
+
+    def _note_damage(self, why: str, seq: int | None = None, t: float | None = None) -> None:
+        """Keep the first place where reading stopped (a truncation note is refined by it)."""
+        if self.damage is None or (self._truncation and self.damage.endswith(self._truncation)):
+            where = "" if seq is None else f" after event #{seq} (t={t:.3f} s)"
+            if self._truncation and why != self._truncation:
+                why = f"{self._truncation}; {why}"
+            self.damage = f"{self.path.name}: reading stopped{where}: {why}"
+
+    def _decode(self, seq: int, t: float, kind: str, text: str) -> RecordedEvent | None:
+        if kind not in ev.EVENT_TYPES:
+            self.skipped_kinds[kind] = self.skipped_kinds.get(kind, 0) + 1
+            return None
+        rows = self._conn.execute("SELECT name, npy FROM event_arrays WHERE seq = ?", (seq,)).fetchall()
+        fields = schema.join_fields(text, dict(rows))
+        return RecordedEvent(seq, t, ev.event_from_fields(kind, fields))
+
+    def events(
+        self, start_seq: int = 1, end_seq: int | None = None, only: set[int] | None = None
+    ) -> Iterator[RecordedEvent]:
+        """Events from ``start_seq`` to ``end_seq`` (inclusive) in order.
+
+        ``only`` restricts to those sequence numbers (a seek's fast-forward). On damage the
+        iteration ends early and ``self.damage`` says where; the events before it are all valid.
+        """
+        last_seq, last_t = start_seq - 1, 0.0
+        end = end_seq if end_seq is not None else 2**62
+        while True:
+            try:
+                rows = self._conn.execute(
+                    "SELECT seq, t, kind, fields FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT 256",
+                    (last_seq, end),
+                ).fetchall()
+            except sqlite3.DatabaseError as exc:
+                self._note_damage(str(exc), last_seq, last_t)
+                return
+            if not rows:
+                return
+            for seq, t, kind, text in rows:
+                if only is not None and seq not in only:
+                    last_seq, last_t = seq, t
+                    continue
+                try:
+                    item = self._decode(seq, t, kind, text)
+                except (sqlite3.DatabaseError, ValueError, TypeError, KeyError, EOFError) as exc:
+                    self._note_damage(f"event #{seq} ({kind}) cannot be read: {exc}", last_seq, last_t)
+                    return
+                last_seq, last_t = seq, t
+                if item is not None:
+                    yield item
+
+    def event(self, seq: int) -> RecordedEvent | None:
+        return next(self.events(seq, seq), None)
+
+    def fast_forward_seqs(self, end_seq: int) -> set[int]:
+        """The events up to ``end_seq`` whose effect survives to it (seek without replaying all).
+
+        Everything a later ModelUpdated replaces is skipped, and of a card's moves only its
+        last one counts. Applying just these, in order, gives the same workspace as all of them.
+        """
+        try:
+            last_model = self._conn.execute(
+                "SELECT max(seq) FROM events WHERE kind = 'model' AND seq <= ?", (end_seq,)
+            ).fetchone()[0]
+            last_model = int(last_model or 0)
+            marks = ",".join("?" * len(_SUPERSEDED_BY_MODEL))
+            keep = {
+                seq
+                for seq, kind in self._conn.execute(
+                    f"SELECT seq, kind FROM events WHERE seq <= ? AND kind != 'move' "
+                    f"AND NOT (seq < ? AND kind IN ({marks}))",
+                    (end_seq, last_model, *_SUPERSEDED_BY_MODEL),
+                )
+                if _changes_state(kind)
+            }
+            keep |= {
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT max(seq) FROM events WHERE kind = 'move' AND seq <= ? AND seq > ? GROUP BY card",
+                    (end_seq, last_model),
+                )
+            }
+        except sqlite3.DatabaseError as exc:
+            self._note_damage(f"the event index is damaged ({exc})")
+            return set()
+        return keep
+
+    def counts_by_kind(self) -> dict[str, int]:
+        try:
+            rows = self._conn.execute("SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind")
+            return {k: int(n) for k, n in rows}
+        except sqlite3.DatabaseError as exc:
+            self._note_damage(f"the event table is damaged ({exc})")
+            return {}
+
+    # --- poses ---------------------------------------------------------------------------------
+
+    def poses(self, t0: float = 0.0, t1: float = float("inf")) -> PoseTrack:
+        """Frames with ``t0 <= t <= t1`` (whole chunks are read, then trimmed)."""
+        times, values = [], []
+        try:
+            rows = self._conn.execute(
+                'SELECT times, "values", n FROM poses WHERE t_end >= ? AND t_start <= ? ORDER BY t_start',
+                (float(t0), float(min(t1, 1e300))),
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            self._note_damage(f"the pose table is damaged ({exc})")
+            rows = []
+        for tb, vb, n in rows:
+            tt = np.frombuffer(tb, dtype="<f8")
+            vv = np.frombuffer(vb, dtype="<f4")
+            if len(tt) != n or len(vv) != n * schema.POSE_COLUMNS:
+                self._note_damage("a pose chunk has the wrong size")
+                break
+            times.append(tt)
+            values.append(vv.reshape(n, schema.POSE_COLUMNS))
+        if not times:
+            return PoseTrack(np.zeros(0), np.zeros((0, schema.POSE_COLUMNS), dtype=np.float32))
+        t = np.concatenate(times)
+        v = np.concatenate(values).astype(np.float32)
+        keep = (t >= t0) & (t <= t1)
+        return PoseTrack(t[keep], v[keep])
+
+    # --- models --------------------------------------------------------------------------------
+
+    def model_versions(self) -> list[tuple[int, float, str]]:
+        """``(version, time, sha256)`` of every stored model, in the order they were recorded."""
+        try:
+            rows = self._conn.execute("SELECT version, t, sha256 FROM models ORDER BY id").fetchall()
+        except sqlite3.DatabaseError as exc:
+            self._note_damage(f"the model table is damaged ({exc})")
+            return []
+        return [(int(v), float(t), str(h)) for v, t, h in rows]
+
+    def model_weights(self, version: int) -> bytes:
+        """Safetensors bytes of model ``version`` (the last stored, if stored twice)."""
+        try:
+            row = self._conn.execute(
+                "SELECT w.data, w.sha256 FROM models m JOIN weights w ON w.sha256 = m.sha256 "
+                "WHERE m.version = ? ORDER BY m.id DESC LIMIT 1",
+                (int(version),),
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise SessionError(
+                f"{self.path}: the checkpoint of model version {version} is damaged: {exc}"
+            ) from None
+        if row is None:
+            have = sorted({v for v, _, _ in self.model_versions()})
+            raise SessionError(
+                f"{self.path} has no checkpoint for model version {version} "
+                f"(stored versions: {', '.join(map(str, have)) or 'none'})"
+            )
+        data, digest = row
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise SessionError(
+                f"{self.path}: the checkpoint of model version {version} is corrupt (hash mismatch)"
+            )
+        return bytes(data)
