@@ -312,20 +312,30 @@ class SessionReader:
         return RecordedEvent(seq, t, ev.event_from_fields(kind, fields))
 
     def events(
-        self, start_seq: int = 1, end_seq: int | None = None, only: set[int] | None = None
+        self,
+        start_seq: int = 1,
+        end_seq: int | None = None,
+        only: set[int] | None = None,
+        kinds: set[str] | None = None,
     ) -> Iterator[RecordedEvent]:
         """Events from ``start_seq`` to ``end_seq`` (inclusive) in order.
 
-        ``only`` restricts to those sequence numbers (a seek's fast-forward). On damage the
-        iteration ends early and ``self.damage`` says where; the events before it are all valid.
+        ``only`` restricts to those sequence numbers (a seek's fast-forward), ``kinds`` to those
+        event kinds (a summary). On damage the iteration ends early and ``self.damage`` says
+        where; the events before it are all valid.
         """
         last_seq, last_t = start_seq - 1, 0.0
         end = end_seq if end_seq is not None else 2**62
+        kind_sql, kind_args = "", ()
+        if kinds is not None:
+            kind_sql = f" AND kind IN ({','.join('?' * len(kinds))})"
+            kind_args = tuple(sorted(kinds))
         while True:
             try:
                 rows = self._conn.execute(
-                    "SELECT seq, t, kind, fields FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT 256",
-                    (last_seq, end),
+                    "SELECT seq, t, kind, fields FROM events WHERE seq > ? AND seq <= ?"
+                    f"{kind_sql} ORDER BY seq LIMIT 256",
+                    (last_seq, end, *kind_args),
                 ).fetchall()
             except sqlite3.DatabaseError as exc:
                 self._note_damage(str(exc), last_seq, last_t)
@@ -348,11 +358,13 @@ class SessionReader:
     def event(self, seq: int) -> RecordedEvent | None:
         return next(self.events(seq, seq), None)
 
-    def fast_forward_seqs(self, end_seq: int) -> set[int]:
-        """The events up to ``end_seq`` whose effect survives to it (seek without replaying all).
+    def fast_forward_plan(self, end_seq: int) -> tuple[set[int], int]:
+        """The events up to ``end_seq`` whose effect survives to it, and the last model event.
 
-        Everything a later ModelUpdated replaces is skipped, and of a card's moves only its
-        last one counts. Applying just these, in order, gives the same workspace as all of them.
+        Everything a later ModelUpdated replaces is skipped, events the workspace ignores
+        (grab, job, message, undo) too, and of a card's moves after the last model only its
+        last one counts. Applying just these, in order, gives the same workspace as applying
+        all of them, so a seek into a long session decodes a few events, not thousands.
         """
         try:
             last_model = self._conn.execute(
@@ -378,8 +390,8 @@ class SessionReader:
             }
         except sqlite3.DatabaseError as exc:
             self._note_damage(f"the event index is damaged ({exc})")
-            return set()
-        return keep
+            return set(), 0
+        return keep, last_model
 
     def counts_by_kind(self) -> dict[str, int]:
         try:
