@@ -49,7 +49,7 @@ def summarize(reader: SessionReader) -> dict[str, Any]:
     undos = 0
     jobs: dict[str, int] = {}
     previous = initial.get("top5_classes")
-    for item in reader.events(kinds={"edit", "model", "undo", "job"}):
+    for item in reader.events():  # all of them, so that damage anywhere is found and reported
         e = item.event
         if e.kind == "edit":
             edits.append(

@@ -1,0 +1,116 @@
+"""Rebuilding what a session started from: scene, dataset, workspace, network, layout.
+
+A session file stores card indices, not images, so replay reloads the dataset the scene names
+and checks its fingerprint first: replaying edits onto different images would be nonsense that
+looks plausible. Networks come from the stored weights (never retrained), so a replay sees
+exactly the model the person had.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from game.sessions.paths import SessionError
+from game.sessions.reader import SessionReader
+from game.sessions.recorder import dataset_fingerprint
+
+
+@dataclass
+class RestoredSession:
+    """The starting point of a recorded session, rebuilt."""
+
+    reader: SessionReader
+    scene: Any  # game.core.scene.Scene
+    dataset: Any  # game.data.dataset.Dataset
+    workspace: Any  # game.core.workspace.Workspace, in the recorded starting state
+
+    def network(self, version: int | None = None) -> Any:
+        """The network of model ``version`` (default: the starting one) from its stored weights."""
+        v = int(self.reader.meta.get("model_version", 0)) if version is None else version
+        return network_from_bytes(
+            self.scene, self.dataset, self.reader.model_weights(v), self.workspace.feature_layer
+        )
+
+    def layout(self) -> Any:
+        """The starting ``LayoutState`` if the session stored it (needed to re-run fine-tunes)."""
+        from game.layout.projector import LayoutState
+
+        a = self.reader.initial_arrays()
+        if "layout_embedding" not in a:
+            raise SessionError(
+                f"{self.reader.path} does not store its starting layout; cannot re-run fine-tunes"
+            )
+        return LayoutState(
+            embedding=a["layout_embedding"],
+            center=a["layout_center"],
+            scale=float(a["layout_scale"]),
+            offset=a["layout_offset"],
+            positions=self.workspace.positions.copy(),
+            pca_dims=int(a["layout_pca_dims"]),
+        )
+
+
+def network_from_bytes(scene: Any, dataset: Any, weights: bytes, feature_layer: str = "") -> Any:
+    """A ``Network`` shaped like ``build_network`` would build it, with these weights loaded."""
+    from game.nets.architectures import build_module, input_size_for
+    from game.nets.network import Network
+    from game.nets.weights import state_from_bytes
+
+    cfg = scene.network
+    channels = dataset.images.shape[-1] if cfg.arch == "small_cnn" else 3
+    module = build_module(cfg.arch, dataset.n_classes, channels)
+    try:
+        state = state_from_bytes(weights)
+        module.load_state_dict(state, strict=True)
+    except Exception as exc:  # corrupt bytes or a different architecture
+        raise SessionError(
+            f"stored weights do not fit the scene's network: {type(exc).__name__}: {exc}"
+        ) from None
+    normalise = "centred" if cfg.arch == "small_cnn" else "imagenet"
+    return Network(
+        module,
+        cfg.arch,
+        dataset.n_classes,
+        channels,
+        input_size_for(cfg.arch, dataset.images.shape[1]),
+        feature_layer or cfg.feature_layer,
+        normalise,
+    )
+
+
+def restore(reader: SessionReader, check_fingerprint: bool = True) -> RestoredSession:
+    """Load the recorded scene's dataset and build the starting workspace."""
+    from game.data.dataset import load_dataset
+
+    scene = reader.scene()
+    dataset = load_dataset(scene)
+    features = None
+    if reader.meta.get("features_omitted") == "1":
+        features = np.zeros((len(dataset.images), 1), dtype=np.float32)  # replaced below
+    probe = _FingerprintView(dataset.images, dataset.labels, list(dataset.class_names))
+    recorded = reader.meta.get("dataset_fingerprint")
+    if check_fingerprint and recorded and dataset_fingerprint(probe) != recorded:
+        raise SessionError(
+            f"{reader.path} was recorded on different images than the scene's dataset now holds "
+            f"({scene.dataset.kind} {scene.dataset.path or ''}); replaying its edits would be wrong"
+        )
+    workspace = reader.initial_workspace(dataset.images, features=features)
+    session = RestoredSession(reader, scene, dataset, workspace)
+    if features is not None:
+        net = session.network()
+        workspace.features = net.infer(
+            dataset.images, batch_size=scene.network.batch_size, progress=False
+        ).features
+    return session
+
+
+@dataclass
+class _FingerprintView:
+    """What ``dataset_fingerprint`` reads from a workspace, taken from a freshly loaded dataset."""
+
+    images: np.ndarray
+    original_labels: np.ndarray
+    class_names: list[str]
