@@ -1,0 +1,303 @@
+"""``VRBackend`` on a real headset through pyopenvr (the ``openvr`` package).
+
+A scene application: ``init(VRApplication_Scene)``, the standing tracking universe, the SteamVR
+Input action manifest shipped next to this file (``actions.json`` + per-controller bindings; the
+deprecated controller-state calls are not used), ``waitGetPoses`` once per frame, both eye
+textures submitted as OpenGL texture ids, render models polled until loaded.
+
+``openvr`` is imported in ``start()`` only, so importing ``game.vr`` loads no native library and
+changes nothing. Tests hand in the real module with its functions replaced by a test double
+(``openvr_module=``) that returns real ``openvr`` structs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from game.vr import coords
+from game.vr.backend import (
+    HANDS,
+    LOADING,
+    ControllerState,
+    Eye,
+    FrameState,
+    Pose,
+    RenderModelMesh,
+    RuntimeEvent,
+    VRUnavailable,
+)
+
+MANIFEST = Path(__file__).resolve().parent / "actions.json"
+ACTION_SET = "/actions/latent"
+_ACTIONS = {
+    "pose": "in/hand_pose",
+    "grip": "in/grip",
+    "trigger": "in/trigger",
+    "trigger_value": "in/trigger_value",
+    "move": "in/move",
+    "menu": "in/menu",
+    "undo": "in/undo",
+    "haptic": "out/haptic",
+}
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what libopenvr prints on fd 2 while it looks for a runtime.
+
+    Without a runtime it writes several "Unable to read VR Path Registry" lines, and the issue
+    asks for a one-line message. Only the init call is wrapped.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+class OpenVRBackend:
+    """The real headset. ``start`` raises ``VRUnavailable`` with a one-line reason."""
+
+    name = "openvr"
+
+    def __init__(self, openvr_module: ModuleType | None = None, manifest: Path = MANIFEST) -> None:
+        self._ovr_override = openvr_module
+        self.manifest = manifest
+        self.ovr: Any = None
+        self.system: Any = None
+        self.compositor: Any = None
+        self.input: Any = None
+        self.render_models: Any = None
+        self._actions: dict[str, int] = {}
+        self._sources: dict[str, int] = {}
+        self._active_sets: Any = None
+        self._poses: Any = None
+        self._frame = 0
+        self._last = FrameState(0, Pose(), {h: ControllerState() for h in HANDS})
+        self._models: dict[str, Any] = {}
+        self.submit_errors = 0
+        self.started = False
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            ovr = self._ovr_override or importlib.import_module("openvr")
+        except (ImportError, OSError) as exc:
+            raise VRUnavailable(f"the openvr package cannot load ({exc})") from None
+        self.ovr = ovr
+        try:
+            with _quiet_native_stderr():
+                self.system = ovr.init(ovr.VRApplication_Scene)
+            self.compositor = ovr.VRCompositor()
+            self.compositor.setTrackingSpace(ovr.TrackingUniverseStanding)
+            self.input = ovr.VRInput()
+            self.input.setActionManifestPath(str(self.manifest))
+            set_handle = self.input.getActionSetHandle(ACTION_SET)
+            self._actions = {k: self.input.getActionHandle(f"{ACTION_SET}/{v}") for k, v in _ACTIONS.items()}
+            self._sources = {h: self.input.getInputSourceHandle(f"/user/hand/{h}") for h in HANDS}
+            self.render_models = ovr.VRRenderModels()
+        except ovr.error_code.OpenVRError as exc:
+            self._shutdown_quietly()
+            raise VRUnavailable(self._describe(exc)) from None
+        sets = (ovr.VRActiveActionSet_t * 1)()
+        sets[0].ulActionSet = set_handle
+        self._active_sets = sets
+        self._poses = (ovr.TrackedDevicePose_t * ovr.k_unMaxTrackedDeviceCount)()
+        self.started = True
+
+    def _describe(self, exc: Exception) -> str:
+        what = type(exc).__name__
+        value = getattr(exc, "error_value", None)
+        if value is not None and what.startswith("InitError"):
+            with contextlib.suppress(Exception):
+                return f"OpenVR: {self.ovr.getVRInitErrorAsEnglishDescription(int(value))} ({what})"
+        return f"OpenVR: {what} {exc}".strip()
+
+    def _shutdown_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ovr.shutdown()
+        self.system = self.compositor = self.input = self.render_models = None
+
+    def shutdown(self) -> None:
+        if self.started:
+            for model in self._models.values():
+                with contextlib.suppress(Exception):
+                    self.render_models.freeRenderModel(model)
+            self._models.clear()
+            self._shutdown_quietly()
+            self.started = False
+
+    # --- display ----------------------------------------------------------------------------------
+
+    def _eye(self, eye: Eye) -> int:
+        return self.ovr.Eye_Left if eye == "left" else self.ovr.Eye_Right
+
+    def recommended_size(self) -> tuple[int, int]:
+        w, h = self.system.getRecommendedRenderTargetSize()
+        return int(w), int(h)
+
+    def eye_to_head(self, eye: Eye) -> np.ndarray:
+        return coords.eye_to_head_panda(self.system.getEyeToHeadTransform(self._eye(eye)))
+
+    def projection(self, eye: Eye, near: float, far: float) -> np.ndarray:
+        return coords.projection_to_panda(self.system.getProjectionMatrix(self._eye(eye), near, far))
+
+    # --- per frame --------------------------------------------------------------------------------
+
+    def wait_poses(self) -> FrameState:
+        ovr = self.ovr
+        try:
+            self.compositor.waitGetPoses(self._poses, None)
+        except ovr.error_code.CompositorError:
+            # DoNotHaveFocus (dashboard, another app): keep rendering with the last poses.
+            return self._last
+        self._frame += 1
+        hmd = self._poses[ovr.k_unTrackedDeviceIndex_Hmd]
+        head = self._pose(hmd.mDeviceToAbsoluteTracking, bool(hmd.bPoseIsValid))
+        if not head.valid:
+            head = self._last.head
+        # Without focus the per-hand reads below fall back to the last state.
+        with contextlib.suppress(ovr.error_code.InputError):
+            self.input.updateActionState(self._active_sets)
+        hands = {h: self._hand(h) for h in HANDS}
+        self._last = FrameState(self._frame, head, hands)
+        return self._last
+
+    @staticmethod
+    def _pose(matrix: Any, valid: bool) -> Pose:
+        return Pose(coords.pose_to_panda(matrix), valid)
+
+    def _hand(self, hand: str) -> ControllerState:
+        ovr, inp, a = self.ovr, self.input, self._actions
+        src = self._sources[hand]
+        state = ControllerState()
+        try:
+            pose = inp.getPoseActionDataForNextFrame(a["pose"], ovr.TrackingUniverseStanding, src)
+            state.connected = bool(pose.bActive)
+            state.pose = self._pose(pose.pose.mDeviceToAbsoluteTracking, bool(pose.pose.bPoseIsValid))
+            state.grip = bool(inp.getDigitalActionData(a["grip"], src).bState)
+            state.trigger = bool(inp.getDigitalActionData(a["trigger"], src).bState)
+            state.trigger_value = float(inp.getAnalogActionData(a["trigger_value"], src).x)
+            stick = inp.getAnalogActionData(a["move"], src)
+            state.thumbstick = (float(stick.x), float(stick.y))
+            state.menu = bool(inp.getDigitalActionData(a["menu"], src).bState)
+            state.undo = bool(inp.getDigitalActionData(a["undo"], src).bState)
+        except ovr.error_code.InputError:
+            previous = self._last.hands.get(hand)
+            return previous if previous is not None else state
+        return state
+
+    def poll_events(self) -> list[RuntimeEvent]:
+        ovr = self.ovr
+        out: list[RuntimeEvent] = []
+        event = ovr.VREvent_t()
+        kinds = {
+            ovr.VREvent_Quit: "quit",
+            ovr.VREvent_DashboardActivated: "dashboard_shown",
+            ovr.VREvent_DashboardDeactivated: "dashboard_hidden",
+            ovr.VREvent_InputFocusCaptured: "dashboard_shown",
+            ovr.VREvent_InputFocusReleased: "dashboard_hidden",
+        }
+        while self.system.pollNextEvent(event):
+            kind = kinds.get(int(event.eventType))
+            if kind == "quit":
+                # SteamVR is closing: tell it we heard, then the app leaves VR (never crashes).
+                with contextlib.suppress(Exception):
+                    self.system.acknowledgeQuit_Exiting()
+            if kind is not None:
+                out.append(RuntimeEvent(kind))
+        return out
+
+    def submit(self, eye: Eye, texture_id: int) -> None:
+        ovr = self.ovr
+        texture = ovr.Texture_t()
+        texture.handle = int(texture_id)
+        texture.eType = ovr.TextureType_OpenGL
+        texture.eColorSpace = ovr.ColorSpace_Gamma
+        try:
+            self.compositor.submit(self._eye(eye), texture)
+        except ovr.error_code.CompositorError:
+            self.submit_errors += 1  # e.g. DoNotHaveFocus while the dashboard is up
+
+    def haptic(
+        self, hand: str, seconds: float = 0.04, frequency: float = 160.0, amplitude: float = 0.6
+    ) -> None:
+        with contextlib.suppress(self.ovr.error_code.InputError):
+            self.input.triggerHapticVibrationAction(
+                self._actions["haptic"], 0.0, seconds, frequency, amplitude, self._sources[hand]
+            )
+
+    # --- render models --------------------------------------------------------------------------
+
+    def render_model(self, hand: str) -> RenderModelMesh | str | None:
+        """Poll once per frame until loaded (OpenVR loads asynchronously); None means "fallback"."""
+        ovr = self.ovr
+        role = ovr.TrackedControllerRole_LeftHand if hand == "left" else ovr.TrackedControllerRole_RightHand
+        try:
+            index = self.system.getTrackedDeviceIndexForControllerRole(role)
+            if index == ovr.k_unTrackedDeviceIndexInvalid:
+                return LOADING  # not connected yet
+            name = self.system.getStringTrackedDeviceProperty(index, ovr.Prop_RenderModelName_String)
+            model = self._models.get(hand)
+            if model is None:
+                model = self.render_models.loadRenderModel_Async(name)
+                self._models[hand] = model
+            texture = None
+            if model.diffuseTextureId >= 0:
+                texture = self.render_models.loadTexture_Async(model.diffuseTextureId)
+        except ovr.error_code.RenderModelError_Loading:
+            return LOADING
+        except ovr.error_code.OpenVRError:
+            self._models.pop(hand, None)
+            return None
+        mesh = mesh_from_render_model(name, model, texture)
+        with contextlib.suppress(Exception):
+            if texture is not None:
+                self.render_models.freeTexture(texture)
+            self.render_models.freeRenderModel(model)
+        self._models.pop(hand, None)
+        return mesh
+
+
+def mesh_from_render_model(name: str, model: Any, texture: Any) -> RenderModelMesh:
+    """Copy a ``RenderModel_t`` (+ texture map) into numpy arrays, converted to Panda3D axes."""
+    import ctypes
+
+    n = int(model.unVertexCount)
+    floats = np.ctypeslib.as_array(
+        ctypes.cast(model.rVertexData, ctypes.POINTER(ctypes.c_float)), shape=(n * 8,)
+    )
+    v = floats.reshape(n, 8).astype(np.float32)
+    m = int(model.unTriangleCount)
+    idx = np.ctypeslib.as_array(model.rIndexData, shape=(m * 3,)).astype(np.int32).reshape(m, 3)
+    image = None
+    if texture is not None:
+        w, h = int(texture.unWidth), int(texture.unHeight)
+        image = np.ctypeslib.as_array(texture.rubTextureMapData, shape=(h * w * 4,)).reshape(h, w, 4).copy()
+    return RenderModelMesh(
+        name=name,
+        vertices=coords.point_to_panda(v[:, 0:3]).astype(np.float32),
+        normals=coords.point_to_panda(v[:, 3:6]).astype(np.float32),
+        uvs=v[:, 6:8].copy(),
+        triangles=idx,
+        texture=image,
+    )
