@@ -28,11 +28,19 @@ class RestoredSession:
     workspace: Any  # game.core.workspace.Workspace, in the recorded starting state
 
     def network(self, version: int | None = None) -> Any:
-        """The network of model ``version`` (default: the starting one) from its stored weights."""
-        v = int(self.reader.meta.get("model_version", 0)) if version is None else version
-        return network_from_bytes(
-            self.scene, self.dataset, self.reader.model_weights(v), self.workspace.feature_layer
+        """The network of model ``version`` (default: the starting one) from its stored weights.
+
+        A fine-tune that trains only the head stores only the head's tensors; they are laid
+        over the starting version's full weights (the stem never changes in such a session).
+        """
+        base_version = int(self.reader.meta.get("model_version", 0))
+        v = base_version if version is None else version
+        net = network_from_bytes(
+            self.scene, self.dataset, self.reader.model_weights(base_version), self.workspace.feature_layer
         )
+        if v != base_version:
+            overlay_weights(net, self.reader.model_weights(v))
+        return net
 
     def layout(self) -> Any:
         """The starting ``LayoutState`` if the session stored it (needed to re-run fine-tunes)."""
@@ -79,6 +87,21 @@ def network_from_bytes(scene: Any, dataset: Any, weights: bytes, feature_layer: 
         feature_layer or cfg.feature_layer,
         normalise,
     )
+
+
+def overlay_weights(network: Any, weights: bytes) -> None:
+    """Load a full or partial state dict (safetensors bytes) into ``network.module``."""
+    from game.nets.weights import state_from_bytes
+
+    try:
+        state = state_from_bytes(weights)
+    except Exception as exc:
+        raise SessionError(f"stored weights cannot be read: {type(exc).__name__}: {exc}") from None
+    own = network.module.state_dict()
+    bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if bad:
+        raise SessionError(f"stored weights do not fit the scene's network: {', '.join(bad[:6])}")
+    network.module.load_state_dict(state, strict=False)
 
 
 def restore(reader: SessionReader, check_fingerprint: bool = True) -> RestoredSession:
