@@ -1,0 +1,211 @@
+"""The game application: a ShowBase that wires the workspace, the world, the hands and the worker.
+
+Per frame, in this order (one task, ``latent-reach-frame``):
+
+1. every object in ``app.frame_hooks`` gets ``update(now)`` (desktop controls first; the fine-tune
+   controller, VR backend and recorder append themselves),
+2. ``app.worker.poll()`` runs callbacks of finished background jobs,
+3. ``app.workspace.flush()`` applies queued events and notifies listeners (the world among them),
+4. ``app.world.update(now)`` advances tweens and timers and uploads changed card data,
+
+then Panda3D renders. ``now`` is the app clock (seconds): real time when running, or exactly the
+``dt`` passed to ``step`` when driven programmatically (tests, replays, demo recordings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from direct.showbase.ShowBase import ShowBase
+from panda3d.core import PerspectiveLens
+
+from game.core.worker import Worker
+from game.world import engine
+from game.world.framing import frame_points as framing_pose
+from game.world.world import World
+
+
+class FrameHook(Protocol):
+    def update(self, now: float) -> None: ...
+
+
+class LatentReachApp(ShowBase):
+    """ShowBase for one loaded scene; see the module docstring for the frame order."""
+
+    def __init__(
+        self,
+        loaded,
+        *,
+        offscreen: bool,
+        size: tuple[int, int] = (1280, 800),
+        fullscreen: bool = False,
+        controls: bool = True,
+        menu: bool = False,
+        worker: Worker | None = None,
+        multisamples: int = 4,
+        fov: float = 70.0,
+    ) -> None:
+        engine.configure(offscreen=offscreen, size=size, fullscreen=fullscreen, multisamples=multisamples)
+        ShowBase.__init__(self, windowType="offscreen" if offscreen else "onscreen")
+        self.offscreen = offscreen
+        self.size = (int(size[0]), int(size[1]))
+        self.frame_hooks: list[FrameHook] = []
+        self.scene_listeners: list[Callable[[object], None]] = []
+        self.worker = worker or Worker()
+        self._owns_worker = worker is None
+        self.now = 0.0
+        self.frame_count = 0
+        self._step_dt: float | None = None
+        self.disable_mouse()
+        lens = PerspectiveLens()
+        lens.set_fov(fov)
+        lens.set_aspect_ratio(self.size[0] / self.size[1])
+        lens.set_near_far(0.03, 200.0)
+        self.cam.node().set_lens(lens)
+        self.camLens = lens
+        self.world = None
+        self.controls = None
+        self.menu = None
+        self._set_scene(loaded)
+        if controls:
+            from game.controls.desktop import DesktopControls
+
+            self.controls = DesktopControls(self)
+            self.frame_hooks.insert(0, self.controls)
+        if menu:
+            from game.world.menu import MenuController
+
+            self.menu = MenuController(self)
+            self.menu.show_start()
+        self.task_mgr.add(self._frame_task, "latent-reach-frame", sort=-50)
+
+    # --- scene ------------------------------------------------------------------------------
+
+    def _set_scene(self, loaded) -> None:
+        if self.world is not None:
+            self.world.destroy()
+        self.loaded = loaded
+        self.workspace = loaded.workspace
+        bg = loaded.scene.world.background
+        self.set_background_color(bg[0], bg[1], bg[2], 1)
+        self.world = World(self.render, self.aspect2d, self.loader, self.workspace, loaded.scene.world)
+        self.world.now = self.now
+        self.world.panel.place_on_screen(self.aspect2d, self.aspect_ratio)
+        self.world.hud.layout(self.aspect_ratio)
+        self.frame_all()
+        for listener in list(self.scene_listeners):
+            listener(loaded)
+
+    def switch_scene(self, loaded) -> None:
+        """Replace the world with another loaded scene (start menu). Listeners are told."""
+        self._set_scene(loaded)
+        if self.controls is not None:
+            self.controls.rebind()
+
+    @property
+    def aspect_ratio(self) -> float:
+        return self.size[0] / self.size[1]
+
+    # --- camera -----------------------------------------------------------------------------
+
+    def frame_points(self, points: np.ndarray, pitch: float = 22.0, margin: float = 0.85) -> None:
+        """Place the camera so ``points`` fill the view, looking slightly down."""
+        lens = self.camLens
+        fov = (float(lens.get_fov()[0]), float(lens.get_fov()[1]))
+        eye, target = framing_pose(points, fov, pitch_deg=pitch, margin=margin)
+        self.camera.set_pos(*eye)
+        self.camera.look_at(*target)
+        if self.controls is not None:
+            self.controls.sync_from_camera()
+
+    def frame_all(self) -> None:
+        self.frame_points(self.world.positions)
+
+    def frame_card(self, card: int, distance: float = 0.6) -> None:
+        p = self.world.positions[card]
+        forward = self.render.get_relative_vector(self.camera, (0, 1, 0))
+        eye = p - distance * np.array([forward[0], forward[1], forward[2]], dtype=np.float32)
+        self.camera.set_pos(*map(float, eye))
+        self.camera.look_at(*map(float, p))
+        if self.controls is not None:
+            self.controls.sync_from_camera()
+
+    # --- frames -----------------------------------------------------------------------------
+
+    def _frame_task(self, task):
+        if self._step_dt is not None:
+            dt = self._step_dt
+        else:
+            dt = min(self.clock.get_dt(), 0.1)
+        self.now += dt
+        now = self.now
+        self.world.now = now
+        for hook in list(self.frame_hooks):
+            hook.update(now)
+        self.worker.poll()
+        self.workspace.flush()
+        self.world.update(now)
+        self.frame_count += 1
+        return task.cont
+
+    def step(self, dt: float | None = None) -> None:
+        """Run exactly one frame (hooks, worker, flush, tweens, render); ``dt`` in seconds."""
+        self._step_dt = 1.0 / 60.0 if dt is None else float(dt)
+        try:
+            self.task_mgr.step()
+        finally:
+            self._step_dt = None
+
+    def pixels(self) -> np.ndarray:
+        """The last rendered frame as an ``(H, W, 3)`` uint8 array, top row first."""
+        tex = self.win.get_screenshot()
+        if tex is None:
+            raise RuntimeError("no frame rendered yet")
+        data = np.frombuffer(bytes(tex.get_ram_image_as("RGB")), dtype=np.uint8)
+        h, w = tex.get_y_size(), tex.get_x_size()
+        return data.reshape(h, w, 3)[::-1].copy()
+
+    def screenshot(self, path: str | Path) -> Path:
+        """Write the last rendered frame (rendering one if none was) to ``path`` (PNG/JPG)."""
+        if self.frame_count == 0:
+            self.step(0.0)
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+
+        Image.fromarray(self.pixels()).save(out)
+        return out
+
+    def project(self, point) -> tuple[float, float] | None:
+        """Pixel (x, y from top-left) where a world point is drawn, or None when off-screen."""
+        from panda3d.core import Point2, Point3
+
+        p = self.cam.get_relative_point(self.render, Point3(*map(float, point)))
+        p2 = Point2()
+        if not self.camLens.project(p, p2):
+            return None
+        w, h = self.size
+        return ((p2[0] + 1) / 2 * w, (1 - p2[1]) / 2 * h)
+
+    def mouse_ray(self, mx: float, my: float) -> tuple[np.ndarray, np.ndarray]:
+        """World ray (origin, direction) through normalised screen coords (-1..1, y up)."""
+        from panda3d.core import Point3
+
+        near, far = Point3(), Point3()
+        self.camLens.extrude((mx, my), near, far)
+        a = self.render.get_relative_point(self.cam, near)
+        b = self.render.get_relative_point(self.cam, far)
+        o = np.array([a[0], a[1], a[2]], dtype=np.float32)
+        d = np.array([b[0] - a[0], b[1] - a[1], b[2] - a[2]], dtype=np.float32)
+        return o, d / np.linalg.norm(d)
+
+    def destroy(self) -> None:
+        if self.world is not None:
+            self.world.destroy()
+            self.world = None
+        if self._owns_worker:
+            self.worker.close()
+        ShowBase.destroy(self)

@@ -1,0 +1,1 @@
+"""Input: desktop mouse/keyboard and VR controllers, both turned into ``Hand`` actions."""

@@ -1,0 +1,235 @@
+"""VR controllers → the shared ``Hand`` actions, plus locomotion and world scaling.
+
+Per frame (``update(state, paused, dt)``, called right after ``wait_poses``):
+
+- grip pressed: grab the card the controller tip touches, else the card its ray points at; while
+  held, the card keeps its offset in the controller's own frame, so it follows the hand in full
+  6-DoF (turning the wrist swings it around the grip); grip released: drop. A haptic pulse on
+  grab and on drop.
+- trigger held: a laser; hovering follows the ray; trigger pressed: select (inspect) what it hits.
+- left stick: smooth movement along the head's horizontal heading; right stick: snap turns (x)
+  and smooth up/down (y).
+- both grips held while neither hand carries a card: scale and rotate the whole world about the
+  midpoint of the hands (pulling apart makes the world larger).
+
+The world never learns that a controller moved the card: the ``Hand`` posts the same events as
+the mouse does. No panda3d here: tracking space is placed in the world by a numpy ``Rig``, which
+the stereo renderer applies to its node (``on_rig``), so all of this is testable headless.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from game.controls.hand import Hand
+from game.core.workspace import Workspace
+from game.vr.backend import HANDS, ControllerState, FrameState
+
+TIP = 0.06  # metres ahead of the controller origin where touching happens
+
+
+@dataclass
+class Rig:
+    """Where tracking space sits in the world: position, heading (degrees, about +Z) and scale.
+
+    ``scale`` > 1 makes the person larger relative to the world (the world looks smaller).
+    """
+
+    position: np.ndarray
+    heading: float = 0.0
+    scale: float = 1.0
+
+    def matrix(self) -> np.ndarray:
+        h = math.radians(self.heading)
+        c, s = math.cos(h), math.sin(h)
+        m = np.eye(4)
+        m[:3, :3] = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) * self.scale
+        m[:3, 3] = self.position
+        return m
+
+    def to_world(self, p: np.ndarray) -> np.ndarray:
+        return (self.matrix() @ np.append(np.asarray(p, dtype=np.float64), 1.0))[:3]
+
+
+@dataclass
+class VRControlsConfig:
+    move_speed: float = 2.0  # metres per second at full stick
+    snap_degrees: float = 30.0
+    stick_dead_zone: float = 0.2
+    snap_threshold: float = 0.7
+    min_scale: float = 0.05
+    max_scale: float = 20.0
+    pulse_seconds: float = 0.04
+
+
+class VRControls:
+    """Two ``Hand`` objects driven by controller state; see the module docstring for the mapping."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        positions: Callable[[], np.ndarray],
+        card_size: Callable[[], float] | float = 0.08,
+        *,
+        rig: Rig | None = None,
+        haptic: Callable[[str, float], None] | None = None,
+        on_rig: Callable[[np.ndarray], None] | None = None,
+        on_hover: Callable[[str, int], None] | None = None,
+        config: VRControlsConfig | None = None,
+    ) -> None:
+        self.workspace = workspace
+        self.config = config or VRControlsConfig()
+        self.hands = {h: Hand(workspace, positions, card_size, name=f"vr-{h}") for h in HANDS}
+        self.rig = rig or Rig(np.zeros(3))
+        self.haptic = haptic or (lambda hand, seconds: None)
+        self.on_rig = on_rig
+        self.on_hover = on_hover
+        self._previous = {h: ControllerState() for h in HANDS}
+        self._grab_offset: dict[str, np.ndarray] = {}
+        self._gesture: dict[str, object] | None = None
+        self._snapped = False
+        self.lasers: dict[str, tuple[np.ndarray, np.ndarray] | None] = {h: None for h in HANDS}
+        self.hand_world: dict[str, np.ndarray] = {h: np.eye(4) for h in HANDS}
+        self.head_world = np.eye(4)
+
+    # --- per frame ------------------------------------------------------------------------------
+
+    def update(self, state: FrameState, paused: bool = False, dt: float = 1.0 / 90.0) -> None:
+        world = self.rig.matrix()
+        self.head_world = world @ state.head.matrix
+        for h in HANDS:
+            self.hand_world[h] = world @ state.hands[h].pose.matrix
+        if paused:
+            # Dashboard up: keep carried cards where they are, forget button edges.
+            self._previous = {h: ControllerState() for h in HANDS}
+            return
+        if not self._world_gesture(state):
+            for h in HANDS:
+                self._hand(h, state.hands[h])
+        self._locomotion(state, dt)
+        for h in HANDS:
+            self.hands[h].update()
+            self._previous[h] = state.hands[h]
+
+    def _hand(self, name: str, c: ControllerState) -> None:
+        hand = self.hands[name]
+        prev = self._previous[name]
+        if not (c.connected and c.pose.valid):
+            if hand.dragging:
+                hand.cancel()
+            self.lasers[name] = None
+            return
+        m = self.hand_world[name]
+        origin = m[:3, 3]
+        forward = m[:3, 1] / max(float(np.linalg.norm(m[:3, 1])), 1e-9)
+        tip = origin + forward * TIP * self.rig.scale
+        self.lasers[name] = (origin, forward) if c.trigger else None
+        if hand.dragging:
+            card_world = (m @ self._grab_offset[name])[:3]
+            hand.move_to(card_world)
+            if not c.grip:
+                hand.release(card_world)
+                self.haptic(name, self.config.pulse_seconds)
+            return
+        before = hand.hovered
+        if hand.touch(tip) < 0 and (c.trigger or c.grip):
+            hand.point(origin, forward)
+        if c.trigger and not prev.trigger:
+            hand.select()
+        if c.grip and not prev.grip and hand.hovered >= 0 and hand.grab():
+            card = np.append(np.asarray(hand.position, dtype=np.float64), 1.0)
+            self._grab_offset[name] = np.linalg.inv(m) @ card
+            self.haptic(name, self.config.pulse_seconds)
+        if self.on_hover is not None and hand.hovered != before:
+            self.on_hover(name, hand.hovered)
+
+    # --- both grips: scale and rotate the world ---------------------------------------------------
+
+    def _world_gesture(self, state: FrameState) -> bool:
+        gripping = all(state.hands[h].grip and state.hands[h].pose.valid for h in HANDS)
+        carrying = any(self.hands[h].dragging for h in HANDS)
+        if not gripping or carrying:
+            self._gesture = None
+            return False
+        left = state.hands["left"].pose.position
+        right = state.hands["right"].pose.position
+        mid = (left + right) / 2
+        span = right - left
+        distance = max(float(np.linalg.norm(span)), 1e-3)
+        angle = math.degrees(math.atan2(span[1], span[0]))
+        if self._gesture is None:
+            self._gesture = {
+                "anchor": self.rig.to_world(mid),
+                "distance": distance,
+                "angle": angle,
+                "scale": self.rig.scale,
+                "heading": self.rig.heading,
+            }
+            return True
+        g = self._gesture
+        scale = float(
+            np.clip(g["scale"] * g["distance"] / distance, self.config.min_scale, self.config.max_scale)
+        )
+        heading = g["heading"] + (g["angle"] - angle)
+        self.rig.scale, self.rig.heading = scale, heading
+        # Keep the point between the hands fixed in the world.
+        self.rig.position = np.zeros(3)
+        self.rig.position = np.asarray(g["anchor"]) - self.rig.to_world(mid)
+        self._rig_changed()
+        return True
+
+    # --- sticks ---------------------------------------------------------------------------------
+
+    def _locomotion(self, state: FrameState, dt: float) -> None:
+        cfg = self.config
+        lx, ly = state.hands["left"].thumbstick
+        rx, ry = state.hands["right"].thumbstick
+        changed = False
+        if abs(lx) > cfg.stick_dead_zone or abs(ly) > cfg.stick_dead_zone:
+            forward = self.head_world[:3, 1].copy()
+            forward[2] = 0.0
+            n = float(np.linalg.norm(forward))
+            forward = forward / n if n > 1e-6 else np.array([0.0, 1.0, 0.0])
+            right = np.array([forward[1], -forward[0], 0.0])
+            step = cfg.move_speed * dt * self.rig.scale
+            self.rig.position = self.rig.position + (forward * ly + right * lx) * step
+            changed = True
+        if abs(ry) > cfg.stick_dead_zone:
+            self.rig.position = self.rig.position + np.array(
+                [0.0, 0.0, ry * cfg.move_speed * dt * self.rig.scale]
+            )
+            changed = True
+        if abs(rx) >= cfg.snap_threshold and not self._snapped:
+            self._snap(-cfg.snap_degrees if rx > 0 else cfg.snap_degrees)
+            self._snapped = True
+            changed = False  # _snap reported it
+        elif abs(rx) < cfg.stick_dead_zone:
+            self._snapped = False
+        if changed:
+            self._rig_changed()
+
+    def _snap(self, degrees: float) -> None:
+        """Turn about the head's vertical axis (the person stays where they stand)."""
+        head = self.head_world[:3, 3].copy()
+        self.rig.heading += degrees
+        a = math.radians(degrees)
+        c, s = math.cos(a), math.sin(a)
+        d = self.rig.position - head
+        self.rig.position = head + np.array([c * d[0] - s * d[1], s * d[0] + c * d[1], d[2]])
+        self._rig_changed()
+
+    def _rig_changed(self) -> None:
+        if self.on_rig is not None:
+            self.on_rig(self.rig.matrix())
+
+    # --- queries for the in-world UI --------------------------------------------------------------
+
+    def head_position(self) -> np.ndarray:
+        return self.head_world[:3, 3].copy()
+
+    def hand_position(self, hand: str) -> np.ndarray:
+        return self.hand_world[hand][:3, 3].copy()

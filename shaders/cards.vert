@@ -1,0 +1,39 @@
+#version 330
+// Instanced image cards. One instance per card; per-card data lives in a buffer texture
+// (3 RGBA32F texels per card):
+//   0: position x, y, z (world metres), size factor
+//   1: class colour r, g, b, state (0 normal, 1 pending, 2 unsure, 3 edited)
+//   2: texture-array layer, atlas tile x, atlas tile y, visible (0/1)
+// The quad is billboarded in view space so every card faces the eye it is rendered for.
+
+uniform mat4 p3d_ModelViewMatrix;
+uniform mat4 p3d_ProjectionMatrix;
+uniform samplerBuffer card_data;
+uniform int instance_offset;
+uniform float card_size;
+uniform float ring;       // marker ring width, fraction of the card side
+
+in vec4 p3d_Vertex;       // corners at (+-0.5, 0, +-0.5)
+
+out vec2 v_local;         // card-local coordinate: [-0.5, 0.5] is the card, beyond is the ring
+flat out vec4 v_colour;
+flat out vec4 v_tile;
+flat out int v_card;
+
+void main() {
+    int card = gl_InstanceID + instance_offset;
+    int base = card * 3;
+    vec4 a = texelFetch(card_data, base);
+    vec4 b = texelFetch(card_data, base + 1);
+    vec4 c = texelFetch(card_data, base + 2);
+    vec4 centre = p3d_ModelViewMatrix * vec4(a.xyz, 1.0);
+    float side = card_size * a.w * c.w;
+    vec2 corner = p3d_Vertex.xz * (1.0 + 2.0 * ring);
+    // Panda3D hands GLSL its own Z-up view space (x right, y forward, z up).
+    vec4 pos = centre + vec4(corner.x * side, 0.0, corner.y * side, 0.0);
+    gl_Position = p3d_ProjectionMatrix * pos;
+    v_local = corner;
+    v_colour = b;
+    v_tile = c;
+    v_card = card;
+}
