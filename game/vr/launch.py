@@ -1,0 +1,173 @@
+"""Starting VR for the app: pick a backend, fall back to the desktop, wire renderer and controls.
+
+Modes: ``off``; ``on`` (try OpenVR, else one line on stderr and the desktop); ``require`` (no VR
+is a ``UserError``: one line, exit code 2); ``simulate`` (a scripted ``SimulatedBackend``).
+
+The run command calls, in this order::
+
+    backend = open_backend(mode, script)     # before the window: OpenVR needs no GL context
+    if backend is not None:
+        prepare_engine()                     # driver v-sync off: SteamVR paces the frames
+    app = LatentReachApp(...)
+    session = attach(app, backend) if backend is not None else None
+
+``start_vr(app, mode)`` does the last three steps for an app that already exists (v-sync then
+stays as the window was opened). Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from game.core import events as ev
+from game.core.errors import UserError
+from game.vr.backend import VRBackend, VRUnavailable
+
+MODES = ("off", "on", "require", "simulate")
+
+
+def parse_mode(value: str | bool | None) -> str:
+    """``--vr`` values: none/true → "on", "require", "simulate", "off"/false."""
+    if value is None or value is False:
+        return "off"
+    if value is True or value == "":
+        return "on"
+    v = str(value).strip().lower()
+    aliases = {
+        "true": "on",
+        "yes": "on",
+        "1": "on",
+        "false": "off",
+        "no": "off",
+        "0": "off",
+        "sim": "simulate",
+    }
+    v = aliases.get(v, v)
+    if v not in MODES:
+        raise UserError(f"--vr must be one of {', '.join(MODES)}, not {value!r}")
+    return v
+
+
+def open_backend(
+    mode: str,
+    script: str | Path | None = None,
+    *,
+    openvr_module: Any = None,
+    out: TextIO | None = None,
+) -> VRBackend | None:
+    """A started backend, or None (desktop mode; one line on ``out``). ``require`` raises instead."""
+    mode = parse_mode(mode)
+    if mode == "off":
+        return None
+    backend: VRBackend
+    if mode == "simulate" or script is not None:
+        from game.vr.simulated import SimulatedBackend
+
+        backend = SimulatedBackend.from_file(script) if script is not None else SimulatedBackend(loop=True)
+    else:
+        from game.vr.openvr_backend import OpenVRBackend
+
+        backend = OpenVRBackend(openvr_module=openvr_module)
+    try:
+        backend.start()
+    except VRUnavailable as exc:
+        if mode == "require":
+            raise UserError(f"VR required but unavailable: {exc}") from None
+        print(f"VR unavailable ({exc}); running in desktop mode.", file=out or sys.stderr)
+        return None
+    return backend
+
+
+def prepare_engine() -> None:
+    """Driver v-sync off for windows opened from now on (SteamVR's compositor paces frames)."""
+    from panda3d.core import ConfigVariableBool
+
+    ConfigVariableBool("sync-video").set_value(False)
+
+
+class VRSession:
+    """Stereo renderer + VR controls + in-world UI on one app; ``stop()`` returns to the desktop."""
+
+    def __init__(self, app: Any, backend: VRBackend) -> None:
+        from game.controls.vr_controls import Rig, VRControls
+        from game.vr.stereo import VRStereo
+        from game.vr.ui import VRWorldUI
+
+        self.app = app
+        self.backend = backend
+        self.stereo = VRStereo(
+            app, backend, clear_colour=tuple(app.win.get_clear_color()), on_stop=self._stopped
+        )
+        self.controls = VRControls(
+            app.workspace,
+            lambda: app.world.positions,
+            lambda: app.world.config.card_size,
+            rig=Rig(*self._start_place()),
+            haptic=lambda hand, seconds: backend.haptic(hand, seconds),
+            on_rig=self.stereo.set_rig,
+            on_hover=self._hover,
+        )
+        self.ui = VRWorldUI(app)
+        self.stereo.listeners.append(self._on_frame)
+        self.stereo.start()
+        self.stereo.set_rig(self.controls.rig.matrix())
+        app.scene_listeners.append(self._on_scene)
+        # Closing the window must still hand the headset back to SteamVR.
+        app.finalExitCallbacks.append(lambda: self.stop("exit"))
+        self.stopped_reason: str | None = None
+
+    def _start_place(self) -> tuple[np.ndarray, float]:
+        """Stand where the desktop camera was framed, on the floor, facing the same way."""
+        cam = self.app.camera
+        p = cam.get_pos(self.app.render)
+        return np.array([float(p[0]), float(p[1]), 0.0]), float(cam.get_h(self.app.render))
+
+    def _on_frame(self, state, paused: bool) -> None:
+        app = self.app
+        dt = getattr(app, "_step_dt", None)
+        if dt is None:
+            dt = min(float(app.clock.get_dt()), 0.1)
+        self.controls.update(state, paused, dt)
+        ws = app.workspace
+        selected = None
+        if 0 <= ws.selected < len(app.world.positions):
+            selected = np.asarray(app.world.positions[ws.selected], dtype=np.float64)
+        self.ui.update(
+            self.controls.head_position(), self.controls.hand_position("left"), selected, self.controls.lasers
+        )
+
+    def _hover(self, hand: str, card: int) -> None:
+        self.app.world.cards.set_highlight(hovered=card)
+
+    def _on_scene(self, loaded: Any) -> None:
+        for hand in self.controls.hands.values():
+            hand.workspace = loaded.workspace
+        self.controls.workspace = loaded.workspace
+        self.ui.rebind()
+
+    def _stopped(self, reason: str) -> None:
+        self.stopped_reason = reason
+        self.ui.restore()
+        self.app.workspace.post(ev.Message(text=reason, level="warning"))
+
+    def stop(self, reason: str = "VR stopped") -> None:
+        self.stereo.stop(reason)
+
+
+def attach(app: Any, backend: VRBackend) -> VRSession:
+    """Start rendering ``app`` for ``backend`` (already started) and drive it with controllers."""
+    session = VRSession(app, backend)
+    app.vr_session = session
+    return session
+
+
+def start_vr(app: Any, mode: str, script: str | Path | None = None, **kwargs: Any) -> VRSession | None:
+    """For an app that exists already: open a backend for ``mode`` and attach it (None: desktop)."""
+    backend = open_backend(mode, script, **kwargs)
+    if backend is None:
+        return None
+    return attach(app, backend)

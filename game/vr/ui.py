@@ -1,0 +1,91 @@
+"""In-world UI for VR: 2-D overlays are invisible in a headset, so the world's panels float.
+
+The info panel (the world's ``InfoPanel``) floats beside the selected card, the fine-tune
+status and messages (the world's ``Hud``) float above the left hand like a wrist display; both
+turn to face the head every frame. ``restore`` puts them back on the desktop overlay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from panda3d.core import LineSegs
+
+PANEL_SCALE = 0.32  # metres per panel unit
+HUD_SCALE = 0.18
+
+
+class VRWorldUI:
+    """Places ``world.panel.root`` and ``world.hud.root`` in the 3-D scene near the person."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.hud_anchor = app.render.attach_new_node("vr-hud-anchor")
+        self.hud_anchor.set_light_off(1)
+        self._lasers = app.render.attach_new_node("vr-lasers")
+        self._lasers.set_light_off(1)
+        self._attach()
+
+    def _attach(self) -> None:
+        hud = self.app.world.hud
+        hud.root.reparent_to(self.hud_anchor)
+        hud.root.set_scale(1.0)
+        hud.status_path.set_pos(-0.5, 0, 0.12)
+        hud.message_path.set_pos(-0.5, 0, 0.0)
+        hud.help_path.hide()
+        hud.hint_path.hide()
+        self.hud_anchor.set_scale(HUD_SCALE)
+
+    def rebind(self) -> None:
+        """After a scene switch the world (and its panels) are new."""
+        self._attach()
+
+    def update(
+        self, head: np.ndarray, left_hand: np.ndarray, selected: np.ndarray | None, lasers: dict
+    ) -> None:
+        h = tuple(float(v) for v in head)
+        above = left_hand + np.array([0.0, 0.0, 0.12])
+        self.hud_anchor.set_pos(*map(float, above))
+        self.hud_anchor.look_at(*h)
+        self.hud_anchor.set_h(self.hud_anchor.get_h() + 180)
+        panel = self.app.world.panel
+        if selected is not None:
+            to_head = head - selected
+            to_head[2] = 0.0
+            n = float(np.linalg.norm(to_head))
+            to_head = to_head / n if n > 1e-6 else np.array([0.0, -1.0, 0.0])
+            side = np.array([-to_head[1], to_head[0], 0.0])  # to the right, seen from the head
+            where = selected + 0.25 * to_head - 0.3 * side + np.array([0.0, 0.0, 0.05])
+            panel.place_in_world(self.app.render, tuple(map(float, where)), look_at=h, scale=PANEL_SCALE)
+        self._draw_lasers(lasers)
+
+    def _draw_lasers(self, lasers: dict) -> None:
+        for child in self._lasers.get_children():
+            child.remove_node()
+        segs = LineSegs("vr-laser")
+        segs.set_thickness(2.0)
+        segs.set_color(0.4, 0.9, 1.0, 1.0)
+        drawn = False
+        for ray in lasers.values():
+            if ray is None:
+                continue
+            origin, direction = ray
+            segs.move_to(*map(float, origin))
+            segs.draw_to(*map(float, origin + 5.0 * direction))
+            drawn = True
+        if drawn:
+            self._lasers.attach_new_node(segs.create())
+
+    def restore(self) -> None:
+        """Back to the desktop overlay (VR stopped)."""
+        app = self.app
+        if app.world is not None:
+            app.world.panel.place_on_screen(app.aspect2d, app.aspect_ratio)
+            hud = app.world.hud
+            hud.root.reparent_to(app.aspect2d)
+            hud.root.set_scale(1.0)
+            hud.hint_path.show()
+            hud.layout(app.aspect_ratio)
+        self.hud_anchor.remove_node()
+        self._lasers.remove_node()
