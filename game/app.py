@@ -203,6 +203,12 @@ class LatentReachApp(ShowBase):
         return o, d / np.linalg.norm(d)
 
     def destroy(self) -> None:
+        if self.menu is not None:
+            self.menu.destroy()
+            self.menu = None
+        if self.controls is not None:
+            self.controls.destroy()
+            self.controls = None
         if self.world is not None:
             self.world.destroy()
             self.world = None

@@ -12,6 +12,8 @@ uniform samplerBuffer card_data;
 uniform int instance_offset;
 uniform float card_size;
 uniform float ring;       // marker ring width, fraction of the card side
+uniform int selected;
+uniform int hovered;
 
 in vec4 p3d_Vertex;       // corners at (+-0.5, 0, +-0.5)
 
@@ -28,10 +30,22 @@ void main() {
     vec4 c = texelFetch(card_data, base + 2);
     vec4 centre = p3d_ModelViewMatrix * vec4(a.xyz, 1.0);
     float side = card_size * a.w * c.w;
+    // The selected and hovered cards grow and come a little forward so they read in a crowd.
+    if (card == selected) {
+        side *= 1.8;
+        centre.y -= 0.03;
+    } else if (card == hovered) {
+        side *= 1.35;
+        centre.y -= 0.015;
+    }
     vec2 corner = p3d_Vertex.xz * (1.0 + 2.0 * ring);
     // Panda3D hands GLSL its own Z-up view space (x right, y forward, z up).
     vec4 pos = centre + vec4(corner.x * side, 0.0, corner.y * side, 0.0);
     gl_Position = p3d_ProjectionMatrix * pos;
+    if (card == selected) {
+        // Never hidden inside its cluster: drawn at the front of the depth range.
+        gl_Position.z = mix(-gl_Position.w, gl_Position.z, 0.05);
+    }
     v_local = corner;
     v_colour = b;
     v_tile = c;

@@ -38,6 +38,7 @@ def configure(
         "textures-power-2 none",
         "gl-coordinate-system default",
         "notify-level-device fatal",
+        "print-pipe-types false",
         "notify-level-egldisplay error",
         f"framebuffer-multisample {1 if multisamples > 1 else 0}",
         f"multisamples {multisamples}",

@@ -1,0 +1,229 @@
+"""Desktop controls: mouse and keyboard turned into camera flight and ``Hand`` actions.
+
+A frame hook (``update(now)``, first in ``app.frame_hooks``): it polls keys and the mouse, flies
+the camera, points the hand along the mouse ray and carries a grabbed card on a plane facing the
+camera. Clicks, Esc, F, H and Ctrl+Z arrive as Panda3D messenger events.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from direct.showbase.DirectObject import DirectObject
+from panda3d.core import KeyboardButton, MouseButton
+
+from game.controls.hand import Hand
+from game.core import events as ev
+
+DRAG_THRESHOLD = 0.012  # normalised screen units the mouse must move before a press becomes a drag
+LOOK_SPEED = 90.0  # degrees per normalised screen unit
+SPEED_STEP = 1.25
+
+
+class DesktopControls:
+    """Fly camera + one mouse ``Hand``; ``enabled`` is False while a menu has the keyboard."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.enabled = True
+        self.speed = float(app.loaded.scene.world.move_speed)
+        self.yaw = 0.0
+        self.pitch = 0.0
+        self._last_mouse: tuple[float, float] | None = None
+        self._press: tuple[float, float] | None = None
+        self._press_card = -1
+        self._drag_distance = 1.0
+        self._help = False
+        self._last_now = 0.0
+        self.hand: Hand
+        self.rebind()
+        self._events = DirectObject()
+        for key, fn in {
+            "mouse1": self._on_press,
+            "mouse1-up": self._on_release,
+            "wheel_up": lambda: self._on_wheel(+1),
+            "wheel_down": lambda: self._on_wheel(-1),
+            "f": self.frame_selection,
+            "c": self.app.frame_all,
+            "h": self.toggle_help,
+            "tab": self.toggle_panel,
+            "control-z": self.undo,
+        }.items():
+            self._events.accept(key, self._guard(fn))
+        self._events.accept("escape", self._on_escape)  # also closes the menu, so never guarded
+        self.sync_from_camera()
+
+    def rebind(self) -> None:
+        """(Re)create the hand for the app's current workspace (after a scene switch)."""
+        world = self.app.world
+        self.hand = Hand(
+            self.app.workspace,
+            positions=lambda: world.positions,
+            card_size=lambda: world.config.card_size,
+            name="mouse",
+        )
+
+    def _guard(self, fn):
+        def call(*args):
+            if self.enabled:
+                fn(*args)
+
+        return call
+
+    # --- camera -------------------------------------------------------------------------------
+
+    def sync_from_camera(self) -> None:
+        """Adopt the camera's current heading and pitch (after framing)."""
+        hpr = self.app.camera.get_hpr()
+        self.yaw, self.pitch = float(hpr[0]), float(hpr[1])
+        self.app.camera.set_r(0)
+
+    def _mouse(self) -> tuple[float, float] | None:
+        watcher = self.app.mouseWatcherNode
+        if watcher is None or not watcher.has_mouse():
+            return None
+        m = watcher.get_mouse()
+        return float(m[0]), float(m[1])
+
+    def _down(self, key: str) -> bool:
+        watcher = self.app.mouseWatcherNode
+        return watcher is not None and watcher.is_button_down(KeyboardButton.ascii_key(key))
+
+    def _fly(self, dt: float) -> None:
+        cam = self.app.camera
+        move = np.zeros(3)
+        forward = self.app.render.get_relative_vector(cam, (0, 1, 0))
+        right = self.app.render.get_relative_vector(cam, (1, 0, 0))
+        for key, vec, sign in (("w", forward, 1), ("s", forward, -1), ("d", right, 1), ("a", right, -1)):
+            if self._down(key):
+                move += sign * np.array([vec[0], vec[1], vec[2]])
+        if self._down("e"):
+            move[2] += 1
+        if self._down("q"):
+            move[2] -= 1
+        norm = float(np.linalg.norm(move))
+        if norm > 0:
+            step = move / norm * self.speed * dt
+            cam.set_pos(cam.get_pos() + tuple(step))
+
+    def _look(self, mouse: tuple[float, float] | None) -> None:
+        watcher = self.app.mouseWatcherNode
+        looking = watcher is not None and watcher.is_button_down(MouseButton.three())
+        if looking and mouse is not None and self._last_mouse is not None:
+            dx = mouse[0] - self._last_mouse[0]
+            dy = mouse[1] - self._last_mouse[1]
+            self.yaw -= dx * LOOK_SPEED
+            self.pitch = float(np.clip(self.pitch + dy * LOOK_SPEED * 0.7, -89, 89))
+            self.app.camera.set_hpr(self.yaw, self.pitch, 0)
+
+    # --- per frame ------------------------------------------------------------------------------
+
+    def update(self, now: float) -> None:
+        dt = max(0.0, min(now - self._last_now, 0.1))
+        self._last_now = now
+        mouse = self._mouse()
+        if self.enabled:
+            self._fly(dt)
+            self._look(mouse)
+            if mouse is not None:
+                self.pointer(mouse)
+        self._last_mouse = mouse
+        self.app.world.cards.set_highlight(hovered=self.hand.hovered if self.enabled else -1)
+        self.hand.update(now)
+
+    def pointer(self, mouse: tuple[float, float]) -> None:
+        """Hover along the mouse ray; while the button is held, start or continue a drag."""
+        origin, direction = self.app.mouse_ray(*mouse)
+        hand = self.hand
+        if hand.dragging:
+            hand.move_to(self._drag_point(origin, direction))
+            return
+        hand.point(origin, direction)
+        if self._press is not None and self._press_card >= 0:
+            moved = math.dist(mouse, self._press)
+            if moved > DRAG_THRESHOLD:
+                hand.hovered = self._press_card
+                if hand.grab():
+                    cam_pos = np.array(self.app.camera.get_pos(self.app.render), dtype=np.float32)
+                    forward = self._forward()
+                    self._drag_distance = float(
+                        np.dot(self.app.world.positions[hand.grabbed] - cam_pos, forward)
+                    )
+                    hand.move_to(self._drag_point(origin, direction))
+
+    def _forward(self) -> np.ndarray:
+        f = self.app.render.get_relative_vector(self.app.camera, (0, 1, 0))
+        return np.array([f[0], f[1], f[2]], dtype=np.float32)
+
+    def _drag_point(self, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """Where the mouse ray meets the plane facing the camera at the drag distance."""
+        cam_pos = np.array(self.app.camera.get_pos(self.app.render), dtype=np.float32)
+        forward = self._forward()
+        plane_point = cam_pos + forward * self._drag_distance
+        denom = float(np.dot(direction, forward))
+        if abs(denom) < 1e-6:
+            return plane_point
+        t = float(np.dot(plane_point - origin, forward)) / denom
+        return origin + direction * t
+
+    # --- input events -----------------------------------------------------------------------------
+
+    def _on_press(self) -> None:
+        mouse = self._mouse()
+        if mouse is None:
+            return
+        origin, direction = self.app.mouse_ray(*mouse)
+        card = self.hand.point(origin, direction)
+        self._press = mouse
+        self._press_card = card
+        self.hand.select()
+
+    def _on_release(self) -> None:
+        self._press = None
+        self._press_card = -1
+        if self.hand.dragging:
+            self.hand.release()
+
+    def _on_wheel(self, direction: int) -> None:
+        if self.hand.dragging:
+            self._drag_distance = max(0.1, self._drag_distance * (1.0 + 0.1 * direction))
+            mouse = self._mouse()
+            if mouse is not None:
+                origin, d = self.app.mouse_ray(*mouse)
+                self.hand.move_to(self._drag_point(origin, d))
+        else:
+            self.speed = float(
+                np.clip(self.speed * (SPEED_STEP if direction > 0 else 1 / SPEED_STEP), 0.1, 20)
+            )
+            self.app.workspace.post(ev.Message(text=f"flying speed {self.speed:.1f} m/s"))
+
+    def _on_escape(self) -> None:
+        if self.hand.dragging:
+            self.hand.cancel()
+            self._press = None
+        elif self.app.menu is not None:
+            self.app.menu.toggle()
+        elif not self.app.world.hud.help_path.is_hidden():
+            self.toggle_help()
+
+    def frame_selection(self) -> None:
+        card = self.app.workspace.selected
+        if card >= 0:
+            self.app.frame_card(card)
+
+    def toggle_help(self) -> None:
+        self._help = self.app.world.hud.toggle_help()
+
+    def toggle_panel(self) -> None:
+        panel = self.app.world.panel.root
+        if panel.is_hidden() and self.app.workspace.selected >= 0:
+            panel.show()
+        else:
+            panel.hide()
+
+    def undo(self) -> None:
+        self.app.workspace.post(ev.UndoRequested(hand="keyboard"))
+
+    def destroy(self) -> None:
+        self._events.ignore_all()
