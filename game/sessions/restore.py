@@ -60,6 +60,27 @@ class RestoredSession:
             pca_dims=int(a["layout_pca_dims"]),
         )
 
+    def as_loaded(self, with_network: bool = True) -> Any:
+        """A ``LoadedScene`` over the restored workspace, for code that expects one (the world,
+        the fine-tune controller). The network and layout are the recorded starting ones."""
+        from game.layout.projector import LayoutState, Projector
+        from game.pipeline import LoadedScene
+
+        network = self.network() if with_network and self.reader.model_versions() else None
+        try:
+            layout = self.layout()
+        except SessionError:
+            layout = LayoutState(
+                self.workspace.positions.astype(np.float64),
+                np.zeros(3),
+                1.0,
+                np.zeros(3),
+                self.workspace.positions.copy(),
+            )
+        return LoadedScene(
+            self.scene, self.dataset, network, Projector(self.scene.layout), layout, self.workspace
+        )
+
 
 def network_from_bytes(scene: Any, dataset: Any, weights: bytes, feature_layer: str = "") -> Any:
     """A ``Network`` shaped like ``build_network`` would build it, with these weights loaded."""
