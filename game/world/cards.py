@@ -124,15 +124,18 @@ class CardField:
             layout.side, layout.side, layout.layers, Texture.T_unsigned_byte, Texture.F_rgba8
         )
         tex.set_ram_image(memoryview(np.ascontiguousarray(layers)).cast("B"))
-        tex.set_wrap_u(SamplerState.WM_clamp)
-        tex.set_wrap_v(SamplerState.WM_clamp)
+        sampler = SamplerState()
+        sampler.set_wrap_u(SamplerState.WM_clamp)
+        sampler.set_wrap_v(SamplerState.WM_clamp)
         if crisp:
-            tex.set_magfilter(SamplerState.FT_nearest)
-            tex.set_minfilter(SamplerState.FT_nearest)
+            sampler.set_magfilter(SamplerState.FT_nearest)
+            sampler.set_minfilter(SamplerState.FT_nearest)
         else:
-            tex.set_magfilter(SamplerState.FT_linear)
-            tex.set_minfilter(SamplerState.FT_linear_mipmap_linear)
-            tex.set_max_lod(float(np.log2(layout.tile)))
+            sampler.set_magfilter(SamplerState.FT_linear)
+            sampler.set_minfilter(SamplerState.FT_linear_mipmap_linear)
+            # Mip levels beyond the tile size would blend neighbouring tiles of the atlas.
+            sampler.set_max_lod(float(np.log2(layout.tile)))
+        tex.set_default_sampler(sampler)
         return tex
 
     # --- per-frame updates -----------------------------------------------------------------

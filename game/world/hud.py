@@ -75,7 +75,7 @@ class Hud:
 
     def show_message(self, text: str, level: str, now: float, seconds: float = 4.0) -> None:
         colours = {"error": (1, 0.45, 0.4, 1), "warning": (1, 0.8, 0.3, 1)}
-        self.message.set_colour(*colours.get(level, (1, 1, 1, 1)))
+        self.message.set_colour(colours.get(level, (1, 1, 1, 1)))
         self.message_text = text
         self.message.set_text(text)
         self.message_path.show()

@@ -12,7 +12,8 @@ import colorsys
 
 import numpy as np
 
-# Okabe-Ito without black (black disappears on the dark background), then Tol bright/vibrant.
+# Okabe-Ito without black (black disappears on the dark background), then Paul Tol's colours,
+# ordered so that the first ten (the digits) stay farthest apart.
 _BASE_HEX = (
     "#E69F00",  # orange
     "#56B4E9",  # sky blue
@@ -23,20 +24,20 @@ _BASE_HEX = (
     "#CC79A7",  # reddish purple
     "#BBBBBB",  # grey (Tol)
     "#EE3377",  # magenta (Tol vibrant)
-    "#33BBEE",  # cyan (Tol vibrant)
-    "#AA3377",  # purple (Tol bright)
-    "#CCBB44",  # olive yellow (Tol bright)
-    "#66CCEE",  # light cyan (Tol bright)
+    "#9966FF",  # violet (chosen here: farthest from the nine above among bright candidates)
+    "#999933",  # olive (Tol muted)
+    "#44AA99",  # teal (Tol muted)
+    "#CC6677",  # rose (Tol muted)
+    "#882255",  # wine (Tol muted)
     "#228833",  # green (Tol bright)
-    "#EE7733",  # orange (Tol vibrant)
-    "#4477AA",  # muted blue (Tol bright)
+    "#332288",  # indigo (Tol muted)
 )
 
 # Marker colours for highlights and card states (kept apart from the class colours).
 SELECTED = (1.0, 1.0, 1.0, 1.0)
 HOVER = (0.85, 0.85, 0.85, 0.8)
 PENDING = (1.0, 0.78, 0.1, 1.0)
-UNSURE = (0.75, 0.3, 1.0, 1.0)
+UNSURE = (1.0, 0.25, 0.25, 1.0)
 EDITED = (0.3, 1.0, 0.55, 1.0)
 
 
