@@ -34,7 +34,12 @@ def layer_choices(module: nn.Module) -> list[str]:
     Module names (as ``Network.with_layer`` takes them); ``layer_label`` gives friendlier ones.
     """
     leaves = [(n, m) for n, m in module.named_modules() if n and not list(m.children())]
-    pools = [n for n, m in leaves if isinstance(m, _POOLS)]
+    # A pool right after another pool (AlexNet's avgpool after pool5) shows the same grouping.
+    pools = [
+        n
+        for i, (n, m) in enumerate(leaves)
+        if isinstance(m, _POOLS) and not (i and isinstance(leaves[i - 1][1], _POOLS))
+    ]
     if not pools:
         pools = [n for n, m in leaves if isinstance(m, nn.Conv2d)]
     choices = list(pools)

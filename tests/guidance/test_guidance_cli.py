@@ -1,0 +1,79 @@
+"""The suspects and export commands: output and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+
+from game.cli import main
+from game.core import events as ev
+from game.nets.weights import state_to_bytes
+
+
+def test_suspects_json_with_noise(capsys):
+    code = main(["suspects", "--top", "10", "--noise", "0.15", "--json", "--quiet", "--threads", "1"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["suspects"]) == 10
+    assert out["auroc"] >= 0.95
+    assert sum(r["injected"] for r in out["suspects"]) >= 8
+
+
+def test_suspects_bad_input_is_exit_code_2(capsys):
+    assert main(["suspects", "--top", "0"]) == 2
+    assert "--top" in capsys.readouterr().err
+    assert main(["suspects", "--scene", "/nonexistent.toml"]) == 2
+
+
+def test_export_bad_input_is_exit_code_2(tmp_path, capsys):
+    assert main(["export", "--out", str(tmp_path)]) == 2  # neither session nor scene
+    assert main(["export", str(tmp_path / "missing.session.sqlite"), "--out", str(tmp_path)]) == 2
+    assert main(["export", "x", "--scene", "y", "--out", str(tmp_path)]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_export_scene(tmp_path, capsys):
+    code = main(
+        ["export", "--scene", "scenes/digits.toml", "--out", str(tmp_path), "--quiet", "--threads", "1"]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "weights.safetensors").is_file()
+    assert (tmp_path / "projector" / "sprite.png").is_file()
+
+
+def test_export_session_replays_to_the_end(loaded_digits, tmp_path, capsys):
+    from game.sessions.recorder import SessionRecorder
+
+    ws = loaded_digits.workspace.copy()
+    clock = [0.0]
+    path = tmp_path / "s.session.sqlite"
+    rec = SessionRecorder(path, loaded_digits.scene, ws, clock=lambda: clock[0])
+    rec.record_model(0, state_to_bytes(loaded_digits.network.module), t=0.0)
+    rec.attach(ws)
+    card, new = 7, (int(ws.labels[7]) + 1) % ws.n_classes
+    p = tuple(map(float, ws.centroids()[new]))
+    clock[0] = 2.5
+    ws.post(ev.CardDropped(card, p, new, 0.0))
+    ws.post(ev.EditQueued(card, "relabel", int(ws.labels[card]), new, 8, p))
+    ws.flush()
+    labels = ws.labels.copy()
+    labels[card] = new
+    clock[0] = 3.0
+    ws.post(ev.ModelUpdated(1, labels, ws.top5_classes, ws.top5_scores, ws.features, ws.positions))
+    ws.flush()
+    rec.close()
+
+    out = tmp_path / "out"
+    code = main(["export", str(path), "--out", str(out), "--threads", "1"])
+    assert code == 0, capsys.readouterr().err
+    with open(out / "labels.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    changed = [r for r in rows if r["changed"] == "1"]
+    assert [int(r["card"]) for r in changed] == [card]
+    assert changed[0]["new_label"] == ws.class_names[new]
+    assert changed[0]["edit_time"]  # the wall-clock time of the edit
+    assert (out / "weights.safetensors").is_file()
+    tensors = np.loadtxt(out / "projector" / "tensors.tsv", delimiter="\t")
+    assert tensors.shape == (ws.n_cards, 3)
