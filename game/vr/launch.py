@@ -165,6 +165,54 @@ def attach(app: Any, backend: VRBackend) -> VRSession:
     return session
 
 
+def backend_for_run(flag: str | None, scene_vr: bool, script: str | None = None) -> VRBackend | None:
+    """The run command's choice: ``--vr[=MODE]`` wins over the scene's ``vr = true``.
+
+    Called before the scene loads, so ``--vr=require`` fails (exit 2) in a second, not after a
+    minute of training and layout.
+    """
+    if flag is not None:
+        mode = parse_mode(flag)
+    elif script is not None:
+        mode = "simulate"
+    else:
+        mode = "on" if scene_vr else "off"
+    return open_backend(mode, script)
+
+
+def run_app_with_vr(
+    loaded: Any,
+    backend: VRBackend,
+    *,
+    size: tuple[int, int],
+    offscreen: bool,
+    fullscreen: bool = False,
+    out: Path | None = None,
+    headless_frames: int = 240,
+) -> int:
+    """Open the app for ``backend`` and run it. Headless (no display): play the simulated script
+    (or ``headless_frames`` frames), then write the mirrored eye to ``out/vr-mirror.png``."""
+    prepare_engine()
+    from game.app import LatentReachApp
+
+    app = LatentReachApp(loaded, offscreen=offscreen, size=size, fullscreen=fullscreen, menu=False)
+    session = attach(app, backend)
+    if not offscreen:
+        app.run()
+        return 0
+    finite = getattr(backend, "length", 0) if not getattr(backend, "loop", True) else 0
+    limit = finite or headless_frames
+    frames = 0
+    while session.stereo.active and frames < limit:
+        app.step()
+        frames += 1
+    folder = out or Path("out")
+    shot = app.screenshot(folder / "vr-mirror.png")
+    print(f"latent-reach: VR ({backend.name}) ran {frames} frames headless; mirror: {shot}")
+    session.stop("done")
+    return 0
+
+
 def start_vr(app: Any, mode: str, script: str | Path | None = None, **kwargs: Any) -> VRSession | None:
     """For an app that exists already: open a backend for ``mode`` and attach it (None: desktop)."""
     backend = open_backend(mode, script, **kwargs)

@@ -87,6 +87,7 @@ class VRStereo:
         self.textures: dict[str, Texture] = {}
         self.cameras: dict[str, NodePath] = {}
         self.regions: dict[str, Any] = {}
+        self._texture_ids: dict[str, int] = {}
         self.state: FrameState | None = None
         self.paused = False  # the SteamVR dashboard is up: render, but ignore input
         self.active = False
@@ -249,10 +250,16 @@ class VRStereo:
                 self.backend.submit(eye, self.texture_id(eye))
 
     def texture_id(self, eye: Eye) -> int:
-        """The OpenGL name of an eye texture (prepared on the window's GSG)."""
+        """The OpenGL name of an eye texture (prepared on the window's GSG; looked up once)."""
+        cached = self._texture_ids.get(eye)
+        if cached:
+            return cached
         gsg = self.base.win.get_gsg()
         context = self.textures[eye].prepare_now(0, gsg.get_prepared_objects(), gsg)
-        return int(context.get_native_id()) if context is not None else 0
+        native = int(context.get_native_id()) if context is not None else 0
+        if native:
+            self._texture_ids[eye] = native
+        return native
 
     # --- world <-> tracking space -----------------------------------------------------------------
 

@@ -1,0 +1,167 @@
+"""CPU time per stereo VR frame vs a mono frame in the same run (software OpenGL, no headset).
+
+Run: ``.venv/bin/python benchmarks/bench_vr.py [--frames 8] [--rounds 5] [--cards 20000] [--eye 640x720]``
+
+For each scene (the default digits scene, then ``--cards`` synthetic cards) one offscreen app is
+opened with a window the size of one eye and a ``SimulatedBackend`` attached — the same stereo
+renderer, controls and submit path a headset uses, with scripted poses. Rounds alternate mono
+frames (the desktop camera; eye buffers off) and stereo frames (two eye buffers, submit, mirror;
+desktop camera off); the VR task and controls run in both, so the ratio isolates rendering. Printed: CPU
+seconds (process time, which includes llvmpipe's render threads) and wall seconds per frame, and
+the stereo/mono ratios, so a busy machine still gives a fair comparison.
+
+No GPU here: the 1344x1600-per-eye, 50k-card, >= 90 fps target needs a headset's GPU and is not
+measured by this script on software OpenGL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("LATENT_REACH_MODEL_CACHE", tempfile.mkdtemp(prefix="lr-bench-vr-"))
+
+
+def synthetic(n: int, seed: int = 0) -> SimpleNamespace:
+    from game.core.scene import Scene
+    from game.core.workspace import Workspace
+
+    rng = np.random.default_rng(seed)
+    classes = 10
+    labels = np.arange(n) % classes
+    centres = rng.uniform([-1.8, -1.8, 0.6], [1.8, 1.8, 2.2], size=(classes, 3))
+    positions = (centres[labels] + rng.normal(scale=0.25, size=(n, 3))).astype(np.float32)
+    top5 = np.stack([(labels + k) % classes for k in range(5)], axis=1)
+    ws = Workspace(
+        images=rng.integers(0, 255, (n, 16, 16, 3), dtype=np.uint8),
+        labels=labels,
+        class_names=[f"c{i}" for i in range(classes)],
+        top5_classes=top5,
+        top5_scores=np.full((n, 5), 0.2, dtype=np.float32),
+        features=rng.normal(size=(n, 8)).astype(np.float32),
+        positions=positions,
+        is_train=np.ones(n, dtype=bool),
+        sources=[""] * n,
+    )
+    return SimpleNamespace(scene=Scene(), workspace=ws)
+
+
+def default_scene() -> SimpleNamespace:
+    from game.pipeline import open_scene
+
+    loaded = open_scene(None, progress=False)
+    return SimpleNamespace(scene=loaded.scene, workspace=loaded.workspace)
+
+
+def _time(app, frames: int) -> tuple[float, float]:
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for _ in range(frames):
+        app.step()
+    return (time.process_time() - cpu0) / frames, (time.perf_counter() - wall0) / frames
+
+
+def _render_stereo(app, stereo, on: bool) -> None:
+    """Switch between the stereo path (two eye buffers + mirror) and the desktop camera."""
+    for buf in stereo.buffers.values():
+        buf.set_active(on)
+    stereo._mirror.set_active(on)
+    app.camNode.set_active(not on)
+
+
+def measure(loaded, eye: tuple[int, int], frames: int, rounds: int) -> dict[str, float]:
+    """Interleaved rounds of mono and stereo frames on one app; medians of the per-round means.
+
+    Interleaving makes the ratio robust to other work on the machine changing speed mid-run.
+    """
+    from game.app import LatentReachApp
+    from game.vr.launch import attach
+    from game.vr.simulated import SimulatedBackend
+
+    app = LatentReachApp(loaded, offscreen=True, size=eye, controls=False, multisamples=0)
+    try:
+        for _ in range(3):
+            app.step()
+        # The head sees what the desktop camera saw (the rig stands at the camera, facing its way),
+        # so both paths draw the same cards; a slow +-5 degree look around keeps culling honest.
+        z, pitch = float(app.camera.get_z()), float(app.camera.get_p())
+        steps = [
+            {"head": {"pos": [0.0, 0.0, z], "hpr": [-5, pitch, 0]}},
+            {"frames": 60, "lerp": True, "head": {"hpr": [5, pitch, 0]}},
+            {"frames": 60, "lerp": True, "head": {"hpr": [-5, pitch, 0]}},
+        ]
+        backend = SimulatedBackend(steps, size=eye, loop=True)
+        backend.start()
+        session = attach(app, backend)
+        samples: dict[str, list[tuple[float, float]]] = {"mono": [], "stereo": []}
+        for _ in range(rounds):
+            for mode in ("mono", "stereo"):
+                _render_stereo(app, session.stereo, mode == "stereo")
+                app.step()  # settle after the switch
+                samples[mode].append(_time(app, frames))
+        submitted = len(backend.submitted)
+        session.stop()
+    finally:
+        app.task_mgr.remove("latent-reach-frame")
+        app.destroy()
+    med = {m: np.median(np.array(v), axis=0) for m, v in samples.items()}
+    ratios = np.array([s[0] / m[0] for s, m in zip(samples["stereo"], samples["mono"])])
+    wall_ratios = np.array([s[1] / m[1] for s, m in zip(samples["stereo"], samples["mono"])])
+    return {
+        "cards": int(loaded.workspace.n_cards),
+        "mono_cpu_ms": 1000 * float(med["mono"][0]),
+        "stereo_cpu_ms": 1000 * float(med["stereo"][0]),
+        "cpu_ratio": float(np.median(ratios)),
+        "mono_wall_ms": 1000 * float(med["mono"][1]),
+        "stereo_wall_ms": 1000 * float(med["stereo"][1]),
+        "wall_ratio": float(np.median(wall_ratios)),
+        "stereo_fps_wall": 1.0 / float(med["stereo"][1]),
+        "eye_submits": submitted,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=8, help="frames per round and mode")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved mono/stereo rounds")
+    parser.add_argument("--cards", type=int, default=20000)
+    parser.add_argument("--eye", default="640x720", help="per-eye size WxH (a Vive Pro eye is 1344x1600)")
+    parser.add_argument("--skip-default", action="store_true", help="only the synthetic scene")
+    args = parser.parse_args()
+    w, h = (int(v) for v in args.eye.lower().split("x"))
+    import torch  # noqa: F401 - imported here so the app's worker thread does not import it mid-timing
+
+    from game.world import engine
+
+    engine.configure(offscreen=True, size=(w, h), multisamples=0)  # EGL offscreen, before ShowBase
+    results = {}
+    if not args.skip_default:
+        results["default scene"] = measure(default_scene(), (w, h), args.frames, args.rounds)
+    results[f"{args.cards} synthetic cards"] = measure(
+        synthetic(args.cards), (w, h), args.frames, args.rounds
+    )
+    print(f"eye {w}x{h}, {args.rounds} interleaved rounds of {args.frames} frames per mode, llvmpipe, no GPU")
+    print(
+        f"{'scene':<24}{'cards':>7}{'mono cpu ms':>13}{'stereo cpu ms':>15}{'ratio':>7}"
+        f"{'mono wall ms':>14}{'stereo wall ms':>16}{'ratio':>7}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:<24}{r['cards']:>7}{r['mono_cpu_ms']:>13.1f}{r['stereo_cpu_ms']:>15.1f}{r['cpu_ratio']:>7.2f}"
+            f"{r['mono_wall_ms']:>14.1f}{r['stereo_wall_ms']:>16.1f}{r['wall_ratio']:>7.2f}"
+        )
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
