@@ -36,6 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-menu", action="store_true", help="start without the start menu")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    # VR (issue 5): see game/vr/launch.py.
+    parser.add_argument(
+        "--vr",
+        nargs="?",
+        const="on",
+        default=None,
+        metavar="MODE",
+        help="render to an OpenVR headset: --vr (desktop if unavailable), --vr=require (exit 2 if "
+        "unavailable), --vr=simulate (scripted poses), --vr=off; default: the scene's vr setting",
+    )
+    parser.add_argument("--vr-script", default=None, metavar="FILE.json", help="poses for --vr=simulate")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +57,14 @@ def run(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
     scene = scene_from_args(args)
     headless = args.offscreen or not display_available()
+    from game.vr.launch import backend_for_run, run_app_with_vr
+
+    vr_backend = backend_for_run(getattr(args, "vr", None), scene.scene.vr, getattr(args, "vr_script", None))
     loaded = open_scene(scene, progress=not args.quiet)
+    if vr_backend is not None:
+        return run_app_with_vr(
+            loaded, vr_backend, size=size, offscreen=headless, fullscreen=args.fullscreen, out=Path(args.out)
+        )
     if headless:
         return _run_headless(loaded, Path(args.out), size, forced=args.offscreen)
     from game.app import LatentReachApp
