@@ -94,3 +94,24 @@ def test_whatif_reclassifies_the_edited_image(loaded_digits):
     np.testing.assert_array_equal(res2.after_classes, res.after_classes)
     text = res.table(loaded_digits.workspace.class_names)
     assert text.count("\n") == 5 and "before" in text and "after" in text
+
+
+def test_kept_edit_becomes_a_card_near_its_neighbours(fresh_digits):
+    from game.explain.keep import new_card_event
+
+    ws = fresh_digits.workspace
+    net = fresh_digits.network
+    image = ws.images[42]
+    edited = whatif(net, image, rect_mask(image.shape[:2], 0, 6, 8, 8)).edited
+    event = new_card_event(
+        net, edited, ws.features, ws.positions, label=int(ws.labels[42]), source="what-if of #42"
+    )
+    n = ws.n_cards
+    ws.apply(event)
+    assert ws.n_cards == n + 1 and np.array_equal(ws.images[-1], edited)
+    assert ws.labels[-1] == ws.labels[42] and ws.sources[-1] == "what-if of #42"
+    # Placed among cards whose features resemble it: within the cloud, near its nearest neighbour.
+    d = np.linalg.norm(ws.features[:n] - ws.features[-1], axis=1)
+    nearest = ws.positions[int(np.argmin(d))]
+    spread = np.linalg.norm(ws.positions[:n] - ws.positions[:n].mean(0), axis=1).mean()
+    assert np.linalg.norm(ws.positions[-1] - nearest) < spread
