@@ -124,7 +124,7 @@ def summary_text(summary: dict[str, Any]) -> str:
     for m in summary["models"]:
         lines.append(
             f"    v{m['version']:<3d} t={m['t']:8.2f} s  accuracy {m['heldout_accuracy']:.4f}  "
-            f"changed predictions {m['changed_predictions']:4d}  {m['summary']}"
+            f"changed predictions {m['changed_predictions']:4d}  {(m['summary'] or '').splitlines()[0] if m['summary'] else ''}"
         )
     if summary["damage"]:
         lines.append(f"  DAMAGED: {summary['damage']}")
