@@ -173,6 +173,8 @@ class FineTuneController:
             self.history._stack[0].weights = state_to_bytes(network.module)
             if not self.config.full_finetune:
                 self._stem = compute_stem_cache(network, images, self.config.head_layers)
+                if self._stem is not None:
+                    self._stem.preconditioner(self.workspace.is_train.copy())
         finally:
             self._stem_ready.set()
 

@@ -149,6 +149,9 @@ def apply_moves(
         if own_worker:
             controller.close()
             controller.worker.close()
+            thread = getattr(controller.worker, "_thread", None)
+            if thread is not None:  # let torch's threads wind down before the interpreter exits
+                thread.join(30)
     report.messages = messages
     return report
 
