@@ -28,6 +28,7 @@ from game.core.errors import UserError
 from game.vr.backend import VRBackend, VRUnavailable
 
 MODES = ("off", "on", "require", "simulate")
+DEMO_SCRIPT = Path(__file__).resolve().parent / "demo_script.json"  # --vr=simulate without a script
 
 
 def parse_mode(value: str | bool | None) -> str:
@@ -67,7 +68,7 @@ def open_backend(
     if mode == "simulate" or script is not None:
         from game.vr.simulated import SimulatedBackend
 
-        backend = SimulatedBackend.from_file(script) if script is not None else SimulatedBackend(loop=True)
+        backend = SimulatedBackend.from_file(script if script is not None else DEMO_SCRIPT)
     else:
         from game.vr.openvr_backend import OpenVRBackend
 
