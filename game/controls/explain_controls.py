@@ -1,0 +1,383 @@
+"""Desktop keys for explanations on the info panel: heat maps, what-if painting, class models.
+
+A frame hook (``update(now)``) plus messenger keys. All computation goes through
+``ExplainService`` on the app's worker; results arrive in ``worker.poll`` and are drawn with
+``panel.set_overlay``. Nothing here waits for torch.
+
+Keys (see ``HELP_LINES``):
+  X   cycle the heat-map method over the selected card (off, Grad-CAM, saliency, SmoothGrad,
+      Integrated Gradients, Guided Backprop, occlusion); the method follows the selection
+  T   explain the next of the top-5 classes instead of the prediction
+  P   what-if painting on/off: left-drag over the enlarged image paints a mask that is inpainted
+      and re-classified live; Backspace undoes a stroke, Delete clears, N switches Telea /
+      Navier-Stokes, K keeps the edited image as a new card
+  G   class model of the selected card's predicted class (an image optimised for that class)
+
+VR can drive the same painting through ``paint_uv(u, v, pressed)`` with the laser's hit on the
+panel image (u right, v down, 0..1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from direct.showbase.DirectObject import DirectObject
+from panda3d.core import Point3, TextNode
+
+from game.core import events as ev
+from game.explain.attribution import METHOD_TITLES, METHODS
+from game.explain.keep import new_card_event
+from game.explain.render import to_rgb, upscale
+from game.explain.service import ExplainService, MapResult
+from game.explain.whatif import WhatIfEditor, WhatIfResult
+
+CYCLE: tuple[str, ...] = ("gradcam", "saliency", "smoothgrad", "ig", "guided", "occlusion")
+HELP_LINES = (
+    "X: heat map (cycle methods)   T: explain next top-5 class",
+    "P: what-if paint (drag on image; Backspace undo, Del clear, N Telea/NS, K keep)",
+    "G: class model of the prediction",
+)
+DISPLAY_SIDE = 256  # overlays are enlarged (nearest) so tiny images stay crisp under linear filtering
+
+
+class ExplainControls:
+    """Explanations for the selected card, shown on ``app.world.panel``."""
+
+    def __init__(self, app, service: ExplainService | None = None) -> None:
+        assert set(CYCLE) == set(METHODS)
+        self.app = app
+        self.service = service or ExplainService(app.worker)
+        self.method: str | None = None
+        self.target_rank = 0
+        self.editor: WhatIfEditor | None = None
+        self.painting = False
+        self._pressed = False
+        self._sent_version = -1
+        self.last_map: MapResult | None = None
+        self.last_whatif: WhatIfResult | None = None
+        self._workspace = None
+        self._text_path = None
+        self._text: TextNode | None = None
+        self._events = DirectObject()
+        for key, fn in {
+            "x": self.cycle_method,
+            "t": self.next_target,
+            "p": self.toggle_paint,
+            "g": self.request_class_model,
+            "backspace": self.undo_stroke,
+            "delete": self.reset_strokes,
+            "n": self.toggle_inpaint_method,
+            "k": self.keep_edit,
+            "mouse1": lambda: self._mouse_button(True),
+            "mouse1-up": lambda: self._mouse_button(False),
+        }.items():
+            self._events.accept(key, self._guard(fn))
+        self.rebind()
+        app.scene_listeners.append(lambda _loaded: self.rebind())
+
+    # --- wiring -------------------------------------------------------------------------------
+
+    def rebind(self) -> None:
+        """Follow the app's current workspace and panel (after a scene switch)."""
+        if self._workspace is not None:
+            self._workspace.unsubscribe(self._on_event)
+        self._workspace = self.app.workspace
+        self._workspace.subscribe(self._on_event)
+        self.method, self.editor, self.painting = None, None, False
+        self._make_text()
+
+    def _make_text(self) -> None:
+        panel = self.app.world.panel
+        self._text = TextNode("explain-status")
+        self._text.set_text_color(0.95, 0.85, 0.55, 1)
+        self._text.set_align(TextNode.A_left)
+        self._text.set_wordwrap(24)
+        self._text_path = panel.root.attach_new_node(self._text)
+        self._text_path.set_scale(0.038)
+        self._text_path.set_pos(-0.45, -0.003, -0.69)
+
+    def _guard(self, fn):
+        def call(*args):
+            menu = getattr(self.app, "menu", None)
+            if menu is not None and menu.visible:
+                return
+            fn(*args)
+
+        return call
+
+    @property
+    def card(self) -> int:
+        return int(self.app.workspace.selected)
+
+    def _say(self, text: str) -> None:
+        if self._text is not None:
+            self._text.set_text(text)
+
+    def _on_event(self, event: ev.Event, ws) -> None:
+        if isinstance(event, ev.CardSelected):
+            self._stop_paint()
+            self.target_rank = 0
+            self.app.world.panel.set_overlay(None)
+            self._say("")
+            if self.method is not None:
+                self.request_map()
+        elif isinstance(event, ev.ModelUpdated) and self.method is not None and not self.painting:
+            self.request_map()
+
+    # --- heat maps ----------------------------------------------------------------------------
+
+    def cycle_method(self) -> None:
+        if self.card < 0:
+            return
+        self._stop_paint()
+        i = CYCLE.index(self.method) + 1 if self.method in CYCLE else 0
+        self.method = CYCLE[i] if i < len(CYCLE) else None
+        if self.method is None:
+            self.service.cancel("map")
+            self.app.world.panel.set_overlay(None)
+            self._say("")
+        else:
+            self.request_map()
+
+    def next_target(self) -> None:
+        if self.card < 0:
+            return
+        k = len(self.app.workspace.top5_classes[self.card])
+        self.target_rank = (self.target_rank + 1) % max(1, k)
+        if self.method is None:
+            self.method = CYCLE[0]
+        self.request_map()
+
+    def _target(self) -> int:
+        return int(self.app.workspace.top5_classes[self.card][self.target_rank])
+
+    def request_map(self) -> None:
+        card, method = self.card, self.method
+        if card < 0 or method is None:
+            return
+        ws = self.app.workspace
+        target = self._target()
+        name = ws.class_names[target]
+        self._say(f"{METHOD_TITLES[method]} for '{name}' ...")
+
+        def shown(result: MapResult) -> None:
+            if self.app.workspace.selected != card or self.method != method or self.painting:
+                return
+            self.last_map = result
+            self.app.world.panel.set_overlay(upscale(result.overlay, DISPLAY_SIDE))
+            rank = f" (top-{self.target_rank + 1})" if self.target_rank else ""
+            ms = result.explanation.seconds * 1000
+            self._say(f"{METHOD_TITLES[method]} for '{name}'{rank}, {ms:.0f} ms   X: next method")
+
+        self.service.request_map(
+            self.app.loaded.network,
+            ws.images[card],
+            method,
+            shown,
+            target=target,
+            version=ws.model_version,
+            on_error=self._failed,
+        )
+
+    # --- what-if painting ---------------------------------------------------------------------
+
+    def toggle_paint(self) -> None:
+        if self.painting:
+            self._stop_paint()
+            self.app.world.panel.set_overlay(None)
+            self._say("")
+            if self.method is not None:
+                self.request_map()
+            return
+        if self.card < 0:
+            return
+        self.service.cancel("map")
+        self.editor = WhatIfEditor(self.app.workspace.images[self.card])
+        self.painting = True
+        self._sent_version = -1
+        self.last_whatif = None
+        self.app.world.panel.root.show()
+        self.app.world.panel.set_overlay(None)
+        if self.app.controls is not None:
+            self.app.controls.enabled = False  # clicks paint instead of selecting / grabbing
+        self._say("what-if: drag on the image to paint   P: done")
+
+    def _stop_paint(self) -> None:
+        if not self.painting:
+            return
+        self.painting = False
+        self._pressed = False
+        self.service.cancel("whatif")
+        if self.app.controls is not None:
+            self.app.controls.enabled = True
+
+    def _mouse_button(self, down: bool) -> None:
+        if not self.painting:
+            return
+        uv = self._mouse_uv()
+        self.paint_uv(*(uv if uv is not None else (-1.0, -1.0)), pressed=down)
+
+    def _mouse_uv(self) -> tuple[float, float] | None:
+        """The mouse over the panel's image as (u right, v down) in 0..1, None if elsewhere."""
+        watcher = self.app.mouseWatcherNode
+        if watcher is None or not watcher.has_mouse():
+            return None
+        m = watcher.get_mouse()
+        return self.screen_to_uv(float(m[0]), float(m[1]))
+
+    def screen_to_uv(self, mx: float, my: float) -> tuple[float, float] | None:
+        panel = self.app.world.panel
+        lo, hi = panel.image.get_tight_bounds(panel.root)
+        p = panel.root.get_relative_point(self.app.render2d, Point3(mx, 0, my))
+        u = (p[0] - lo[0]) / max(1e-9, hi[0] - lo[0])
+        v = (hi[2] - p[2]) / max(1e-9, hi[2] - lo[2])
+        return (float(u), float(v)) if 0 <= u <= 1 and 0 <= v <= 1 else None
+
+    def paint_uv(self, u: float, v: float, pressed: bool) -> None:
+        """Brush input in image UV (u right, v down); ``pressed`` False ends the stroke.
+        Outside 0..1 a press is ignored. The VR laser calls this with its hit on the panel."""
+        if not self.painting or self.editor is None:
+            return
+        inside = 0 <= u <= 1 and 0 <= v <= 1
+        h, w = self.editor.image.shape[:2]
+        x, y = u * w, v * h
+        if pressed and inside:
+            if self._pressed:
+                self.editor.drag(x, y)
+            else:
+                self.editor.begin(x, y)
+            self._pressed = True
+        elif not pressed:
+            if self._pressed:
+                self.editor.end()
+            self._pressed = False
+        self._send_whatif()
+
+    def update(self, now: float) -> None:
+        if self.painting and self._pressed:
+            uv = self._mouse_uv()
+            if uv is not None:
+                self.paint_uv(*uv, pressed=True)
+
+    def undo_stroke(self) -> None:
+        if self.painting and self.editor is not None and self.editor.undo():
+            self._send_whatif()
+
+    def reset_strokes(self) -> None:
+        if self.painting and self.editor is not None:
+            self.editor.reset()
+            self._send_whatif()
+
+    def toggle_inpaint_method(self) -> None:
+        if self.painting and self.editor is not None:
+            self.editor.method = "ns" if self.editor.method == "telea" else "telea"
+            self.editor.version += 1
+            self._send_whatif()
+
+    def _send_whatif(self) -> None:
+        ed = self.editor
+        if ed is None or ed.version == self._sent_version:
+            return
+        self._sent_version = ed.version
+        card = self.card
+        ws = self.app.workspace
+        if not ed.mask.any():
+            self.service.cancel("whatif")
+            self.last_whatif = None
+            self.app.world.panel.set_overlay(None)
+            self._say("what-if: drag on the image to paint   P: done")
+            return
+        image, mask, method, version = ed.snapshot()
+        before = (np.asarray(ws.top5_classes[card]), np.asarray(ws.top5_scores[card]))
+
+        def shown(result: WhatIfResult) -> None:
+            if not self.painting or self.editor is not ed or self.app.workspace.selected != card:
+                return
+            self.last_whatif = result
+            self.app.world.panel.set_overlay(upscale(_opaque(result.edited), DISPLAY_SIDE))
+            names = self.app.workspace.class_names
+            top = "  ".join(
+                f"{names[int(c)]} {100 * float(s):.0f}%"
+                for c, s in zip(result.after_classes[:3], result.after_scores[:3], strict=False)
+            )
+            self._say(
+                f"what-if ({method}): {top}\nBksp undo  Del clear  N {'NS' if method == 'telea' else 'Telea'}  K keep"
+            )
+
+        self.service.request_whatif(
+            self.app.loaded.network, image, mask, shown, method=method, before=before, on_error=self._failed
+        )
+
+    def keep_edit(self) -> None:
+        """Add the edited image as a new card, placed by the current network (on the worker)."""
+        result = self.last_whatif
+        if not self.painting or result is None:
+            return
+        ws = self.app.workspace
+        card = self.card
+        label = int(ws.labels[card])
+        network = self.app.loaded.network
+        features, positions = ws.features, ws.positions  # read only on the worker
+
+        def job():
+            return new_card_event(
+                network, result.edited, features, positions, label, f"what-if of card #{card}"
+            )
+
+        def done(j) -> None:
+            self.app.workspace.post(j.result)
+            self.app.workspace.post(ev.Message(text=f"kept the what-if of card #{card} as a new card"))
+
+        self.app.worker.submit(
+            job, name="explain:keep", on_done=done, on_error=lambda j: self._failed(j.error)
+        )
+        self._stop_paint()
+        self.app.world.panel.set_overlay(None)
+        self._say("")
+
+    # --- class models ---------------------------------------------------------------------------
+
+    def request_class_model(self) -> None:
+        if self.card < 0:
+            return
+        self._stop_paint()
+        ws = self.app.workspace
+        target = self._target()
+        card = self.card
+        name = ws.class_names[target]
+        self._say(f"class model of '{name}' ...")
+
+        def shown(cm) -> None:
+            if self.app.workspace.selected != card or self.painting:
+                return
+            self.method = None
+            self.app.world.panel.set_overlay(upscale(_opaque(cm.image), DISPLAY_SIDE))
+            self._say(f"class model of '{name}': score {cm.score_start:.1f} -> {cm.score_end:.1f}")
+
+        self.service.request_class_model(
+            self.app.loaded.network,
+            target,
+            tuple(ws.images.shape[1:]),
+            shown,
+            version=ws.model_version,
+            on_error=self._failed,
+        )
+
+    # --- misc -------------------------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException | None) -> None:
+        self._say("")
+        self.app.workspace.post(ev.Message(text=f"explanation failed: {exc}", level="error"))
+
+    def destroy(self) -> None:
+        self._events.ignore_all()
+        self.service.cancel("map")
+        self.service.cancel("whatif")
+        if self._workspace is not None:
+            self._workspace.unsubscribe(self._on_event)
+        if self._text_path is not None:
+            self._text_path.remove_node()
+
+
+def _opaque(image: np.ndarray) -> np.ndarray:
+    rgb = to_rgb(image)
+    return np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
