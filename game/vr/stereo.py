@@ -97,6 +97,11 @@ class VRStereo:
         self._models_pending = set(HANDS)
         self._main_cam_was_active = True
 
+    @property
+    def running(self) -> bool:
+        """True while frames go to the headset (False after ``stop``, e.g. SteamVR quit)."""
+        return self.active
+
     # --- life cycle -----------------------------------------------------------------------------
 
     def start(self) -> None:

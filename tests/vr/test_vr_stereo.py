@@ -94,7 +94,7 @@ def test_quit_returns_to_desktop_without_crashing(vr_app):
     vr.events.append(__import__("openvr").VREvent_Quit)
     app.step()
     app.step()
-    assert not session.stereo.active
+    assert not session.stereo.active and not session.stereo.running
     assert "acknowledgeQuit" in vr.log and vr.shutdowns == 1
     assert any(isinstance(e, ev.Message) and "desktop" in e.text for e in seen)
     assert app.camNode.is_active()
