@@ -140,7 +140,7 @@ def test_export_refuses_a_different_dataset(loaded_digits, tmp_path, capsys):
     assert "different images" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag", ["--export"])
+@pytest.mark.parametrize("flag", ["--export", "--verify"])
 def test_export_and_verify_need_a_scene(tmp_path, capsys, flag):
     path = _tiny_session(tmp_path / "s.session.sqlite")
     args = ["replay", str(path), flag] + ([str(tmp_path / "o")] if flag == "--export" else [])

@@ -1,0 +1,219 @@
+"""``replay --verify``: re-run every fine-tune from the recorded edits and compare the results.
+
+The recorded person's actions (select, grab, move, drop, undo, ...) are posted again into the
+starting workspace with a real ``FineTuneController`` listening, so drops are re-interpreted and
+fine-tunes re-run by today's code. Jobs start exactly where the recording says they started
+(its ``JobStatus`` "fine-tune with N edit(s)"), and their results are applied exactly where the
+recorded ``ModelUpdated`` arrived, so drops made while a job ran are judged against the same model
+as they were live. Each produced ``EditQueued`` and ``ModelUpdated`` is compared with the recorded
+one; the first difference beyond the tolerance is reported by event number and time.
+
+Tolerance (``DEFAULT_TOLERANCE``): edits and labels must match exactly; top-1 predictions may
+differ on at most 0.5 % of the cards, top-5 scores by 1e-3, and card positions by 5 cm
+(t-SNE's multi-threaded gradient sums are not bitwise reproducible; the training step is).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from game.core import events as ev
+
+# Kinds the fine-tune controller produces; everything else is the person's input.
+PRODUCED = frozenset({"edit", "job", "model", "message"})
+
+DEFAULT_TOLERANCE = {
+    "prediction_mismatch_fraction": 0.005,
+    "score_abs": 1e-3,
+    "position_m": 0.05,
+    "edit_position_m": 1e-5,
+}
+
+
+@dataclass
+class Divergence:
+    seq: int
+    t: float
+    what: str
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    session: str
+    checked_edits: int = 0
+    checked_models: int = 0
+    divergences: list[Divergence] = field(default_factory=list)
+    worst: dict[str, float] = field(default_factory=dict)
+    tolerance: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
+    seconds: float = 0.0
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.divergences
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+    def text(self) -> str:
+        head = f"verify {self.session}: {self.checked_edits} edits and {self.checked_models} model versions re-run"
+        worst = ", ".join(f"{k} {v:.3g}" for k, v in self.worst.items())
+        lines = [head, f"  largest differences: {worst or 'none'}"]
+        lines.append("  tolerance: " + ", ".join(f"{k} {v:g}" for k, v in self.tolerance.items()))
+        if self.note:
+            lines.append(f"  note: {self.note}")
+        if self.ok:
+            lines.append(f"  OK: everything matches within tolerance ({self.seconds:.1f} s)")
+        else:
+            d = self.divergences[0]
+            lines.append(f"  DIVERGED at event #{d.seq} (t={d.t:.3f} s), {d.what}: {d.detail}")
+        return "\n".join(lines)
+
+
+def _bump(worst: dict[str, float], key: str, value: float) -> None:
+    worst[key] = max(worst.get(key, 0.0), float(value))
+
+
+def compare_edits(recorded: ev.EditQueued, produced: ev.EditQueued, tol: dict[str, float]) -> str | None:
+    """Why two edits differ, or None."""
+    for name in ("card", "action", "old_label", "new_label", "repeats"):
+        a, b = getattr(recorded, name), getattr(produced, name)
+        if a != b:
+            return f"{name} recorded {a!r}, re-run {b!r}"
+    dist = float(np.max(np.abs(np.subtract(recorded.position, produced.position))))
+    if dist > tol["edit_position_m"]:
+        return f"position differs by {dist:.3g} m"
+    return None
+
+
+def compare_models(
+    recorded: ev.ModelUpdated, produced: ev.ModelUpdated, tol: dict[str, float], worst: dict[str, float]
+) -> str | None:
+    """Why two model updates differ beyond the tolerance, or None (``worst`` collects maxima)."""
+    if recorded.version != produced.version:
+        return f"model version recorded v{recorded.version}, re-run v{produced.version}"
+    r_lab, p_lab = np.asarray(recorded.labels), np.asarray(produced.labels)
+    if r_lab.shape != p_lab.shape or not np.array_equal(r_lab, p_lab):
+        n = int(np.sum(r_lab != p_lab)) if r_lab.shape == p_lab.shape else -1
+        return f"labels differ ({n} cards)"
+    r_top, p_top = np.asarray(recorded.top5_classes), np.asarray(produced.top5_classes)
+    mismatch = float(np.mean(r_top[:, 0] != p_top[:, 0]))
+    _bump(worst, "prediction_mismatch_fraction", mismatch)
+    scores = float(np.max(np.abs(np.asarray(recorded.top5_scores) - np.asarray(produced.top5_scores))))
+    _bump(worst, "score_abs", scores)
+    moved = np.linalg.norm(np.asarray(recorded.positions) - np.asarray(produced.positions), axis=1)
+    _bump(worst, "position_m", float(moved.max()))
+    if mismatch > tol["prediction_mismatch_fraction"]:
+        cards = np.flatnonzero(r_top[:, 0] != p_top[:, 0])[:8].tolist()
+        return f"top-1 predictions differ on {mismatch:.2%} of cards (e.g. {cards})"
+    if scores > tol["score_abs"]:
+        return f"top-5 scores differ by up to {scores:.3g}"
+    if moved.max() > tol["position_m"]:
+        card = int(np.argmax(moved))
+        return (
+            f"card {card} is {moved.max():.3f} m from its recorded position (median {np.median(moved):.4f} m)"
+        )
+    return None
+
+
+def verify_session(
+    restored: Any,
+    tolerance: dict[str, float] | None = None,
+    progress: bool = True,
+    stop_at_first: bool = True,
+) -> VerifyReport:
+    """Re-run the session in ``restored`` (a ``RestoredSession``) and compare; see module docs."""
+    from game.core.worker import Worker
+    from game.learning.controller import FineTuneController
+
+    t_start = time.perf_counter()
+    tol = dict(DEFAULT_TOLERANCE, **(tolerance or {}))
+    reader = restored.reader
+    report = VerifyReport(str(reader.path), tolerance=tol)
+    loaded = restored.as_loaded()
+    restored.layout()  # a clear error now if the file cannot seed a re-layout
+    ws = loaded.workspace
+    clock = [0.0]
+    worker = Worker()
+    controller = FineTuneController(loaded, worker, clock=lambda: clock[0])
+    edits: deque[ev.EditQueued] = deque()
+    models: deque[ev.ModelUpdated] = deque()
+
+    def collect(event: ev.Event, _ws: Any) -> None:
+        if isinstance(event, ev.EditQueued):
+            edits.append(event)
+        elif isinstance(event, ev.ModelUpdated):
+            models.append(event)
+
+    ws.subscribe(collect)
+
+    def diverge(seq: int, t: float, what: str, detail: str) -> bool:
+        report.divergences.append(Divergence(seq, t, what, detail))
+        return stop_at_first
+
+    try:
+        for item in reader.events():
+            e, kind = item.event, item.event.kind
+            clock[0] = item.t
+            if kind not in PRODUCED:
+                ws.post(e)
+                ws.flush()
+                continue
+            if kind == "job" and e.job_id > 0 and e.state == "queued" and e.message.startswith("fine-tune"):
+                started = controller.apply_edits_now()
+                if not started and diverge(
+                    item.seq, item.t, "fine-tune start", "a job starts here; none pending"
+                ):
+                    break
+                ws.flush()
+            elif kind == "edit":
+                ws.flush()
+                if not edits:
+                    if diverge(item.seq, item.t, f"edit of card {e.card}", "the re-run made no edit here"):
+                        break
+                    continue
+                why = compare_edits(e, edits.popleft(), tol)
+                report.checked_edits += 1
+                if why and diverge(item.seq, item.t, f"edit of card {e.card}", why):
+                    break
+            elif kind == "model":
+                if not models:
+                    worker.wait_idle(600)  # the job (or undo) runs on the worker; apply it here
+                    worker.poll()
+                    ws.flush()
+                if not models:
+                    if diverge(
+                        item.seq, item.t, f"model v{e.version}", "the re-run produced no model update here"
+                    ):
+                        break
+                    continue
+                why = compare_models(e, models.popleft(), tol, report.worst)
+                report.checked_models += 1
+                if progress:
+                    print(f"\rverified model v{e.version} ({report.checked_models})", end="", file=sys.stderr)
+                if why and diverge(
+                    item.seq,
+                    item.t,
+                    f"model v{e.version} ({e.summary.splitlines()[0] if e.summary else ''})",
+                    why,
+                ):
+                    break
+    finally:
+        if progress:
+            print(file=sys.stderr)
+        controller.close()
+        ws.unsubscribe(collect)
+        worker.close()
+    if reader.damage:
+        report.note = f"the file is damaged; verified up to where it stopped ({reader.damage})"
+    report.seconds = time.perf_counter() - t_start
+    return report
