@@ -132,7 +132,21 @@ def test_trigger_selects_what_the_laser_points_at():
         session = attach(app, backend)
         for _ in range(backend.length):
             app.step()
+        # In-world UI: the info panel floats beside the selected card and faces the head.
+        panel = app.world.panel.root
+        assert panel.get_parent() == app.render and not panel.is_hidden()
+        where = np.array(panel.get_pos(app.render))
+        assert np.linalg.norm(where - p) < 0.6
+        head = session.controls.head_position()
+        facing = np.array(app.render.get_relative_vector(panel, (0, -1, 0)))
+        facing /= np.linalg.norm(facing)  # the panel is scaled
+        to_head = (head - where) / np.linalg.norm(head - where)
+        assert float(facing @ to_head) > 0.9
+        # The fine-tune status floats above the left hand.
+        hud = np.array(app.world.hud.root.get_pos(app.render))
+        assert np.linalg.norm(hud - session.controls.hand_position("left")) < 0.3
         session.stop()
+        assert app.world.panel.root.get_parent() == app.aspect2d  # back on the desktop overlay
     finally:
         close_app(app)
     assert loaded.workspace.selected == card
