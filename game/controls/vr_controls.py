@@ -11,6 +11,7 @@ Per frame (``update(state, paused, dt)``, called right after ``wait_poses``):
   and smooth up/down (y).
 - both grips held while neither hand carries a card: scale and rotate the whole world about the
   midpoint of the hands (pulling apart makes the world larger).
+- undo button (A/X on Touch and Index): ``UndoRequested``, as the desktop's undo key.
 
 The world never learns that a controller moved the card: the ``Hand`` posts the same events as
 the mouse does. No panda3d here: tracking space is placed in the world by a numpy ``Rig``, which
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from game.controls.hand import Hand
+from game.core import events as ev
 from game.core.workspace import Workspace
 from game.vr.backend import HANDS, ControllerState, FrameState
 
@@ -110,6 +112,9 @@ class VRControls:
         if not self._world_gesture(state):
             for h in HANDS:
                 self._hand(h, state.hands[h])
+        for h in HANDS:
+            if state.hands[h].undo and not self._previous[h].undo:
+                self.workspace.post(ev.UndoRequested(hand=f"vr-{h}"))
         self._locomotion(state, dt)
         for h in HANDS:
             self.hands[h].update()

@@ -66,3 +66,15 @@ def test_snap_turn_once_per_push_and_smooth_move():
 def test_demo_script_parses():
     sim = SimulatedBackend.from_file(DEMO_SCRIPT)
     assert sim.length > 100 and sim.loop
+
+
+def test_undo_button_posts_undo_once_per_press():
+    c, _ = _controls()
+    seen = []
+    c.workspace.subscribe(lambda e, ws: seen.append(e))
+    pressed = _state((-0.2, 0.5, 1.2), (0.2, 0.5, 1.2))
+    pressed.hands["right"].undo = True
+    c.update(pressed)
+    c.update(pressed)
+    c.workspace.flush()
+    assert [type(e).__name__ for e in seen] == ["UndoRequested"] and seen[0].hand == "vr-right"
