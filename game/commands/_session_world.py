@@ -75,6 +75,10 @@ class PoseRecorderHook:
         self._vr_state = state
 
     def update(self, now: float) -> None:
+        if self.recorder.closed:  # the session ended (scene switch, exit): stop being called
+            if self in self.app.frame_hooks:
+                self.app.frame_hooks.remove(self)
+            return
         vr = self._watch_vr()
         state = self._vr_state
         if vr is not None and state is not None and getattr(vr.stereo, "running", True):

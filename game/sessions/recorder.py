@@ -216,6 +216,10 @@ class SessionRecorder:
 
     # --- the hot path --------------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def now(self) -> float:
         """Seconds since the session started, on the clock events and poses share."""
         return self._clock() - self._t0
