@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -40,19 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_threads_argument(parser)
 
 
-def parse_move(text: str, class_names: list[str]) -> tuple[int, int]:
-    """``"12:3"`` or ``"12:cat"`` -> ``(12, class index)``; a clear error otherwise."""
-    card, sep, cls = text.partition(":")
-    if not sep or not card.strip().isdigit():
-        raise UserError(f"--move wants CARD:CLASS (e.g. 12:3), got {text!r}")
-    cls = cls.strip()
-    if cls in class_names:
-        return int(card), class_names.index(cls)
-    if cls.lstrip("-").isdigit() and 0 <= int(cls) < len(class_names):
-        return int(card), int(cls)
-    raise UserError(f"--move {text!r}: no class {cls!r} (classes: {', '.join(class_names)})")
-
-
 def _export_scene(args: argparse.Namespace) -> int:
     from game.core.scene import load_scene
     from game.export import export_workspace
@@ -60,27 +48,19 @@ def _export_scene(args: argparse.Namespace) -> int:
 
     loaded = open_scene(load_scene(args.scene), progress=not args.quiet)
     ws = loaded.workspace
-    moves = [parse_move(m, ws.class_names) for m in args.move]
-    for card, _ in moves:
-        if not 0 <= card < ws.n_cards:
-            raise UserError(f"--move: card {card} is not one of the {ws.n_cards} cards")
     edit_times: dict[int, str] = {}
-    network = loaded.network
-    if moves:
-        try:
-            from game.learning.headless import apply_moves  # the fine-tune engineer's headless path
-        except ImportError:
-            raise UserError(
-                "--move needs the headless edit path (game.learning.headless), not here yet"
-            ) from None
-        start = time.time()
-        result = apply_moves(loaded, moves)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start))
+    if args.move:
+        from game.learning.headless import apply_moves, parse_move
+
+        moves = [parse_move(m, ws.class_names, ws.n_cards) for m in args.move]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        report = apply_moves(loaded, moves, together=False)
+        for message in report.messages:
+            print(message, file=sys.stderr)
         edit_times = {card: stamp for card, _ in moves}
-        network = getattr(result, "network", None) or loaded.network
     result = export_workspace(
         ws,
-        network.module.state_dict(),
+        loaded.network.module.state_dict(),  # the controller swaps in each fine-tuned network
         edit_times,
         args.out,
         include_features=not args.no_features,

@@ -77,3 +77,22 @@ def test_export_session_replays_to_the_end(loaded_digits, tmp_path, capsys):
     assert (out / "weights.safetensors").is_file()
     tensors = np.loadtxt(out / "projector" / "tensors.tsv", delimiter="\t")
     assert tensors.shape == (ws.n_cards, 3)
+
+
+def test_export_scene_after_a_move(tmp_path, capsys):
+    from game.core.scene import load_scene
+    from game.data.dataset import load_dataset
+
+    data = load_dataset(load_scene("scenes/digits.toml"))
+    new = (int(data.labels[3]) + 1) % data.n_classes
+    code = main(
+        ["export", "--scene", "scenes/digits.toml", "--move", f"3:{new}", "--out", str(tmp_path), "--quiet"]
+        + ["--threads", "1"]
+    )
+    assert code == 0, capsys.readouterr().err
+    with open(tmp_path / "labels.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    changed = [r for r in rows if r["changed"] == "1"]
+    assert [r["card"] for r in changed] == ["3"]
+    assert changed[0]["new_label"] == data.class_names[new] and changed[0]["edit_time"]
+    assert main(["export", "--scene", "scenes/digits.toml", "--move", "3:nope", "--out", str(tmp_path)]) == 2
