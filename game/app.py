@@ -68,6 +68,7 @@ class LatentReachApp(ShowBase):
         self.camLens = lens
         self.world = None
         self.controls = None
+        self.explain = None
         self.menu = None
         self._set_scene(loaded)
         if controls:
@@ -75,12 +76,16 @@ class LatentReachApp(ShowBase):
 
             self.controls = DesktopControls(self)
             self.frame_hooks.insert(0, self.controls)
+            from game.controls.explain_controls import ExplainControls
+
+            self.explain = ExplainControls(self)  # X heat maps, P what-if, G class model
+            self.frame_hooks.append(self.explain)
         if menu:
             from game.world.menu import MenuController
 
             self.menu = MenuController(self)
             self.menu.show_start()
-        self.task_mgr.add(self._frame_task, "latent-reach-frame", sort=-50)
+        self._frame_task_handle = self.task_mgr.add(self._frame_task, "latent-reach-frame", sort=-50)
 
     # --- scene ------------------------------------------------------------------------------
 
@@ -203,12 +208,17 @@ class LatentReachApp(ShowBase):
         return o, d / np.linalg.norm(d)
 
     def destroy(self) -> None:
+        # The task manager is process-wide: a task left behind would run in the next app.
+        self.task_mgr.remove(self._frame_task_handle)
         if self.menu is not None:
             self.menu.destroy()
             self.menu = None
         if self.controls is not None:
             self.controls.destroy()
             self.controls = None
+        if self.explain is not None:
+            self.explain.destroy()
+            self.explain = None
         if self.world is not None:
             self.world.destroy()
             self.world = None

@@ -38,7 +38,10 @@ void main() {
         side *= 1.35;
         centre.y -= 0.015;
     }
-    vec2 corner = p3d_Vertex.xz * (1.0 + 2.0 * ring);
+    // Only marked cards (selected, hovered, or with a state) get the outer ring; the others keep
+    // a tight quad, which saves about 40% of the fragments on a software rasteriser.
+    bool marked = card == selected || card == hovered || b.a > 0.5;
+    vec2 corner = p3d_Vertex.xz * (marked ? 1.0 + 2.0 * ring : 1.0);
     // Panda3D hands GLSL its own Z-up view space (x right, y forward, z up).
     vec4 pos = centre + vec4(corner.x * side, 0.0, corner.y * side, 0.0);
     gl_Position = p3d_ProjectionMatrix * pos;
