@@ -146,3 +146,11 @@ def test_export_and_verify_need_a_scene(tmp_path, capsys, flag):
     args = ["replay", str(path), flag] + ([str(tmp_path / "o")] if flag == "--export" else [])
     assert main(args) == 2
     assert "does not record its scene" in capsys.readouterr().err
+
+
+def test_window_replay_without_a_display_points_to_export(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    path = _tiny_session(tmp_path / "s.session.sqlite")
+    assert main(["replay", str(path)]) == 2
+    assert "--export" in capsys.readouterr().err
