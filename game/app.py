@@ -64,6 +64,9 @@ class LatentReachApp(ShowBase):
         lens.set_fov(fov)
         lens.set_aspect_ratio(self.size[0] / self.size[1])
         lens.set_near_far(0.03, 200.0)
+        # Shift the picture left so the framed cloud is centred in the part the docked info
+        # panel (right edge) leaves free; picking and projection use the same lens.
+        lens.set_film_offset(lens.get_film_size()[0] * 0.1, 0)
         self.cam.node().set_lens(lens)
         self.camLens = lens
         self.world = None

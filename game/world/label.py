@@ -23,6 +23,7 @@ class Label:
         align: int = TextNode.A_left,
         margin: tuple[float, float] = (0.35, 0.2),
         shadow: bool = False,
+        sort: int = 10,
     ) -> None:
         self.root = parent.attach_new_node(name)
         self.root.set_scale(scale)
@@ -38,7 +39,7 @@ class Label:
             self.backing.set_y(0.02)
             # Fixed-bin order draws the backing first and the glyphs over it, whatever the
             # transparent bin's depth sort would decide for two nodes this close.
-            self.backing.set_bin("fixed", 10)
+            self.backing.set_bin("fixed", sort)
             self.backing.set_depth_write(False)
             self.backing.hide()
         self.node = TextNode(name)
@@ -49,7 +50,7 @@ class Label:
             self.node.set_shadow(0.05, 0.05)
             self.node.set_shadow_color(0, 0, 0, 0.9)
         self.text_path = self.root.attach_new_node(self.node)
-        self.text_path.set_bin("fixed", 11)
+        self.text_path.set_bin("fixed", sort + 1)
 
     def set_text(self, text: str) -> None:
         self.node.set_text(text)
