@@ -1,0 +1,220 @@
+"""Desktop keys for guidance and layer switching: which cards to look at, which layer to see.
+
+A frame hook (``update(now)``) plus messenger keys, in the style of ``ExplainControls``. The
+suspicion scores (``game.learning.guidance``) are computed on the app's worker at start, after
+every ``ModelUpdated`` and after every ``LayerChanged``; the top ``top_k`` suspects get a small
+marker ("?") floating above their card, following it through tweens.
+
+Keys:
+  N   select the next suspect (most suspicious first, cards already visited skipped) and frame it
+  L   cycle the feature layer (early convolution blocks ... penultimate layer): the features and
+      a fresh layout aligned to the current one are computed on the worker and posted as a
+      ``LayerChanged`` event, which the world tweens and the recorder records
+
+VR can call ``next_suspect()`` and ``cycle_layer()`` from controller buttons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+from direct.showbase.DirectObject import DirectObject
+from panda3d.core import TextNode
+
+from game.core import events as ev
+from game.learning.guidance import suspicion_scores, top_suspects
+from game.learning.layers import layer_label, next_layer, switch_layer
+
+HELP_LINES = ("N: next suspicious card (label probably wrong)   L: switch feature layer",)
+
+
+class GuidanceControls:
+    """Suspect markers, N to visit the next suspect, L to cycle the feature layer."""
+
+    def __init__(self, app, top_k: int = 10) -> None:
+        self.app = app
+        self.top_k = int(top_k)
+        self.scores: np.ndarray | None = None
+        self.suspects: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.visited: set[int] = set()
+        self._pending_scores = False
+        self._stale = True
+        self._layer_busy = False
+        self._workspace = None
+        self._markers: list = []
+        self._root = None
+        self._events = DirectObject()
+        self._events.accept("n", self._guard(self.next_suspect))
+        self._events.accept("l", self._guard(self.cycle_layer))
+        self.rebind()
+        app.scene_listeners.append(lambda _loaded: self.rebind())
+
+    # --- wiring ------------------------------------------------------------------------------
+
+    def rebind(self) -> None:
+        """Follow the app's current workspace and world (after a scene switch)."""
+        if self._workspace is not None:
+            self._workspace.unsubscribe(self._on_event)
+        self._workspace = self.app.workspace
+        self._workspace.subscribe(self._on_event)
+        if self._root is not None:
+            self._root.remove_node()
+        self._root = self.app.world.root.attach_new_node("guidance-markers")
+        self._root.set_light_off(1)
+        self._root.set_bin("fixed", 50)
+        self._root.set_depth_test(False)
+        self._markers = []
+        self.scores, self.suspects, self.visited = None, np.zeros(0, dtype=np.int64), set()
+        self._stale = True
+
+    def _guard(self, fn):
+        def call(*args):
+            menu = getattr(self.app, "menu", None)
+            if menu is not None and menu.visible:
+                return
+            fn(*args)
+
+        return call
+
+    def _on_event(self, event: ev.Event, ws) -> None:
+        if isinstance(event, (ev.ModelUpdated, ev.LayerChanged, ev.CardAdded)):
+            self._stale = True
+
+    # --- scores on the worker -------------------------------------------------------------------
+
+    def _request_scores(self) -> None:
+        ws = self.app.workspace
+        features, labels, n_classes = ws.features.copy(), ws.labels.copy(), ws.n_classes
+        seed = int(self.app.loaded.scene.learning.seed)
+        self._pending_scores = True
+        self._stale = False
+        self.app.worker.submit(
+            suspicion_scores,
+            features,
+            labels,
+            n_classes,
+            seed,
+            name="guidance-scores",
+            on_done=lambda job: self._scores_done(job.result, len(labels)),
+            on_error=lambda job: self._scores_failed(job.error),
+        )
+
+    def _scores_done(self, scores: np.ndarray, n: int) -> None:
+        self._pending_scores = False
+        ws = self.app.workspace
+        if len(scores) != ws.n_cards or n != ws.n_cards:
+            self._stale = True  # a card joined meanwhile: ask again
+            return
+        self.scores = scores
+        self.suspects = self._ranked()[: self.top_k]
+        self._rebuild_markers()
+
+    def _scores_failed(self, error: BaseException | None) -> None:
+        self._pending_scores = False
+        self.app.workspace.post(ev.Message(f"guidance failed: {error}", level="error"))
+
+    def _ranked(self) -> np.ndarray:
+        """Training cards by suspicion, visited ones and held-out cards left out."""
+        if self.scores is None:
+            return np.zeros(0, dtype=np.int64)
+        ws = self.app.workspace
+        exclude = ~ws.is_train.copy()
+        if self.visited:
+            exclude[np.fromiter(self.visited, dtype=np.int64)] = True
+        return top_suspects(self.scores, self.top_k * 4, exclude=exclude)
+
+    # --- markers -------------------------------------------------------------------------------
+
+    def _rebuild_markers(self) -> None:
+        for m in self._markers:
+            m.remove_node()
+        self._markers = []
+        for rank, _card in enumerate(self.suspects):
+            text = TextNode(f"suspect-{rank}")
+            text.set_text("?")
+            text.set_align(TextNode.A_center)
+            text.set_text_color(1.0, 0.35 + 0.04 * rank, 0.25, 1)
+            node = self._root.attach_new_node(text)
+            node.set_billboard_point_eye()
+            node.set_scale(self.app.world.config.card_size * 0.9)
+            self._markers.append(node)
+        self._place_markers()
+
+    def _place_markers(self) -> None:
+        if not self._markers:
+            return
+        positions = self.app.world.positions
+        lift = self.app.world.config.card_size * 0.75
+        for node, card in zip(self._markers, self.suspects):
+            p = positions[int(card)]
+            node.set_pos(float(p[0]), float(p[1]), float(p[2]) + lift)
+
+    # --- keys ----------------------------------------------------------------------------------
+
+    def next_suspect(self) -> int:
+        """Select and frame the most suspicious card not yet visited; returns it (-1: none)."""
+        ranked = self._ranked()
+        if not len(ranked):
+            self.app.workspace.post(ev.Message("no suspicious cards (scores are still being computed)"))
+            return -1
+        card = int(ranked[0])
+        self.visited.add(card)
+        self.suspects = self._ranked()[: self.top_k]
+        self._rebuild_markers()
+        self.app.workspace.post(ev.CardSelected(card, hand="keyboard"))
+        self.app.frame_card(card)
+        return card
+
+    def cycle_layer(self) -> None:
+        """Compute the next layer's features and layout on the worker; post ``LayerChanged``."""
+        if self._layer_busy:
+            return
+        loaded = self.app.loaded
+        ws = self.app.workspace
+        current = ws.feature_layer or loaded.network.feature_layer
+        layer = next_layer(loaded.network.module, current)
+        snapshot = ws.copy()
+        self._layer_busy = True
+        ws.post(ev.Message(f"switching to layer {layer_label(loaded.network.module, layer)} ..."))
+        self.app.worker.submit(
+            switch_layer,
+            loaded.network,
+            snapshot,
+            loaded.projector,
+            layer,
+            loaded.layout,
+            loaded.scene.network.batch_size,
+            name="layer-switch",
+            on_done=lambda job: self._layer_done(job.result),
+            on_error=lambda job: self._layer_failed(job.error),
+        )
+
+    def _layer_done(self, switch) -> None:
+        self._layer_busy = False
+        ws = self.app.workspace
+        if len(switch.event.positions) != ws.n_cards:
+            return  # the cards changed meanwhile; the person can press L again
+        ws.post(switch.event)
+        label = layer_label(self.app.loaded.network.module, switch.event.layer)
+        ws.post(ev.Message(f"layer {label}: {switch.event.features.shape[1]} features"))
+
+    def _layer_failed(self, error: BaseException | None) -> None:
+        self._layer_busy = False
+        self.app.workspace.post(ev.Message(f"layer switch failed: {error}", level="error"))
+
+    # --- per frame -----------------------------------------------------------------------------
+
+    def update(self, now: float) -> None:
+        if self._stale and not self._pending_scores:
+            self._request_scores()
+        self._place_markers()
+
+    def destroy(self) -> None:
+        self._events.ignore_all()
+        if self._workspace is not None:
+            with contextlib.suppress(ValueError):
+                self._workspace.unsubscribe(self._on_event)
+        if self._root is not None:
+            self._root.remove_node()
+            self._root = None
