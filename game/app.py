@@ -72,6 +72,7 @@ class LatentReachApp(ShowBase):
         self.world = None
         self.controls = None
         self.explain = None
+        self.guidance = None
         self.menu = None
         self._set_scene(loaded)
         if controls:
@@ -83,6 +84,10 @@ class LatentReachApp(ShowBase):
 
             self.explain = ExplainControls(self)  # X heat maps, P what-if, G class model
             self.frame_hooks.append(self.explain)
+            from game.controls.guidance_controls import GuidanceControls
+
+            self.guidance = GuidanceControls(self)  # N next suspect, L switch feature layer
+            self.frame_hooks.append(self.guidance)
         if menu:
             from game.world.menu import MenuController
 
@@ -222,6 +227,9 @@ class LatentReachApp(ShowBase):
         if self.explain is not None:
             self.explain.destroy()
             self.explain = None
+        if self.guidance is not None:
+            self.guidance.destroy()
+            self.guidance = None
         if self.world is not None:
             self.world.destroy()
             self.world = None
