@@ -9,7 +9,7 @@ Keys (see ``HELP_LINES``):
       Integrated Gradients, Guided Backprop, occlusion); the method follows the selection
   T   explain the next of the top-5 classes instead of the prediction
   P   what-if painting on/off: left-drag over the enlarged image paints a mask that is inpainted
-      and re-classified live; Backspace undoes a stroke, Delete clears, N switches Telea /
+      and re-classified live; Backspace undoes a stroke, Delete clears, I switches Telea /
       Navier-Stokes, K keeps the edited image as a new card
   G   class model of the selected card's predicted class (an image optimised for that class)
 
@@ -33,7 +33,7 @@ from game.explain.whatif import WhatIfEditor, WhatIfResult
 CYCLE: tuple[str, ...] = ("gradcam", "saliency", "smoothgrad", "ig", "guided", "occlusion")
 HELP_LINES = (
     "X: heat map (cycle methods)   T: explain next top-5 class",
-    "P: what-if paint (drag on image; Backspace undo, Del clear, N Telea/NS, K keep)",
+    "P: what-if paint (drag on image; Backspace undo, Del clear, I Telea/NS, K keep)",
     "G: class model of the prediction",
 )
 DISPLAY_SIDE = 256  # overlays are enlarged (nearest) so tiny images stay crisp under linear filtering
@@ -65,7 +65,7 @@ class ExplainControls:
             "g": self.request_class_model,
             "backspace": self.undo_stroke,
             "delete": self.reset_strokes,
-            "n": self.toggle_inpaint_method,
+            "i": self.toggle_inpaint_method,
             "k": self.keep_edit,
             "mouse1": lambda: self._mouse_button(True),
             "mouse1-up": lambda: self._mouse_button(False),
@@ -79,7 +79,7 @@ class ExplainControls:
     def rebind(self) -> None:
         """Follow the app's current workspace and panel (after a scene switch)."""
         if self._workspace is not None:
-            self._workspace.unsubscribe(self._on_event)
+            self._unsubscribe()
         self._workspace = self.app.workspace
         self._workspace.subscribe(self._on_event)
         self.method, self.editor, self.painting = None, None, False
@@ -300,7 +300,7 @@ class ExplainControls:
                 for c, s in zip(result.after_classes[:3], result.after_scores[:3], strict=False)
             )
             self._say(
-                f"what-if ({method}): {top}\nBksp undo  Del clear  N {'NS' if method == 'telea' else 'Telea'}  K keep"
+                f"what-if ({method}): {top}\nBksp undo  Del clear  I {'NS' if method == 'telea' else 'Telea'}  K keep"
             )
 
         self.service.request_whatif(
@@ -373,9 +373,17 @@ class ExplainControls:
         self.service.cancel("map")
         self.service.cancel("whatif")
         if self._workspace is not None:
-            self._workspace.unsubscribe(self._on_event)
+            self._unsubscribe()
         if self._text_path is not None:
             self._text_path.remove_node()
+            self._text_path = None
+
+    def _unsubscribe(self) -> None:
+        try:
+            self._workspace.unsubscribe(self._on_event)
+        except ValueError:  # already gone (destroy called twice)
+            pass
+        self._workspace = None
 
 
 def _opaque(image: np.ndarray) -> np.ndarray:

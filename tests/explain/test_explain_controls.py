@@ -20,12 +20,11 @@ def app(loaded_digits):
     loaded = LoadedScene(
         src.scene, src.dataset, src.network, src.projector, src.layout, src.workspace.copy(), {}
     )
-    a = LatentReachApp(loaded, offscreen=True, size=SIZE, controls=False, multisamples=0)
-    a.explain = ExplainControls(a)
-    a.frame_hooks.append(a.explain)
+    # The app wires the explain keys itself next to the desktop controls.
+    a = LatentReachApp(loaded, offscreen=True, size=SIZE, controls=True, multisamples=0)
+    assert isinstance(a.explain, ExplainControls) and a.explain in a.frame_hooks
     a.step(0.0)
     yield a
-    a.explain.destroy()
     a.destroy()
 
 
@@ -81,7 +80,7 @@ def test_paint_inpaints_live_and_keep_adds_a_card(app):
     settle(app)
     ex = app.explain
     ex.toggle_paint()
-    assert ex.painting
+    assert ex.painting and not app.controls.enabled  # clicks paint instead of grabbing cards
     ex.paint_uv(0.05, 0.1, True)
     ex.paint_uv(0.95, 0.1, True)
     ex.paint_uv(0.95, 0.1, False)
@@ -100,7 +99,7 @@ def test_paint_inpaints_live_and_keep_adds_a_card(app):
     ex.keep_edit()
     settle(app, 3)
     assert app.workspace.n_cards == n + 1
-    assert not ex.painting
+    assert not ex.painting and app.controls.enabled
     assert app.workspace.sources[-1] == "what-if of card #12"
 
 
