@@ -19,6 +19,8 @@ panel image (u right, v down, 0..1).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from direct.showbase.DirectObject import DirectObject
 from panda3d.core import Point3, TextNode
@@ -379,10 +381,8 @@ class ExplainControls:
             self._text_path = None
 
     def _unsubscribe(self) -> None:
-        try:
+        with contextlib.suppress(ValueError):  # already gone (destroy called twice)
             self._workspace.unsubscribe(self._on_event)
-        except ValueError:  # already gone (destroy called twice)
-            pass
         self._workspace = None
 
 
