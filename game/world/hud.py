@@ -21,6 +21,9 @@ HELP_TEXT = "\n".join(
         "Esc: cancel a drag, or open the menu",
         "F: frame the selection     C: frame the whole cloud",
         "Ctrl+Z: undo     Tab: hide the info panel",
+        "X: heat map (cycle methods)   T: explain the next top-5 class",
+        "P: what-if paint on the panel image (Backspace undo, Del clear, I Telea/NS, K keep)",
+        "G: class model of the prediction",
         "M: menu and settings     H: show / hide this help",
     ]
 )
