@@ -33,6 +33,7 @@ class DesktopControls:
         self._last_mouse: tuple[float, float] | None = None
         self._press: tuple[float, float] | None = None
         self._press_card = -1
+        self._last_pointer: tuple[float, float] | None = None
         self._drag_distance = 1.0
         self._help = False
         self._last_now = 0.0
@@ -134,6 +135,7 @@ class DesktopControls:
 
     def pointer(self, mouse: tuple[float, float]) -> None:
         """Hover along the mouse ray; while the button is held, start or continue a drag."""
+        self._last_pointer = mouse
         origin, direction = self.app.mouse_ray(*mouse)
         hand = self.hand
         if hand.dragging:
@@ -188,7 +190,7 @@ class DesktopControls:
     def _on_wheel(self, direction: int) -> None:
         if self.hand.dragging:
             self._drag_distance = max(0.1, self._drag_distance * (1.0 + 0.1 * direction))
-            mouse = self._mouse()
+            mouse = self._mouse() or self._last_pointer
             if mouse is not None:
                 origin, d = self.app.mouse_ray(*mouse)
                 self.hand.move_to(self._drag_point(origin, d))

@@ -184,3 +184,70 @@ def test_menu_settings_change_card_size(app):
     finally:
         menu.hide()
         menu.destroy()
+
+
+def test_desktop_drag_on_camera_plane_and_keys(app):
+    from game.controls.desktop import DesktopControls
+
+    ws = app.workspace
+    controls = DesktopControls(app)
+    seen: list[ev.Event] = []
+
+    def listener(e, w):
+        seen.append(e)
+
+    ws.subscribe(listener)
+    try:
+        aim = int(np.flatnonzero(ws.card_state == 0)[50])
+        x, y = app.project(app.world.positions[aim])
+        w, h = SIZE
+        mouse = (2 * x / w - 1, 1 - 2 * y / h)
+        controls.pointer(mouse)
+        card = controls.hand.hovered  # the aimed card or one in front of it
+        assert card >= 0 and ws.card_state[card] == 0
+        cam = np.array(app.camera.get_pos(app.render), dtype=np.float32)
+        assert (
+            np.linalg.norm(app.world.positions[card] - cam)
+            <= np.linalg.norm(app.world.positions[aim] - cam) + 1e-4
+        )
+        controls._press, controls._press_card = mouse, card
+        controls.hand.select()
+        start = app.world.positions[card].copy()
+        depth0 = float(np.dot(start - cam, controls._forward()))
+        controls.pointer((mouse[0] + 0.1, mouse[1]))  # past the drag threshold: grab
+        controls.pointer((mouse[0] + 0.2, mouse[1] + 0.1))
+        controls.update(app.now)
+        app.step(0.0)
+        moved = app.world.positions[card]
+        # Carried on the plane facing the camera: same depth, new place.
+        assert float(np.dot(moved - cam, controls._forward())) == pytest.approx(depth0, abs=1e-3)
+        assert np.linalg.norm(moved - start) > 0.05
+        controls._on_wheel(+1)  # push away while dragging
+        controls.update(app.now)
+        app.step(0.0)
+        assert float(np.dot(app.world.positions[card] - cam, controls._forward())) > depth0 * 1.05
+        controls._on_release()
+        controls.undo()
+        app.step(0.0)
+        kinds = [type(e) for e in seen]
+        for k in (ev.CardSelected, ev.CardGrabbed, ev.CardMoved, ev.CardDropped, ev.UndoRequested):
+            assert k in kinds, kinds
+        assert ws.card_state[card] == CARD_PENDING
+        # Esc during a drag cancels: the card goes back.
+        controls.pointer(mouse)
+        other = controls.hand.hovered
+        if other >= 0:
+            before = app.world.positions[other].copy()
+            controls._press, controls._press_card = mouse, other
+            controls.pointer((mouse[0] + 0.1, mouse[1]))
+            controls.update(app.now)
+            app.step(0.0)
+            controls._on_escape()
+            app.step(0.0)
+            np.testing.assert_allclose(app.world.positions[other], before, atol=1e-5)
+        controls.frame_selection()
+        assert app.project(app.world.positions[ws.selected]) is not None
+    finally:
+        ws.unsubscribe(listener)
+        controls.destroy()
+        app.frame_all()
