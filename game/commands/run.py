@@ -68,10 +68,12 @@ def run(args: argparse.Namespace) -> int:
     if headless:
         return _run_headless(loaded, Path(args.out), size, forced=args.offscreen)
     from game.app import LatentReachApp
+    from game.commands._wiring import attach_game_systems
 
     app = LatentReachApp(
         loaded, offscreen=False, size=size, fullscreen=args.fullscreen, menu=not args.no_menu
     )
+    attach_game_systems(app)
     app.run()
     return 0
 
