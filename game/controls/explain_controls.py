@@ -11,7 +11,8 @@ Keys (see ``HELP_LINES``):
   P   what-if painting on/off: left-drag over the enlarged image paints a mask that is inpainted
       and re-classified live; Backspace undoes a stroke, Delete clears, I switches Telea /
       Navier-Stokes, K keeps the edited image as a new card
-  G   class model of the selected card's predicted class (an image optimised for that class)
+  G   class model of the explained class (prediction, or the top-5 rank chosen with T): an image
+      optimised for that class, shown on the panel and floating on the class's centroid sphere
 
 VR can drive the same painting through ``paint_uv(u, v, pressed)`` with the laser's hit on the
 panel image (u right, v down, 0..1).
@@ -56,6 +57,7 @@ class ExplainControls:
         self._sent_version = -1
         self.last_map: MapResult | None = None
         self.last_whatif: WhatIfResult | None = None
+        self._centroid_cards: dict[int, object] = {}
         self._workspace = None
         self._text_path = None
         self._text: TextNode | None = None
@@ -85,6 +87,7 @@ class ExplainControls:
         self._workspace = self.app.workspace
         self._workspace.subscribe(self._on_event)
         self.method, self.editor, self.painting = None, None, False
+        self._centroid_cards = {}  # the old world (and its cards) is gone
         self._make_text()
 
     def _make_text(self) -> None:
@@ -353,6 +356,7 @@ class ExplainControls:
                 return
             self.method = None
             self.app.world.panel.set_overlay(upscale(_opaque(cm.image), DISPLAY_SIDE))
+            self.show_on_centroid(target, cm.image)
             self._say(f"class model of '{name}': score {cm.score_start:.1f} -> {cm.score_end:.1f}")
 
         self.service.request_class_model(
@@ -362,7 +366,31 @@ class ExplainControls:
             shown,
             version=ws.model_version,
             on_error=self._failed,
+            images=ws.images,
         )
+
+    def show_on_centroid(self, k: int, image: np.ndarray) -> None:
+        """Float the class model as a billboarded card on class ``k``'s centroid sphere."""
+        from panda3d.core import CardMaker
+
+        from game.world.panel import image_texture
+
+        markers = self.app.world.centroid_markers
+        if not 0 <= k < len(markers.spheres):
+            return
+        old = self._centroid_cards.pop(k, None)
+        if old is not None and not old.is_empty():
+            old.remove_node()
+        side = 2.6 * markers.radius
+        cm = CardMaker(f"class-model-{k}")
+        cm.set_frame(-side / 2, side / 2, -side / 2, side / 2)
+        card = markers.spheres[k].attach_new_node(cm.generate())
+        card.set_texture(image_texture(upscale(_opaque(image), 64), f"class-model-{k}"), 1)
+        card.set_light_off(1)
+        card.set_two_sided(True)
+        card.set_billboard_point_eye()
+        card.set_pos(0, 0, markers.radius + side / 2 + 0.01)
+        self._centroid_cards[k] = card
 
     # --- misc -------------------------------------------------------------------------------------
 

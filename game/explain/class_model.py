@@ -27,8 +27,8 @@ from game.nets.network import IMAGENET_MEAN, IMAGENET_STD, Network
 class ClassModelOptions:
     steps: int = 150
     lr: float = 0.05
-    l2: float = 1e-3  # on the mean squared input
-    tv: float = 0.05  # on the mean absolute neighbour difference
+    l2: float = 20.0  # on the mean squared distance from the prior (normalised input units)
+    tv: float = 2.0  # on the mean absolute neighbour difference
     jitter: int = 0  # pixels; 0: input_size / 16 (at least 1)
     blur_every: int = 10
     blur_sigma: float = 0.5  # network-input pixels; decays to a third by the last step
@@ -52,8 +52,13 @@ def class_model(
     image_shape: tuple[int, int, int],
     options: ClassModelOptions | None = None,
     copy: bool = True,
+    prior: np.ndarray | None = None,
 ) -> ClassModel:
     """Optimise an input for class ``target``; ``image_shape`` is the dataset's ``(H, W, C)``.
+
+    ``prior`` (uint8, ``image_shape``) is where the search starts and what the L2 term pulls
+    towards; pass the dataset's mean image so that "natural" means "like the data" (black
+    background for digits) rather than mid grey. Without it the prior is the network's zero input.
 
     Runs on a private copy of the network (``copy=False`` when the caller already has one, e.g.
     an ``Explainer``'s), so it is safe on the worker thread.
@@ -67,7 +72,10 @@ def class_model(
     c, s = net.channels, net.input_size
     lo, hi = _input_range(net)
     gen = torch.Generator().manual_seed(opts.seed)
-    start = (torch.randn((1, c, s, s), generator=gen) * opts.init_noise).clamp(lo, hi)
+    centre = torch.zeros((1, c, s, s)) if prior is None else net.preprocess(np.asarray(prior, np.uint8)[None])
+    start = torch.maximum(
+        torch.minimum(centre + torch.randn((1, c, s, s), generator=gen) * opts.init_noise, hi), lo
+    )
     x = start.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([x], lr=opts.lr)
     jitter = opts.jitter or max(1, s // 16)
@@ -75,7 +83,7 @@ def class_model(
         dx, dy = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=gen))
         shifted = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
         score = module(shifted)[0, int(target)]
-        loss = -score + opts.l2 * x.pow(2).mean() + opts.tv * _total_variation(x)
+        loss = -score + opts.l2 * (x - centre).pow(2).mean() + opts.tv * _total_variation(x)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -90,6 +98,13 @@ def class_model(
     return ClassModel(
         int(target), image, start_img, float(logits[0]), float(logits[1]), time.perf_counter() - t0
     )
+
+
+def mean_image(images: np.ndarray, max_images: int = 512) -> np.ndarray:
+    """The mean of (an even sample of) the dataset's images, uint8: the natural prior."""
+    imgs = np.asarray(images)
+    step = max(1, len(imgs) // max_images)
+    return np.round(imgs[::step].mean(axis=0)).astype(np.uint8)
 
 
 def _input_range(net: Network) -> tuple[torch.Tensor, torch.Tensor]:

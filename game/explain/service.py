@@ -27,7 +27,7 @@ from game.explain.attribution import (
     Explanation,
     canonical_method,
 )
-from game.explain.class_model import ClassModel, ClassModelOptions, class_model
+from game.explain.class_model import ClassModel, ClassModelOptions, class_model, mean_image
 from game.explain.render import heat_rgba, overlay, side_by_side, to_rgb
 from game.explain.whatif import WhatIfResult, whatif
 from game.nets.network import Network
@@ -141,14 +141,12 @@ class ExplainService:
         options: ClassModelOptions | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         channel: str = "class_model",
+        images: np.ndarray | None = None,
     ) -> Job:
-        return self._submit(
-            channel,
-            self._class_model_job,
-            (network, version, int(target), tuple(image_shape), options),
-            on_result,
-            on_error,
-        )
+        """``images`` (the workspace's, read only) give the prior: their mean image, computed on
+        the worker, so "natural" means "like the data"."""
+        args = (network, version, int(target), tuple(image_shape), options, images)
+        return self._submit(channel, self._class_model_job, args, on_result, on_error)
 
     def cancel(self, channel: str) -> None:
         """Forget pending work on a channel: queued jobs skip, a running one's result is dropped."""
@@ -192,9 +190,11 @@ class ExplainService:
         target: int,
         shape: tuple[int, int, int],
         options: ClassModelOptions | None,
+        images: np.ndarray | None,
     ) -> ClassModel:
         explainer = self.explainer_for(network, version)
-        return class_model(explainer.network, target, shape, options, copy=False)
+        prior = mean_image(images) if images is not None and len(images) else None
+        return class_model(explainer.network, target, shape, options, copy=False, prior=prior)
 
     # --- plumbing ------------------------------------------------------------------------------
 

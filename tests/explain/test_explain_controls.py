@@ -114,3 +114,6 @@ def test_class_model_shows_on_the_panel(app):
     start, end = (float(t) for t in text.split("score ")[1].split(" -> "))
     assert end > start
     assert not app.world.panel.overlay.is_hidden()
+    k = int(app.workspace.top5_classes[3, 0])
+    card = app.explain._centroid_cards[k]
+    assert card.get_parent() == app.world.centroid_markers.spheres[k] and card.has_texture()
