@@ -40,13 +40,18 @@ def attach_game_systems(app, controls: bool = True) -> list[str]:
         app.workspace.post(ev.Message(text=f"fine-tuning unavailable: {exc}", level="warning"))
     if not controls:
         return attached
-    for module, cls in (
-        ("game.controls.explain_controls", "ExplainControls"),
-        ("game.controls.guidance_controls", "GuidanceControls"),
+    for module, cls, attr in (
+        ("game.controls.explain_controls", "ExplainControls", "explain"),
+        ("game.controls.guidance_controls", "GuidanceControls", "guidance"),
     ):
+        if getattr(app, attr, None) is not None:
+            # LatentReachApp(controls=True) made it already; a second copy would answer every key twice.
+            attached.append(cls)
+            continue
         try:
             part = getattr(importlib.import_module(module), cls)(app)
-            setattr(app, cls[0].lower() + cls[1:], part)
+            setattr(app, attr, part)
+            app.frame_hooks.append(part)
             attached.append(cls)
         except Exception as exc:
             app.workspace.post(ev.Message(text=f"{cls} unavailable: {exc}", level="warning"))
