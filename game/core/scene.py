@@ -83,10 +83,12 @@ class LearningConfig:
     torch_threads: int = 1
     head_layers: int = 2  # head-only fine-tune trains this many trailing Linear layers
     replay_batch: int = 64  # replayed (unedited) images per training step
-    min_steps: int = 3  # train at least this many steps before stopping early
+    min_steps: int = 1  # train at least this many steps before stopping early
     feature_margin: float = 0.5  # triplet margin (in feature-spread units) for relabels
     preserve_weight: float = 1.0  # keeps unedited cards' features (and so the layout) in place
-    edit_step: float = 0.5  # head-only: fraction of the way one step moves an edited image
+    edit_step: float = 0.15  # head-only: fraction of the way one step moves an edited image
+    protect_neighbours: int = 0  # head-only: look-alikes of an edited image held still (0: off)
+    protect_weight: float = 1.0  # how firmly (relative to the whole dataset)
     layout_iterations: int = 40  # t-SNE iterations of the re-layout after a job
     anchor_edits: bool = True  # start the re-layout with edited cards at their drop positions
     exact_affinities_below: int = 3000  # exact t-SNE affinities for fewer cards (faster than annoy)

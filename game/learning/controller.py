@@ -73,6 +73,7 @@ class FineTuneController:
         clock: Callable[[], float] = time.monotonic,
         train_fn: TrainFn = run_finetune,
         on_checkpoint: Callable[[int, bytes], None] | None = None,
+        stem: StemCache | None = None,
     ) -> None:
         self.loaded = loaded
         self.workspace = loaded.workspace
@@ -87,7 +88,7 @@ class FineTuneController:
         self._last_drop: float | None = None
         self._running: _Running | None = None
         self._job_ids = itertools.count(1)
-        self._stem: StemCache | None = None
+        self._stem: StemCache | None = stem  # given: already computed (e.g. with the first features)
         self._stem_ready = threading.Event()
         ws = self.workspace
         self.history = ModelHistory(self.config.checkpoint_dir or None)
@@ -104,7 +105,7 @@ class FineTuneController:
         )
         ws.subscribe(self._on_event)
         # Runs before any fine-tune (the worker is a FIFO): base weights and the frozen stem.
-        worker.submit(self._prepare, loaded.network, ws.images, name="finetune-prepare")
+        worker.submit(self._prepare, self.history.current, loaded.network, ws.images, name="finetune-prepare")
 
     # --- per frame -------------------------------------------------------------------------------
 
@@ -167,14 +168,15 @@ class FineTuneController:
 
     # --- jobs ----------------------------------------------------------------------------------
 
-    def _prepare(self, network: Any, images: np.ndarray) -> None:
+    def _prepare(self, base: Checkpoint, network: Any, images: np.ndarray) -> None:
         """Worker: version 0's weights as bytes, and the frozen stem's outputs for head-only jobs."""
         try:
-            self.history._stack[0].weights = state_to_bytes(network.module)
-            if not self.config.full_finetune:
+            base.weights = state_to_bytes(network.module)
+            _warm_up_optimisers()
+            if not self.config.full_finetune and self._stem is None:
                 self._stem = compute_stem_cache(network, images, self.config.head_layers)
-                if self._stem is not None:
-                    self._stem.preconditioner(self.workspace.is_train.copy())
+            if self._stem is not None:
+                self._stem.preconditioned_inputs(self.workspace.is_train.copy())
         finally:
             self._stem_ready.set()
 
@@ -350,3 +352,18 @@ class FineTuneController:
         self._running = None
         self.workspace.post(ev.JobStatus(job.job_id, "failed", f"undo failed: {worker_job.error}"))
         self.workspace.post(ev.Message(f"Undo failed: {worker_job.error}", level="error"))
+
+
+def _warm_up_optimisers() -> None:
+    """One tiny optimiser step, so the first fine-tune does not pay torch's lazy imports.
+
+    The first ``Optimizer.step`` imports parts of torch (over a second on a busy 2-core machine,
+    holding the GIL, which also stalls the frame loop); doing it while the scene opens hides it.
+    """
+    import torch
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    for opt in (torch.optim.Adam([p], lr=1e-3), torch.optim.SGD([p], lr=1e-3)):
+        (p * p).sum().backward()
+        opt.step()
+        opt.zero_grad()

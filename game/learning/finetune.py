@@ -67,6 +67,13 @@ class StemCache:
     inputs: torch.Tensor  # (N, D) float32
     seconds: float = 0.0
     inverse_moment: torch.Tensor | None = None  # (D, D): (E[x x^T] + damping)^-1 over training inputs
+    preconditioned: torch.Tensor | None = None  # (N, D): inputs @ inverse_moment
+
+    def preconditioned_inputs(self, is_train: np.ndarray) -> torch.Tensor:
+        """``inputs @ preconditioner``, once: a step then costs one more head-sized matmul, not D^3."""
+        if self.preconditioned is None:
+            self.preconditioned = self.inputs @ self.preconditioner(is_train)
+        return self.preconditioned
 
     def preconditioner(self, is_train: np.ndarray, damping: float = 0.005) -> torch.Tensor:
         """The inverse second moment of the head's inputs (computed once; the inputs never change).
@@ -297,6 +304,30 @@ class FineTuneResult:
 # --- the job -----------------------------------------------------------------------------------
 
 
+def protect_lookalikes(
+    inverse_moment: torch.Tensor, inputs: torch.Tensor, cards: np.ndarray, m: int, weight: float
+) -> torch.Tensor:
+    """The preconditioner with the edited images' look-alikes weighted up (Woodbury update).
+
+    The images whose head inputs are nearest an edited image's are the ones that would "move with
+    it" (and drag it back in the re-layout). Adding them to the second moment with ``weight`` times
+    the whole dataset's mass makes the update nearly orthogonal to them, so they stay put.
+    """
+    x = inputs
+    others = np.setdiff1d(np.arange(len(x)), cards)
+    rows = []
+    for c in cards:
+        d = ((x[torch.from_numpy(others)] - x[int(c)]) ** 2).sum(1)
+        k = min(m, len(others))
+        rows.append(torch.from_numpy(others)[torch.topk(d, k, largest=False).indices])
+    u = x[torch.unique(torch.cat(rows))].double()  # (r, D)
+    p = inverse_moment.double()
+    b_inv = torch.eye(len(u), dtype=p.dtype) * (len(u) / max(weight, 1e-12))
+    pu = p @ u.T  # (D, r)
+    middle = torch.linalg.solve(b_inv + u @ pu, pu.T)  # (r, D)
+    return (p - pu @ middle).float()
+
+
 def w_edit_sum_ratio(repeats: np.ndarray) -> float:
     """Sum over mean of the edit weights: undoes the loss's weighted averaging per edit."""
     return float(repeats.sum() / repeats.max()) if len(repeats) else 1.0
@@ -390,6 +421,12 @@ def run_finetune(
     t1 = time.perf_counter()
     first, others = runner.split_first_layer()
     precond = req.stem.preconditioner(req.is_train) if req.stem is not None and first is not None else None
+    xp_all = req.stem.preconditioned_inputs(req.is_train) if precond is not None else None  # type: ignore[union-attr]
+    if precond is not None and cfg.protect_neighbours > 0:
+        xp_all = None
+        precond = protect_lookalikes(
+            precond, req.stem.inputs, cards, cfg.protect_neighbours, cfg.protect_weight
+        )  # type: ignore[union-attr]
     if precond is not None:
         assert first is not None
         x_e = req.stem.inputs[torch.from_numpy(cards)]  # type: ignore[union-attr]
@@ -441,9 +478,15 @@ def run_finetune(
         for opt in (optimiser, edit_opt):
             if opt is not None:
                 opt.zero_grad(set_to_none=True)
+        z = runner.last_pre_activation
+        if edit_opt is not None and z is not None:
+            z.retain_grad()
         loss.backward()
-        if edit_opt is not None and first is not None and first.grad is not None:
-            first.grad = first.grad @ precond
+        if edit_opt is not None and first is not None and z is not None and z.grad is not None:
+            # The Linear layer's weight gradient is G^T X; preconditioned: G^T (X P).
+            rows_t = torch.from_numpy(rows)
+            xp = xp_all[rows_t] if xp_all is not None else req.stem.inputs[rows_t] @ precond  # type: ignore[union-attr]
+            first.grad = z.grad.T @ xp
             edit_opt.step()
         if optimiser is not None:
             optimiser.step()
