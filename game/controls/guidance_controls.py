@@ -137,7 +137,7 @@ class GuidanceControls:
             text.set_text_color(1.0, 0.35 + 0.04 * rank, 0.25, 1)
             node = self._root.attach_new_node(text)
             node.set_billboard_point_eye()
-            node.set_scale(self.app.world.config.card_size * 0.9)
+            node.set_scale(self.app.world.config.card_size * 2.5)  # readable from across the room
             self._markers.append(node)
         self._place_markers()
 
@@ -145,7 +145,7 @@ class GuidanceControls:
         if not self._markers:
             return
         positions = self.app.world.positions
-        lift = self.app.world.config.card_size * 0.75
+        lift = self.app.world.config.card_size * 1.1
         for node, card in zip(self._markers, self.suspects):
             p = positions[int(card)]
             node.set_pos(float(p[0]), float(p[1]), float(p[2]) + lift)
