@@ -110,3 +110,14 @@ def test_digits_network_explains_every_method(loaded_digits):
     for e in exps:
         assert e.heat.shape == (8, 8) and e.target == pred
         assert np.isfinite(e.heat).all() and e.heat.max() > 0
+
+
+@pytest.mark.parametrize("method", ["smoothgrad", "ig"])
+def test_bf16_option_gives_nearly_the_same_map(method):
+    net = quadrant_network(32, "tl")
+    image = busy_image(32)
+    ex = Explainer(net)
+    a = ex.attribute(image, method).heat
+    b = ex.attribute(image, method, bf16=True).heat
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+    assert quadrant_fraction(b, "tl") > 0.8
