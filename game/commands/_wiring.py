@@ -11,9 +11,11 @@ import importlib
 from game.core import events as ev
 
 
-def attach_game_systems(app, controls: bool = True) -> list[str]:
+def attach_game_systems(app, controls: bool = True, record: bool = False, sessions=None) -> list[str]:
     """Attach the fine-tune controller (a frame hook on the app clock) and, with ``controls``,
-    the explanation and guidance key bindings. Returns the names of the parts attached.
+    the explanation and guidance key bindings; with ``record``, the session recorder (events,
+    poses every frame, every model version) into the ``sessions`` folder. Returns the names of
+    the parts attached.
 
     The controller is rebuilt when the start menu switches scenes. A part that fails to import or
     start is reported in the world and left out, so the game still runs without it.
@@ -28,9 +30,16 @@ def attach_game_systems(app, controls: bool = True) -> list[str]:
             old = state.get("controller")
             if old is not None and old in app.frame_hooks:
                 app.frame_hooks.remove(old)
+            old_recorder = state.get("recorder")
+            if old_recorder is not None:
+                old_recorder.close()  # its pose hook removes itself once closed
             controller = FineTuneController(loaded, app.worker, clock=lambda: app.now)
             state["controller"] = controller
             app.frame_hooks.append(controller)
+            if record:
+                from game.commands._session_world import start_recording
+
+                state["recorder"] = start_recording(app, controller, folder=sessions)
 
         attach_controller(app.loaded)
         app.scene_listeners.append(attach_controller)

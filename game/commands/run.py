@@ -36,6 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-menu", action="store_true", help="start without the start menu")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-demo",
+        action="store_true",
+        help="headless: only the screenshot and summary, not the scripted demo session",
+    )
+    parser.add_argument(
+        "--sessions", default=None, metavar="DIR", help="sessions folder (default: the user data folder)"
+    )
+    parser.add_argument("--no-record", action="store_true", help="do not record this session")
     # VR (issue 5): see game/vr/launch.py.
     parser.add_argument(
         "--vr",
@@ -63,19 +72,48 @@ def run(args: argparse.Namespace) -> int:
     loaded = open_scene(scene, progress=not args.quiet)
     if vr_backend is not None:
         return run_app_with_vr(
-            loaded, vr_backend, size=size, offscreen=headless, fullscreen=args.fullscreen, out=Path(args.out)
+            loaded,
+            vr_backend,
+            size=size,
+            offscreen=headless,
+            fullscreen=args.fullscreen,
+            out=Path(args.out),
+            record=not args.no_record and not headless,
+            sessions=args.sessions,
         )
     if headless:
-        return _run_headless(loaded, Path(args.out), size, forced=args.offscreen)
+        rc = _run_headless(loaded, Path(args.out), size, forced=args.offscreen)
+        if rc or args.no_demo:
+            return rc
+        return _run_demo(args)
     from game.app import LatentReachApp
     from game.commands._wiring import attach_game_systems
 
     app = LatentReachApp(
         loaded, offscreen=False, size=size, fullscreen=args.fullscreen, menu=not args.no_menu
     )
-    attach_game_systems(app)
+    attach_game_systems(app, record=not args.no_record, sessions=args.sessions)
     app.run()
     return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    """Without a display the main job goes on with the scripted demo session (issue 7)."""
+    from game.commands import demo
+
+    out = Path(args.out) / "demo"
+    print(f"latent-reach: playing the scripted demo session headless into {out} ...")
+    demo_args = argparse.Namespace(
+        out=str(out),
+        scene=args.scene,
+        sessions=args.sessions,
+        size="960x544",
+        renderer="auto",
+        video=False,
+        quiet=args.quiet,
+        threads=0,
+    )
+    return demo.run(demo_args)
 
 
 def _run_headless(loaded, out: Path, size: tuple[int, int], forced: bool) -> int:

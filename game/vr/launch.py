@@ -190,14 +190,22 @@ def run_app_with_vr(
     fullscreen: bool = False,
     out: Path | None = None,
     headless_frames: int = 240,
+    record: bool = False,
+    sessions: str | Path | None = None,
 ) -> int:
     """Open the app for ``backend`` and run it. Headless (no display): play the simulated script
-    (or ``headless_frames`` frames), then write the mirrored eye to ``out/vr-mirror.png``."""
+    (or ``headless_frames`` frames), then write the mirrored eye to ``out/vr-mirror.png``.
+
+    The fine-tune controller is attached as on the desktop, so a card moved by a controller
+    teaches the network exactly as a mouse drop does; ``record`` also records the session.
+    """
     prepare_engine()
     from game.app import LatentReachApp
+    from game.commands._wiring import attach_game_systems
 
     app = LatentReachApp(loaded, offscreen=offscreen, size=size, fullscreen=fullscreen, menu=False)
     session = attach(app, backend)
+    attach_game_systems(app, controls=False, record=record, sessions=sessions)
     if not offscreen:
         app.run()
         return 0
