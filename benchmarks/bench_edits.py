@@ -99,6 +99,12 @@ def train_small_cnn(
     )
 
 
+def network_probability_of_label(ws: Any) -> np.ndarray:
+    """The network's own softmax probability of each card's given label (0 when not in its top 5)."""
+    hit = ws.top5_classes == ws.labels[:, None]
+    return np.where(hit, ws.top5_scores, 0.0).sum(1)
+
+
 def heldout_accuracy(predictions: np.ndarray, truth: np.ndarray, is_train: np.ndarray) -> float:
     held = ~is_train
     return float(np.mean(predictions[held] == truth[held]))
@@ -328,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         "--base-epochs", type=int, default=40, help="epochs of the noisy base model (memorises)"
     )
     parser.add_argument("--scratch-every", type=int, default=10, help="retrain from scratch every N edits")
-    parser.add_argument("--variants", default="ce_only,full,full_batched,scratch")
+    parser.add_argument(
+        "--variants", default="ce_only,full,full_batched,scratch", help="comma-separated, or 'none'"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default="", metavar="OUT")
     parser.add_argument(
@@ -339,7 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from game.core.errors import UserError
-    from game.learning.guidance import auroc, suspicion_scores
+    from game.learning.guidance import (
+        ambiguity_scores,
+        auroc,
+        cross_validated_probabilities,
+        knn_disagreement,
+        suspicion_scores,
+    )
 
     torch.set_num_threads(args.threads)
     variants = {v.strip() for v in args.variants.split(",") if v.strip()}
@@ -354,6 +368,15 @@ def main(argv: list[str] | None = None) -> int:
     scores = suspicion_scores(ws.features, ws.labels, ws.n_classes, seed=args.seed)
     guidance_seconds = time.perf_counter() - t
     start_acc = heldout_accuracy(ws.predictions, truth, is_train)
+    # The parts of the score, and the label-agnostic peer (the network's own margin).
+    probs = cross_validated_probabilities(ws.features, ws.labels, ws.n_classes, seed=args.seed)
+    doubt = 1.0 - probs[np.arange(ws.n_cards), ws.labels]
+    parts = {
+        "cross_validated_only": auroc(doubt[is_train], flipped[is_train]),
+        "knn_only": auroc(knn_disagreement(ws.features, ws.labels)[is_train], flipped[is_train]),
+        "ambiguity_label_agnostic": auroc(ambiguity_scores(ws.top5_scores)[is_train], flipped[is_train]),
+        "network_self_confidence": auroc(1.0 - network_probability_of_label(ws)[is_train], flipped[is_train]),
+    }
     result: dict[str, Any] = {
         "config": {
             "seed": args.seed,
@@ -368,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             "flipped": int(flipped.sum()),
         },
         "auroc": auroc(scores[is_train], flipped[is_train]),
+        "auroc_parts": parts,
         "heldout_no_edits": start_acc,
         "train_fits_noisy_labels": float(np.mean(ws.predictions[is_train] == ws.labels[is_train])),
         "guidance_seconds": guidance_seconds,
