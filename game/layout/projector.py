@@ -61,6 +61,10 @@ class Projector:
             return (x - x.mean(0)).astype(np.float32)
         return PCA(n_components=dims, random_state=self.config.seed).fit_transform(x).astype(np.float32)
 
+    def affinity_method(self, n_points: int) -> str:
+        """openTSNE's neighbour search: exact for tiny sets (annoy needs enough points), else annoy."""
+        return "exact" if n_points < 200 else "annoy"
+
     def affinities(self, reduced: np.ndarray) -> affinity.PerplexityBasedNN:
         perplexity = min(self.config.perplexity, max((len(reduced) - 1) / 3.0, 1.0))
         return affinity.PerplexityBasedNN(
@@ -68,7 +72,7 @@ class Projector:
             perplexity=perplexity,
             n_jobs=self.n_jobs,
             random_state=self.config.seed,
-            method="exact" if len(reduced) < 200 else "annoy",
+            method=self.affinity_method(len(reduced)),
             verbose=False,
         )
 

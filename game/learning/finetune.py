@@ -561,18 +561,8 @@ def relayout(
 
 
 class _ExactAffinityProjector(Projector):
-    def affinities(self, reduced: np.ndarray):  # type: ignore[no-untyped-def]
-        from openTSNE import affinity
-
-        perplexity = min(self.config.perplexity, max((len(reduced) - 1) / 3.0, 1.0))
-        return affinity.PerplexityBasedNN(
-            reduced,
-            perplexity=perplexity,
-            n_jobs=self.n_jobs,
-            random_state=self.config.seed,
-            method="exact",
-            verbose=False,
-        )
+    def affinity_method(self, n_points: int) -> str:
+        return "exact"
 
 
 def _outcome(
