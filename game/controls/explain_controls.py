@@ -26,6 +26,7 @@ import numpy as np
 from direct.showbase.DirectObject import DirectObject
 from panda3d.core import Point3, TextNode
 
+from game.controls.menu_guard import unless_menu_open
 from game.core import events as ev
 from game.explain.attribution import METHOD_TITLES, METHODS
 from game.explain.keep import new_card_event
@@ -74,7 +75,7 @@ class ExplainControls:
             "mouse1": lambda: self._mouse_button(True),
             "mouse1-up": lambda: self._mouse_button(False),
         }.items():
-            self._events.accept(key, self._guard(fn))
+            self._events.accept(key, unless_menu_open(self.app, fn))
         self.rebind()
         app.scene_listeners.append(lambda _loaded: self.rebind())
 
@@ -99,15 +100,6 @@ class ExplainControls:
         self._text_path = panel.root.attach_new_node(self._text)
         self._text_path.set_scale(0.038)
         self._text_path.set_pos(-0.45, -0.003, -0.69)
-
-    def _guard(self, fn):
-        def call(*args):
-            menu = getattr(self.app, "menu", None)
-            if menu is not None and menu.visible:
-                return
-            fn(*args)
-
-        return call
 
     @property
     def card(self) -> int:

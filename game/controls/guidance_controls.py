@@ -22,6 +22,7 @@ import numpy as np
 from direct.showbase.DirectObject import DirectObject
 from panda3d.core import TextNode
 
+from game.controls.menu_guard import unless_menu_open
 from game.core import events as ev
 from game.learning.guidance import suspicion_scores, top_suspects
 from game.learning.layers import layer_label, next_layer, switch_layer
@@ -45,8 +46,8 @@ class GuidanceControls:
         self._markers: list = []
         self._root = None
         self._events = DirectObject()
-        self._events.accept("n", self._guard(self.next_suspect))
-        self._events.accept("l", self._guard(self.cycle_layer))
+        self._events.accept("n", unless_menu_open(self.app, self.next_suspect))
+        self._events.accept("l", unless_menu_open(self.app, self.cycle_layer))
         self.rebind()
         app.scene_listeners.append(lambda _loaded: self.rebind())
 
@@ -67,15 +68,6 @@ class GuidanceControls:
         self._markers = []
         self.scores, self.suspects, self.visited = None, np.zeros(0, dtype=np.int64), set()
         self._stale = True
-
-    def _guard(self, fn):
-        def call(*args):
-            menu = getattr(self.app, "menu", None)
-            if menu is not None and menu.visible:
-                return
-            fn(*args)
-
-        return call
 
     def _on_event(self, event: ev.Event, ws) -> None:
         if isinstance(event, (ev.ModelUpdated, ev.LayerChanged, ev.CardAdded)):
