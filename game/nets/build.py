@@ -23,8 +23,7 @@ TRAINING_RECIPE = "small-cnn-v1"
 def build_network(scene: Scene, data: Dataset, is_train: np.ndarray, progress: bool = True) -> Network:
     """The network a scene names, with weights: from the scene's file, from the cache, or trained."""
     cfg = scene.network
-    channels = data.images.shape[-1] if cfg.arch == "small_cnn" else 3
-    image_size = data.images.shape[1]
+    channels = input_channels(scene, data)
     module = build_module(cfg.arch, data.n_classes, channels)
     if cfg.weights:
         load_weights(module, scene.resolve_path(cfg.weights), allow_new_head=cfg.arch != "small_cnn")
@@ -44,14 +43,26 @@ def build_network(scene: Scene, data: Dataset, is_train: np.ndarray, progress: b
                 module, data, is_train, epochs=cfg.train_epochs, seed=cfg.seed, progress=progress
             )
             save_weights(module, path)
+    return wrap_module(scene, data, module)
+
+
+def input_channels(scene: Scene, data: Dataset) -> int:
+    """Channels the network reads: the small CNN takes the images as they are, AlexNet RGB."""
+    return data.images.shape[-1] if scene.network.arch == "small_cnn" else 3
+
+
+def wrap_module(scene: Scene, data: Dataset, module: nn.Module, feature_layer: str = "") -> Network:
+    """A ``Network`` around ``module`` (built by ``build_module`` for this scene and data), with the
+    scene's input size and normalisation; ``feature_layer`` overrides the scene's."""
+    cfg = scene.network
     normalise = "centred" if cfg.arch == "small_cnn" else "imagenet"
     return Network(
         module,
         cfg.arch,
         data.n_classes,
-        channels,
-        input_size_for(cfg.arch, image_size),
-        cfg.feature_layer,
+        input_channels(scene, data),
+        input_size_for(cfg.arch, data.images.shape[1]),
+        feature_layer or cfg.feature_layer,
         normalise,
     )
 

@@ -84,13 +84,11 @@ class RestoredSession:
 
 def network_from_bytes(scene: Any, dataset: Any, weights: bytes, feature_layer: str = "") -> Any:
     """A ``Network`` shaped like ``build_network`` would build it, with these weights loaded."""
-    from game.nets.architectures import build_module, input_size_for
-    from game.nets.network import Network
+    from game.nets.architectures import build_module
+    from game.nets.build import input_channels, wrap_module
     from game.nets.weights import state_from_bytes
 
-    cfg = scene.network
-    channels = dataset.images.shape[-1] if cfg.arch == "small_cnn" else 3
-    module = build_module(cfg.arch, dataset.n_classes, channels)
+    module = build_module(scene.network.arch, dataset.n_classes, input_channels(scene, dataset))
     try:
         state = state_from_bytes(weights)
         module.load_state_dict(state, strict=True)
@@ -98,16 +96,7 @@ def network_from_bytes(scene: Any, dataset: Any, weights: bytes, feature_layer: 
         raise SessionError(
             f"stored weights do not fit the scene's network: {type(exc).__name__}: {exc}"
         ) from None
-    normalise = "centred" if cfg.arch == "small_cnn" else "imagenet"
-    return Network(
-        module,
-        cfg.arch,
-        dataset.n_classes,
-        channels,
-        input_size_for(cfg.arch, dataset.images.shape[1]),
-        feature_layer or cfg.feature_layer,
-        normalise,
-    )
+    return wrap_module(scene, dataset, module, feature_layer)
 
 
 def overlay_weights(network: Any, weights: bytes) -> None:
