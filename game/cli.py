@@ -1,7 +1,7 @@
 """The ``latent-reach`` command line: finds the sub-commands in ``game.commands`` and runs one.
 
 With no arguments it starts the game on the default scene (the ``run`` command). Bad input (a
-``UserError``) becomes one line on stderr and exit code 2.
+``UserError``, or an ``OSError`` about a named path) becomes one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -66,6 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"latent-reach: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # A path the person gave that cannot be read or written (a folder where a file should be,
+        # a read-only disk): bad input, not a bug. OS errors without a path still show a traceback.
+        if exc.filename is None:
+            raise
+        print(f"latent-reach: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("latent-reach: interrupted", file=sys.stderr)
         return 130
