@@ -12,8 +12,21 @@ from game.core import events as ev
 from game.nets.weights import state_to_bytes
 
 
-def test_suspects_json_with_noise(capsys):
-    code = main(["suspects", "--top", "10", "--noise", "0.15", "--json", "--quiet", "--threads", "1"])
+def fast_scene(tmp_path) -> str:
+    """The default digits scene with a test-sized layout (a full t-SNE fit costs tens of seconds
+    on a busy 2-core VM and none of these tests looks at the layout's quality)."""
+    path = tmp_path / "fast.toml"
+    path.write_text(
+        "[layout]\nearly_iterations = 50\niterations = 100\nupdate_iterations = 40\n", encoding="utf-8"
+    )
+    return str(path)
+
+
+def test_suspects_json_with_noise(tmp_path, capsys):
+    code = main(
+        ["suspects", "--scene", fast_scene(tmp_path), "--top", "10", "--noise", "0.15", "--json", "--quiet"]
+        + ["--threads", "1"]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["suspects"]) == 10
@@ -36,11 +49,20 @@ def test_export_bad_input_is_exit_code_2(tmp_path, capsys):
 
 def test_export_scene(tmp_path, capsys):
     code = main(
-        ["export", "--scene", "scenes/digits.toml", "--out", str(tmp_path), "--quiet", "--threads", "1"]
+        [
+            "export",
+            "--scene",
+            fast_scene(tmp_path),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--threads",
+            "1",
+        ]
     )
     assert code == 0, capsys.readouterr().err
-    assert (tmp_path / "weights.safetensors").is_file()
-    assert (tmp_path / "projector" / "sprite.png").is_file()
+    assert (tmp_path / "out" / "weights.safetensors").is_file()
+    assert (tmp_path / "out" / "projector" / "sprite.png").is_file()
 
 
 def test_export_session_replays_to_the_end(loaded_digits, tmp_path, capsys):
@@ -86,11 +108,20 @@ def test_export_scene_after_a_move(tmp_path, capsys):
     data = load_dataset(load_scene("scenes/digits.toml"))
     new = (int(data.labels[3]) + 1) % data.n_classes
     code = main(
-        ["export", "--scene", "scenes/digits.toml", "--move", f"3:{new}", "--out", str(tmp_path), "--quiet"]
+        [
+            "export",
+            "--scene",
+            fast_scene(tmp_path),
+            "--move",
+            f"3:{new}",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ]
         + ["--threads", "1"]
     )
     assert code == 0, capsys.readouterr().err
-    with open(tmp_path / "labels.csv", newline="", encoding="utf-8") as f:
+    with open(tmp_path / "out" / "labels.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     changed = [r for r in rows if r["changed"] == "1"]
     assert [r["card"] for r in changed] == ["3"]
