@@ -67,15 +67,16 @@ def test_cameras_use_converted_projection_and_poses(vr_app):
     assert np.allclose((p[0], p[1], p[2]), (0.0, 0.5, 1.7), atol=1e-5)
     e = stereo.cameras["right"].get_pos()
     assert np.allclose((e[0], e[1], e[2]), (0.032, 0.0, 0.0), atol=1e-6)
-    # A point straight ahead of the head lands left of centre in the right eye (parallax).
+    # A point straight ahead of the head lands left of centre in the right eye and right of
+    # centre in the left eye (parallax).
     from panda3d.core import Point2, Point3
 
-    ahead = stereo.cameras["right"].get_relative_point(stereo.head, Point3(0, 2.0, 0))
-    film = Point2()
-    assert lens.project(ahead, film) or True
-    right_lens = stereo.cameras["right"].node().get_lens()
-    assert right_lens.project(ahead, film)
-    assert film[0] < 0.1
+    film = {}
+    for eye in ("left", "right"):
+        ahead = stereo.cameras[eye].get_relative_point(stereo.head, Point3(0, 2.0, 0))
+        film[eye] = Point2()
+        assert stereo.cameras[eye].node().get_lens().project(ahead, film[eye])
+    assert film["right"][0] < 0 < film["left"][0]
 
 
 def test_controller_models_fall_back_or_load(vr_app):
