@@ -171,10 +171,7 @@ def align(moving: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def neighbour_agreement(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
     """Mean fraction of each point's ``k`` nearest neighbours in ``a`` that are also so in ``b``."""
-    k = min(k, len(a) - 1)
-    na = NearestNeighbors(n_neighbors=k + 1).fit(a).kneighbors(a, return_distance=False)[:, 1:]
-    nb = NearestNeighbors(n_neighbors=k + 1).fit(b).kneighbors(b, return_distance=False)[:, 1:]
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
+    return float(per_point_agreement(a, b, k).mean())
 
 
 def per_point_agreement(a: np.ndarray, b: np.ndarray, k: int = 10) -> np.ndarray:
