@@ -149,8 +149,7 @@ def bench_digits(n_edits: int) -> dict:
     ctl = FineTuneController(loaded, worker)
     worker.wait_idle()
     rows = run_edits(loaded, ctl, n_edits, seed=1)
-    worker.close()
-    worker._thread.join(30)
+    worker.close(wait=True, timeout=30)
     return {"rows": rows, "peer": peer}
 
 
@@ -210,8 +209,7 @@ def bench_alexnet(n_images: int, n_edits: int) -> dict:
     ctl = FineTuneController(loaded, worker, stem=stem)
     worker.wait_idle()
     rows = run_edits(loaded, ctl, n_edits, seed=2)
-    worker.close()
-    worker._thread.join(30)
+    worker.close(wait=True, timeout=30)
     return {"rows": rows, "stem_seconds": t_stem}
 
 

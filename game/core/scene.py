@@ -81,6 +81,7 @@ class LearningConfig:
     neighbours: int = 10
     full_finetune: bool = False
     torch_threads: int = 1
+    job_process: bool = True  # run fine-tune jobs in a persistent child process (frame loop keeps the GIL)
     head_layers: int = 2  # head-only fine-tune trains this many trailing Linear layers
     replay_batch: int = 64  # replayed (unedited) images per training step
     min_steps: int = 1  # train at least this many steps before stopping early

@@ -83,8 +83,16 @@ class Worker:
         self._jobs.put(Job(0, "__idle__", fn=marker.set))
         return marker.wait(timeout)
 
-    def close(self) -> None:
+    def close(self, wait: bool = False, timeout: float | None = 30.0) -> bool:
+        """Stop after the queued jobs; with ``wait``, join the thread (True when it ended).
+
+        Join before the interpreter exits when a job may still be running: torch aborts the
+        process if its threads are torn down under a running op.
+        """
         self._jobs.put(None)
+        if wait and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     @property
     def busy(self) -> bool:

@@ -90,6 +90,13 @@ class FineTuneController:
         self._job_ids = itertools.count(1)
         self._stem: StemCache | None = stem  # given: already computed (e.g. with the first features)
         self._stem_ready = threading.Event()
+        # Jobs in a persistent child process (the frame loop then never waits for the job's GIL);
+        # a test's injected ``train_fn`` runs on the worker thread itself.
+        self.process = None
+        if getattr(self.config, "job_process", False) and train_fn is run_finetune:
+            from game.learning.jobprocess import JobProcess
+
+            self.process = JobProcess(torch_threads=self.config.torch_threads)
         ws = self.workspace
         self.history = ModelHistory(self.config.checkpoint_dir or None)
         self.history.push(
@@ -144,7 +151,13 @@ class FineTuneController:
             self.workspace.flush()
 
     def close(self) -> None:
-        self.workspace.unsubscribe(self._on_event)
+        """Stop listening; the job process (if any) quits after its current job."""
+        if self._on_event in self.workspace._listeners:
+            self.workspace.unsubscribe(self._on_event)
+        if self.process is not None:
+            process, self.process = self.process, None
+            # On the worker, after any queued job: closing from here would cut a job short.
+            self.worker.submit(process.close, name="finetune-process-close")
 
     # --- events ----------------------------------------------------------------------------------
 
@@ -172,6 +185,25 @@ class FineTuneController:
         """Worker: version 0's weights as bytes, and the frozen stem's outputs for head-only jobs."""
         try:
             base.weights = state_to_bytes(network.module)
+            if self.process is not None:
+                try:
+                    self.process.init(
+                        network,
+                        images,
+                        self.workspace.is_train.copy(),
+                        self.config.full_finetune,
+                        self.config.head_layers,
+                        self._stem,
+                    )
+                    return
+                except Exception as exc:  # no child process: jobs run on this thread instead
+                    process, self.process = self.process, None
+                    process.close(timeout=1.0)
+                    self.workspace.post(
+                        ev.Message(
+                            f"fine-tune process unavailable ({exc}); training on a thread", level="warning"
+                        )
+                    )
             _warm_up_optimisers()
             if not self.config.full_finetune and self._stem is None:
                 self._stem = compute_stem_cache(network, images, self.config.head_layers)
@@ -226,6 +258,8 @@ class FineTuneController:
                 last[0] = fraction
                 ws.post(ev.JobStatus(job.job_id, "running", message, float(fraction)))
 
+        if self.process is not None:
+            return self.process.run(request, progress=progress, cancelled=job.cancelled.is_set)
         return self.train_fn(request, progress=progress, cancelled=job.cancelled.is_set)
 
     def _job_done(self, job: _Running, worker_job: Job) -> None:

@@ -148,10 +148,7 @@ def apply_moves(
         ws.unsubscribe(listen)
         if own_worker:
             controller.close()
-            controller.worker.close()
-            thread = getattr(controller.worker, "_thread", None)
-            if thread is not None:  # let torch's threads wind down before the interpreter exits
-                thread.join(30)
+            controller.worker.close(wait=True, timeout=30)  # torch aborts if torn down mid-op
     report.messages = messages
     return report
 

@@ -30,8 +30,7 @@ def loaded(fresh_digits):
 def worker():
     w = Worker(torch_threads=1)
     yield w
-    w.close()
-    w._thread.join(10)
+    w.close(wait=True, timeout=10)
 
 
 def record(ws):

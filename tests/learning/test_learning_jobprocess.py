@@ -1,0 +1,91 @@
+"""Fine-tune jobs in the child process: bitwise the same as on a thread, networks cached, clean exit."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from test_learning_finetune import pick_relabel, request
+
+from game.core import events as ev
+from game.core.worker import Worker
+from game.learning.controller import FineTuneController
+from game.learning.finetune import FineTuneRequest, compute_stem_cache, run_finetune
+from game.learning.headless import apply_moves
+from game.learning.jobprocess import JobProcess
+
+
+@pytest.fixture(scope="module")
+def process(loaded_digits):
+    proc = JobProcess(torch_threads=1)
+    ws = loaded_digits.workspace
+    proc.init(loaded_digits.network, ws.images, ws.is_train.copy(), False, 2)
+    yield proc
+    proc.close()
+    assert not proc.alive
+
+
+def _same(a, b) -> None:
+    assert a.weights == b.weights and a.weight_names == b.weight_names
+    np.testing.assert_array_equal(a.inference.features, b.inference.features)
+    np.testing.assert_array_equal(a.inference.top5_scores, b.inference.top5_scores)
+    np.testing.assert_array_equal(a.layout.positions, b.layout.positions)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_process_job_is_bitwise_the_thread_job(loaded_digits, process):
+    stem = compute_stem_cache(loaded_digits.network, loaded_digits.workspace.images, 2)
+    _, new, edit = pick_relabel(loaded_digits, seed=5)
+    here = run_finetune(request(loaded_digits, [edit], stem))
+    there = process.run(request(loaded_digits, [edit], None))
+    _same(here, there)
+    assert there.inference.top5_classes[edit.card, 0] == new
+    assert there.layout.tsne is None  # the openTSNE object does not travel
+    # The rebuilt network carries the job's weights.
+    state = there.network.module.state_dict()
+    for name in there.weight_names:
+        assert torch.equal(state[name], here.network.module.state_dict()[name])
+
+    # A second job on top of the first: the child uses the network it kept (no weights sent) ...
+    _, _, edit2 = pick_relabel(loaded_digits, seed=9)
+
+    def on_top(result, network):
+        req = request(loaded_digits, [edit2], None, version=2)
+        req.network, req.labels, req.layout = network, result.labels, result.layout
+        req.features = result.inference.features
+        return req
+
+    here2 = run_finetune(dataclass_with_stem(on_top(here, here.network), stem))
+    there2 = process.run(on_top(there, there.network))
+    _same(here2, there2)
+    # ... and a network it never saw (e.g. restored by undo) travels as weights.
+    there3 = process.run(on_top(there, there.network.clone()))
+    _same(here2, there3)
+
+
+def dataclass_with_stem(req: FineTuneRequest, stem) -> FineTuneRequest:
+    req.stem = stem
+    return req
+
+
+def test_controller_runs_jobs_in_the_process_and_closes_it(fresh_digits):
+    loaded = fresh_digits
+    loaded.scene = copy.deepcopy(loaded.scene)
+    loaded.scene.learning.job_process = True
+    worker = Worker(torch_threads=1)
+    ctl = FineTuneController(loaded, worker)
+    assert ctl.process is not None
+    proc = ctl.process
+    seen: list[ev.Event] = []
+    loaded.workspace.subscribe(lambda e, _ws: seen.append(e))
+    ws = loaded.workspace
+    card = int(np.flatnonzero(ws.is_train & (ws.predictions == ws.labels))[0])
+    target = (int(ws.labels[card]) + 2) % ws.n_classes
+    report = apply_moves(loaded, [(card, target)], controller=ctl)
+    assert report.moves[0].predicted_after == ws.class_names[target]
+    assert ws.model_version == 1 and ws.labels[card] == target
+    progress = [e for e in seen if isinstance(e, ev.JobStatus) and e.state == "running" and e.progress > 0]
+    assert progress, "progress from the child reaches the workspace"
+    ctl.close()
+    assert worker.close(wait=True, timeout=30)
+    assert not proc.alive
