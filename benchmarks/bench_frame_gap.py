@@ -4,16 +4,19 @@ Run: ``.venv/bin/python benchmarks/bench_frame_gap.py [--size 640x400] [--drops 
 
 Opens the embedded default (digits), builds ``LatentReachApp(offscreen=True, controls=False)``,
 attaches the fine-tune controller exactly as the desktop game does
-(``game.commands._wiring.attach_game_systems``), then steps frames with wall-clock ``dt`` as fast
-as the machine allows (an uncapped render loop: the time between two frames is one frame's work
-plus whatever the frame loop waited for). ``--drops`` times it drops a card into another class's
-cluster by posting ``CardGrabbed`` + ``CardDropped`` (as the hands do) and keeps stepping.
+(``game.commands._wiring.attach_game_systems``), then steps frames with wall-clock ``dt``, paced
+to ``--fps`` (90 by default, like a vsynced headset loop; 0 runs uncapped). ``--drops`` times it
+drops a card into another class's cluster by posting ``CardGrabbed`` + ``CardDropped`` (as the
+hands do) and keeps stepping until the frame that applies the job's ``ModelUpdated`` (the start
+of the tween): that is the drop -> tween latency (it includes the scene's ``delay_seconds``).
 
-Each frame gap is tagged by what was going on: *idle* (no edit pending, no job, no tween),
-*pending* (the scene's ``delay_seconds`` before the job starts), *job* (the fine-tune job in
-flight), *tween* (cards moving to their new places). The idle frames of the same run are the peer:
-the job's extra stall is ``job max - idle max`` and the ratio ``job p50 / idle p50``; a load-robust
-comparison on a shared machine.
+A frame's *gap* is its end minus the later of the previous frame's end and its own due time: the
+frame's work plus any delay in waking up for it (uncapped: simply the time between frame ends).
+Gaps are tagged by what was going on: *idle* (nothing pending, no job, no tween), *pending* (the
+``delay_seconds`` before the job starts), *job* (the fine-tune job in flight), *apply* (the frame
+that applies the result), *tween* (cards moving to their new places). The idle frames of the same
+run are the peer: ``job max / idle max`` and ``job p50 / idle p50`` are load-robust figures on a
+shared machine.
 
 ``--modes`` runs the same drops with the job on a thread of this process (``thread``: the GIL is
 shared with the frame loop) and in the persistent child process (``process``,
@@ -51,7 +54,7 @@ def _summary(values: list[float]) -> dict:
     }
 
 
-def run_mode(app, mode: str, drops: int, idle_seconds: float, seed: int, fps: float) -> dict:
+def run_mode(app, mode: str, drops: int, idle_seconds: float, seed: int, fps: float, nice: int) -> dict:
     """Attach a controller with ``mode`` ("thread"/"process"), make ``drops`` drops, time frames."""
     import dataclasses
 
@@ -60,7 +63,9 @@ def run_mode(app, mode: str, drops: int, idle_seconds: float, seed: int, fps: fl
     from game.learning.headless import drop_position
 
     loaded = app.loaded
-    loaded.scene.learning = dataclasses.replace(loaded.scene.learning, job_process=(mode == "process"))
+    loaded.scene.learning = dataclasses.replace(
+        loaded.scene.learning, job_process=(mode == "process"), job_nice=nice
+    )
     old = getattr(app, "finetune", {}).get("controller") if getattr(app, "finetune", None) else None
     if old is not None:
         if old in app.frame_hooks:
@@ -85,7 +90,7 @@ def run_mode(app, mode: str, drops: int, idle_seconds: float, seed: int, fps: fl
             print(f"[{mode}] {event}", file=sys.stderr)
 
     ws.subscribe(listen)
-    gaps: dict[str, list[float]] = {"idle": [], "pending": [], "job": [], "tween": []}
+    gaps: dict[str, list[float]] = {"idle": [], "pending": [], "job": [], "apply": [], "tween": []}
     period = 1.0 / fps if fps > 0 else 0.0
     clock = {"start": time.perf_counter(), "end": time.perf_counter(), "due": time.perf_counter()}
 
@@ -145,7 +150,10 @@ def run_mode(app, mode: str, drops: int, idle_seconds: float, seed: int, fps: fl
         t_drop = time.perf_counter()
         ws.post(ev.CardDropped(card, tuple(map(float, pos)), nearest, dist, hand="bench"))
         while len(applied) == n_applied:
-            frame(tag_now(0.0) if ctl.busy or ctl.pending else "job")
+            tag = tag_now(0.0) if ctl.busy or ctl.pending else "job"
+            frame(tag)
+            if len(applied) > n_applied:  # this frame applied the ModelUpdated (labels, tween start)
+                gaps["apply"].append(gaps[tag].pop())
             if time.perf_counter() - t_drop > 120:
                 raise TimeoutError(f"drop {i}: no ModelUpdated after 120 s")
         latencies.append(applied[n_applied] - t_drop)
@@ -178,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=1.5, help="idle seconds before each drop")
     parser.add_argument("--modes", default="thread,process", help="comma list of thread, process")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nice", type=int, default=5, help="learning.job_nice for the process mode")
     parser.add_argument("--fps", type=float, default=90.0, help="frame pacing like vsync (0: uncapped)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -195,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            results.append(run_mode(app, mode, args.drops, args.idle, args.seed, args.fps))
+            results.append(run_mode(app, mode, args.drops, args.idle, args.seed, args.fps, args.nice))
     finally:
         controllers = [r.pop("controller") for r in results]
         for ctl in controllers:

@@ -82,6 +82,7 @@ class LearningConfig:
     full_finetune: bool = False
     torch_threads: int = 1
     job_process: bool = True  # run fine-tune jobs in a persistent child process (frame loop keeps the GIL)
+    job_nice: int = 5  # the job process's niceness (higher: the frame loop wins the CPU, jobs take longer)
     head_layers: int = 2  # head-only fine-tune trains this many trailing Linear layers
     replay_batch: int = 64  # replayed (unedited) images per training step
     min_steps: int = 1  # train at least this many steps before stopping early
@@ -200,6 +201,8 @@ def _validate(scene: Scene, label: str) -> None:
         bad("layout.volume", "must be three positive numbers (x, y, z metres)")
     if scene.learning.r_max < 1:
         bad("learning.r_max", "must be at least 1")
+    if not 0 <= scene.learning.job_nice <= 19:
+        bad("learning.job_nice", "must be in 0..19")
     if not 0 < scene.learning.cluster_percentile <= 100:
         bad("learning.cluster_percentile", "must be in (0, 100]")
     if scene.learning.unsure_factor < 1.0:

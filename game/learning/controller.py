@@ -96,7 +96,9 @@ class FineTuneController:
         if getattr(self.config, "job_process", False) and train_fn is run_finetune:
             from game.learning.jobprocess import JobProcess
 
-            self.process = JobProcess(torch_threads=self.config.torch_threads)
+            self.process = JobProcess(
+                torch_threads=self.config.torch_threads, nice=getattr(self.config, "job_nice", 5)
+            )
         ws = self.workspace
         self.history = ModelHistory(self.config.checkpoint_dir or None)
         self.history.push(
