@@ -3,8 +3,8 @@
 Events are applied to the restored starting workspace in order, exactly as replay does, so the
 export shows the state the person ended with. Edit times are the session clock of each card's
 last relabel (with the wall-clock time when the file records when it started); the weights are
-those of the last stored model version (the starting weights with any head-only checkpoint laid
-over them).
+those of the model version the workspace ends at (after an undo, not the last one stored), the
+starting weights with any head-only checkpoint laid over them.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ def export_session(path: str | Path, out_dir: str | Path, check_fingerprint: boo
             ws.apply(e)
             if e.kind == "edit" and e.action == "relabel":
                 edit_times[e.card] = _wall_clock(started, item.t)
-        versions = reader.model_versions()
+        # The model the person ended with: after an undo that is not the last one stored.
+        stored = [v for v, _, _ in reader.model_versions()]
         weights = None
-        if versions:
-            weights = session.network(versions[-1][0]).module.state_dict()
+        if stored:
+            version = ws.model_version if ws.model_version in stored else stored[-1]
+            weights = session.network(version).module.state_dict()
         extra = {"session": str(Path(path).resolve()), "damage": reader.damage or ""}
         return export_workspace(ws, weights, edit_times, out_dir, extra=extra)

@@ -127,3 +127,30 @@ def test_export_scene_after_a_move(tmp_path, capsys):
     assert [r["card"] for r in changed] == ["3"]
     assert changed[0]["new_label"] == data.class_names[new] and changed[0]["edit_time"]
     assert main(["export", "--scene", "scenes/digits.toml", "--move", "3:nope", "--out", str(tmp_path)]) == 2
+
+
+def test_export_session_after_undo_takes_the_final_model(loaded_digits, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    from game.sessions.recorder import SessionRecorder
+
+    ws = loaded_digits.workspace.copy()
+    base = loaded_digits.network.module.state_dict()
+    changed = {k: v + 1.0 if k == "classifier.fc2.bias" else v for k, v in base.items()}
+    from safetensors.torch import save
+
+    path = tmp_path / "u.session.sqlite"
+    rec = SessionRecorder(path, loaded_digits.scene, ws)
+    rec.record_model(0, state_to_bytes(loaded_digits.network.module), t=0.0)
+    rec.attach(ws)
+    ws.post(ev.ModelUpdated(1, ws.labels, ws.top5_classes, ws.top5_scores, ws.features, ws.positions))
+    ws.flush()
+    rec.record_model(1, save({k: v.contiguous() for k, v in changed.items()}))
+    ws.post(ev.ModelUpdated(0, ws.labels, ws.top5_classes, ws.top5_scores, ws.features, ws.positions))
+    ws.flush()  # undo back to the starting model
+    rec.close()
+    out = tmp_path / "out"
+    assert main(["export", str(path), "--out", str(out), "--no-features"]) == 0, capsys.readouterr().err
+    exported = load_file(str(out / "weights.safetensors"))
+    assert torch.equal(exported["classifier.fc2.bias"], base["classifier.fc2.bias"])
