@@ -1,0 +1,53 @@
+"""Drops after a layer switch are judged on the clusters the person sees.
+
+Known bug, kept visible here: the controller measures drops against its current checkpoint's
+layout (``history.current.layout.positions``), which a ``LayerChanged`` does not replace. After
+pressing L the spheres are drawn at the new layer's centroids but a drop on one is read against
+the old layer's clusters (0 of 40 such drops were read as the class dropped on in a manual run).
+Remove the xfail marker once the controller follows ``LayerChanged``.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+
+from game.core import events as ev
+from game.core.worker import Worker
+from game.learning.controller import FineTuneController
+from game.learning.layers import layer_choices, switch_loaded_layer
+
+
+@pytest.mark.xfail(
+    strict=True, reason="FineTuneController ignores LayerChanged (drops read on the old layout)"
+)
+def test_drop_on_a_sphere_after_a_layer_switch_relabels_to_that_class(fresh_digits):
+    loaded = fresh_digits
+    loaded.scene = copy.deepcopy(loaded.scene)
+    loaded.scene.learning.job_process = False  # the bug is in the event handling, not the job
+    ws = loaded.workspace
+    worker = Worker(torch_threads=1)
+    controller = FineTuneController(loaded, worker)
+    seen: list[ev.Event] = []
+    ws.subscribe(lambda e, _ws: seen.append(e))
+    try:
+        # The prepare job runs the same module on the worker; forward hooks are not thread-safe.
+        assert worker.wait_idle(120)
+        switch = switch_loaded_layer(loaded, layer_choices(loaded.network.module)[0])
+        ws.post(switch.event)
+        ws.flush()
+        loaded.network, loaded.layout = switch.network, switch.layout  # as LayerSwitch asks
+        rng = np.random.default_rng(0)
+        cards = rng.choice(np.flatnonzero(ws.is_train), 10, replace=False)
+        for card in cards:
+            target = (int(ws.labels[card]) + 1) % ws.n_classes
+            pos = ws.centroids()[target]  # where the target's sphere is drawn now
+            k, d = ws.nearest_centroid(pos)
+            ws.post(ev.CardDropped(int(card), tuple(map(float, pos)), k, d))
+            ws.flush()
+            edit = [e for e in seen if isinstance(e, ev.EditQueued)][-1]
+            assert (edit.card, edit.action, edit.new_label) == (card, "relabel", target)
+    finally:
+        controller.close()
+        worker.close()
+        worker._thread.join(10)
