@@ -89,22 +89,24 @@ def _entries_from_csv(
     entries: list[tuple[Path, int]] = []
     names: dict[str, int] = {}
     skipped: list[SkippedFile] = []
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
-                continue
-            if len(row) < 2 or not row[0].strip() or not row[1].strip():
-                skipped.append(SkippedFile(f"{csv_path}:{lineno}", "row is not 'path,label'"))
-                continue
-            path = Path(row[0].strip())
-            path = path if path.is_absolute() else root / path
-            if not path.is_file():
-                skipped.append(
-                    SkippedFile(str(path), f"listed in {csv_path.name} line {lineno} but not found")
-                )
-                continue
-            label = names.setdefault(row[1].strip(), len(names))
-            entries.append((path, label))
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:  # a spreadsheet's own encoding, a binary file
+        raise DatasetError(f"labels CSV {csv_path} cannot be read as UTF-8 CSV: {exc}") from None
+    for lineno, row in enumerate(rows, start=1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+            continue
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            skipped.append(SkippedFile(f"{csv_path}:{lineno}", "row is not 'path,label'"))
+            continue
+        path = Path(row[0].strip())
+        path = path if path.is_absolute() else root / path
+        if not path.is_file():
+            skipped.append(SkippedFile(str(path), f"listed in {csv_path.name} line {lineno} but not found"))
+            continue
+        label = names.setdefault(row[1].strip(), len(names))
+        entries.append((path, label))
     return entries, list(names), skipped

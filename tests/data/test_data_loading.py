@@ -138,3 +138,13 @@ def test_load_dataset_from_scene_relative_path_and_max_images(tmp_path: Path):
     )
     d = load_dataset(scene)
     assert len(d.images) == 5 and d.images.shape[1] == 16
+
+
+@pytest.mark.parametrize("content", [b"path,label\nimgs/0.png,caf\xe9\n", b"\xff\xfep\x00a\x00"])
+def test_unreadable_labels_csv_is_a_dataset_error(tmp_path: Path, content: bytes):
+    """A CSV saved in a spreadsheet's own encoding (or a binary file) is bad input, not a crash."""
+    _save(Image.new("RGB", (8, 8)), tmp_path / "imgs" / "0.png")
+    csv = tmp_path / "labels.csv"
+    csv.write_bytes(content)
+    with pytest.raises(DatasetError, match="labels CSV"):
+        load_image_folder(tmp_path, labels_csv=csv, image_size=8, progress=False)
