@@ -55,7 +55,9 @@ def _summary(values: list[float]) -> dict:
 
 
 def run_mode(app, mode: str, drops: int, idle_seconds: float, seed: int, fps: float, nice: int) -> dict:
-    """Attach a controller with ``mode`` ("thread"/"process"), make ``drops`` drops, time frames."""
+    """Attach a controller with ``mode`` ("thread", "process" or "process:NICE"), drop, time frames."""
+    if mode.startswith("process:"):
+        nice = int(mode.split(":", 1)[1])
     import dataclasses
 
     from game.commands._wiring import attach_game_systems
@@ -64,7 +66,7 @@ def run_mode(app, mode: str, drops: int, idle_seconds: float, seed: int, fps: fl
 
     loaded = app.loaded
     loaded.scene.learning = dataclasses.replace(
-        loaded.scene.learning, job_process=(mode == "process"), job_nice=nice
+        loaded.scene.learning, job_process=mode.startswith("process"), job_nice=nice
     )
     old = getattr(app, "finetune", {}).get("controller") if getattr(app, "finetune", None) else None
     if old is not None:
@@ -184,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="640x400", help="offscreen buffer WxH (default 640x400)")
     parser.add_argument("--drops", type=int, default=5)
     parser.add_argument("--idle", type=float, default=1.5, help="idle seconds before each drop")
-    parser.add_argument("--modes", default="thread,process", help="comma list of thread, process")
+    parser.add_argument(
+        "--modes", default="thread,process", help="comma list of thread, process, process:NICE"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--nice", type=int, default=5, help="learning.job_nice for the process mode")
     parser.add_argument("--fps", type=float, default=90.0, help="frame pacing like vsync (0: uncapped)")

@@ -67,7 +67,8 @@ def same_strides(array: np.ndarray, strides: tuple[int, ...]) -> np.ndarray:
     if array.strides == tuple(strides):
         return array
     new = tuple(s if n == 1 else a for a, s, n in zip(array.strides, strides, array.shape, strict=True))
-    return np.lib.stride_tricks.as_strided(array, shape=array.shape, strides=new, writeable=False)
+    array = np.array(array)  # writable (an unpickled array may sit on read-only bytes)
+    return np.lib.stride_tricks.as_strided(array, shape=array.shape, strides=new)
 
 
 class JobProcess:
