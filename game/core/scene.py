@@ -197,6 +197,13 @@ def _validate(scene: Scene, label: str) -> None:
         bad("layout.pca_dims", "must be at least 2")
     if scene.layout.perplexity <= 0:
         bad("layout.perplexity", "must be positive")
+    for key in ("early_iterations", "iterations", "update_iterations"):
+        if getattr(scene.layout, key) < 0:
+            bad(f"layout.{key}", "must not be negative")
+    if scene.network.batch_size < 1:
+        bad("network.batch_size", "must be at least 1")
+    if scene.learning.layout_iterations < 0:
+        bad("learning.layout_iterations", "must not be negative")
     if len(scene.layout.volume) != 3 or min(scene.layout.volume) <= 0:
         bad("layout.volume", "must be three positive numbers (x, y, z metres)")
     if scene.learning.r_max < 1:

@@ -45,6 +45,10 @@ def test_bad_values_are_errors():
         scene_from_dict({"network": {"arch": "vgg"}})
     with pytest.raises(SceneError, match="layout.volume"):
         scene_from_dict({"layout": {"volume": [1.0, 2.0]}})
+    with pytest.raises(SceneError, match="network.batch_size"):
+        scene_from_dict({"network": {"batch_size": 0}})  # was a range() traceback in inference
+    with pytest.raises(SceneError, match="layout.iterations"):
+        scene_from_dict({"layout": {"iterations": -5}})
 
 
 def test_int_is_accepted_for_float():
