@@ -24,6 +24,7 @@ This module must stay free of panda3d (the child imports it).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import itertools
 import os
@@ -274,6 +275,10 @@ def _serve(inp: BinaryIO, out: BinaryIO, torch_threads: int) -> None:
                     base.module.load_state_dict(state_from_bytes(weights), strict=False)
                     networks[key] = base
                 req.network, req.images, req.stem = base, images, stem
+                if getattr(req.projector, "n_jobs", 1) != torch_threads:
+                    # openTSNE's threads too: the frame loop keeps a core (same result: tested).
+                    req.projector = copy.copy(req.projector)
+                    req.projector.n_jobs = torch_threads
 
                 def progress(fraction: float, text: str) -> None:
                     send(("progress", float(fraction), text))
