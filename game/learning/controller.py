@@ -20,6 +20,7 @@ Headless use (CLI, tests, benchmarks): post drops, ``workspace.flush()``, ``appl
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -90,6 +91,8 @@ class FineTuneController:
         self._job_ids = itertools.count(1)
         self._stem: StemCache | None = stem  # given: already computed (e.g. with the first features)
         self._stem_ready = threading.Event()
+        # Positions of another feature layer the person switched to (None: the model's own layout).
+        self._display_positions: np.ndarray | None = None
         # Jobs in a persistent child process (the frame loop then never waits for the job's GIL);
         # a test's injected ``train_fn`` runs on the worker thread itself.
         self.process = None
@@ -165,9 +168,18 @@ class FineTuneController:
 
     def _on_event(self, event: ev.Event, workspace: Any) -> None:
         if isinstance(event, ev.CardDropped):
-            reference = self.history.current.layout.positions
+            # Judge the drop on the clusters the person sees: the model's layout, or the layer
+            # they switched to.
+            reference = self._display_positions
+            if reference is None:
+                reference = self.history.current.layout.positions
             edit = interpret_drop(event, workspace, self.config, reference_positions=reference)
             workspace.post(edit)
+        elif isinstance(event, ev.CardAdded):
+            self._follow_added_cards()
+        elif isinstance(event, ev.LayerChanged):
+            training_layer = self.loaded.network.feature_layer
+            self._display_positions = None if event.layer == training_layer else event.positions.copy()
         elif isinstance(event, ev.EditQueued):
             if is_trainable(event, self.config):
                 self.pending.pop(event.card, None)
@@ -211,6 +223,47 @@ class FineTuneController:
                 self._stem = compute_stem_cache(network, images, self.config.head_layers)
             if self._stem is not None:
                 self._stem.preconditioned_inputs(self.workspace.is_train.copy())
+        finally:
+            self._stem_ready.set()
+
+    def _follow_added_cards(self) -> None:
+        """Cards joined the workspace (a kept what-if image): every checkpoint gets their rows, and
+        the frozen stem (or the job process) is prepared again with the new images, so drops,
+        jobs and undo all see the same cards as the world."""
+        ws = self.workspace
+        for cp in self.history.checkpoints:
+            pad_checkpoint(cp, ws)
+        if self._display_positions is not None:
+            k = ws.n_cards - len(self._display_positions)
+            self._display_positions = np.concatenate([self._display_positions, ws.positions[-k:]])
+        self.loaded.layout = self.history.current.layout
+        self._stem = None
+        self._stem_ready.clear()
+        self.worker.submit(
+            self._prepare_cards, self.loaded.network, ws.images, ws.is_train.copy(), name="finetune-prepare"
+        )
+
+    def _prepare_cards(self, network: Any, images: np.ndarray, is_train: np.ndarray) -> None:
+        """Worker: the stem's outputs (or the job process's copy of the images) for a new card set."""
+        try:
+            if self.process is not None:
+                try:
+                    self.process.init(
+                        network, images, is_train, self.config.full_finetune, self.config.head_layers, None
+                    )
+                    return
+                except Exception as exc:
+                    process, self.process = self.process, None
+                    process.close(timeout=1.0)
+                    self.workspace.post(
+                        ev.Message(
+                            f"fine-tune process unavailable ({exc}); training on a thread", level="warning"
+                        )
+                    )
+            if not self.config.full_finetune:
+                self._stem = compute_stem_cache(network, images, self.config.head_layers)
+            if self._stem is not None:
+                self._stem.preconditioned_inputs(is_train)
         finally:
             self._stem_ready.set()
 
@@ -286,10 +339,20 @@ class FineTuneController:
                 summary,
             )
         )
+        pad_checkpoint(checkpoint, ws)  # cards added while the job ran
         self.loaded.network = result.network
-        self.loaded.layout = result.layout
+        self.loaded.layout = checkpoint.layout
         self.results.append(result)
         self._post_checkpoint(checkpoint, summary)
+        if self._display_positions is not None:
+            # Fine-tuning works in the network's own feature layer; the view goes back to it.
+            self._display_positions = None
+            ws.post(
+                ev.LayerChanged(
+                    result.network.feature_layer, checkpoint.features, checkpoint.layout.positions
+                )
+            )
+            ws.post(ev.Message(f"fine-tuned: showing the trained layer {result.network.feature_layer} again"))
         ws.post(ev.JobStatus(job.job_id, "done", summary.splitlines()[0], 1.0))
         if self.on_checkpoint is not None:
             self.on_checkpoint(checkpoint.version, self.history.full_bytes(checkpoint.version))
@@ -388,6 +451,32 @@ class FineTuneController:
         self._running = None
         self.workspace.post(ev.JobStatus(job.job_id, "failed", f"undo failed: {worker_job.error}"))
         self.workspace.post(ev.Message(f"Undo failed: {worker_job.error}", level="error"))
+
+
+def pad_checkpoint(cp: Checkpoint, workspace: Any) -> None:
+    """Give ``cp`` rows for cards the workspace gained after it was made (their current values).
+
+    A kept what-if card has no history: every version shows it with the label, scores, features
+    and position it was added with.
+    """
+    k = workspace.n_cards - len(cp.labels)
+    if k <= 0:
+        return
+    cp.labels = np.concatenate([cp.labels, workspace.labels[-k:]])
+    cp.top5_classes = np.concatenate([cp.top5_classes, workspace.top5_classes[-k:]])
+    cp.top5_scores = np.concatenate([cp.top5_scores, workspace.top5_scores[-k:]])
+    extra = workspace.features[-k:]
+    if extra.shape[1] != cp.features.shape[1]:  # the workspace shows another layer
+        extra = np.repeat(cp.features.mean(0, keepdims=True), k, axis=0)
+    cp.features = np.concatenate([cp.features, extra.astype(cp.features.dtype)])
+    layout = cp.layout
+    positions = np.asarray(workspace.positions[-k:], dtype=np.float32)
+    cp.layout = dataclasses.replace(
+        layout,
+        embedding=np.concatenate([layout.embedding, layout.to_raw(positions)]),
+        positions=np.concatenate([layout.positions, positions]).astype(np.float32),
+        tsne=None,
+    )
 
 
 def _warm_up_optimisers() -> None:

@@ -57,6 +57,11 @@ class ModelHistory:
         return self._stack[-2] if len(self._stack) > 1 else None
 
     @property
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every kept checkpoint, oldest first."""
+        return list(self._stack)
+
+    @property
     def versions(self) -> list[int]:
         return [c.version for c in self._stack]
 

@@ -1,13 +1,11 @@
 """A card kept from the what-if editor (``CardAdded``) and the fine-tune loop afterwards.
 
-Known bug, kept visible here: the controller's checkpoints (labels, features, layout) and its
-stem cache keep the old number of cards, so the first drop after a ``CardAdded`` raises inside
-``interpret_drop`` (reference positions N vs labels N + 1) during ``workspace.flush()``, which
-in the app is the frame loop. Remove the xfail marker once the controller follows ``CardAdded``.
+The controller's checkpoints (labels, features, layout) and its stem cache must follow the
+workspace's card count: before they did, the first drop after a ``CardAdded`` raised inside
+``interpret_drop`` during ``workspace.flush()``, which in the app is the frame loop.
 """
 
 import numpy as np
-import pytest
 
 from game.core import events as ev
 from game.core.worker import Worker
@@ -15,7 +13,6 @@ from game.explain.keep import new_card_event
 from game.learning.controller import FineTuneController
 
 
-@pytest.mark.xfail(strict=True, reason="FineTuneController ignores CardAdded (history keeps N cards)")
 def test_drop_and_finetune_after_a_kept_card(fresh_digits):
     loaded = fresh_digits
     ws = loaded.workspace

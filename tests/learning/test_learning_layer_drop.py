@@ -1,16 +1,13 @@
 """Drops after a layer switch are judged on the clusters the person sees.
 
-Known bug, kept visible here: the controller measures drops against its current checkpoint's
-layout (``history.current.layout.positions``), which a ``LayerChanged`` does not replace. After
-pressing L the spheres are drawn at the new layer's centroids but a drop on one is read against
-the old layer's clusters (0 of 40 such drops were read as the class dropped on in a manual run).
-Remove the xfail marker once the controller follows ``LayerChanged``.
+After pressing L the spheres are drawn at the new layer's centroids; the controller used to read
+a drop against its checkpoint's (old layer's) clusters, so 0 of 40 drops on a sphere were read as
+that sphere's class in a manual run.
 """
 
 import copy
 
 import numpy as np
-import pytest
 
 from game.core import events as ev
 from game.core.worker import Worker
@@ -18,9 +15,6 @@ from game.learning.controller import FineTuneController
 from game.learning.layers import layer_choices, switch_loaded_layer
 
 
-@pytest.mark.xfail(
-    strict=True, reason="FineTuneController ignores LayerChanged (drops read on the old layout)"
-)
 def test_drop_on_a_sphere_after_a_layer_switch_relabels_to_that_class(fresh_digits):
     loaded = fresh_digits
     loaded.scene = copy.deepcopy(loaded.scene)
