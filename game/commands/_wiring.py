@@ -30,6 +30,8 @@ def attach_game_systems(app, controls: bool = True, record: bool = False, sessio
             old = state.get("controller")
             if old is not None and old in app.frame_hooks:
                 app.frame_hooks.remove(old)
+            if old is not None:
+                old.close()  # stops listening to the old workspace; ends its job process
             old_recorder = state.get("recorder")
             if old_recorder is not None:
                 old_recorder.close()  # its pose hook removes itself once closed

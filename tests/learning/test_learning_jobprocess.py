@@ -89,3 +89,12 @@ def test_controller_runs_jobs_in_the_process_and_closes_it(fresh_digits):
     ctl.close()
     assert worker.close(wait=True, timeout=30)
     assert not proc.alive
+
+
+def test_a_crashed_child_is_restarted_for_the_next_job(loaded_digits, process):
+    _, new, edit = pick_relabel(loaded_digits, seed=5)
+    process._proc.kill()
+    process._proc.wait(10)
+    assert not process.alive
+    result = process.run(request(loaded_digits, [edit], None))  # restarts and re-initialises
+    assert process.alive and result.inference.top5_classes[edit.card, 0] == new
