@@ -22,6 +22,7 @@ import numpy as np
 from direct.showbase.ShowBase import ShowBase
 from panda3d.core import PerspectiveLens
 
+from game.core import events as ev
 from game.core.worker import Worker
 from game.world import engine
 from game.world.framing import frame_points as framing_pose
@@ -157,12 +158,24 @@ class LatentReachApp(ShowBase):
         now = self.now
         self.world.now = now
         for hook in list(self.frame_hooks):
-            hook.update(now)
-        self.worker.poll()
-        self.workspace.flush()
+            self._guarded(hook.update, now, what=type(hook).__name__)
+        self._guarded(self.worker.poll, what="a finished job")
+        # A listener that raises leaves the rest of the queue for the next frame: nothing is lost.
+        self._guarded(self.workspace.flush, what="an event")
         self.world.update(now)
         self.frame_count += 1
         return task.cont
+
+    def _guarded(self, fn, *args, what: str) -> None:
+        """Run one part of the frame; a bug in it is reported in the world, not fatal to the game."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            import sys
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+            self.workspace.post(ev.Message(text=f"internal error in {what}: {exc}", level="error"))
 
     def step(self, dt: float | None = None) -> None:
         """Run exactly one frame (hooks, worker, flush, tweens, render); ``dt`` in seconds."""

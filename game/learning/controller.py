@@ -75,6 +75,7 @@ class FineTuneController:
         train_fn: TrainFn = run_finetune,
         on_checkpoint: Callable[[int, bytes], None] | None = None,
         stem: StemCache | None = None,
+        job_process: bool | None = None,
     ) -> None:
         self.loaded = loaded
         self.workspace = loaded.workspace
@@ -96,7 +97,10 @@ class FineTuneController:
         # Jobs in a persistent child process (the frame loop then never waits for the job's GIL);
         # a test's injected ``train_fn`` runs on the worker thread itself.
         self.process = None
-        if getattr(self.config, "job_process", False) and train_fn is run_finetune:
+        # ``job_process`` overrides the scene: headless callers have no frame loop to protect
+        # and skip the child's start-up and transfers.
+        use_process = self.config.job_process if job_process is None else job_process
+        if use_process and train_fn is run_finetune:
             from game.learning.jobprocess import JobProcess
 
             self.process = JobProcess(

@@ -129,7 +129,8 @@ def apply_moves(
     own_worker = controller is None
     if controller is None:
         worker = Worker(torch_threads=loaded.scene.learning.torch_threads)
-        controller = FineTuneController(loaded, worker)
+        # No frame loop to keep fluid here: train on the worker thread (same results, no child).
+        controller = FineTuneController(loaded, worker, job_process=False)
     ws = loaded.workspace
     report = MovesReport()
     messages: list[str] = []

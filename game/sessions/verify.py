@@ -144,7 +144,7 @@ def verify_session(
     ws = loaded.workspace
     clock = [0.0]
     worker = Worker()
-    controller = FineTuneController(loaded, worker, clock=lambda: clock[0])
+    controller = FineTuneController(loaded, worker, clock=lambda: clock[0], job_process=False)
     edits: deque[ev.EditQueued] = deque()
     models: deque[ev.ModelUpdated] = deque()
 
