@@ -27,9 +27,9 @@ class SceneError(UserError, ValueError):
 
 @dataclass
 class SceneInfo:
-    name: str = "Untitled scene"
-    description: str = ""
-    vr: bool = False
+    name: str = "Untitled scene"  # shown in the start menu
+    description: str = ""  # one line under the name in the start menu
+    vr: bool = False  # start in VR (like `run --vr`; falls back to the desktop)
 
 
 @dataclass
@@ -41,7 +41,7 @@ class DatasetConfig:
     max_pixels: int = 40_000_000  # larger images are skipped as oversized
     max_images: int = 0  # 0 = all
     heldout_fraction: float = 0.2  # cards kept out of training, used to measure accuracy
-    seed: int = 0
+    seed: int = 0  # seeds the held-out split and the max_images sample
 
 
 @dataclass
@@ -50,19 +50,19 @@ class NetworkConfig:
     weights: str = ""  # .safetensors or torch state dict; empty: train (small_cnn) or random
     feature_layer: str = ""  # module name; empty: the penultimate layer (fc7 for AlexNet)
     train_epochs: int = 12  # for training the small CNN at first use
-    seed: int = 0
-    batch_size: int = 256
+    seed: int = 0  # seeds the small CNN's initial weights and batch order
+    batch_size: int = 256  # images per batch when computing features and top-5
 
 
 @dataclass
 class LayoutConfig:
-    pca_dims: int = 50
-    perplexity: float = 50.0
-    early_iterations: int = 100
-    iterations: int = 250
-    update_iterations: int = 100
-    theta: float = 0.5
-    seed: int = 0
+    pca_dims: int = 50  # PCA dimensions before t-SNE (fewer when features have fewer)
+    perplexity: float = 50.0  # t-SNE perplexity (about the number of neighbours each card keeps)
+    early_iterations: int = 100  # t-SNE iterations with early exaggeration 12
+    iterations: int = 250  # t-SNE iterations after the early phase
+    update_iterations: int = 100  # iterations of a warm-started update (layer switch, scripts)
+    theta: float = 0.5  # Barnes-Hut accuracy (lower: slower and more exact)
+    seed: int = 0  # seeds PCA, the neighbour search and t-SNE
     volume: list[float] = field(default_factory=lambda: [4.0, 4.0, 1.8])  # x, y, z extent in metres
     floor_clearance: float = 0.5  # lowest card height above the floor, metres
 
@@ -71,16 +71,16 @@ class LayoutConfig:
 class LearningConfig:
     cluster_percentile: float = 90.0  # R_c: this percentile of a class's distances to its centroid
     unsure_factor: float = 1.5  # beyond unsure_factor * R_c of every centroid: "unsure"
-    train_unsure: bool = False
+    train_unsure: bool = False  # also re-train cards dropped far from every cluster
     r_max: int = 8  # repeats of an image dropped at its own centroid
     delay_seconds: float = 0.3  # a job starts this long after the last drop
-    replay_samples: int = 256
-    max_steps: int = 60
-    learning_rate: float = 0.001
-    feature_weight: float = 1.0
-    neighbours: int = 10
-    full_finetune: bool = False
-    torch_threads: int = 1
+    replay_samples: int = 256  # unedited training images sampled for replay per job
+    max_steps: int = 60  # training steps at most per job (stops early once edits are learned)
+    learning_rate: float = 0.001  # optimiser learning rate
+    feature_weight: float = 1.0  # weight of the feature-space pull toward the drop's neighbours
+    neighbours: int = 10  # k: cards around the drop (and the old place) that define the pull
+    full_finetune: bool = False  # train every layer (false: the classifier head only, stem cached)
+    torch_threads: int = 1  # torch threads of a job (the frame loop keeps the other core)
     job_process: bool = True  # run fine-tune jobs in a persistent child process (frame loop keeps the GIL)
     job_nice: int = 5  # the job process's niceness (higher: the frame loop wins the CPU, jobs take longer)
     head_layers: int = 2  # head-only fine-tune trains this many trailing Linear layers
@@ -94,16 +94,16 @@ class LearningConfig:
     layout_iterations: int = 40  # t-SNE iterations of the re-layout after a job
     anchor_edits: bool = True  # start the re-layout with edited cards at their drop positions
     exact_affinities_below: int = 3000  # exact t-SNE affinities for fewer cards (faster than annoy)
-    seed: int = 0
+    seed: int = 0  # seeds replay sampling (a job's seed is this plus its version)
     checkpoint_dir: str = ""  # also write every model version here (empty: memory only)
 
 
 @dataclass
 class WorldConfig:
     card_size: float = 0.08  # metres
-    tween_seconds: float = 1.0
+    tween_seconds: float = 1.0  # how long cards glide to new places (ease in/out)
     move_speed: float = 2.0  # metres per second
-    background: list[float] = field(default_factory=lambda: [0.08, 0.09, 0.11])
+    background: list[float] = field(default_factory=lambda: [0.08, 0.09, 0.11])  # RGB of the sky, 0..1
 
 
 @dataclass

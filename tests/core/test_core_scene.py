@@ -70,3 +70,16 @@ def test_relative_paths_resolve_next_to_scene(tmp_path: Path):
     f.write_text('[dataset]\nkind = "folder"\npath = "imgs"\n')
     scene = load_scene(f)
     assert scene.resolve_path(scene.dataset.path) == tmp_path / "imgs"
+
+
+def test_scene_reference_is_up_to_date():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, str(root / "scripts" / "make_scene_docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,82 @@
+"""Write docs/scenes.md from the scene dataclasses, so the reference never drifts from the code.
+
+Each field's explanation is the comment after it in ``game/core/scene.py``.
+
+    .venv/bin/python scripts/make_scene_docs.py          # rewrite docs/scenes.md
+    .venv/bin/python scripts/make_scene_docs.py --check  # exit 1 if it is out of date (tests do)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from game.core import scene as scene_module  # noqa: E402
+
+DOC = ROOT / "docs" / "scenes.md"
+
+
+def field_comments() -> dict[tuple[str, str], str]:
+    """(class name, field name) -> the comment written after the field."""
+    comments: dict[tuple[str, str], str] = {}
+    current = ""
+    for line in Path(scene_module.__file__).read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^class (\w+)", line)
+        if m:
+            current = m.group(1)
+            continue
+        m = re.match(r"^    (\w+): [^=]+=.*?#\s*(.+)$", line)
+        if m and current:
+            comments[(current, m.group(1))] = m.group(2).strip()
+    return comments
+
+
+def render() -> str:
+    comments = field_comments()
+    lines = [
+        "# Scene settings",
+        "",
+        "A scene preset is a TOML file in `scenes/`; `scenes/digits.toml` is the embedded default.",
+        "Every key is optional (the default below applies); an unknown table or key, or a value of",
+        "the wrong type, is an error that names it. Relative paths are relative to the scene file.",
+        "",
+        "This page is generated from `game/core/scene.py` by `scripts/make_scene_docs.py`.",
+    ]
+    defaults = scene_module.Scene()
+    for f in dataclasses.fields(scene_module.Scene):
+        if f.name == "source":
+            continue
+        section = getattr(defaults, f.name)
+        cls = type(section)
+        lines += ["", f"## [{f.name}]", ""]
+        doc = (cls.__doc__ or "").strip()
+        if doc and not doc.startswith(cls.__name__ + "("):
+            lines += [doc, ""]
+        lines += ["| key | default | meaning |", "| --- | --- | --- |"]
+        for sub in dataclasses.fields(cls):
+            value = getattr(section, sub.name)
+            shown = repr(value).replace("'", '"').replace("True", "true").replace("False", "false")
+            meaning = comments.get((cls.__name__, sub.name), "")
+            lines.append(f"| `{sub.name}` | `{shown}` | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    text = render()
+    if "--check" in sys.argv:
+        if not DOC.is_file() or DOC.read_text(encoding="utf-8") != text:
+            print(f"{DOC} is out of date: run scripts/make_scene_docs.py", file=sys.stderr)
+            return 1
+        return 0
+    DOC.write_text(text, encoding="utf-8")
+    print(f"wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
