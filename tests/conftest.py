@@ -34,6 +34,9 @@ def digits_scene():
     scene = load_scene()
     for k, v in FAST_LAYOUT.items():
         setattr(scene.layout, k, v)
+    # Fine-tunes on the worker thread: each job process costs seconds to start and ~400 MB, and
+    # its results are bitwise those of the thread (tests/learning/test_learning_jobprocess.py).
+    scene.learning.job_process = False
     return scene
 
 
