@@ -114,10 +114,10 @@ def build_base(args: argparse.Namespace) -> dict[str, Any]:
     """Dataset, noisy labels, the network trained on them, its features and layout."""
     from game.core.errors import UserError
     from game.core.scene import load_scene
-    from game.core.workspace import Workspace
     from game.data.dataset import load_dataset
     from game.layout.projector import Projector
     from game.learning.guidance import inject_label_noise
+    from game.pipeline import make_workspace
 
     scene = load_scene(args.dataset)
     if scene.network.arch != "small_cnn" or scene.network.weights:
@@ -137,18 +137,7 @@ def build_base(args: argparse.Namespace) -> dict[str, Any]:
     projector = Projector(scene.layout)
     layout = projector.fit(inference.features)
     noisy_data = dataclasses.replace(data, labels=noisy)
-    workspace = Workspace(
-        images=data.images,
-        labels=noisy,
-        class_names=list(data.class_names),
-        top5_classes=inference.top5_classes,
-        top5_scores=inference.top5_scores,
-        features=inference.features,
-        positions=layout.positions,
-        is_train=is_train,
-        sources=list(data.sources),
-        feature_layer=network.feature_layer,
-    )
+    workspace = make_workspace(noisy_data, inference, layout, is_train, network.feature_layer)
     return {
         "scene": scene,
         "data": noisy_data,

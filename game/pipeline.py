@@ -18,7 +18,7 @@ from game.data.dataset import Dataset, load_dataset
 from game.layout.projector import LayoutState, Projector
 from game.nets.build import build_network
 from game.nets.cache import cache_dir, content_hash
-from game.nets.network import Network
+from game.nets.network import Inference, Network
 
 
 @dataclass
@@ -69,7 +69,16 @@ def open_scene(
     layout = _layout_cached(projector, inference.features, use_cache)
     timings["layout"] = time.perf_counter() - t0
 
-    workspace = Workspace(
+    workspace = make_workspace(data, inference, layout, is_train, network.feature_layer)
+    return LoadedScene(scene, data, network, projector, layout, workspace, timings)
+
+
+def make_workspace(
+    data: Dataset, inference: Inference, layout: LayoutState, is_train: np.ndarray, feature_layer: str
+) -> Workspace:
+    """The workspace of a dataset under a network's inference and a layout (its labels are the
+    dataset's: pass a ``Dataset`` with other labels to start from those)."""
+    return Workspace(
         images=data.images,
         labels=data.labels,
         class_names=list(data.class_names),
@@ -79,9 +88,8 @@ def open_scene(
         positions=layout.positions,
         is_train=is_train,
         sources=list(data.sources),
-        feature_layer=network.feature_layer,
+        feature_layer=feature_layer,
     )
-    return LoadedScene(scene, data, network, projector, layout, workspace, timings)
 
 
 def _layout_cached(projector: Projector, features: np.ndarray, use_cache: bool) -> LayoutState:
