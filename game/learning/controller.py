@@ -347,15 +347,11 @@ class FineTuneController:
         self.loaded.network = result.network
         self.loaded.layout = checkpoint.layout
         self.results.append(result)
-        self._post_checkpoint(checkpoint, summary)
+        shown = self._post_checkpoint(checkpoint, summary)
         if self._display_positions is not None:
             # Fine-tuning works in the network's own feature layer; the view goes back to it.
             self._display_positions = None
-            ws.post(
-                ev.LayerChanged(
-                    result.network.feature_layer, checkpoint.features, checkpoint.layout.positions
-                )
-            )
+            ws.post(ev.LayerChanged(result.network.feature_layer, checkpoint.features, shown))
             ws.post(ev.Message(f"fine-tuned: showing the trained layer {result.network.feature_layer} again"))
         ws.post(ev.JobStatus(job.job_id, "done", summary.splitlines()[0], 1.0))
         if self.on_checkpoint is not None:
@@ -384,8 +380,9 @@ class FineTuneController:
             )
         )
 
-    def _post_checkpoint(self, cp: Checkpoint, summary: str) -> None:
-        """Post a checkpoint's state as a ModelUpdated (cards with pending edits stay where dropped)."""
+    def _post_checkpoint(self, cp: Checkpoint, summary: str) -> np.ndarray:
+        """Post a checkpoint's state as a ModelUpdated (cards with pending edits stay where dropped);
+        returns the positions posted."""
         positions = np.asarray(cp.layout.positions, dtype=np.float32).copy()
         for card, edit in self.pending.items():
             positions[card] = edit.position
@@ -401,6 +398,7 @@ class FineTuneController:
                 summary=summary,
             )
         )
+        return positions
 
     # --- undo ----------------------------------------------------------------------------------
 

@@ -45,3 +45,36 @@ def test_drop_on_a_sphere_after_a_layer_switch_relabels_to_that_class(fresh_digi
         controller.close()
         worker.close()
         worker._thread.join(10)
+
+
+def test_a_finetune_after_a_layer_switch_shows_the_trained_layer_again(fresh_digits):
+    loaded = fresh_digits
+    loaded.scene = copy.deepcopy(loaded.scene)
+    loaded.scene.learning.job_process = False
+    ws = loaded.workspace
+    trained_layer = loaded.network.feature_layer
+    worker = Worker(torch_threads=1)
+    controller = FineTuneController(loaded, worker)
+    messages: list[str] = []
+    ws.subscribe(lambda e, _ws: messages.append(e.text) if isinstance(e, ev.Message) else None)
+    try:
+        assert worker.wait_idle(120)
+        early = layer_choices(loaded.network.module)[0]
+        ws.post(switch_loaded_layer(loaded, early).event)
+        ws.flush()
+        assert ws.feature_layer == early and ws.features.shape[1] != 128
+        card = int(np.flatnonzero(ws.is_train & (ws.predictions == ws.labels))[0])
+        target = (int(ws.labels[card]) + 1) % ws.n_classes
+        pos = ws.centroids()[target]
+        k, d = ws.nearest_centroid(pos)
+        ws.post(ev.CardDropped(card, tuple(map(float, pos)), k, d))
+        ws.flush()
+        assert controller.apply_edits_now()
+        controller.wait(300)
+        assert controller.failures == []
+        assert ws.feature_layer == trained_layer and ws.features.shape == (ws.n_cards, 128)
+        assert ws.labels[card] == target
+        assert any("trained layer" in m for m in messages)
+    finally:
+        controller.close()
+        worker.close(wait=True)
