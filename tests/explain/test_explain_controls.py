@@ -28,10 +28,16 @@ def app(loaded_digits):
     a.destroy()
 
 
-def settle(app, frames: int = 2) -> None:
-    assert app.worker.wait_idle(60)
+def settle(app, frames: int = 3) -> None:
+    """Let requests made by this frame's events reach the worker, finish, and come back.
+
+    An event applied in a frame's flush may submit a job only then, so waiting once before
+    stepping raced with the worker (the result could still be running on the last frame).
+    """
     for _ in range(frames):
         app.step()
+        assert app.worker.wait_idle(60)
+    app.step()
 
 
 def test_x_cycles_methods_and_draws_the_map_on_the_panel(app):
