@@ -73,7 +73,7 @@ class LearningConfig:
     unsure_factor: float = 1.5  # beyond unsure_factor * R_c of every centroid: "unsure"
     train_unsure: bool = False  # also re-train cards dropped far from every cluster
     r_max: int = 8  # repeats of an image dropped at its own centroid
-    delay_seconds: float = 0.3  # a job starts this long after the last drop
+    delay_seconds: float = 0.15  # a job starts this long after the last drop
     replay_samples: int = 256  # unedited training images sampled for replay per job
     max_steps: int = 60  # training steps at most per job (stops early once edits are learned)
     learning_rate: float = 0.001  # optimiser learning rate
