@@ -69,10 +69,11 @@ def test_job_starts_after_delay_and_takes_all_pending(loaded, worker):
     clock.t = 0.2
     drop_card(loaded, b, (int(ws.labels[b]) + 2) % 10)
     assert [e.card for e in seen if isinstance(e, ev.EditQueued)] == [a, b]
-    clock.t = 0.45  # 0.25 s after the last drop: still waiting (delay 0.3 s)
+    delay = ctl.config.delay_seconds
+    clock.t = 0.2 + 0.8 * delay  # before the delay after the last drop has passed: still waiting
     ctl.update()
     assert not ctl.busy and len(ctl.pending) == 2
-    clock.t = 0.55
+    clock.t = 0.2 + delay + 0.05
     ctl.update()
     assert ctl.busy and not ctl.pending
     ctl.wait()
