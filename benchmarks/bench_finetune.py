@@ -89,8 +89,7 @@ def run_edits(loaded, ctl, n_edits: int, seed: int) -> list[dict]:
         before_pos = np.asarray(loaded.layout.positions).copy()
         acc0 = heldout_accuracy(ws.predictions, ws.original_labels, ws.is_train.copy(), np.array([card]))
         pos = drop_position(loaded, card, target, rng)
-        k, d = ws.nearest_centroid(pos)
-        latency, gap = frame_loop_until_model(loaded, ctl, ev.CardDropped(card, tuple(map(float, pos)), k, d))
+        latency, gap = frame_loop_until_model(loaded, ctl, ws.drop_event(card, pos))
         result = ctl.results[-1]
         (outcome,) = result.outcomes
         acc1 = heldout_accuracy(ws.predictions, ws.original_labels, ws.is_train.copy(), np.array([card]))

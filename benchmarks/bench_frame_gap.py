@@ -146,11 +146,10 @@ def run_mode(app, mode: str, drops: int, idle_seconds: float, seed: int, fps: fl
         card = int(rng.integers(len(labels)))
         target = int((labels[card] + 1 + rng.integers(ws.n_classes - 1)) % ws.n_classes)
         pos = drop_position(loaded, card, target, rng)
-        nearest, dist = ws.nearest_centroid(pos)
         n_applied = len(applied)
         ws.post(ev.CardGrabbed(card, tuple(map(float, ws.positions[card])), hand="bench"))
         t_drop = time.perf_counter()
-        ws.post(ev.CardDropped(card, tuple(map(float, pos)), nearest, dist, hand="bench"))
+        ws.post(ws.drop_event(card, pos, hand="bench"))
         while len(applied) == n_applied:
             tag = tag_now(0.0) if ctl.busy or ctl.pending else "job"
             frame(tag)

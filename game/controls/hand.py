@@ -163,14 +163,7 @@ class Hand:
         if position is not None:
             self.position = _vec3(position)
         assert self.position is not None
-        klass, distance = self.workspace.nearest_centroid(np.asarray(self.position, dtype=np.float32))
-        drop = ev.CardDropped(
-            card=self.grabbed,
-            position=self.position,
-            nearest_class=klass,
-            distance=distance,
-            hand=self.name,
-        )
+        drop = self.workspace.drop_event(self.grabbed, self.position, hand=self.name)
         self.workspace.post(drop)
         self._end_grab()
         return drop

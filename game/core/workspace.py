@@ -116,6 +116,13 @@ class Workspace:
         k = int(np.argmin(d))
         return k, float(d[k])
 
+    def drop_event(self, card: int, position: np.ndarray, hand: str = "mouse") -> ev.CardDropped:
+        """The ``CardDropped`` for ``card`` released at ``position``, naming the nearest centroid
+        (the one recipe every hand, script and benchmark uses; the caller posts it)."""
+        pos = tuple(float(v) for v in np.asarray(position).reshape(3))
+        klass, distance = self.nearest_centroid(np.asarray(pos, dtype=np.float32))
+        return ev.CardDropped(int(card), pos, klass, distance, hand=hand)
+
     # --- events ------------------------------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> None:

@@ -178,9 +178,8 @@ def _apply_group(
     try:
         for card, target in group:
             pos = drop_position(loaded, card, target, rng)
-            nearest, dist = ws.nearest_centroid(pos)
             ws.post(ev.CardGrabbed(card, tuple(map(float, ws.positions[card])), hand="headless"))
-            ws.post(ev.CardDropped(card, tuple(map(float, pos)), nearest, dist, hand="headless"))
+            ws.post(ws.drop_event(card, pos, hand="headless"))
         ws.flush()
         controller.apply_edits_now()
         controller.wait(timeout)

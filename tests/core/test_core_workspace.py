@@ -127,3 +127,11 @@ def test_mismatched_lengths_rejected():
             ws.is_train,
             ws.sources,
         )
+
+
+def test_drop_event_names_the_nearest_centroid():
+    ws = make_ws()
+    e = ws.drop_event(2, np.array([5.0, 5.0, 4.0]), hand="right")
+    assert (e.card, e.nearest_class, e.hand) == (2, 1, "right")
+    assert e.position == (5.0, 5.0, 4.0)
+    assert abs(e.distance - float(np.linalg.norm(ws.centroids()[1] - [5.0, 5.0, 4.0]))) < 1e-6

@@ -7,7 +7,6 @@ workspace's card count: before they did, the first drop after a ``CardAdded`` ra
 
 import numpy as np
 
-from game.core import events as ev
 from game.core.worker import Worker
 from game.explain.keep import new_card_event
 from game.learning.controller import FineTuneController
@@ -27,9 +26,7 @@ def test_drop_and_finetune_after_a_kept_card(fresh_digits):
         assert ws.n_cards == n + 1
         card = int(np.flatnonzero(ws.is_train & (ws.predictions == ws.labels))[0])
         target = (int(ws.labels[card]) + 1) % ws.n_classes
-        pos = ws.centroids()[target]
-        k, d = ws.nearest_centroid(pos)
-        ws.post(ev.CardDropped(card, tuple(map(float, pos)), k, d))
+        ws.post(ws.drop_event(card, ws.centroids()[target]))
         ws.flush()
         assert controller.apply_edits_now()
         controller.wait(300)

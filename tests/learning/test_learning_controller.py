@@ -42,8 +42,7 @@ def record(ws):
 def drop_card(loaded, card, target, seed=0):
     ws = loaded.workspace
     pos = drop_position(loaded, card, target, np.random.default_rng(seed))
-    k, d = ws.nearest_centroid(pos)
-    ws.post(ev.CardDropped(card, tuple(map(float, pos)), k, d))
+    ws.post(ws.drop_event(card, pos))
     ws.flush()
     return pos
 

@@ -33,8 +33,7 @@ def two_clusters() -> Workspace:
 
 
 def drop(ws: Workspace, card: int, position) -> CardDropped:
-    k, d = ws.nearest_centroid(np.asarray(position))
-    return CardDropped(card, tuple(float(v) for v in position), k, d)
+    return ws.drop_event(card, position)
 
 
 def test_drop_in_other_cluster_relabels():

@@ -35,9 +35,7 @@ def test_drop_on_a_sphere_after_a_layer_switch_relabels_to_that_class(fresh_digi
         cards = rng.choice(np.flatnonzero(ws.is_train), 10, replace=False)
         for card in cards:
             target = (int(ws.labels[card]) + 1) % ws.n_classes
-            pos = ws.centroids()[target]  # where the target's sphere is drawn now
-            k, d = ws.nearest_centroid(pos)
-            ws.post(ev.CardDropped(int(card), tuple(map(float, pos)), k, d))
+            ws.post(ws.drop_event(card, ws.centroids()[target]))  # where the target's sphere is drawn now
             ws.flush()
             edit = [e for e in seen if isinstance(e, ev.EditQueued)][-1]
             assert (edit.card, edit.action, edit.new_label) == (card, "relabel", target)
@@ -65,9 +63,7 @@ def test_a_finetune_after_a_layer_switch_shows_the_trained_layer_again(fresh_dig
         assert ws.feature_layer == early and ws.features.shape[1] != 128
         card = int(np.flatnonzero(ws.is_train & (ws.predictions == ws.labels))[0])
         target = (int(ws.labels[card]) + 1) % ws.n_classes
-        pos = ws.centroids()[target]
-        k, d = ws.nearest_centroid(pos)
-        ws.post(ev.CardDropped(card, tuple(map(float, pos)), k, d))
+        ws.post(ws.drop_event(card, ws.centroids()[target]))
         ws.flush()
         assert controller.apply_edits_now()
         controller.wait(300)
