@@ -92,7 +92,9 @@ class LearningConfig:
     protect_neighbours: int = 0  # head-only: look-alikes of an edited image held still (0: off)
     protect_weight: float = 1.0  # how firmly (relative to the whole dataset)
     layout_iterations: int = 40  # t-SNE iterations of the re-layout after a job
-    anchor_edits: bool = True  # start the re-layout with edited cards at their drop positions
+    relayout: str = "local"  # "local": only edited cards and those whose neighbours changed move; "full": all
+    relayout_keep: float = 0.5  # local: a card moves when it kept fewer of its 10 feature neighbours
+    anchor_edits: bool = True  # full re-layout: start edited cards at their drop positions
     exact_affinities_below: int = 3000  # exact t-SNE affinities for fewer cards (faster than annoy)
     seed: int = 0  # seeds replay sampling (a job's seed is this plus its version)
     checkpoint_dir: str = ""  # also write every model version here (empty: memory only)
@@ -204,6 +206,10 @@ def _validate(scene: Scene, label: str) -> None:
         bad("network.batch_size", "must be at least 1")
     if scene.learning.layout_iterations < 0:
         bad("learning.layout_iterations", "must not be negative")
+    if scene.learning.relayout not in ("local", "full"):
+        bad("learning.relayout", f"must be 'local' or 'full', not {scene.learning.relayout!r}")
+    if not 0.0 <= scene.learning.relayout_keep <= 1.0:
+        bad("learning.relayout_keep", "must be in [0, 1]")
     if len(scene.layout.volume) != 3 or min(scene.layout.volume) <= 0:
         bad("layout.volume", "must be three positive numbers (x, y, z metres)")
     if scene.learning.r_max < 1:

@@ -478,6 +478,8 @@ def pad_checkpoint(cp: Checkpoint, workspace: Any) -> None:
         embedding=np.concatenate([layout.embedding, layout.to_raw(positions)]),
         positions=np.concatenate([layout.positions, positions]).astype(np.float32),
         tsne=None,
+        neighbours=None,  # recomputed from the padded features at the next local re-layout
+        moved=None,
     )
 
 

@@ -516,7 +516,7 @@ def run_finetune(
         anchors = np.full((n, 3), np.nan)
         for e in edits:
             anchors[e.card] = e.position
-    layout = relayout(req.projector, inference.features, req.layout, cfg, anchors)
+    layout = relayout(req.projector, inference.features, req.layout, cfg, anchors, req.features, cards)
     times["layout"] = time.perf_counter() - t3
 
     outcomes = [
@@ -549,12 +549,25 @@ def relayout(
     previous: LayoutState,
     cfg: LearningConfig,
     anchors: np.ndarray | None = None,
+    previous_features: np.ndarray | None = None,
+    edited: np.ndarray | None = None,
 ) -> LayoutState:
-    """``Projector.update`` with the learning settings: few iterations, exact affinities when small.
+    """The re-layout after a job, with the learning settings (``cfg.relayout``).
 
-    openTSNE's exact affinities are several times faster than its approximate (annoy) ones below a
-    few thousand points, and this runs on every job; the first layout is unaffected.
+    "local" (needs ``previous_features``): ``Projector.update_local`` moves the ``edited`` cards
+    and those whose feature neighbourhood changed. "full": ``Projector.update`` with few
+    iterations and exact affinities when small (openTSNE's exact affinities are several times
+    faster than its approximate ones below a few thousand points; the first layout is unaffected).
     """
+    if cfg.relayout == "local" and previous_features is not None:
+        return projector.update_local(
+            features,
+            previous,
+            previous_features,
+            keep=cfg.relayout_keep,
+            move=edited,
+            iterations=cfg.layout_iterations,
+        )
     if len(features) < cfg.exact_affinities_below:
         projector = _ExactAffinityProjector(projector.config, projector.n_jobs)
     return projector.update(features, previous, iterations=cfg.layout_iterations, anchors=anchors)

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
 
 from game.core import events as ev
 from game.core.errors import UserError
 from game.core.worker import Worker
+from game.layout.projector import neighbour_agreement
 from game.learning.controller import FineTuneController
 from game.learning.edits import cluster_geometry
 
@@ -104,13 +104,7 @@ def neighbours_kept(before: np.ndarray, after: np.ndarray, exclude: np.ndarray, 
     """Mean fraction of each unconcerned card's k nearest unconcerned neighbours kept."""
     keep = np.ones(len(before), dtype=bool)
     keep[exclude] = False
-    a, b = before[keep], after[keep]
-    k = min(k, len(a) - 1)
-    na = NearestNeighbors(n_neighbors=k + 1).fit(a).kneighbors(a, return_distance=False)[:, 1:]
-    nb = NearestNeighbors(n_neighbors=k + 1).fit(b).kneighbors(b, return_distance=False)[:, 1:]
-    na.sort(axis=1)
-    nb.sort(axis=1)
-    return float(np.mean([np.intersect1d(x, y, assume_unique=True).size / k for x, y in zip(na, nb)]))
+    return neighbour_agreement(before[keep], after[keep], k)
 
 
 def apply_moves(

@@ -49,6 +49,10 @@ def test_bad_values_are_errors():
         scene_from_dict({"network": {"batch_size": 0}})  # was a range() traceback in inference
     with pytest.raises(SceneError, match="layout.iterations"):
         scene_from_dict({"layout": {"iterations": -5}})
+    with pytest.raises(SceneError, match="learning.relayout"):
+        scene_from_dict({"learning": {"relayout": "partial"}})
+    with pytest.raises(SceneError, match="learning.relayout_keep"):
+        scene_from_dict({"learning": {"relayout_keep": 1.5}})
 
 
 def test_int_is_accepted_for_float():

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from game.core.scene import LayoutConfig
-from game.layout.projector import Projector, align, neighbour_agreement, per_point_agreement
+from game.layout.projector import (
+    Projector,
+    align,
+    conditional_affinities,
+    neighbour_agreement,
+    per_point_agreement,
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +101,90 @@ def test_digits_layout_separates_classes(loaded_digits):
     assert c.shape == (10, 3) and not np.isnan(c).any()
     nearest = np.linalg.norm(ws.positions[:, None] - c[None], axis=2).argmin(1)
     assert np.mean(nearest == ws.labels) > 0.85
+
+
+# --- local updates: only what changed moves ---------------------------------------------------
+
+
+def test_local_update_moves_a_changed_card_into_its_new_cluster_and_holds_the_rest(blobs):
+    x, labels = blobs
+    proj = Projector(fast_config())
+    first = proj.fit(x)
+    changed = x.copy()
+    mover = 0  # a card of class 0 whose features now look like class 3's
+    changed[mover] = x[labels == 3].mean(0) + 0.1
+    after = proj.update_local(changed, first, x, keep=0.5)
+    assert after.moved is not None and after.moved[mover]
+    centre3 = after.positions[labels == 3].mean(0)
+    centre0 = after.positions[labels == 0].mean(0)
+    assert np.linalg.norm(after.positions[mover] - centre3) < np.linalg.norm(after.positions[mover] - centre0)
+    held = ~after.moved
+    assert held.sum() > 200  # one card's change moves only a few others (those it left or joined)
+    np.testing.assert_array_equal(after.positions[held], first.positions[held])
+    others = np.arange(240) != mover
+    assert per_point_agreement(first.positions, after.positions)[others].mean() > 0.97
+
+
+def test_local_update_sends_an_edited_card_back_when_its_features_did_not_change(blobs):
+    """An edit the network did not learn: the card goes back where its features say, not where
+    it was dropped (the drop position is not an input of the local update)."""
+    x, labels = blobs
+    proj = Projector(fast_config())
+    first = proj.fit(x)
+    card = 5
+    after = proj.update_local(x, first, x, move=np.array([card]))
+    assert after.moved is not None and np.flatnonzero(after.moved).tolist() == [card]
+    own = first.positions[labels == labels[card]].mean(0)
+    nearest_centre = np.argmin(
+        [np.linalg.norm(after.positions[card] - first.positions[labels == c].mean(0)) for c in range(4)]
+    )
+    assert nearest_centre == labels[card]
+    assert (
+        np.linalg.norm(after.positions[card] - own) < 1.5 * np.linalg.norm(first.positions[card] - own) + 0.2
+    )
+
+
+def test_local_update_remembers_where_each_card_was_placed_so_drift_adds_up(blobs):
+    x, labels = blobs
+    proj = Projector(fast_config())
+    first = proj.fit(x)
+    rng = np.random.default_rng(4)
+    mover = 7
+    target = x[labels == 2].mean(0)
+    step1 = x.copy()
+    step1[mover] = 0.7 * x[mover] + 0.3 * target  # small steps: each alone may keep the card
+    one = proj.update_local(step1, first, x, keep=0.5)
+    step2 = step1.copy()
+    step2[mover] = target + rng.normal(scale=0.1, size=x.shape[1])
+    two = proj.update_local(step2, one, step1, keep=0.5)
+    assert two.neighbours is not None and two.moved is not None
+    assert one.moved is not None and (one.moved[mover] or two.moved[mover])
+    # The record of a card held still is the one it was placed with, not the latest features'.
+    held = ~(one.moved | two.moved)
+    assert held.any()
+    np.testing.assert_array_equal(two.neighbours[held], one.neighbours[held])
+
+
+def test_local_update_falls_back_to_a_full_update_when_most_cards_change(blobs):
+    x, _ = blobs
+    proj = Projector(fast_config())
+    first = proj.fit(x)
+    shuffled = x[np.random.default_rng(5).permutation(len(x))]
+    after = proj.update_local(shuffled, first, x, keep=0.5)
+    assert after.moved is not None and after.moved.all()
+    assert after.positions.shape == first.positions.shape and np.isfinite(after.positions).all()
+
+
+def test_conditional_affinities_rows_have_the_asked_perplexity():
+    rng = np.random.default_rng(6)
+    reference = rng.normal(size=(300, 8))
+    points = rng.normal(size=(12, 8))
+    matrix, near = conditional_affinities(points, reference, perplexity=20.0)
+    assert matrix.shape == (12, 300) and near.shape == (12, 60)
+    dense = matrix.toarray()
+    np.testing.assert_allclose(dense.sum(1), 1.0, rtol=1e-9)
+    p = np.where(dense > 0, dense, 1.0)
+    perplexity = np.exp(-(dense * np.log(p)).sum(1))
+    np.testing.assert_allclose(perplexity, 20.0, rtol=1e-3)
+    # The nearest reference row gets the most mass.
+    assert (dense.argmax(1) == near[:, 0]).all()
