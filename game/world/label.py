@@ -7,7 +7,28 @@ from the text's frame every time the text changes.
 
 from __future__ import annotations
 
+import string
+
 from panda3d.core import CardMaker, NodePath, TextNode, TransparencyAttrib
+
+#: Every character the game's own texts use (status lines, messages, the panel, menus, help).
+GAME_GLYPHS = string.ascii_letters + string.digits + string.punctuation + " "
+
+
+def preload_glyphs(extra: str = "") -> None:
+    """Render every glyph the texts may show into the default font's page textures now.
+
+    Why: Panda3D's default font is a ``DynamicTextFont`` that renders a glyph the first time a
+    text uses it, into a shared 256x256 page texture, and a page that gains a glyph is uploaded
+    to the GPU again. With software OpenGL (llvmpipe) one such upload stalls the next frame by
+    50-90 ms, so the first "fine-tune running 0%" status (new glyphs '%', '0', 'r', 'g') was the
+    longest frame of a session, right as the first job started. Called while a scene opens
+    (``World``), the uploads land on the loading frame instead. ``extra``: other characters the
+    scene shows (class names, which may be non-ASCII).
+    """
+    node = TextNode("glyph-preload")
+    node.set_text(GAME_GLYPHS + "".join(sorted(set(extra) - set(GAME_GLYPHS) - set("\n\t"))))
+    node.get_frame_actual()  # assembling the text renders (and caches) each glyph in the font
 
 
 class Label:

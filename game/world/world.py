@@ -19,6 +19,7 @@ from game.world.cards import CardField
 from game.world.centroids import CentroidMarkers
 from game.world.geometry import make_grid
 from game.world.hud import Hud
+from game.world.label import preload_glyphs
 from game.world.palette import class_colours
 from game.world.panel import InfoPanel
 from game.world.tween import Tween
@@ -40,6 +41,7 @@ class World:
         self.now = 0.0
         self.root = render.attach_new_node("world")
         ws = workspace
+        preload_glyphs("".join(ws.class_names))  # before any text: no font upload during a job
         self.colours = class_colours(max(1, ws.n_classes))
         self.tween = Tween(ws.positions, self.config.tween_seconds)
         self.cards = CardField(

@@ -133,6 +133,37 @@ def test_drop_marks_card_pending_and_hud_reacts(app):
     assert world.hud.message_text == ""
 
 
+def test_status_texts_add_no_glyphs_to_the_font_pages(app):
+    """The world preloads every glyph the game's texts use: showing any of them later changes no
+    font page texture, whose re-upload would stall a software-GL frame by 50-90 ms (the longest
+    frame of a session used to be the first "fine-tune running 0%" status, as the first job began)."""
+    from panda3d.core import TextNode
+
+    from game.world.label import GAME_GLYPHS
+
+    font = TextNode.get_default_font()
+
+    def pages() -> list[tuple[int, str]]:
+        return [
+            (font.get_page(i).get_image_modified().get_seq(), font.get_page(i).get_name())
+            for i in range(font.get_num_pages())
+        ]
+
+    before = pages()
+    assert before, "the world drew no text"
+    ws = app.workspace
+    ws.post(ev.JobStatus(job_id=3, state="running", message="re-layout", progress=0.73))
+    app.step(0.0)
+    assert app.world.hud.status_text == "fine-tune running 73%: re-layout"
+    hud = app.world.hud
+    for text in (GAME_GLYPHS, " ".join(ws.class_names), "model v19: 3 steps, edits learned (2/2 flipped)"):
+        hud.message.set_text(text)
+        hud.message_path.show()
+        app.step(0.0)
+    hud.message_path.hide()
+    assert pages() == before
+
+
 def test_card_added_grows_the_field_without_new_draw_calls(app):
     ws = app.workspace
     n = ws.n_cards
