@@ -106,6 +106,7 @@ def _layout_cached(projector: Projector, features: np.ndarray, use_cache: bool) 
                     z["offset"],
                     z["positions"],
                     int(z["pca_dims"]),
+                    neighbours=z["neighbours"] if "neighbours" in z.files else None,
                 )
         except (OSError, KeyError, ValueError):
             path.unlink(missing_ok=True)
@@ -120,6 +121,7 @@ def _layout_cached(projector: Projector, features: np.ndarray, use_cache: bool) 
             offset=state.offset,
             positions=state.positions,
             pca_dims=state.pca_dims,
+            neighbours=state.neighbours,  # feature-space neighbours: what update_local compares to
         )
         tmp.replace(path)
     return state

@@ -130,6 +130,7 @@ class Projector:
         raw = np.asarray(emb, dtype=np.float64)
         center, scale, offset = self._normalisation(raw)
         state = LayoutState(raw, center, scale, offset, np.empty((0, 3)), reduced.shape[1], 0.0, emb)
+        state.neighbours = _knn(reduced, min(MOBILITY_K, len(reduced) - 1))  # for update_local
         state.positions = state.to_world(raw)
         state.seconds = time.perf_counter() - start
         return state
@@ -257,6 +258,17 @@ class Projector:
         scale = float(np.min(volume / extent))
         offset = np.array([0.0, 0.0, self.config.floor_clearance + volume[2] / 2.0])
         return center, scale, offset
+
+
+def warm_up() -> None:
+    """Fit and locally update a tiny layout, so a fresh process (the job process) pays the lazy
+    imports of PCA, neighbour search and openTSNE's optimisers before its first fine-tune."""
+    # Shapes that take the same paths as real data (randomized PCA, approximate neighbours).
+    x = np.random.default_rng(0).normal(size=(600, 60)).astype(np.float32)
+    config = LayoutConfig(pca_dims=10, early_iterations=2, iterations=2, perplexity=5.0)
+    projector = Projector(config, n_jobs=1)
+    first = projector.fit(x)
+    projector.update_local(x, first, x, move=np.array([0]), iterations=2)
 
 
 def align(moving: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -91,6 +91,11 @@ class StemCache:
         return self.inverse_moment
 
 
+def _has_trainable_bias(module: nn.Module) -> bool:
+    bias = getattr(module, "bias", None)
+    return isinstance(module, nn.Linear) and bias is not None and bias.requires_grad
+
+
 def _classifier(module: nn.Module) -> nn.Sequential | None:
     head = getattr(module, "classifier", None)
     return head if isinstance(head, nn.Sequential) else None
@@ -117,6 +122,15 @@ def head_parameter_names(module: nn.Module, start: int) -> list[str]:
         for n in names
         for p, _ in head._modules[n].named_parameters()  # type: ignore[union-attr]
     ]
+
+
+def frozen_stem_names(network: Network, stem: StemCache | None, full: bool) -> list[str]:
+    """Parameters a head-only job never reads (the stem's outputs are cached) nor changes: its
+    copy of the network shares them instead of copying them."""
+    if full or stem is None:
+        return []
+    head = set(head_parameter_names(network.module, stem.start))
+    return [n for n, _ in network.module.named_parameters() if n not in head]
 
 
 def feature_layer_in_head(network: Network, start: int) -> bool:
@@ -171,11 +185,13 @@ class _Runner:
                 else {n for n, _ in module.named_parameters()}
             )
         for name, p in module.named_parameters():
-            p.requires_grad_(name in trainable)
+            if self.stem is None or name in trainable:  # the stem's tensors may be shared: untouched
+                p.requires_grad_(name in trainable)
         self.trainable_names = sorted(trainable)
         self.params = [p for n, p in module.named_parameters() if n in trainable]
         self._preprocessed: torch.Tensor | None = None
         self.last_pre_activation: torch.Tensor | None = None  # first head layer's output, last forward
+        self.own_first_gradient = False  # True: autograd leaves the first head layer's weight alone
         if self.stem is None and images[:1].size * len(images) <= 50_000_000:
             self._preprocessed = network.preprocess(images)  # small datasets: preprocess once
 
@@ -205,7 +221,12 @@ class _Runner:
         try:
             x = self.stem.inputs[torch.from_numpy(idx)]
             for i, m in enumerate(list(head)[self.stem.start :]):
-                x = m(x)
+                if i == 0 and self.own_first_gradient and m is not layer and _has_trainable_bias(m):
+                    # The caller sets this layer's weight gradient itself (preconditioned): skip
+                    # autograd's, a (D x D) product per step (AlexNet's fc7: 16.8 M numbers).
+                    x = F.linear(x, m.weight.detach(), m.bias)
+                else:
+                    x = m(x)
                 if i == 0:
                     self.last_pre_activation = x
         finally:
@@ -373,7 +394,7 @@ def run_finetune(
     t0 = time.perf_counter()
     torch.manual_seed(req.seed)
     rng = np.random.default_rng(req.seed)
-    network = req.network.clone()
+    network = req.network.clone(share=frozen_stem_names(req.network, req.stem, cfg.full_finetune))
     runner = _Runner(network, req.images, req.stem, cfg.full_finetune)
     n = len(req.images)
 
@@ -429,6 +450,7 @@ def run_finetune(
         )  # type: ignore[union-attr]
     if precond is not None:
         assert first is not None
+        runner.own_first_gradient = True
         x_e = req.stem.inputs[torch.from_numpy(cards)]  # type: ignore[union-attr]
         q = float(((x_e @ precond) * x_e).sum(1).mean())
         # One step moves the edited images' pre-activations about ``edit_step`` of the way.
@@ -493,11 +515,12 @@ def run_finetune(
         steps = step + 1
         if progress is not None:
             progress(0.8 * steps / cfg.max_steps, f"training step {steps}")
+    trained = set(runner.trainable_names)
     for name, p in network.module.named_parameters():
-        if p.requires_grad:
+        if name in trained:
             _check_finite(f"weight {name}", p.detach())
-    for p in network.module.parameters():
-        p.requires_grad_(True)
+        if runner.stem is None or name in trained:  # as ``_Runner`` found them (shared ones untouched)
+            p.requires_grad_(True)
     times["train"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -559,6 +582,8 @@ def relayout(
     iterations and exact affinities when small (openTSNE's exact affinities are several times
     faster than its approximate ones below a few thousand points; the first layout is unaffected).
     """
+    if len(features) < cfg.exact_affinities_below:  # also for a local update's full fallback
+        projector = _ExactAffinityProjector(projector.config, projector.n_jobs)
     if cfg.relayout == "local" and previous_features is not None:
         return projector.update_local(
             features,
@@ -568,8 +593,6 @@ def relayout(
             move=edited,
             iterations=cfg.layout_iterations,
         )
-    if len(features) < cfg.exact_affinities_below:
-        projector = _ExactAffinityProjector(projector.config, projector.n_jobs)
     return projector.update(features, previous, iterations=cfg.layout_iterations, anchors=anchors)
 
 

@@ -216,8 +216,7 @@ class JobProcess:
             self._known.add(key)
             result: FineTuneResult = self._receive(progress)
             self._known.add(new_key)
-        network = base.clone()
-        network.module.load_state_dict(state_from_bytes(result.weights), strict=False)
+        network = base.updated(state_from_bytes(result.weights))  # the frozen stem is shared
         self._keys[network] = new_key
         result.network = network
         if cancelled is not None and cancelled():
@@ -301,9 +300,11 @@ def _serve(inp: BinaryIO, out: BinaryIO, torch_threads: int) -> None:
 
 
 def _warm_up() -> None:
+    from game.layout.projector import warm_up
     from game.learning.controller import _warm_up_optimisers
 
     _warm_up_optimisers()
+    warm_up()
 
 
 def main(argv: list[str]) -> int:

@@ -79,6 +79,11 @@ def test_relabel_flips_prediction_and_keeps_heldout_accuracy(loaded_digits, stem
     assert outcome.card == card and outcome.new_label == new
     # The live network is never trained in place.
     assert torch.equal(loaded_digits.network.module.state_dict()["classifier.fc1.weight"], before)
+    # The new version shares the frozen stem's tensors with the old one; the head is its own.
+    live = dict(loaded_digits.network.module.named_parameters())
+    for name, p in result.network.module.named_parameters():
+        assert (p is live[name]) == (name not in result.weight_names), name
+    assert set(result.weight_names) == {n for n in live if n.startswith("classifier.")}
 
 
 def test_finetune_is_deterministic(loaded_digits, stem):

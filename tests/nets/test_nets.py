@@ -117,6 +117,20 @@ def test_pickled_code_is_refused(tmp_path: Path):
         read_state_dict(tmp_path / "missing.pt")
 
 
+def test_updated_network_shares_what_did_not_change_and_leaves_the_original_alone():
+    torch.manual_seed(0)
+    net = Network(SmallCNN(4, 1), "small_cnn", 4, 1, 8)
+    new_head = torch.full_like(net.module.classifier.fc2.weight, 0.5)
+    version = net.updated({"classifier.fc2.weight": new_head})
+    assert torch.equal(version.module.classifier.fc2.weight, new_head)
+    assert not torch.equal(net.module.classifier.fc2.weight, new_head)
+    shared = [n for n, p in version.module.named_parameters() if p is dict(net.module.named_parameters())[n]]
+    assert "classifier.fc2.weight" not in shared
+    assert len(shared) == len(list(net.module.parameters())) - 1
+    copy = net.clone()
+    assert all(a is not b for a, b in zip(copy.module.parameters(), net.module.parameters()))
+
+
 def test_top_k_is_sorted_softmax():
     idx, p = top_k(np.array([[0.0, 3.0, 1.0, 2.0, -1.0, 0.5]]))
     assert idx.tolist() == [[1, 3, 2, 5, 0]]
