@@ -416,6 +416,8 @@ class FineTuneController:
         if self._running is not None:
             if self._running.kind == "finetune":
                 self._running.cancelled.set()
+                if self.process is not None:
+                    self.process.cancel()  # stops it inside the child, not only when it answers
                 ws.post(ev.Message("Cancelling the running fine-tune"))
             return
         previous = self.history.previous

@@ -383,6 +383,11 @@ def _check_finite(what: str, *arrays: np.ndarray | torch.Tensor) -> None:
             raise FineTuneDiverged(f"{what} became NaN or infinite")
 
 
+def _stop_if_cancelled(cancelled: Callable[[], bool] | None) -> None:
+    if cancelled is not None and cancelled():
+        raise FineTuneCancelled("the fine-tune was cancelled")
+
+
 def run_finetune(
     req: FineTuneRequest,
     progress: Progress | None = None,
@@ -467,8 +472,7 @@ def run_finetune(
     y_edit = torch.from_numpy(targets)
     w_edit = torch.from_numpy(repeats)
     for step in range(cfg.max_steps):
-        if cancelled is not None and cancelled():
-            raise FineTuneCancelled("the fine-tune was cancelled")
+        _stop_if_cancelled(cancelled)
         replay = np.sort(rng.choice(pool, batch, replace=False)) if batch else np.empty(0, np.int64)
         rows = np.concatenate([fixed_rows, replay])
         y = torch.cat([fixed_y, labels_t[torch.from_numpy(replay)]])
@@ -523,6 +527,7 @@ def run_finetune(
             p.requires_grad_(True)
     times["train"] = time.perf_counter() - t1
 
+    _stop_if_cancelled(cancelled)
     t2 = time.perf_counter()
     inference = runner.infer_all()
     _check_finite("the network's outputs", inference.logits, inference.features)
@@ -530,6 +535,7 @@ def run_finetune(
     if progress is not None:
         progress(0.85, "re-laying out")
 
+    _stop_if_cancelled(cancelled)
     t3 = time.perf_counter()
     labels = np.asarray(req.labels, dtype=np.int64).copy()
     for e in edits:

@@ -15,7 +15,9 @@ restored by undo) travels as safetensors bytes. Results come back without the ne
 parent rebuilds it from the job's changed weights, which it needs anyway for checkpoints).
 
 The parent side is blocking and is meant to be called from the ``Worker`` thread: waiting on the
-pipe releases the GIL. The child runs the same ``run_finetune`` with the same torch thread count,
+pipe releases the GIL. ``cancel`` (any thread, e.g. an undo on the frame loop) writes the running
+job's number into a second pipe that the child polls between training steps and phases, so an
+undo stops a job inside the child too instead of waiting for its answer. The child runs the same ``run_finetune`` with the same torch thread count,
 so results are bitwise identical to the thread path.
 
 This module must stay free of panda3d (the child imports it).
@@ -26,9 +28,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import itertools
 import os
 import pickle
+import select
+import struct
 import subprocess
 import sys
 import threading
@@ -84,6 +89,9 @@ class JobProcess:
         self._lock = threading.Lock()
         self._init_args: tuple | None = None
         self._proc: subprocess.Popen | None = None
+        self._cancel_fd: int | None = None  # write end of the child's cancel pipe
+        self._job_numbers = itertools.count(1)
+        self._current_job = 0
         self._start()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -94,13 +102,40 @@ class JobProcess:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["OMP_NUM_THREADS"] = str(self.torch_threads)
         env["MKL_NUM_THREADS"] = str(self.torch_threads)
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "game.learning.jobprocess", str(self.torch_threads), str(self.nice)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
+        self._close_cancel_pipe()
+        read_end, self._cancel_fd = os.pipe()
+        os.set_blocking(self._cancel_fd, False)
+        try:
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "game.learning.jobprocess",
+                    str(self.torch_threads),
+                    str(self.nice),
+                    str(read_end),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                pass_fds=(read_end,),
+            )
+        finally:
+            os.close(read_end)
         self._known.clear()
+
+    def _close_cancel_pipe(self) -> None:
+        fd, self._cancel_fd = self._cancel_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def cancel(self) -> None:
+        """Ask the child to stop the job it is running (a no-op when it already answered)."""
+        fd, job = self._cancel_fd, self._current_job
+        if fd is not None and job:
+            with contextlib.suppress(OSError):  # full pipe or a child that is gone: nothing to stop
+                os.write(fd, struct.pack("<I", job))
 
     @property
     def alive(self) -> bool:
@@ -109,6 +144,7 @@ class JobProcess:
     def close(self, timeout: float = 10.0) -> None:
         """Ask the child to quit; kill it if it does not within ``timeout``."""
         proc, self._proc = self._proc, None
+        self._close_cancel_pipe()
         if proc is None:
             return
         try:
@@ -205,6 +241,8 @@ class JobProcess:
                 if self._init_args is None:
                     raise JobProcessError("the fine-tune process was never initialised")
                 self._init_locked(*self._init_args)  # restarts it: a crash loses no later job
+            if cancelled is not None and cancelled():
+                raise FineTuneCancelled("the fine-tune was cancelled")
             base = request.network
             key = self._key(base)
             weights = None if key in self._known else state_to_bytes(base.module)
@@ -212,9 +250,14 @@ class JobProcess:
             plain = dataclasses.replace(
                 request, network=None, images=None, stem=None, layout=_strip_layout(request.layout)
             )
-            self._send(("job", plain, key, weights, new_key))
-            self._known.add(key)
-            result: FineTuneResult = self._receive(progress)
+            number = next(self._job_numbers)
+            self._current_job = number
+            try:
+                self._send(("job", plain, key, weights, new_key, number))
+                self._known.add(key)
+                result: FineTuneResult = self._receive(progress)
+            finally:
+                self._current_job = 0
             self._known.add(new_key)
         network = base.updated(state_from_bytes(result.weights))  # the frozen stem is shared
         self._keys[network] = new_key
@@ -227,7 +270,25 @@ class JobProcess:
 # --- the child ---------------------------------------------------------------------------------
 
 
-def _serve(inp: BinaryIO, out: BinaryIO, torch_threads: int) -> None:
+class _CancelPipe:
+    """Child side of the cancel pipe: job numbers the parent asked to stop."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+        self.asked: set[int] = set()
+
+    def asked_to_stop(self, job: int) -> bool:
+        if self.fd is not None:
+            while select.select([self.fd], [], [], 0)[0]:
+                data = os.read(self.fd, 4096)
+                if not data:  # the parent closed its end
+                    self.fd = None
+                    break
+                self.asked.update(n for (n,) in struct.iter_unpack("<I", data[: len(data) // 4 * 4]))
+        return job in self.asked
+
+
+def _serve(inp: BinaryIO, out: BinaryIO, torch_threads: int, cancel_fd: int | None = None) -> None:
     import torch
 
     from game.learning.finetune import compute_stem_cache, run_finetune
@@ -239,6 +300,7 @@ def _serve(inp: BinaryIO, out: BinaryIO, torch_threads: int) -> None:
         pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
         out.flush()
 
+    cancel = _CancelPipe(cancel_fd)
     first: tuple[str, Any] | None = None
     networks: OrderedDict[str, Any] = OrderedDict()
     images = is_train = stem = None
@@ -263,7 +325,7 @@ def _serve(inp: BinaryIO, out: BinaryIO, torch_threads: int) -> None:
                 _warm_up()
                 send(("ok", {"stem_seconds": float(stem.seconds) if stem is not None else 0.0}))
             elif kind == "job":
-                _, req, key, weights, new_key = message
+                _, req, key, weights, new_key, number = message
                 if first is None:
                     raise JobProcessError("job before init")
                 base = first[1] if key == first[0] else networks.get(key)
@@ -282,7 +344,8 @@ def _serve(inp: BinaryIO, out: BinaryIO, torch_threads: int) -> None:
                 def progress(fraction: float, text: str) -> None:
                     send(("progress", float(fraction), text))
 
-                result = run_finetune(req, progress=progress)
+                stop = functools.partial(cancel.asked_to_stop, number)
+                result = run_finetune(req, progress=progress, cancelled=stop)
                 networks[new_key] = result.network
                 while len(networks) > _KEEP_NETWORKS:
                     networks.popitem(last=False)
@@ -310,13 +373,14 @@ def _warm_up() -> None:
 def main(argv: list[str]) -> int:
     torch_threads = int(argv[0]) if argv else 1
     nice = int(argv[1]) if len(argv) > 1 else 0
+    cancel_fd = int(argv[2]) if len(argv) > 2 else None
     if nice:
         with contextlib.suppress(OSError):
             os.nice(nice)
     # Answers go to a private copy of stdout; anything else printed lands on stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    _serve(sys.stdin.buffer, out, torch_threads)
+    _serve(sys.stdin.buffer, out, torch_threads, cancel_fd)
     return 0
 
 

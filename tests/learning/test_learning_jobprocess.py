@@ -98,3 +98,39 @@ def test_a_crashed_child_is_restarted_for_the_next_job(loaded_digits, process):
     assert not process.alive
     result = process.run(request(loaded_digits, [edit], None))  # restarts and re-initialises
     assert process.alive and result.inference.top5_classes[edit.card, 0] == new
+
+
+def test_cancel_stops_a_job_inside_the_child_and_spares_the_next(loaded_digits, process):
+    """An undo while the child trains: the child stops between steps (a job set to train a million
+    steps would otherwise hold the process for many minutes); the next job is not cancelled."""
+    import dataclasses
+    import threading
+
+    from game.learning.finetune import FineTuneCancelled
+
+    _, _, edit = pick_relabel(loaded_digits, seed=5)
+    endless = request(loaded_digits, [edit], None)
+    endless.config = dataclasses.replace(endless.config, max_steps=1_000_000, min_steps=1_000_000)
+    asked = threading.Event()
+    training = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            process.run(endless, progress=lambda *_: training.set(), cancelled=asked.is_set)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert training.wait(120), "the child never started training"
+    asked.set()
+    process.cancel()
+    thread.join(120)
+    assert not thread.is_alive(), "the child did not stop the job"
+    assert isinstance(outcome[0], FineTuneCancelled)
+    # The process is still usable, and the stale cancel does not touch the next job.
+    process.cancel()  # nothing running: a no-op
+    result = process.run(request(loaded_digits, [edit], None))
+    assert result.learned
