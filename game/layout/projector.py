@@ -198,7 +198,7 @@ class Projector:
         if move is not None:
             free[np.asarray(move, dtype=np.int64)] = True
         n_iter = self.config.update_iterations if iterations is None else iterations
-        if free.sum() > LOCAL_MAX_FREE * n or free.all():
+        if free.sum() > LOCAL_MAX_FREE * n:
             state = self.update(features, previous, iterations=n_iter)
             state.neighbours, state.moved = new_nb, np.ones(n, dtype=bool)
             return state
