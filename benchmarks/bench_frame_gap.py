@@ -192,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=5, help="learning.job_nice for the process mode")
     parser.add_argument("--fps", type=float, default=90.0, help="frame pacing like vsync (0: uncapped)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="GIL switch interval in ms after the app starts (default: the app's own, 1 ms; Python's is 5)",
+    )
     args = parser.parse_args(argv)
     import faulthandler
     import signal
@@ -204,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
 
     loaded = open_scene(None)
     app = LatentReachApp(loaded, offscreen=True, size=(w, h), controls=False)
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval / 1000.0)
+    print(f"GIL switch interval {1000 * sys.getswitchinterval():g} ms", flush=True)
     results = []
     try:
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:

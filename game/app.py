@@ -14,6 +14,7 @@ then Panda3D renders. ``now`` is the app clock (seconds): real time when running
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +28,12 @@ from game.core.worker import Worker
 from game.world import engine
 from game.world.framing import frame_points as framing_pose
 from game.world.world import World
+
+# How long another thread may keep the GIL once the frame loop asks for it back (Python's default
+# is 5 ms). Panda3D releases the GIL while it renders; the frame loop then waits for the worker
+# thread (explanations, guidance, layer switches, fine-tune hand-overs) to let go of it before the
+# frame can end, so the interval is added to any frame that overlaps Python work on the worker.
+GIL_SWITCH_INTERVAL_S = 0.001
 
 
 class FrameHook(Protocol):
@@ -50,6 +57,7 @@ class LatentReachApp(ShowBase):
         fov: float = 70.0,
     ) -> None:
         engine.configure(offscreen=offscreen, size=size, fullscreen=fullscreen, multisamples=multisamples)
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # the process belongs to the frame loop
         ShowBase.__init__(self, windowType="offscreen" if offscreen else "onscreen")
         self.offscreen = offscreen
         self.size = (int(size[0]), int(size[1]))
