@@ -8,9 +8,11 @@ its ``on_error`` callback with the exception; nothing else is lost.
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +49,7 @@ class Worker:
         self.current: Job | None = None
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
+        _LIVE_WORKERS.add(self)
 
     def submit(
         self,
@@ -94,6 +97,25 @@ class Worker:
             self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def drop_queued(self) -> int:
+        """Cancel every job not started yet (their ``on_error`` runs at the next ``poll``)."""
+        dropped = 0
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return dropped
+            if job is None:
+                self._jobs.put(None)  # keep a close request
+                return dropped
+            job.cancelled.set()
+            job.state = "cancelled"
+            if job.fn is not None and job.name == "__idle__":
+                job.fn()  # nobody waits on an idle marker forever
+            else:
+                self._done.put(job)
+            dropped += 1
+
     @property
     def busy(self) -> bool:
         return self.current is not None
@@ -131,3 +153,19 @@ class Worker:
             finally:
                 self.current = None
             self._done.put(job)
+
+
+_LIVE_WORKERS: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers_at_exit() -> None:
+    """Let each worker's running job finish before the interpreter tears down.
+
+    A daemon thread still inside torch when Python finalises is stopped while it waits for the
+    GIL, and pybind11 turns that into ``std::terminate`` (exit code 134 after all work is done).
+    Exit handlers run before that point, so queued jobs are dropped and the running one joined.
+    """
+    for worker in list(_LIVE_WORKERS):
+        worker.drop_queued()
+        worker.close(wait=True, timeout=10.0)

@@ -39,3 +39,55 @@ def test_cancelled_job_does_not_run():
     worker.poll()
     assert job.state == "cancelled" and ran == []
     worker.close()
+
+
+def test_interpreter_exit_waits_for_a_running_torch_job_instead_of_aborting():
+    """A job still inside torch when the main thread ends used to abort the process (exit 134,
+    'terminate called without an active exception') after all the work was done."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent(
+        """
+        import sys, time
+        import torch
+        from game.core.worker import Worker
+        sys.setswitchinterval(0.001)
+        torch.set_num_threads(1)
+        def busy():
+            x, w = torch.randn(8, 3, 64, 64), torch.randn(16, 3, 3, 3)
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:
+                torch.nn.functional.conv2d(x, w)
+        worker = Worker()
+        worker.submit(busy)
+        worker.submit(busy)  # queued: dropped at exit
+        time.sleep(0.2)
+        print("main thread done")
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "main thread done" in done.stdout
+
+
+def test_drop_queued_cancels_jobs_not_started():
+    import threading
+
+    gate, started = threading.Event(), threading.Event()
+    worker = Worker()
+    first = worker.submit(lambda: (started.set(), gate.wait()))
+    later = [worker.submit(lambda: None) for _ in range(3)]
+    assert started.wait(10)
+    assert worker.drop_queued() == 3
+    gate.set()
+    assert worker.wait_idle(10)
+    finished = worker.poll()
+    assert first.state == "done" and all(j.state == "cancelled" for j in later)
+    assert {j.job_id for j in finished} == {first.job_id, *(j.job_id for j in later)}
+    worker.close(wait=True)
