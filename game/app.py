@@ -57,7 +57,8 @@ class LatentReachApp(ShowBase):
         fov: float = 70.0,
     ) -> None:
         engine.configure(offscreen=offscreen, size=size, fullscreen=fullscreen, multisamples=multisamples)
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # the process belongs to the frame loop
+        self._previous_switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # while the app runs, the frame loop comes first
         ShowBase.__init__(self, windowType="offscreen" if offscreen else "onscreen")
         self.offscreen = offscreen
         self.size = (int(size[0]), int(size[1]))
@@ -256,4 +257,5 @@ class LatentReachApp(ShowBase):
             self.world = None
         if self._owns_worker:
             self.worker.close()
+        sys.setswitchinterval(self._previous_switch_interval)
         ShowBase.destroy(self)

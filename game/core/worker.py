@@ -9,8 +9,10 @@ its ``on_error`` callback with the exception; nothing else is lost.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import queue
 import threading
+import time
 import traceback
 import weakref
 from collections.abc import Callable
@@ -98,23 +100,27 @@ class Worker:
         return not self._thread.is_alive()
 
     def drop_queued(self) -> int:
-        """Cancel every job not started yet (their ``on_error`` runs at the next ``poll``)."""
-        dropped = 0
+        """Cancel every job not started yet (their ``on_error`` runs at the next ``poll``); a close
+        request among them is kept, at the end."""
+        dropped, closing = 0, False
         while True:
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
-                return dropped
+                break
             if job is None:
-                self._jobs.put(None)  # keep a close request
-                return dropped
+                closing = True
+                continue
             job.cancelled.set()
             job.state = "cancelled"
-            if job.fn is not None and job.name == "__idle__":
+            if job.name == "__idle__" and job.fn is not None:
                 job.fn()  # nobody waits on an idle marker forever
             else:
                 self._done.put(job)
             dropped += 1
+        if closing:
+            self._jobs.put(None)
+        return dropped
 
     @property
     def busy(self) -> bool:
@@ -156,16 +162,36 @@ class Worker:
 
 
 _LIVE_WORKERS: weakref.WeakSet[Worker] = weakref.WeakSet()
+_EXIT_STOPS: list[Callable[[], None]] = []
+EXIT_JOIN_SECONDS = 10.0
+
+
+def stop_at_exit(stop: Callable[[], None]) -> None:
+    """Call ``stop`` at interpreter exit before the workers are joined: something a running job
+    waits on (a job process) ends it, so exiting does not wait for the job. A bound method is
+    held weakly."""
+    _EXIT_STOPS.append(weakref.WeakMethod(stop) if hasattr(stop, "__self__") else lambda: stop)
 
 
 @atexit.register
 def _stop_workers_at_exit() -> None:
-    """Let each worker's running job finish before the interpreter tears down.
+    """Let each worker's running job end before the interpreter tears down.
 
     A daemon thread still inside torch when Python finalises is stopped while it waits for the
     GIL, and pybind11 turns that into ``std::terminate`` (exit code 134 after all work is done).
-    Exit handlers run before that point, so queued jobs are dropped and the running one joined.
+    Exit handlers run before that point: queued jobs are dropped, what running jobs wait on is
+    stopped, and every worker is joined against one deadline (a thread job longer than that can
+    still end the process that way; the frame loop's jobs are far shorter).
     """
-    for worker in list(_LIVE_WORKERS):
+    for ref in _EXIT_STOPS:
+        stop = ref()
+        if stop is not None:
+            with contextlib.suppress(Exception):
+                stop()
+    workers = list(_LIVE_WORKERS)
+    for worker in workers:
         worker.drop_queued()
-        worker.close(wait=True, timeout=10.0)
+        worker.close()
+    deadline = time.monotonic() + EXIT_JOIN_SECONDS
+    for worker in workers:
+        worker.close(wait=True, timeout=max(deadline - time.monotonic(), 0.0))

@@ -65,6 +65,7 @@ class LayoutState:
 MOBILITY_K = 10  # neighbours compared to decide whether a card moves in a local update
 LOCAL_LEARNING_RATE = 10.0  # partial t-SNE: its affinity rows sum to 1, so no N-scaled rate
 LOCAL_MAX_FREE = 0.5  # more moving cards than this fraction: a full update instead
+LOCAL_MAX_GROUPED = 0.5  # ... or when more of the moving cards' new neighbours are moving too
 
 
 class Projector:
@@ -179,12 +180,16 @@ class Projector:
         keep: float = 0.5,
         move: np.ndarray | None = None,
         iterations: int | None = None,
+        anchors: np.ndarray | None = None,
     ) -> LayoutState:
         """Re-place only the cards whose feature-space neighbourhood changed (see the module doc).
 
         ``previous_features``: the features ``previous`` was made from (used where ``previous``
         carries no neighbour record); ``move``: indices of cards that move whatever their
-        neighbourhood (the edited ones). Falls back to ``update`` when most cards would move.
+        neighbourhood (the edited ones). Falls back to ``update`` (starting from ``anchors``) when
+        most cards would move, or when the moving cards are mostly each other's new neighbours:
+        placed only against the cards held still they would not attract one another, and a group
+        that forms a new cluster would end up strewn along the edges of the old ones.
         """
         start = time.perf_counter()
         reduced = self.reduce(features)
@@ -198,8 +203,9 @@ class Projector:
         if move is not None:
             free[np.asarray(move, dtype=np.int64)] = True
         n_iter = self.config.update_iterations if iterations is None else iterations
-        if free.sum() > LOCAL_MAX_FREE * n:
-            state = self.update(features, previous, iterations=n_iter)
+        grouped = bool(free.any()) and float(free[new_nb[free]].mean()) > LOCAL_MAX_GROUPED
+        if free.sum() > LOCAL_MAX_FREE * n or grouped:
+            state = self.update(features, previous, iterations=n_iter, anchors=anchors)
             state.neighbours, state.moved = new_nb, np.ones(n, dtype=bool)
             return state
         raw = previous.embedding.copy()

@@ -598,6 +598,7 @@ def relayout(
             keep=cfg.relayout_keep,
             move=edited,
             iterations=cfg.layout_iterations,
+            anchors=anchors,
         )
     return projector.update(features, previous, iterations=cfg.layout_iterations, anchors=anchors)
 

@@ -32,7 +32,6 @@ import functools
 import itertools
 import os
 import pickle
-import select
 import struct
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from game.core.worker import stop_at_exit
 from game.learning.finetune import FineTuneCancelled, FineTuneRequest, FineTuneResult
 
 Progress = Any  # Callable[[float, str], None]
@@ -93,6 +93,7 @@ class JobProcess:
         self._job_numbers = itertools.count(1)
         self._current_job = 0
         self._start()
+        stop_at_exit(self.kill)  # before the worker waiting on it is joined
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -161,10 +162,16 @@ class JobProcess:
             if proc.stdout is not None:
                 proc.stdout.close()
 
-    def __del__(self) -> None:  # last resort: never leave an orphan behind
+    def kill(self) -> None:
+        """End the child now, mid-job (the interpreter is exiting): a waiting ``run`` then fails."""
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.poll() is None:
             proc.kill()
+
+    def __del__(self) -> None:  # last resort: never leave an orphan behind
+        self.kill()
+        if getattr(self, "_cancel_fd", None) is not None:
+            self._close_cancel_pipe()
 
     # --- talking -----------------------------------------------------------------------------
 
@@ -241,18 +248,20 @@ class JobProcess:
                 if self._init_args is None:
                     raise JobProcessError("the fine-tune process was never initialised")
                 self._init_locked(*self._init_args)  # restarts it: a crash loses no later job
-            if cancelled is not None and cancelled():
-                raise FineTuneCancelled("the fine-tune was cancelled")
-            base = request.network
-            key = self._key(base)
-            weights = None if key in self._known else state_to_bytes(base.module)
-            new_key = f"net{next(self._counter)}"
-            plain = dataclasses.replace(
-                request, network=None, images=None, stem=None, layout=_strip_layout(request.layout)
-            )
+            # The number first, then the check: an undo sets its flag before ``cancel``, so one
+            # of the two always sees the other (serialising an unseen network can take seconds).
             number = next(self._job_numbers)
             self._current_job = number
             try:
+                if cancelled is not None and cancelled():
+                    raise FineTuneCancelled("the fine-tune was cancelled")
+                base = request.network
+                key = self._key(base)
+                weights = None if key in self._known else state_to_bytes(base.module)
+                new_key = f"net{next(self._counter)}"
+                plain = dataclasses.replace(
+                    request, network=None, images=None, stem=None, layout=_strip_layout(request.layout)
+                )
                 self._send(("job", plain, key, weights, new_key, number))
                 self._known.add(key)
                 result: FineTuneResult = self._receive(progress)
@@ -276,15 +285,19 @@ class _CancelPipe:
     def __init__(self, fd: int | None) -> None:
         self.fd = fd
         self.asked: set[int] = set()
+        if fd is not None:
+            os.set_blocking(fd, False)  # polled between steps (select() cannot take fds >= 1024)
 
     def asked_to_stop(self, job: int) -> bool:
-        if self.fd is not None:
-            while select.select([self.fd], [], [], 0)[0]:
+        while self.fd is not None:
+            try:
                 data = os.read(self.fd, 4096)
-                if not data:  # the parent closed its end
-                    self.fd = None
-                    break
-                self.asked.update(n for (n,) in struct.iter_unpack("<I", data[: len(data) // 4 * 4]))
+            except BlockingIOError:
+                break
+            if not data:  # the parent closed its end
+                self.fd = None
+                break
+            self.asked.update(n for (n,) in struct.iter_unpack("<I", data[: len(data) // 4 * 4]))
         return job in self.asked
 
 

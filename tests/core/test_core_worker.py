@@ -91,3 +91,20 @@ def test_drop_queued_cancels_jobs_not_started():
     assert first.state == "done" and all(j.state == "cancelled" for j in later)
     assert {j.job_id for j in finished} == {first.job_id, *(j.job_id for j in later)}
     worker.close(wait=True)
+
+
+def test_drop_queued_keeps_a_close_request_last():
+    import threading
+
+    gate, started = threading.Event(), threading.Event()
+    ran: list[str] = []
+    worker = Worker()
+    worker.submit(lambda: (started.set(), gate.wait()))
+    assert started.wait(10)
+    worker.submit(lambda: ran.append("before close"))
+    worker.close()
+    worker.submit(lambda: ran.append("after close"))
+    assert worker.drop_queued() == 2
+    gate.set()
+    worker._thread.join(10)
+    assert not worker._thread.is_alive() and ran == []

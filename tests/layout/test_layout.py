@@ -188,3 +188,23 @@ def test_conditional_affinities_rows_have_the_asked_perplexity():
     np.testing.assert_allclose(perplexity, 20.0, rtol=1e-3)
     # The nearest reference row gets the most mass.
     assert (dense.argmax(1) == near[:, 0]).all()
+
+
+def test_local_update_lets_a_group_that_moves_together_form_its_own_cluster(blobs):
+    """Cards whose new neighbours are mostly each other would be strewn along the held cards'
+    edges by a placement against the held cards alone: that case takes the full update."""
+    x, labels = blobs
+    proj = Projector(fast_config())
+    first = proj.fit(x)
+    rng = np.random.default_rng(7)
+    group = np.flatnonzero(labels == 0)[:40]
+    changed = x.copy()
+    changed[group] = rng.normal(scale=8, size=x.shape[1]) + rng.normal(scale=0.5, size=(40, x.shape[1]))
+    after = proj.update_local(changed, first, x)
+    assert after.moved is not None and after.moved[group].all()
+
+    def spread(points: np.ndarray) -> float:
+        return float(np.linalg.norm(points - points.mean(0), axis=1).mean())
+
+    untouched = after.positions[labels == 2]
+    assert spread(after.positions[group]) < 2.0 * spread(untouched)
