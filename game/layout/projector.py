@@ -125,7 +125,8 @@ class Projector:
         start = time.perf_counter()
         reduced = self.reduce(features)
         aff = self.affinities(reduced)
-        init = reduced[:, :3].astype(np.float64)
+        init = np.zeros((len(reduced), 3))
+        init[:, : min(3, reduced.shape[1])] = reduced[:, :3]  # tiny sets have fewer PCA components
         init = init / (np.std(init[:, 0]) + 1e-12) * 1e-4  # openTSNE's recommended PCA init scale
         emb = self._optimise(init, aff, self.config.early_iterations, self.config.iterations)
         raw = np.asarray(emb, dtype=np.float64)

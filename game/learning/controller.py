@@ -241,14 +241,15 @@ class FineTuneController:
             k = ws.n_cards - len(self._display_positions)
             self._display_positions = np.concatenate([self._display_positions, ws.positions[-k:]])
         self.loaded.layout = self.history.current.layout
-        self._stem = None
-        self._stem_ready.clear()
+        # Queued behind any job already waiting (the worker runs jobs in order): that job keeps
+        # the stem of the cards its request was made with; every later one gets the new stem.
         self.worker.submit(
             self._prepare_cards, self.loaded.network, ws.images, ws.is_train.copy(), name="finetune-prepare"
         )
 
     def _prepare_cards(self, network: Any, images: np.ndarray, is_train: np.ndarray) -> None:
         """Worker: the stem's outputs (or the job process's copy of the images) for a new card set."""
+        self._stem = None
         try:
             if self.process is not None:
                 try:
@@ -264,10 +265,14 @@ class FineTuneController:
                             f"fine-tune process unavailable ({exc}); training on a thread", level="warning"
                         )
                     )
-            if not self.config.full_finetune:
-                self._stem = compute_stem_cache(network, images, self.config.head_layers)
-            if self._stem is not None:
-                self._stem.preconditioned_inputs(is_train)
+            stem = (
+                None
+                if self.config.full_finetune
+                else compute_stem_cache(network, images, self.config.head_layers)
+            )
+            if stem is not None:
+                stem.preconditioned_inputs(is_train)
+            self._stem = stem
         finally:
             self._stem_ready.set()
 

@@ -49,6 +49,14 @@ def test_pca_uses_fewer_dims_when_features_are_small():
     assert proj.fit(x).positions.shape == (30, 3)
 
 
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_tiny_sets_get_a_layout(n):
+    """Fewer cards than three PCA components (3 cards used to fail with a broadcast error)."""
+    x = np.random.default_rng(n).normal(size=(n, 8)).astype(np.float32)
+    state = Projector(fast_config()).fit(x)
+    assert state.positions.shape == (n, 3) and np.isfinite(state.positions).all()
+
+
 def test_update_with_same_features_keeps_neighbourhoods_and_places(blobs):
     x, _ = blobs
     proj = Projector(fast_config())

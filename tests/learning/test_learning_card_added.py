@@ -38,3 +38,44 @@ def test_drop_and_finetune_after_a_kept_card(fresh_digits):
         controller.close()
         worker.close()
         worker._thread.join(10)
+
+
+def test_a_card_kept_while_a_fine_tune_waits_on_the_worker_does_not_stall_it(fresh_digits):
+    """The re-prepare after a CardAdded is queued behind the waiting job; the job used to wait
+    for it (a cleared 'stem ready' flag) and the worker hung for good."""
+    import threading
+
+    loaded = fresh_digits
+    ws = loaded.workspace
+    worker = Worker(torch_threads=1)
+    controller = FineTuneController(loaded, worker)
+    gate = threading.Event()
+    try:
+        worker.wait_idle(120)
+        worker.submit(gate.wait, name="busy")  # e.g. an explanation still running
+        card = int(np.flatnonzero(ws.is_train & (ws.predictions == ws.labels))[0])
+        target = (int(ws.labels[card]) + 1) % ws.n_classes
+        ws.post(ws.drop_event(card, ws.centroids()[target]))
+        ws.flush()
+        assert controller.apply_edits_now()  # queued behind "busy"
+        n = ws.n_cards
+        ws.post(
+            new_card_event(loaded.network, ws.images[0], ws.features, ws.positions, int(ws.labels[0]), "kept")
+        )
+        ws.flush()
+        gate.set()
+        controller.wait(120)
+        assert controller.failures == []
+        assert ws.n_cards == n + 1 and ws.labels[card] == target
+        # The next job runs on the new card set.
+        other = int(np.flatnonzero(ws.is_train & (ws.predictions == ws.labels))[1])
+        ws.post(ws.drop_event(other, ws.centroids()[(int(ws.labels[other]) + 1) % ws.n_classes]))
+        ws.flush()
+        assert controller.apply_edits_now()
+        controller.wait(120)
+        assert controller.failures == [] and len(ws.features) == n + 1
+    finally:
+        gate.set()
+        controller.close()
+        worker.close()
+        worker._thread.join(10)
