@@ -61,6 +61,30 @@ class LayoutState:
     def to_raw(self, world: np.ndarray) -> np.ndarray:
         return (np.asarray(world, dtype=np.float64) - self.offset) / self.scale + self.center
 
+    def successor(
+        self,
+        raw: np.ndarray,
+        pca_dims: int,
+        tsne: TSNEEmbedding | None = None,
+        neighbours: np.ndarray | None = None,
+        moved: np.ndarray | None = None,
+    ) -> LayoutState:
+        """A layout of ``raw`` in this one's world transform (so unmoved cards keep their place)."""
+        state = LayoutState(
+            raw,
+            self.center,
+            self.scale,
+            self.offset,
+            np.empty((0, 3)),
+            pca_dims,
+            0.0,
+            tsne,
+            neighbours,
+            moved,
+        )
+        state.positions = state.to_world(raw)
+        return state
+
 
 MOBILITY_K = 10  # neighbours compared to decide whether a card moves in a local update
 LOCAL_LEARNING_RATE = 10.0  # partial t-SNE: its affinity rows sum to 1, so no N-scaled rate
@@ -159,17 +183,7 @@ class Projector:
         n_iter = self.config.update_iterations if iterations is None else iterations
         emb = self._optimise(init, aff, 0, n_iter)
         raw = align(np.asarray(emb, dtype=np.float64), previous.embedding)
-        state = LayoutState(
-            raw,
-            previous.center,
-            previous.scale,
-            previous.offset,
-            np.empty((0, 3)),
-            reduced.shape[1],
-            0.0,
-            emb,
-        )
-        state.positions = state.to_world(raw)
+        state = previous.successor(raw, reduced.shape[1], tsne=emb)
         state.seconds = time.perf_counter() - start
         return state
 
@@ -241,19 +255,7 @@ class Projector:
             raw[free_idx] = np.asarray(partial, dtype=np.float64)
         neighbours = old_nb.copy()
         neighbours[free] = new_nb[free]
-        state = LayoutState(
-            raw,
-            previous.center,
-            previous.scale,
-            previous.offset,
-            np.empty((0, 3)),
-            reduced.shape[1],
-            0.0,
-            None,
-            neighbours,
-            free,
-        )
-        state.positions = state.to_world(raw)
+        state = previous.successor(raw, reduced.shape[1], neighbours=neighbours, moved=free)
         state.seconds = time.perf_counter() - start
         return state
 

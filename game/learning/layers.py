@@ -107,15 +107,8 @@ def switch_layer(
     features = tapped.infer(workspace.images, batch_size=batch_size).features
     fresh = projector.fit(features)
     current = np.asarray(workspace.positions, dtype=np.float64)
-    if previous is not None:
-        raw = align(fresh.embedding, previous.to_raw(current))
-        layout = LayoutState(
-            raw, previous.center, previous.scale, previous.offset, np.empty((0, 3)), fresh.pca_dims
-        )
-    else:
-        raw = align(fresh.embedding, fresh.to_raw(current))
-        layout = LayoutState(raw, fresh.center, fresh.scale, fresh.offset, np.empty((0, 3)), fresh.pca_dims)
-    layout.positions = layout.to_world(raw)
+    frame = previous if previous is not None else fresh
+    layout = frame.successor(align(fresh.embedding, frame.to_raw(current)), fresh.pca_dims)
     layout.seconds = time.perf_counter() - start
     event = LayerChanged(tapped.feature_layer, features, layout.positions.astype(np.float32))
     return LayerSwitch(event, tapped, layout, layout.seconds)
