@@ -162,7 +162,7 @@ class Worker:
 
 
 _LIVE_WORKERS: weakref.WeakSet[Worker] = weakref.WeakSet()
-_EXIT_STOPS: list[Callable[[], None]] = []
+_EXIT_STOPS: list[Callable[[], Callable[[], None] | None]] = []  # each gives the stop, or None once gone
 EXIT_JOIN_SECONDS = 10.0
 
 

@@ -17,8 +17,9 @@ parent rebuilds it from the job's changed weights, which it needs anyway for che
 The parent side is blocking and is meant to be called from the ``Worker`` thread: waiting on the
 pipe releases the GIL. ``cancel`` (any thread, e.g. an undo on the frame loop) writes the running
 job's number into a second pipe that the child polls between training steps and phases, so an
-undo stops a job inside the child too instead of waiting for its answer. The child runs the same ``run_finetune`` with the same torch thread count,
-so results are bitwise identical to the thread path.
+undo stops a job inside the child too instead of waiting for its answer. The child runs the same
+``run_finetune`` with the same torch thread count, so results are bitwise identical to the thread
+path.
 
 This module must stay free of panda3d (the child imports it).
 """
