@@ -105,6 +105,7 @@ def run_edits(loaded, ctl, n_edits: int, seed: int) -> list[dict]:
                 "train": result.seconds["train"],
                 "layout": result.seconds["layout"],
                 "steps": result.steps,
+                "moved": int(result.layout.moved.sum()) if result.layout.moved is not None else -1,
                 "gap": gap,
                 "acc_loss": 100 * (acc0 - acc1),
                 "flipped": int(ws.predictions[card]) == target,
@@ -115,7 +116,7 @@ def run_edits(loaded, ctl, n_edits: int, seed: int) -> list[dict]:
         r = rows[-1]
         print(
             f"  card {card:4d} -> {target}: drop->tween {r['latency']:.2f} s (job {r['job']:.2f}: train "
-            f"{r['train']:.2f} in {r['steps']} steps, layout {r['layout']:.2f}), gap {1000 * r['gap']:.1f} ms, acc loss "
+            f"{r['train']:.2f} in {r['steps']} steps, layout {r['layout']:.2f}, {r['moved']} cards moved), gap {1000 * r['gap']:.1f} ms, acc loss "
             f"{r['acc_loss']:+.2f} pt, flipped {r['flipped']}, nearest target {r['nearest_target']}, "
             f"10-NN kept {r['kept']:.3f}",
             flush=True,
