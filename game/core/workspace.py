@@ -49,6 +49,10 @@ class Workspace:
     feature_layer: str = ""
     card_state: np.ndarray = field(default=None)  # type: ignore[assignment]
     selected: int = -1
+    # The clusters drops are judged against: the layout the network (or the switched-to layer)
+    # gave, without the cards the person has dragged since. Set by the same events that set a
+    # layout, so the drop preview and the learning side read the same geometry.
+    cluster_positions: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -58,11 +62,23 @@ class Workspace:
         if self.card_state is None:
             self.card_state = np.zeros(n, dtype=np.int8)
         self.positions = np.asarray(self.positions, dtype=np.float32).copy()
-        for name in ("labels", "top5_classes", "top5_scores", "features", "positions", "is_train"):
+        if self.cluster_positions is None:
+            self.cluster_positions = self.positions.copy()
+        self.cluster_positions = np.asarray(self.cluster_positions, dtype=np.float32).copy()
+        for name in (
+            "labels",
+            "top5_classes",
+            "top5_scores",
+            "features",
+            "positions",
+            "is_train",
+            "cluster_positions",
+        ):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"workspace {name} has {len(getattr(self, name))} rows, images have {n}")
         if len(self.sources) != n:
             raise ValueError(f"workspace sources has {len(self.sources)} rows, images have {n}")
+        self.cluster_revision = 0  # bumped whenever cluster_positions or labels change (cache key)
         self._queue: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
         self._listeners: list[Listener] = []
 
@@ -83,6 +99,7 @@ class Workspace:
             feature_layer=self.feature_layer,
             card_state=self.card_state.copy(),
             selected=self.selected,
+            cluster_positions=self.cluster_positions.copy(),
         )
 
     # --- derived views ---------------------------------------------------------------------
@@ -115,6 +132,10 @@ class Workspace:
         d = np.where(np.isnan(d), np.inf, d)
         k = int(np.argmin(d))
         return k, float(d[k])
+
+    def cluster_centroids(self) -> np.ndarray:
+        """Centroids of the clusters drops are judged against (``cluster_positions``)."""
+        return class_centroids(self.cluster_positions, self.labels, self.n_classes)
 
     def drop_event(self, card: int, position: np.ndarray, hand: str = "mouse") -> ev.CardDropped:
         """The ``CardDropped`` for ``card`` released at ``position``, naming the nearest centroid
@@ -185,16 +206,22 @@ class Workspace:
         self.top5_scores = np.asarray(e.top5_scores)
         self.features = np.asarray(e.features)
         self.positions = np.asarray(e.positions, dtype=np.float32).copy()
+        self.cluster_positions = self.positions.copy()
+        self.cluster_revision += 1
         edited = self.labels != self.original_labels
         self.card_state = np.where(edited, CARD_EDITED, CARD_NORMAL).astype(np.int8)
 
     def _on_positions(self, e: ev.PositionsChanged) -> None:
         self.positions = np.asarray(e.positions, dtype=np.float32).copy()
+        self.cluster_positions = self.positions.copy()
+        self.cluster_revision += 1
 
     def _on_layer(self, e: ev.LayerChanged) -> None:
         self.feature_layer = e.layer
         self.features = np.asarray(e.features)
         self.positions = np.asarray(e.positions, dtype=np.float32).copy()
+        self.cluster_positions = self.positions.copy()
+        self.cluster_revision += 1
 
     def _on_add(self, e: ev.CardAdded) -> None:
         image = np.asarray(e.image, dtype=np.uint8)
@@ -209,6 +236,10 @@ class Workspace:
             [self.features, np.asarray(e.feature, dtype=self.features.dtype)[None]]
         )
         self.positions = np.concatenate([self.positions, np.asarray([e.position], dtype=np.float32)])
+        self.cluster_positions = np.concatenate(
+            [self.cluster_positions, np.asarray([e.position], dtype=np.float32)]
+        )
+        self.cluster_revision += 1
         self.is_train = np.append(self.is_train, False)
         self.card_state = np.append(self.card_state, np.int8(CARD_NORMAL))
         self.sources.append(e.source or f"added:{len(self.sources)}")

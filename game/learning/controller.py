@@ -32,7 +32,7 @@ import numpy as np
 
 from game.core import events as ev
 from game.core.worker import Job, Worker
-from game.learning.edits import interpret_drop, is_trainable
+from game.learning.edits import DropJudge, is_trainable
 from game.learning.finetune import (
     FineTuneCancelled,
     FineTuneRequest,
@@ -84,6 +84,7 @@ class FineTuneController:
         self.train_fn = train_fn
         self.on_checkpoint = on_checkpoint
         self.config = loaded.scene.learning
+        self.judge = DropJudge(self.config)  # what a drop means; the drop preview asks the same
         self.pending: dict[int, ev.EditQueued] = {}
         self.results: list[FineTuneResult] = []  # every applied job's result, oldest first
         self.failures: list[str] = []
@@ -172,13 +173,9 @@ class FineTuneController:
 
     def _on_event(self, event: ev.Event, workspace: Any) -> None:
         if isinstance(event, ev.CardDropped):
-            # Judge the drop on the clusters the person sees: the model's layout, or the layer
-            # they switched to.
-            reference = self._display_positions
-            if reference is None:
-                reference = self.history.current.layout.positions
-            edit = interpret_drop(event, workspace, self.config, reference_positions=reference)
-            workspace.post(edit)
+            # Judged on the clusters the person sees (the workspace's cluster_positions: the
+            # model's layout or the layer switched to) by the same judge the drop preview asks.
+            workspace.post(self.judge.judge_drop(event, workspace))
         elif isinstance(event, ev.CardAdded):
             self._follow_added_cards()
         elif isinstance(event, ev.LayerChanged):

@@ -79,12 +79,13 @@ def interpret_drop(
 ) -> EditQueued:
     """Turn a ``CardDropped`` into the ``EditQueued`` it means.
 
-    ``reference_positions`` are the positions the clusters are measured on (the current model's
-    layout); by default the workspace's positions. The dropped card itself is left out.
+    ``reference_positions`` are the positions the clusters are measured on; by default the
+    workspace's ``cluster_positions`` (the current model's layout, or the layer switched to). The
+    dropped card itself is left out.
     """
     if not 0 <= drop.card < workspace.n_cards:
         raise ValueError(f"dropped card {drop.card} is not one of the {workspace.n_cards} cards")
-    positions = workspace.positions if reference_positions is None else reference_positions
+    positions = workspace.cluster_positions if reference_positions is None else reference_positions
     centroids, radii = cluster_geometry(
         positions, workspace.labels, workspace.n_classes, config.cluster_percentile, exclude=drop.card
     )
@@ -101,3 +102,87 @@ def is_trainable(edit: EditQueued, config: LearningConfig) -> bool:
 def target_label(edit: EditQueued) -> int:
     """The label an edit trains towards (unsure edits keep the old one)."""
     return edit.new_label if edit.action != UNSURE else edit.old_label
+
+
+class DropJudge:
+    """What releasing a carried card would mean, asked every frame while it is carried.
+
+    The drop preview (desktop and VR) and the fine-tune controller both go through ``judge``, so
+    what the person is shown before letting go is exactly what is trained. The cluster geometry
+    without the carried card is cached per card and layout, so a frame's question costs one
+    distance per class.
+    """
+
+    def __init__(self, config: LearningConfig) -> None:
+        self.config = config
+        self._key: tuple | None = None
+        self._geometry: tuple[np.ndarray, np.ndarray] | None = None
+
+    def geometry(self, workspace: Workspace, card: int) -> tuple[np.ndarray, np.ndarray]:
+        """Centroids and radii of every class, measured on ``workspace.cluster_positions``
+        without ``card``."""
+        ref = workspace.cluster_positions
+        key = (id(workspace), int(card), workspace.cluster_revision, workspace.n_cards)
+        if key != self._key or self._geometry is None:
+            self._geometry = cluster_geometry(
+                ref, workspace.labels, workspace.n_classes, self.config.cluster_percentile, exclude=card
+            )
+            self._key = key
+        return self._geometry
+
+    def judge(self, workspace: Workspace, card: int, position) -> EditQueued:
+        """The edit a release of ``card`` at ``position`` means."""
+        if not 0 <= card < workspace.n_cards:
+            raise ValueError(f"dropped card {card} is not one of the {workspace.n_cards} cards")
+        centroids, radii = self.geometry(workspace, card)
+        return interpret(
+            card, np.asarray(position), int(workspace.labels[card]), centroids, radii, self.config
+        )
+
+    def judge_drop(self, drop: CardDropped, workspace: Workspace) -> EditQueued:
+        return self.judge(workspace, drop.card, drop.position)
+
+    def cluster_on_ray(
+        self, workspace: Workspace, card: int, origin, direction
+    ) -> tuple[int, np.ndarray] | None:
+        """The cluster the person points at, and where on the ray to put the card inside it.
+
+        A cluster is under the ray when the ray passes within the distance that still counts as
+        "in" it (``unsure_factor`` times its radius); of several, the one the ray passes most
+        centrally (relative to its radius) wins, so a small cluster in front of a big one can
+        still be hit. The point is the ray's closest approach to the centroid: on screen the card
+        stays under the cursor, in depth it lands inside the cluster as drawn. ``None`` when the
+        ray meets no cluster (the caller keeps the card on its drag plane).
+        """
+        centroids, radii = self.geometry(workspace, card)
+        o = np.asarray(origin, dtype=np.float64).reshape(3)
+        d = np.asarray(direction, dtype=np.float64).reshape(3)
+        d = d / max(float(np.linalg.norm(d)), 1e-12)
+        c = centroids.astype(np.float64)
+        valid = np.isfinite(c).all(axis=1) & (radii > 0)
+        if not valid.any():
+            return None
+        v = np.where(valid[:, None], c - o[None, :], 0.0)
+        t = v @ d
+        perp = np.linalg.norm(v - t[:, None] * d[None, :], axis=1)
+        reach = self.config.unsure_factor * np.maximum(radii.astype(np.float64), 1e-9)
+        inside = valid & (t > 0) & (perp <= reach)
+        if not inside.any():
+            return None
+        score = np.where(inside, perp / reach, np.inf)
+        k = int(np.argmin(score))
+        return k, (o + d * t[k]).astype(np.float32)
+
+
+def describe_edit(edit: EditQueued, class_names: list[str]) -> str:
+    """One line telling what a release does, e.g. ``release: relabel 7 → 2``."""
+
+    def name(k: int) -> str:
+        return class_names[k] if 0 <= k < len(class_names) else str(k)
+
+    if edit.action == RELABEL:
+        times = f" (×{edit.repeats})" if edit.repeats > 1 else ""
+        return f"release: relabel {name(edit.old_label)} → {name(edit.new_label)}{times}"
+    if edit.action == REINFORCE:
+        return f"release: reinforce {name(edit.old_label)} ×{edit.repeats}"
+    return "release: unsure (far from every cluster)"
