@@ -1,6 +1,7 @@
 """Write docs/scenes.md from the scene dataclasses, so the reference never drifts from the code.
 
-Each field's explanation is the comment after it in ``game/core/scene.py``.
+Each field's explanation is its ``setting(..., doc=...)`` or the comment after it in
+``game/core/scene.py``; the allowed values come from its declared ``Range`` (``game/core/ranges.py``).
 
     .venv/bin/python scripts/make_scene_docs.py          # rewrite docs/scenes.md
     .venv/bin/python scripts/make_scene_docs.py --check  # exit 1 if it is out of date (tests do)
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from game.core import scene as scene_module  # noqa: E402
+from game.core.ranges import range_of  # noqa: E402
 
 DOC = ROOT / "docs" / "scenes.md"
 
@@ -36,14 +38,27 @@ def field_comments() -> dict[tuple[str, str], str]:
     return comments
 
 
+def allowed(f: dataclasses.Field, value: object) -> str:
+    """The declared range in words (types without one: any text, true/false)."""
+    rule = range_of(f)
+    if rule is not None:
+        return rule.describe().replace("<=", "≤").replace("|", "\\|")
+    if isinstance(value, bool):
+        return "true, false"
+    if isinstance(value, str):
+        return "text"
+    return ""
+
+
 def render() -> str:
     comments = field_comments()
     lines = [
         "# Scene settings",
         "",
         "A scene preset is a TOML file in `scenes/`; `scenes/digits.toml` is the embedded default.",
-        "Every key is optional (the default below applies); an unknown table or key, or a value of",
-        "the wrong type, is an error that names it. Relative paths are relative to the scene file.",
+        "Every key is optional (the default below applies); an unknown table or key, a value of the",
+        "wrong type, or one outside its allowed range (every number must also be finite) is an error",
+        "that names the key, the value and the range. Relative paths are relative to the scene file.",
         "",
         "This page is generated from `game/core/scene.py` by `scripts/make_scene_docs.py`.",
     ]
@@ -57,12 +72,12 @@ def render() -> str:
         doc = (cls.__doc__ or "").strip()
         if doc and not doc.startswith(cls.__name__ + "("):
             lines += [doc, ""]
-        lines += ["| key | default | meaning |", "| --- | --- | --- |"]
+        lines += ["| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
         for sub in dataclasses.fields(cls):
             value = getattr(section, sub.name)
             shown = repr(value).replace("'", '"').replace("True", "true").replace("False", "false")
-            meaning = comments.get((cls.__name__, sub.name), "")
-            lines.append(f"| `{sub.name}` | `{shown}` | {meaning} |")
+            meaning = sub.metadata.get("doc") or comments.get((cls.__name__, sub.name), "")
+            lines.append(f"| `{sub.name}` | `{shown}` | {allowed(sub, value)} | {meaning} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,13 +1,16 @@
 """Scene presets: one TOML file names the dataset, network, layer, layout and learning settings.
 
 Each TOML table maps to one dataclass below, and each key to one field. Loading is strict: an
-unknown table or key, or a value of the wrong type, is a ``SceneError`` that names it, because a
-typo that silently falls back to a default costs a researcher an afternoon.
+unknown table or key, a value of the wrong type, or one outside the field's declared range
+(``setting(default, ge=..., le=...)``, see ``game/core/ranges.py``) is a ``SceneError`` that names
+the key, the value and what is allowed, because a typo that silently falls back to a default (or a
+NaN that silently becomes all-NaN positions) costs a researcher an afternoon.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -16,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from game.core.errors import UserError
+from game.core.ranges import Range, range_of, setting
 
 SCENES_DIR = Path(__file__).resolve().parents[2] / "scenes"
 DEFAULT_SCENE = SCENES_DIR / "digits.toml"
+SEED_MAX = 2**32 - 1  # numpy and scikit-learn accept seeds up to this
 
 
 class SceneError(UserError, ValueError):
@@ -34,78 +39,143 @@ class SceneInfo:
 
 @dataclass
 class DatasetConfig:
-    kind: str = "digits"  # "digits" (embedded default) or "folder"
+    kind: str = setting("digits", choices=("digits", "folder"), doc='"digits" (embedded default) or "folder"')
     path: str = ""  # folder with one subfolder per class (kind = "folder")
     labels_csv: str = ""  # optional CSV of path,label (relative paths are relative to ``path``)
-    image_size: int = 0  # resize to a square of this side; 0 keeps the network's default
-    max_pixels: int = 40_000_000  # larger images are skipped as oversized
-    max_images: int = 0  # 0 = all
-    heldout_fraction: float = 0.2  # cards kept out of training, used to measure accuracy
-    seed: int = 0  # seeds the held-out split and the max_images sample
+    labels_outside: bool = False  # allow labels CSV paths outside ``path`` (refused by default)
+    image_size: int = setting(
+        0, ge=8, le=1024, also=(0,), doc="resize to a square of this side; 0 keeps the network's default"
+    )
+    max_pixels: int = setting(40_000_000, ge=1, le=10**12, doc="larger images are skipped as oversized")
+    max_images: int = setting(0, ge=0, le=10**9, aliases=(("all", 0),), doc="0 = all")
+    heldout_fraction: float = setting(
+        0.2, ge=0.0, lt=1.0, doc="cards kept out of training, used to measure accuracy"
+    )
+    seed: int = setting(0, ge=0, le=SEED_MAX, doc="seeds the held-out split and the max_images sample")
 
 
 @dataclass
 class NetworkConfig:
-    arch: str = "small_cnn"  # "small_cnn", "alexnet", or "torchvision:NAME"
+    arch: str = setting(
+        "small_cnn",
+        choices=("small_cnn", "alexnet"),
+        prefixes=("torchvision:",),
+        doc='"small_cnn", "alexnet", or "torchvision:NAME"',
+    )
     weights: str = ""  # .safetensors or torch state dict; empty: train (small_cnn) or random
     feature_layer: str = ""  # module name; empty: the penultimate layer (fc7 for AlexNet)
-    train_epochs: int = 12  # for training the small CNN at first use
-    seed: int = 0  # seeds the small CNN's initial weights and batch order
-    batch_size: int = 256  # images per batch when computing features and top-5
+    train_epochs: int = setting(12, ge=1, le=10_000, doc="for training the small CNN at first use")
+    seed: int = setting(0, ge=0, le=SEED_MAX, doc="seeds the small CNN's initial weights and batch order")
+    batch_size: int = setting(256, ge=1, le=65_536, doc="images per batch when computing features and top-5")
 
 
 @dataclass
 class LayoutConfig:
-    pca_dims: int = 50  # PCA dimensions before t-SNE (fewer when features have fewer)
-    perplexity: float = 50.0  # t-SNE perplexity (about the number of neighbours each card keeps)
-    early_iterations: int = 100  # t-SNE iterations with early exaggeration 12
-    iterations: int = 250  # t-SNE iterations after the early phase
-    update_iterations: int = 100  # iterations of a warm-started update (layer switch, scripts)
-    theta: float = 0.5  # Barnes-Hut accuracy (lower: slower and more exact)
-    seed: int = 0  # seeds PCA, the neighbour search and t-SNE
-    volume: list[float] = field(default_factory=lambda: [4.0, 4.0, 1.8])  # x, y, z extent in metres
-    floor_clearance: float = 0.5  # lowest card height above the floor, metres
+    pca_dims: int = setting(
+        50, ge=2, le=10_000, doc="PCA dimensions before t-SNE (fewer when features have fewer)"
+    )
+    perplexity: float = setting(
+        50.0, gt=0.0, le=10_000.0, doc="t-SNE perplexity (about the number of neighbours each card keeps)"
+    )
+    early_iterations: int = setting(100, ge=0, le=100_000, doc="t-SNE iterations with early exaggeration 12")
+    iterations: int = setting(250, ge=0, le=100_000, doc="t-SNE iterations after the early phase")
+    update_iterations: int = setting(
+        100, ge=0, le=100_000, doc="iterations of a warm-started update (layer switch, scripts)"
+    )
+    theta: float = setting(0.5, ge=0.0, le=1.0, doc="Barnes-Hut accuracy (lower: slower and more exact)")
+    seed: int = setting(0, ge=0, le=SEED_MAX, doc="seeds PCA, the neighbour search and t-SNE")
+    volume: list[float] = setting(
+        [4.0, 4.0, 1.8], gt=0.0, le=1000.0, length=3, doc="x, y, z extent in metres"
+    )
+    floor_clearance: float = setting(0.5, ge=0.0, le=100.0, doc="lowest card height above the floor, metres")
 
 
 @dataclass
 class LearningConfig:
-    cluster_percentile: float = 90.0  # R_c: this percentile of a class's distances to its centroid
-    unsure_factor: float = 1.5  # beyond unsure_factor * R_c of every centroid: "unsure"
+    cluster_percentile: float = setting(
+        90.0, gt=0.0, le=100.0, doc="R_c: this percentile of a class's distances to its centroid"
+    )
+    unsure_factor: float = setting(
+        1.5, ge=1.0, le=100.0, doc='beyond unsure_factor * R_c of every centroid: "unsure"'
+    )
     train_unsure: bool = False  # also re-train cards dropped far from every cluster
-    r_max: int = 8  # repeats of an image dropped at its own centroid
-    delay_seconds: float = 0.15  # a job starts this long after the last drop
-    replay_samples: int = 256  # unedited training images sampled for replay per job
-    max_steps: int = 60  # training steps at most per job (stops early once edits are learned)
-    learning_rate: float = 0.001  # optimiser learning rate
-    feature_weight: float = 1.0  # weight of the feature-space pull toward the drop's neighbours
-    neighbours: int = 10  # k: cards around the drop (and the old place) that define the pull
+    r_max: int = setting(8, ge=1, le=1000, doc="repeats of an image dropped at its own centroid")
+    delay_seconds: float = setting(0.15, ge=0.0, le=3600.0, doc="a job starts this long after the last drop")
+    replay_samples: int = setting(
+        256, ge=0, le=10_000_000, doc="unedited training images sampled for replay per job"
+    )
+    max_steps: int = setting(
+        60, ge=1, le=1_000_000, doc="training steps at most per job (stops early once edits are learned)"
+    )
+    learning_rate: float = setting(0.001, gt=0.0, le=100.0, doc="optimiser learning rate")
+    feature_weight: float = setting(
+        1.0, ge=0.0, le=1e6, doc="weight of the feature-space pull toward the drop's neighbours"
+    )
+    neighbours: int = setting(
+        10, ge=1, le=10_000, doc="k: cards around the drop (and the old place) that define the pull"
+    )
     full_finetune: bool = False  # train every layer (false: the classifier head only, stem cached)
-    torch_threads: int = 1  # torch threads of a job (the frame loop keeps the other core)
+    torch_threads: int = setting(
+        1, ge=1, le=1024, doc="torch threads of a job (the frame loop keeps the other core)"
+    )
     job_process: bool = True  # run fine-tune jobs in a persistent child process (frame loop keeps the GIL)
-    job_nice: int = 5  # the job process's niceness (higher: the frame loop wins the CPU, jobs take longer)
-    head_layers: int = 2  # head-only fine-tune trains this many trailing Linear layers
-    replay_batch: int = 64  # replayed (unedited) images per training step
-    min_steps: int = 1  # train at least this many steps before stopping early
-    feature_margin: float = 0.5  # triplet margin (in feature-spread units) for relabels
-    preserve_weight: float = 1.0  # keeps unedited cards' features (and so the layout) in place
-    edit_step: float = 0.15  # head-only: fraction of the way one step moves an edited image
-    protect_neighbours: int = 0  # head-only: look-alikes of an edited image held still (0: off)
-    protect_weight: float = 1.0  # how firmly (relative to the whole dataset)
-    layout_iterations: int = 40  # t-SNE iterations of the re-layout after a job
-    relayout: str = "local"  # "local": only edited cards and those whose neighbours changed move; "full": all
-    relayout_keep: float = 0.5  # local: a card moves when it kept fewer of its 10 feature neighbours
+    job_nice: int = setting(
+        5,
+        ge=0,
+        le=19,
+        doc="the job process's niceness (higher: the frame loop wins the CPU, jobs take longer)",
+    )
+    head_layers: int = setting(
+        2, ge=1, le=1000, doc="head-only fine-tune trains this many trailing Linear layers"
+    )
+    replay_batch: int = setting(64, ge=1, le=1_000_000, doc="replayed (unedited) images per training step")
+    min_steps: int = setting(
+        1, ge=0, le=1_000_000, doc="train at least this many steps before stopping early"
+    )
+    feature_margin: float = setting(
+        0.5, ge=0.0, le=1e6, doc="triplet margin (in feature-spread units) for relabels"
+    )
+    preserve_weight: float = setting(
+        1.0, ge=0.0, le=1e6, doc="keeps unedited cards' features (and so the layout) in place"
+    )
+    edit_step: float = setting(
+        0.15, gt=0.0, le=1.0, doc="head-only: fraction of the way one step moves an edited image"
+    )
+    protect_neighbours: int = setting(
+        0, ge=0, le=10_000, doc="head-only: look-alikes of an edited image held still (0: off)"
+    )
+    protect_weight: float = setting(1.0, ge=0.0, le=1e6, doc="how firmly (relative to the whole dataset)")
+    layout_iterations: int = setting(
+        40, ge=0, le=100_000, doc="t-SNE iterations of the re-layout after a job"
+    )
+    relayout: str = setting(
+        "local",
+        choices=("local", "full"),
+        doc='"local": only edited cards and those whose neighbours changed move; "full": all',
+    )
+    relayout_keep: float = setting(
+        0.5, ge=0.0, le=1.0, doc="local: a card moves when it kept fewer of its 10 feature neighbours"
+    )
     anchor_edits: bool = True  # full re-layout: start edited cards at their drop positions
-    exact_affinities_below: int = 3000  # exact t-SNE affinities for fewer cards (faster than annoy)
-    seed: int = 0  # seeds replay sampling (a job's seed is this plus its version)
+    exact_affinities_below: int = setting(
+        3000, ge=0, le=10_000_000, doc="exact t-SNE affinities for fewer cards (faster than annoy)"
+    )
+    seed: int = setting(
+        0, ge=0, le=SEED_MAX, doc="seeds replay sampling (a job's seed is this plus its version)"
+    )
     checkpoint_dir: str = ""  # also write every model version here (empty: memory only)
 
 
 @dataclass
 class WorldConfig:
-    card_size: float = 0.08  # metres
-    tween_seconds: float = 1.0  # how long cards glide to new places (ease in/out)
-    move_speed: float = 2.0  # metres per second
-    background: list[float] = field(default_factory=lambda: [0.08, 0.09, 0.11])  # RGB of the sky, 0..1
+    card_size: float = setting(0.08, gt=0.0, le=100.0, doc="metres")
+    tween_seconds: float = setting(
+        1.0, ge=0.0, le=3600.0, doc="how long cards glide to new places (ease in/out)"
+    )
+    move_speed: float = setting(2.0, gt=0.0, le=10_000.0, doc="metres per second")
+    background: list[float] = setting(
+        [0.08, 0.09, 0.11], ge=0.0, le=1.0, length=3, doc="RGB of the sky, 0..1"
+    )
 
 
 @dataclass
@@ -136,8 +206,7 @@ class Scene:
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Scene) if f.name != "source"}
 
 
-def _check_value(where: str, value: Any, annotation: Any) -> Any:
-    hint = annotation
+def _check_type(where: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -151,20 +220,45 @@ def _check_value(where: str, value: Any, annotation: Any) -> Any:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
             raise SceneError(f"{where}: expected a list, got {type(value).__name__}")
-        return [_check_value(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
+        return [_check_type(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(hint):
             try:
-                return _check_value(where, value, option)
+                return _check_type(where, value, option)
             except SceneError:
                 continue
         raise SceneError(f"{where}: value {value!r} has the wrong type")
     return value
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_setting(where: str, value: Any, hint: Any, rule: Range | None) -> Any:
+    """One scene value checked against its declared type and range; returns the value to store."""
+    if rule is not None:
+        for word, meant in rule.aliases:
+            if value == word:
+                return meant
+    value = _check_type(where, value, hint)
+    items = value if isinstance(value, list) else [value]
+    if rule is not None and rule.length is not None and len(items) != rule.length:
+        raise SceneError(f"{where} = {_shown(value)}: expected {rule.describe()}")
+    for item in items:
+        finite = not isinstance(item, float) or math.isfinite(item)
+        if not finite or (rule is not None and not rule.accepts(item)):
+            allowed = rule.describe() if rule is not None else "a finite number"
+            raise SceneError(f"{where} = {_shown(value)} is out of range (allowed: {allowed})")
+    return value
+
+
 def scene_from_dict(data: dict[str, Any], source: str = "") -> Scene:
-    """Build a validated Scene from parsed TOML."""
+    """Build a validated Scene from parsed TOML (or a session's recorded scene)."""
     label = source or "scene"
+    if not isinstance(data, dict):
+        raise SceneError(f"{label}: a scene must be a table of tables, got {type(data).__name__}")
     scene = Scene(source=source)
     for section, values in data.items():
         if section not in _SECTIONS:
@@ -173,78 +267,41 @@ def scene_from_dict(data: dict[str, Any], source: str = "") -> Scene:
             raise SceneError(f"{label}: [{section}] must be a table")
         target = getattr(scene, section)
         hints = typing.get_type_hints(type(target))
+        rules = {f.name: range_of(f) for f in dataclasses.fields(target)}
         for key, value in values.items():
             if key not in hints:
                 known = ", ".join(hints)
                 raise SceneError(f"{label}: unknown key {section}.{key} (known: {known})")
-            setattr(target, key, _check_value(f"{label}: {section}.{key}", value, hints[key]))
+            checked = check_setting(f"{label}: {section}.{key}", value, hints[key], rules.get(key))
+            setattr(target, key, checked)
     _validate(scene, label)
     return scene
 
 
 def _validate(scene: Scene, label: str) -> None:
-    def bad(key: str, why: str) -> None:
-        raise SceneError(f"{label}: {key} {why}")
-
-    if scene.dataset.kind not in ("digits", "folder"):
-        bad("dataset.kind", f"must be 'digits' or 'folder', not {scene.dataset.kind!r}")
+    """Rules that tie two settings together (single values are checked by their ``Range``)."""
     if scene.dataset.kind == "folder" and not scene.dataset.path:
-        bad("dataset.path", "is required when dataset.kind = 'folder'")
-    if not 0.0 <= scene.dataset.heldout_fraction < 1.0:
-        bad("dataset.heldout_fraction", "must be in [0, 1)")
-    arch = scene.network.arch
-    if arch not in ("small_cnn", "alexnet") and not arch.startswith("torchvision:"):
-        bad("network.arch", f"must be 'small_cnn', 'alexnet' or 'torchvision:NAME', not {arch!r}")
-    if scene.layout.pca_dims < 2:
-        bad("layout.pca_dims", "must be at least 2")
-    if scene.layout.perplexity <= 0:
-        bad("layout.perplexity", "must be positive")
-    for key in ("early_iterations", "iterations", "update_iterations"):
-        if getattr(scene.layout, key) < 0:
-            bad(f"layout.{key}", "must not be negative")
-    if scene.network.batch_size < 1:
-        bad("network.batch_size", "must be at least 1")
-    if scene.learning.layout_iterations < 0:
-        bad("learning.layout_iterations", "must not be negative")
-    if scene.learning.relayout not in ("local", "full"):
-        bad("learning.relayout", f"must be 'local' or 'full', not {scene.learning.relayout!r}")
-    if not 0.0 <= scene.learning.relayout_keep <= 1.0:
-        bad("learning.relayout_keep", "must be in [0, 1]")
-    if len(scene.layout.volume) != 3 or min(scene.layout.volume) <= 0:
-        bad("layout.volume", "must be three positive numbers (x, y, z metres)")
-    if scene.learning.r_max < 1:
-        bad("learning.r_max", "must be at least 1")
-    if not 0 <= scene.learning.job_nice <= 19:
-        bad("learning.job_nice", "must be in 0..19")
-    if not 0 < scene.learning.cluster_percentile <= 100:
-        bad("learning.cluster_percentile", "must be in (0, 100]")
-    if scene.learning.unsure_factor < 1.0:
-        bad("learning.unsure_factor", "must be at least 1")
-    if scene.learning.delay_seconds < 0:
-        bad("learning.delay_seconds", "must not be negative")
-    if scene.learning.max_steps < 1 or scene.learning.min_steps < 0:
-        bad("learning.max_steps", "must be at least 1 (and min_steps not negative)")
-    if scene.learning.learning_rate <= 0:
-        bad("learning.learning_rate", "must be positive")
-    if scene.learning.head_layers < 1:
-        bad("learning.head_layers", "must be at least 1")
-    if scene.learning.neighbours < 1:
-        bad("learning.neighbours", "must be at least 1")
-    if scene.world.card_size <= 0:
-        bad("world.card_size", "must be positive")
-    if scene.world.tween_seconds < 0:
-        bad("world.tween_seconds", "must not be negative")
+        raise SceneError(f"{label}: dataset.path is required when dataset.kind = 'folder'")
+    if scene.learning.min_steps > scene.learning.max_steps:
+        raise SceneError(
+            f"{label}: learning.min_steps = {scene.learning.min_steps} is out of range "
+            f"(allowed: at most learning.max_steps = {scene.learning.max_steps})"
+        )
 
 
 def load_scene(path: str | Path | None = None) -> Scene:
     """Load and validate a scene file (the embedded default when ``path`` is None)."""
     p = Path(path) if path is not None else DEFAULT_SCENE
+    if p.is_dir():
+        raise SceneError(f"scene path is a folder, not a scene file: {p}")
     if not p.is_file():
         raise SceneError(f"scene file not found: {p}")
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SceneError(f"{p}: not a valid TOML file: {exc}") from None
+    except OSError as exc:
+        raise SceneError(f"cannot read scene file {p}: {exc.strerror or exc}") from None
     return scene_from_dict(data, source=str(p.resolve()))
 
 

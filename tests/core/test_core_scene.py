@@ -1,8 +1,14 @@
+import dataclasses
+import math
+import typing
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from game.core.scene import SceneError, list_scenes, load_scene, scene_from_dict
+from game.core.ranges import range_of
+from game.core.scene import Scene, SceneError, list_scenes, load_scene, scene_from_dict
 
 
 def test_default_scene_loads():
@@ -87,3 +93,123 @@ def test_scene_reference_is_up_to_date():
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# --- declared ranges (issue 14): every value either loads in range or is a one-line error ---------
+
+
+def _fields() -> list[tuple[str, str, object, object]]:
+    """(section, key, type hint, Range) of every scene setting."""
+    out = []
+    for section in dataclasses.fields(Scene):
+        if section.name == "source":
+            continue
+        cls = type(getattr(Scene(), section.name))
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            out.append((section.name, f.name, hints[f.name], range_of(f)))
+    return out
+
+
+FIELDS = _fields()
+
+
+def test_every_number_has_a_declared_range():
+    missing = [
+        f"{s}.{k}"
+        for s, k, hint, rule in FIELDS
+        if (hint in (int, float) or typing.get_origin(hint) is list) and rule is None
+    ]
+    assert not missing, f"declare a range with setting(...): {missing}"
+
+
+_numbers = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=-3, max_value=3000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-2.0, max_value=2.0),
+)
+_values = st.one_of(
+    _numbers,
+    st.booleans(),
+    st.text(max_size=12),
+    st.sampled_from(["digits", "folder", "all", "local", "full", "alexnet", "torchvision:resnet18"]),
+    st.lists(_numbers, max_size=4),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    picks=st.lists(st.tuples(st.sampled_from(range(len(FIELDS))), _values), min_size=1, max_size=4),
+    data_path=st.booleans(),
+)
+def test_random_values_load_in_range_or_name_the_key(picks, data_path):
+    table: dict[str, dict] = {}
+    for i, value in picks:
+        section, key, _, _ = FIELDS[i]
+        table.setdefault(section, {})[key] = value
+    if data_path:
+        table.setdefault("dataset", {}).setdefault("path", "imgs")
+    try:
+        scene = scene_from_dict(table, source="s.toml")
+    except SceneError as exc:
+        text = str(exc)
+        assert "\n" not in text
+        assert text.startswith("s.toml: ")
+        named = [f"{s}.{k}" for s, k, _, _ in FIELDS if s in table and k in table[s]]
+        assert any(name in text for name in named) or "dataset.path" in text, text
+        return
+    # Loaded: every number it holds is finite and inside its declared range.
+    for section, key, _, rule in FIELDS:
+        value = getattr(getattr(scene, section), key)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, float):
+                assert math.isfinite(item), (section, key, item)
+            if rule is not None:
+                assert rule.accepts(item), (section, key, item)
+        if rule is not None and rule.length is not None:
+            assert len(value) == rule.length
+
+
+@pytest.mark.parametrize(
+    "section,key,value",
+    [
+        ("dataset", "image_size", -5),
+        ("dataset", "image_size", 30000),
+        ("dataset", "seed", -1),
+        ("layout", "seed", -1),
+        ("layout", "perplexity", math.nan),
+        ("dataset", "max_images", -3),
+        ("layout", "volume", [math.nan, 1.0, 1.0]),
+        ("layout", "volume", [math.inf, 1.0, 1.0]),
+        ("layout", "theta", math.nan),
+        ("network", "train_epochs", -1),
+        ("learning", "learning_rate", math.nan),
+        ("world", "card_size", math.nan),
+        ("world", "background", [0.1, 0.2, 2.0]),
+    ],
+)
+def test_the_reported_bad_values_are_refused_naming_key_value_and_range(section, key, value):
+    with pytest.raises(SceneError) as info:
+        scene_from_dict({section: {key: value}}, source="s.toml")
+    text = str(info.value)
+    assert f"{section}.{key} = " in text and "allowed:" in text, text
+    assert repr(value)[:20] in text
+
+
+def test_max_images_accepts_all():
+    assert scene_from_dict({"dataset": {"max_images": "all"}}).dataset.max_images == 0
+    assert scene_from_dict({"dataset": {"max_images": 5}}).dataset.max_images == 5
+
+
+def test_bad_scene_file_is_one_line_on_the_command_line(tmp_path: Path, capsys):
+    from game.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[layout]\nperplexity = nan\n")
+    assert main(["project", "--scene", str(bad), "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("latent-reach: error: ") and "\n" not in err
+    assert "layout.perplexity = nan" in err and "allowed: 0 < x" in err
+    assert main(["project", "--scene", str(tmp_path), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "is a folder" in capsys.readouterr().err

@@ -1,0 +1,97 @@
+"""Declared ranges of settings: one ``Range`` per dataclass field, checked where values come in.
+
+A scene field is declared as ``name: int = setting(0, ge=0)``: the range lives in the field's
+metadata, so the type, the default and the allowed values are written once, next to each other,
+and the loader, the documentation and the property tests all read them from there. Every float must
+also be finite (TOML allows ``nan`` and ``inf``, and a NaN slips through every ``<``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+RANGE_KEY = "range"
+DOC_KEY = "doc"
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of one setting: bounds, a fixed set of choices, special values, a length."""
+
+    ge: float | None = None  # value >= ge
+    gt: float | None = None  # value > gt
+    le: float | None = None  # value <= le
+    lt: float | None = None  # value < lt
+    choices: tuple[Any, ...] = ()  # the value must be one of these (strings)
+    also: tuple[Any, ...] = ()  # special values allowed outside the bounds (0 = "off"/"all")
+    aliases: tuple[tuple[str, Any], ...] = ()  # words accepted for a value ("all" -> 0)
+    length: int | None = None  # lists: exactly this many items (each item obeys the bounds)
+    prefixes: tuple[str, ...] = ()  # strings starting with one of these are allowed too
+
+    def describe(self) -> str:
+        """The allowed values in words, as error messages and docs/scenes.md show them."""
+        if self.choices:
+            words = [repr(c).replace("'", '"') for c in self.choices]
+            words += [f'"{p}NAME"' for p in self.prefixes]
+            return "one of " + ", ".join(words)
+        parts = []
+        lo = (
+            f"{_num(self.ge)} <= "
+            if self.ge is not None
+            else (f"{_num(self.gt)} < " if self.gt is not None else "")
+        )
+        hi = (
+            f" <= {_num(self.le)}"
+            if self.le is not None
+            else (f" < {_num(self.lt)}" if self.lt is not None else "")
+        )
+        if lo or hi:
+            parts.append(f"{lo}x{hi}")
+        for v in self.also:
+            parts.append(repr(v).replace("'", '"'))
+        for word, value in self.aliases:
+            parts.append(f'"{word}" (= {value!r})')
+        text = " or ".join(parts) if parts else "any value"
+        if self.length is not None:
+            text = f"{self.length} numbers, each {text}"
+        return text
+
+    def accepts(self, value: Any) -> bool:
+        """Whether one (already type-checked) scalar value is allowed."""
+        if value in self.also and not isinstance(value, bool):
+            return True
+        if self.choices or self.prefixes:
+            return value in self.choices or (isinstance(value, str) and value.startswith(self.prefixes))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return True
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+
+def _num(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def setting(default: Any, *, doc: str = "", **rule: Any) -> Any:
+    """A dataclass field with ``default`` (lists are copied per instance), its ``Range`` and doc.
+
+    ``doc`` is the one-line meaning docs/scenes.md shows (fields without ``setting`` keep theirs
+    in the comment after them).
+    """
+    meta = {RANGE_KEY: Range(**rule), DOC_KEY: doc}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def range_of(f: Any) -> Range | None:
+    """The ``Range`` declared on a dataclass field (None when it has none)."""
+    return f.metadata.get(RANGE_KEY)
