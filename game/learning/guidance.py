@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -94,6 +95,18 @@ def cross_validated_probabilities(
     return probs
 
 
+def _neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and indices of each row's ``k`` nearest other rows, nearest first."""
+    dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
+    return dist[:, 1:], idx[:, 1:]  # drop each card itself
+
+
+def _disagreement(dist: np.ndarray, idx: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    w = 1.0 / (dist + 1e-6 + np.median(dist[:, :1]))
+    differs = labels[idx] != labels[:, None]
+    return (w * differs).sum(1) / w.sum(1)
+
+
 def knn_disagreement(
     features: np.ndarray,
     labels: np.ndarray,
@@ -107,11 +120,48 @@ def knn_disagreement(
     k = min(neighbours, len(labels) - 1)
     if k < 1:
         return np.zeros(len(labels))
-    dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
-    dist, idx = dist[:, 1:], idx[:, 1:]  # drop each card itself
-    w = 1.0 / (dist + 1e-6 + np.median(dist[:, :1]))
-    differs = labels[idx] != labels[:, None]
-    return (w * differs).sum(1) / w.sum(1)
+    return _disagreement(*_neighbours(x, k), labels)
+
+
+@dataclass
+class Suspicion:
+    """The suspicion scores and the two views they came from, kept so a card's score can be
+    explained in words later (``explain_suspect``) without computing anything again."""
+
+    scores: np.ndarray  # (N,) float32 in [0, 1]
+    held_out: np.ndarray = field(repr=False)  # (N, C) cross-validated class probabilities
+    neighbours: np.ndarray = field(repr=False)  # (N, k) each card's nearest neighbours, nearest first
+
+
+def suspicion(
+    features: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    seed: int = 0,
+    folds: int = DEFAULT_FOLDS,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    pca_dims: int = DEFAULT_PCA_DIMS,
+    knn_weight: float = 0.5,
+) -> Suspicion:
+    """``suspicion_scores`` plus the held-out probabilities and neighbour lists behind them."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(features):
+        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+    n = len(labels)
+    k = min(neighbours, n - 1)
+    if n < 3 or k < 1:
+        return Suspicion(
+            np.zeros(n, dtype=np.float32),
+            np.full((n, n_classes), 1.0 / max(n_classes, 1)),
+            np.zeros((n, 0), dtype=np.int64),
+        )
+    x = _reduce(features, pca_dims, seed)
+    probs = cross_validated_probabilities(features, labels, n_classes, seed, folds, pca_dims, reduced=x)
+    doubt = 1.0 - probs[np.arange(n), labels]
+    dist, idx = _neighbours(x, k)
+    disagree = _disagreement(dist, idx, labels)
+    scores = ((1.0 - knn_weight) * doubt + knn_weight * disagree).astype(np.float32)
+    return Suspicion(scores, probs, idx)
 
 
 def suspicion_scores(
@@ -129,16 +179,83 @@ def suspicion_scores(
     The mean of the cross-validated doubt (1 - p(given label)) and the k-NN disagreement,
     ``knn_weight`` setting the share of the latter.
     """
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(labels) != len(features):
-        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
-    if len(labels) < 3:
-        return np.zeros(len(labels))
-    x = _reduce(features, pca_dims, seed)
-    probs = cross_validated_probabilities(features, labels, n_classes, seed, folds, pca_dims, reduced=x)
-    doubt = 1.0 - probs[np.arange(len(labels)), labels]
-    disagree = knn_disagreement(features, labels, neighbours, reduced=x)
-    return ((1.0 - knn_weight) * doubt + knn_weight * disagree).astype(np.float32)
+    return suspicion(features, labels, n_classes, seed, folds, neighbours, pca_dims, knn_weight).scores
+
+
+def _percent(p: float) -> str:
+    """72 %, 99.9 % (never a rounded-up "100 %" for a probability short of one)."""
+    x = 100.0 * float(p)
+    if 99.5 <= x < 100.0 or 0.0 < x < 0.5:
+        return f"{x:.1f} %"
+    return f"{x:.0f} %"
+
+
+def explain_suspect(
+    workspace,
+    card: int,
+    details: Suspicion | None = None,
+    seed: int = 0,
+) -> str:
+    """Why ``card``'s label is suspect, in one line a person can check by looking.
+
+    E.g. "labelled 3; 8 of its 10 look-alikes are 9; a classifier that never saw its label says
+    9 at 81 %; the network says 9 at 72 %". Look-alikes are the card's nearest neighbours in the
+    features the scores use; the held-out classifier is the cross-validated view. The network's
+    own top-1 is added last and, when it agrees with the given label on a training card, marked
+    as learnt: it was trained on that label, so its confidence says little (see the module
+    docstring). ``details``: the ``Suspicion`` the scores came from (computed here if None; the
+    game keeps the one from its last refresh so this costs nothing). Labels are read from the
+    workspace now, so a card relabelled since is described as it is.
+    """
+    ws = workspace
+    card = int(card)
+    if not 0 <= card < ws.n_cards:
+        raise IndexError(f"card {card} out of range 0..{ws.n_cards - 1}")
+    if details is None or len(details.scores) != ws.n_cards:
+        details = suspicion(ws.features, ws.labels, ws.n_classes, seed=seed)
+    names = list(ws.class_names)
+
+    def name(k: int) -> str:
+        return str(names[k]) if 0 <= k < len(names) else str(k)
+
+    label = int(ws.labels[card])
+    parts = [f"labelled {name(label)}"]
+    near = np.asarray(details.neighbours[card], dtype=np.int64)
+    if len(near):
+        counts = np.bincount(np.asarray(ws.labels)[near], minlength=ws.n_classes)
+        same = int(counts[label])
+        others = counts.copy()
+        others[label] = -1
+        other = int(np.argmax(others))
+        k = len(near)
+        if counts[other] <= 0:
+            parts.append(f"all {k} of its look-alikes are {name(label)} too")
+        else:
+            text = f"{int(counts[other])} of its {k} look-alikes are {name(other)}"
+            if same > counts[other]:
+                text += f" ({same} are {name(label)})"
+            elif same == 0:
+                text += f", none is {name(label)}"
+            parts.append(text)
+    held = np.asarray(details.held_out[card], dtype=np.float64)
+    if held.size and np.isfinite(held).all():
+        best = int(np.argmax(held))
+        lead = "a classifier that never saw its label"
+        if best != label:
+            text = (
+                f"{lead} says {name(best)} at {_percent(held[best])} ({name(label)}: {_percent(held[label])})"
+            )
+        elif held[label] < 0.75:
+            text = f"{lead} gives {name(label)} only {_percent(held[label])}"
+        else:
+            text = f"{lead} agrees ({name(label)} at {_percent(held[label])})"
+        parts.append(text)
+    predicted = int(ws.top5_classes[card][0])
+    text = f"the network says {name(predicted)} at {_percent(float(ws.top5_scores[card][0]))}"
+    if predicted == label and bool(ws.is_train[card]):
+        text += " (trained on this label)"
+    parts.append(text)
+    return "; ".join(parts)
 
 
 def ambiguity_scores(scores: np.ndarray) -> np.ndarray:
