@@ -66,7 +66,12 @@ class FrameState:
 
 @dataclass(frozen=True)
 class RuntimeEvent:
-    """Runtime events the app reacts to: ``quit``, ``dashboard_shown``, ``dashboard_hidden``."""
+    """Runtime events the app reacts to.
+
+    ``quit`` (SteamVR is closing: already acknowledged), ``dashboard_shown`` / ``dashboard_hidden``
+    (input goes to the system or comes back), ``ipd_changed`` (the eye transforms changed: the
+    renderer re-reads ``eye_to_head`` and ``projection``).
+    """
 
     kind: str
 
@@ -83,19 +88,25 @@ class RenderModelMesh:
     texture: np.ndarray | None = None  # (H, W, 4) uint8, first row = top of the image
 
 
-LOADING = "loading"  # render_model() while the runtime is still loading it
+LOADING = "loading"  # render_model() while the runtime is still loading it (or the device is not ready)
 
 
 @runtime_checkable
 class VRBackend(Protocol):
     """The calls the stereo renderer and the VR controls make, in the order they make them.
 
-    ``start`` raises ``VRUnavailable``. Per frame: ``wait_poses`` (blocks until the compositor
-    wants a frame; also reads actions), ``poll_events``, the world updates and draws, then
-    ``submit("left", id)`` and ``submit("right", id)`` with OpenGL texture ids.
+    ``probe`` (cheap, before the scene loads: is there a runtime and a headset?) and ``start``
+    (connects as a scene application: only once the app can submit frames at once) raise
+    ``VRUnavailable``. Per frame: ``wait_poses`` (blocks until the compositor wants a frame; also
+    reads actions), ``poll_events``, the world updates and draws, then ``submit("left", id)``,
+    ``submit("right", id)`` with OpenGL texture ids, a GL flush and ``post_present_handoff``.
+    ``take_notices`` hands over what the person should read once (a submit error, a model that
+    cannot be shown); the renderer shows each in the world.
     """
 
     name: str
+
+    def probe(self) -> None: ...
 
     def start(self) -> None: ...
 
@@ -111,7 +122,17 @@ class VRBackend(Protocol):
 
     def poll_events(self) -> list[RuntimeEvent]: ...
 
-    def submit(self, eye: Eye, texture_id: int) -> None: ...
+    def submit(self, eye: Eye, texture_id: int) -> str | None:
+        """Hand one eye to the compositor; returns the error's kind (e.g. ``InvalidTexture``) or None."""
+        ...
+
+    def post_present_handoff(self) -> None:
+        """Both eyes are submitted and flushed: the compositor may start its work now."""
+        ...
+
+    def take_notices(self) -> list[str]:
+        """One-line messages for the person, each returned once."""
+        ...
 
     def haptic(
         self, hand: str, seconds: float = 0.04, frequency: float = 160.0, amplitude: float = 0.6

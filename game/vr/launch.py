@@ -5,11 +5,11 @@ is a ``UserError``: one line, exit code 2); ``simulate`` (a scripted ``Simulated
 
 The run command calls, in this order::
 
-    backend = open_backend(mode, script)     # before the window: OpenVR needs no GL context
-    if backend is not None:
-        prepare_engine()                     # driver v-sync off: SteamVR paces the frames
+    backend = open_backend(mode, script, start=False)  # probe only: no connection yet
+    loaded = open_scene(...)                 # may train for minutes: SteamVR is not waiting on us
+    prepare_engine()                         # driver v-sync off: SteamVR paces the frames
     app = LatentReachApp(...)
-    session = attach(app, backend) if backend is not None else None
+    session = attach(app, backend)           # connects now: frames flow from the next step
 
 ``start_vr(app, mode)`` does the last three steps for an app that already exists (v-sync then
 stays as the window was opened). Nothing here runs at import time.
@@ -59,8 +59,14 @@ def open_backend(
     *,
     openvr_module: Any = None,
     out: TextIO | None = None,
+    start: bool = True,
 ) -> VRBackend | None:
-    """A started backend, or None (desktop mode; one line on ``out``). ``require`` raises instead."""
+    """A started backend, or None (desktop mode; one line on ``out``). ``require`` raises instead.
+
+    ``start=False`` only probes (runtime installed, headset present) and leaves connecting to
+    ``attach``: a scene application that does not submit frames or read events (a long scene
+    load) shows a frozen app in the headset and cannot answer SteamVR's quit.
+    """
     mode = parse_mode(mode)
     if mode == "off":
         return None
@@ -73,8 +79,9 @@ def open_backend(
         from game.vr.openvr_backend import OpenVRBackend
 
         backend = OpenVRBackend(openvr_module=openvr_module)
+    backend.required = mode == "require"  # type: ignore[attr-defined]  # read by run_app_with_vr
     try:
-        backend.start()
+        backend.start() if start else backend.probe()
     except VRUnavailable as exc:
         if mode == "require":
             raise UserError(f"VR required but unavailable: {exc}") from None
@@ -84,10 +91,20 @@ def open_backend(
 
 
 def prepare_engine() -> None:
-    """Driver v-sync off for windows opened from now on (SteamVR's compositor paces frames)."""
+    """Driver v-sync off for windows opened from now on (SteamVR's compositor paces frames).
+
+    ``sync-video`` is Panda3D's request; NVIDIA and Mesa drivers may force v-sync on anyway, and
+    a mirror window synced to a 60 Hz monitor caps the headset below 90 Hz. Their variables are
+    read when the GL library creates a context, so they are set here, before the window opens
+    (a value the person set is kept).
+    """
+    import os
+
     from panda3d.core import ConfigVariableBool
 
     ConfigVariableBool("sync-video").set_value(False)
+    os.environ.setdefault("__GL_SYNC_TO_VBLANK", "0")  # NVIDIA
+    os.environ.setdefault("vblank_mode", "0")  # Mesa
 
 
 class VRSession:
@@ -160,7 +177,13 @@ class VRSession:
 
 
 def attach(app: Any, backend: VRBackend) -> VRSession:
-    """Start rendering ``app`` for ``backend`` (already started) and drive it with controllers."""
+    """Start rendering ``app`` for ``backend`` and drive it with controllers.
+
+    Connects a backend that was only probed (raises ``VRUnavailable``): the scene is loaded and
+    the app exists, so frames and events flow from the next step on.
+    """
+    if not getattr(backend, "started", True):
+        backend.start()
     session = VRSession(app, backend)
     app.vr_session = session
     return session
@@ -170,7 +193,7 @@ def backend_for_run(flag: str | None, scene_vr: bool, script: str | None = None)
     """The run command's choice: ``--vr[=MODE]`` wins over the scene's ``vr = true``.
 
     Called before the scene loads, so ``--vr=require`` fails (exit 2) in a second, not after a
-    minute of training and layout.
+    minute of training and layout; it only probes (``attach`` connects once the app exists).
     """
     if flag is not None:
         mode = parse_mode(flag)
@@ -178,7 +201,7 @@ def backend_for_run(flag: str | None, scene_vr: bool, script: str | None = None)
         mode = "simulate"
     else:
         mode = "on" if scene_vr else "off"
-    return open_backend(mode, script)
+    return open_backend(mode, script, start=False)
 
 
 def run_app_with_vr(
@@ -204,7 +227,16 @@ def run_app_with_vr(
     from game.commands._wiring import attach_game_systems
 
     app = LatentReachApp(loaded, offscreen=offscreen, size=size, fullscreen=fullscreen, menu=False)
-    session = attach(app, backend)
+    try:
+        session = attach(app, backend)
+    except VRUnavailable as exc:  # probed fine, then refused to connect: the desktop, as for "on"
+        if getattr(backend, "required", False):
+            raise UserError(f"VR required but unavailable: {exc}") from None
+        print(f"VR unavailable ({exc}); running in desktop mode.", file=sys.stderr)
+        attach_game_systems(app, record=record, sessions=sessions)
+        if not offscreen:
+            app.run()
+        return 0
     attach_game_systems(app, controls=False, record=record, sessions=sessions)
     if not offscreen:
         app.run()

@@ -3,7 +3,18 @@
 A scene application: ``init(VRApplication_Scene)``, the standing tracking universe, the SteamVR
 Input action manifest shipped next to this file (``actions.json`` + per-controller bindings; the
 deprecated controller-state calls are not used), ``waitGetPoses`` once per frame, both eye
-textures submitted as OpenGL texture ids, render models polled until loaded.
+textures submitted as OpenGL texture ids, then ``postPresentHandoff`` (the renderer flushes GL
+first), render models polled until loaded.
+
+``probe`` asks only whether a runtime and a headset exist (``VR_IsRuntimeInstalled``,
+``VR_IsHmdPresent``: no connection). The run command probes before the scene loads, so
+``--vr=require`` still fails in a second, and calls ``start`` once the app can submit frames:
+a scene application that loads for minutes without submitting or reading events shows a frozen
+app in the headset and cannot answer SteamVR's quit.
+
+Errors the person should know about (a submit the compositor refuses, a controller model in a
+texture format we do not read) become one notice per kind (``take_notices``); the renderer
+shows them in the world.
 
 ``openvr`` is imported in ``start()`` only, so importing ``game.vr`` loads no native library and
 changes nothing. Tests hand in the real module with its functions replaced by a test double
@@ -73,8 +84,33 @@ def _quiet_native_stderr() -> Iterator[None]:
             os.close(saved)
 
 
+# Submit errors: what the person sees in the world the first time each happens.
+_SUBMIT_HINTS = {
+    "DoNotHaveFocus": "the dashboard or another VR app has the headset",
+    "InvalidTexture": "the compositor refused the eye texture (re-read next frame)",
+    "TextureUsesUnsupportedFormat": "the eye texture's format is not one SteamVR takes",
+    "TextureIsOnWrongDevice": "the window runs on another GPU than the headset: move it to the headset's GPU",
+    "IsNotSceneApplication": "SteamVR does not see this program as a VR scene",
+    "SharedTexturesNotSupported": "the graphics driver cannot share the eye texture with SteamVR",
+}
+# Property errors that pass (the device is still starting, or SteamVR is busy): ask again later.
+_TRANSIENT_PROPERTY_ERRORS = (
+    "TrackedProp_NotYetAvailable",
+    "TrackedProp_InvalidDevice",
+    "TrackedProp_CouldNotContactServer",
+    "TrackedProp_IPCReadFailure",
+    "TrackedProp_BufferTooSmall",
+)
+
+
+def _kind(exc: Exception, prefix: str) -> str:
+    """``CompositorError_InvalidTexture`` → ``InvalidTexture``."""
+    name = type(exc).__name__
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
 class OpenVRBackend:
-    """The real headset. ``start`` raises ``VRUnavailable`` with a one-line reason."""
+    """The real headset. ``probe`` and ``start`` raise ``VRUnavailable`` with a one-line reason."""
 
     name = "openvr"
 
@@ -93,17 +129,39 @@ class OpenVRBackend:
         self._frame = 0
         self._last = FrameState(0, Pose(), {h: ControllerState() for h in HANDS})
         self._models: dict[str, Any] = {}
-        self.submit_errors = 0
+        self.submit_errors: dict[str, int] = {}  # kind -> count
+        self._notices: list[str] = []
+        self._told: set[str] = set()
         self.started = False
 
     # --- life cycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def _load(self) -> Any:
+        if self.ovr is None:
+            try:
+                self.ovr = self._ovr_override or importlib.import_module("openvr")
+            except (ImportError, OSError) as exc:
+                raise VRUnavailable(f"the openvr package cannot load ({exc})") from None
+        return self.ovr
+
+    def probe(self) -> None:
+        """Is there a runtime and a headset? Connects to nothing (safe before a long load)."""
+        ovr = self._load()
         try:
-            ovr = self._ovr_override or importlib.import_module("openvr")
-        except (ImportError, OSError) as exc:
-            raise VRUnavailable(f"the openvr package cannot load ({exc})") from None
-        self.ovr = ovr
+            with _quiet_native_stderr():
+                installed = bool(ovr.isRuntimeInstalled())
+                present = installed and bool(ovr.isHmdPresent())
+        except Exception as exc:  # noqa: BLE001 - a broken library is "no VR", in one line
+            raise VRUnavailable(f"OpenVR: {type(exc).__name__} {exc}".strip()) from None
+        if not installed:
+            raise VRUnavailable("OpenVR: no SteamVR runtime is installed")
+        if not present:
+            raise VRUnavailable("OpenVR: no headset is connected")
+
+    def start(self) -> None:
+        if self.started:
+            return
+        ovr = self._load()
         try:
             with _quiet_native_stderr():
                 self.system = ovr.init(ovr.VRApplication_Scene)
@@ -136,6 +194,15 @@ class OpenVRBackend:
         with contextlib.suppress(Exception):
             self.ovr.shutdown()
         self.system = self.compositor = self.input = self.render_models = None
+
+    def _notice(self, key: str, text: str) -> None:
+        if key not in self._told:
+            self._told.add(key)
+            self._notices.append(text)
+
+    def take_notices(self) -> list[str]:
+        out, self._notices = self._notices, []
+        return out
 
     def shutdown(self) -> None:
         if self.started:
@@ -214,11 +281,18 @@ class OpenVRBackend:
             ovr.VREvent_Quit: "quit",
             ovr.VREvent_DashboardActivated: "dashboard_shown",
             ovr.VREvent_DashboardDeactivated: "dashboard_hidden",
-            ovr.VREvent_InputFocusCaptured: "dashboard_shown",
-            ovr.VREvent_InputFocusReleased: "dashboard_hidden",
+            ovr.VREvent_IpdChanged: "ipd_changed",
         }
         while self.system.pollNextEvent(event):
-            kind = kinds.get(int(event.eventType))
+            code = int(event.eventType)
+            kind = kinds.get(code)
+            if code == ovr.VREvent_InputFocusChanged:
+                # The current focus event (InputFocusCaptured/Released are deprecated): whether
+                # input is ours now is a question to the system, not part of the event.
+                available = True
+                with contextlib.suppress(Exception):
+                    available = bool(self.system.isInputAvailable())
+                kind = "dashboard_hidden" if available else "dashboard_shown"
             if kind == "quit":
                 # SteamVR is closing: tell it we heard, then the app leaves VR (never crashes).
                 with contextlib.suppress(Exception):
@@ -227,7 +301,7 @@ class OpenVRBackend:
                 out.append(RuntimeEvent(kind))
         return out
 
-    def submit(self, eye: Eye, texture_id: int) -> None:
+    def submit(self, eye: Eye, texture_id: int) -> str | None:
         ovr = self.ovr
         texture = ovr.Texture_t()
         texture.handle = int(texture_id)
@@ -235,8 +309,18 @@ class OpenVRBackend:
         texture.eColorSpace = ovr.ColorSpace_Gamma
         try:
             self.compositor.submit(self._eye(eye), texture)
-        except ovr.error_code.CompositorError:
-            self.submit_errors += 1  # e.g. DoNotHaveFocus while the dashboard is up
+        except ovr.error_code.CompositorError as exc:
+            kind = _kind(exc, "CompositorError_")
+            self.submit_errors[kind] = self.submit_errors.get(kind, 0) + 1
+            hint = _SUBMIT_HINTS.get(kind, "frames do not reach the headset")
+            self._notice(f"submit:{kind}", f"VR: the headset did not take a frame ({kind}): {hint}")
+            return kind
+        return None
+
+    def post_present_handoff(self) -> None:
+        """Both eyes are in (and flushed): let the compositor start now, not at the next wait."""
+        with contextlib.suppress(Exception):
+            self.compositor.postPresentHandoff()
 
     def haptic(
         self, hand: str, seconds: float = 0.04, frequency: float = 160.0, amplitude: float = 0.6
@@ -249,33 +333,73 @@ class OpenVRBackend:
     # --- render models --------------------------------------------------------------------------
 
     def render_model(self, hand: str) -> RenderModelMesh | str | None:
-        """Poll once per frame until loaded (OpenVR loads asynchronously); None means "fallback"."""
+        """Poll once per frame until loaded (OpenVR loads asynchronously).
+
+        ``LOADING`` while the runtime loads it *or* the controller is not ready (no device for the
+        role yet, a property not yet available): the renderer keeps asking, so a passing error
+        never pins the fallback model for the session. None means "use the fallback for good"
+        (no model of that name, a texture format we do not read); it comes with a notice.
+        """
         ovr = self.ovr
         role = ovr.TrackedControllerRole_LeftHand if hand == "left" else ovr.TrackedControllerRole_RightHand
         try:
-            index = self.system.getTrackedDeviceIndexForControllerRole(role)
-            if index == ovr.k_unTrackedDeviceIndexInvalid:
-                return LOADING  # not connected yet
+            index = int(self.system.getTrackedDeviceIndexForControllerRole(role))
+        except ovr.error_code.OpenVRError:
+            return LOADING
+        if index == ovr.k_unTrackedDeviceIndexInvalid or not 0 <= index < ovr.k_unMaxTrackedDeviceCount:
+            return LOADING  # not connected yet
+        try:
             name = self.system.getStringTrackedDeviceProperty(index, ovr.Prop_RenderModelName_String)
-            model = self._models.get(hand)
+        except ovr.error_code.TrackedPropertyError as exc:
+            if type(exc).__name__ in _TRANSIENT_PROPERTY_ERRORS:
+                return LOADING
+            self._notice(
+                f"model:{hand}", f"VR: no controller model for the {hand} hand ({type(exc).__name__})"
+            )
+            return None
+        rm = self.render_models
+        model = self._models.get(hand)
+        try:
             if model is None:
-                model = self.render_models.loadRenderModel_Async(name)
+                model = rm.loadRenderModel_Async(name)
                 self._models[hand] = model
             texture = None
             if model.diffuseTextureId >= 0:
-                texture = self.render_models.loadTexture_Async(model.diffuseTextureId)
+                texture = rm.loadTexture_Async(model.diffuseTextureId)
         except ovr.error_code.RenderModelError_Loading:
             return LOADING
-        except ovr.error_code.OpenVRError:
-            self._models.pop(hand, None)
+        except ovr.error_code.OpenVRError as exc:
+            self._drop_model(hand)
+            self._notice(f"model:{name}", f"VR: controller model {name!r} cannot load ({type(exc).__name__})")
             return None
-        mesh = mesh_from_render_model(name, model, texture)
-        with contextlib.suppress(Exception):
+        try:
+            if texture is not None and int(texture.format) != ovr.VRRenderModelTextureFormat_RGBA8_SRGB:
+                self._notice(
+                    f"format:{name}",
+                    f"VR: controller model {name!r} has a {_texture_format_name(ovr, texture.format)} "
+                    "texture (only RGBA8 is read): showing the plain controller",
+                )
+                return None
+            return mesh_from_render_model(name, model, texture)
+        finally:
             if texture is not None:
-                self.render_models.freeTexture(texture)
-            self.render_models.freeRenderModel(model)
-        self._models.pop(hand, None)
-        return mesh
+                with contextlib.suppress(Exception):
+                    rm.freeTexture(texture)
+            self._drop_model(hand)
+
+    def _drop_model(self, hand: str) -> None:
+        model = self._models.pop(hand, None)
+        if model is not None:
+            with contextlib.suppress(Exception):
+                self.render_models.freeRenderModel(model)
+
+
+def _texture_format_name(ovr: Any, value: int) -> str:
+    prefix = "VRRenderModelTextureFormat_"
+    for name in dir(ovr):
+        if name.startswith(prefix) and getattr(ovr, name) == int(value):
+            return name[len(prefix) :]
+    return f"format {int(value)}"
 
 
 def mesh_from_render_model(name: str, model: Any, texture: Any) -> RenderModelMesh:

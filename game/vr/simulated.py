@@ -15,7 +15,9 @@ a person writing a demo thinks::
     ]}
 
 The projection and eye offsets are built as OpenVR would return them and go through
-``game.vr.coords`` like a headset's.
+``game.vr.coords`` like a headset's. A step's ``"ipd": 0.07`` changes the eye distance from that
+step on and sends ``ipd_changed``, as SteamVR does when the lens slider moves;
+``submit_error = "InvalidTexture"`` makes every submit fail with that kind (one notice).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from game.vr import coords
 from game.vr.backend import HANDS, ControllerState, Eye, FrameState, Pose, RenderModelMesh, RuntimeEvent
 
 _HAND_KEYS = {"pos", "hpr", "grip", "trigger", "trigger_value", "stick", "menu", "undo", "connected"}
-_STEP_KEYS = {"frames", "lerp", "head", "left", "right", "event"}
+_STEP_KEYS = {"frames", "lerp", "head", "left", "right", "event", "ipd"}
 
 
 @dataclass
@@ -76,6 +78,9 @@ class SimulatedBackend:
         self.submitted: list[tuple[int, Eye, int]] = []
         self.haptics: list[tuple[int, str, float]] = []
         self.log: list[str] = []
+        self.submit_error: str | None = None  # tests: every submit fails with this kind
+        self._notices: list[str] = []
+        self._told: set[str] = set()
         self._frames = self._expand()
         self._pending_events: list[RuntimeEvent] = []
 
@@ -95,14 +100,16 @@ class SimulatedBackend:
 
     # --- script expansion (done once: per-frame playback is a list lookup) ------------------------
 
-    def _expand(self) -> list[tuple[FrameState, str | None]]:
+    def _expand(self) -> list[tuple[FrameState, str | None, float]]:
         tracks = {
             "head": _Track(np.array([0.0, 0.0, 1.7]), np.zeros(3)),
             "left": _Track(np.array([-0.2, 0.3, 1.2]), np.zeros(3), {"connected": True}),
             "right": _Track(np.array([0.2, 0.3, 1.2]), np.zeros(3), {"connected": True}),
         }
-        out: list[tuple[FrameState, str | None]] = []
+        out: list[tuple[FrameState, str | None, float]] = []
+        ipd = self.ipd
         for step in self.steps:
+            ipd = float(step.get("ipd", ipd))
             n = max(1, int(step.get("frames", 1)))
             start = {k: (t.pos.copy(), t.hpr.copy()) for k, t in tracks.items()}
             for name, track in tracks.items():
@@ -135,7 +142,7 @@ class SimulatedBackend:
                         connected=bool(b.get("connected", True)),
                     )
                 event = step.get("event") if f == 0 else None
-                out.append((FrameState(0, poses["head"], hands), event))
+                out.append((FrameState(0, poses["head"], hands), event, ipd))
         return out
 
     @property
@@ -147,6 +154,9 @@ class SimulatedBackend:
         return len(self._frames)
 
     # --- VRBackend --------------------------------------------------------------------------------
+
+    def probe(self) -> None:
+        self.log.append("probe")
 
     def start(self) -> None:
         self.started = True
@@ -175,10 +185,13 @@ class SimulatedBackend:
     def wait_poses(self) -> FrameState:
         if not self._frames:
             self._frames = [
-                (FrameState(0, Pose(np.eye(4), True), {h: ControllerState() for h in HANDS}), None)
+                (FrameState(0, Pose(np.eye(4), True), {h: ControllerState() for h in HANDS}), None, self.ipd)
             ]
         i = self.frame % len(self._frames) if self.loop else min(self.frame, len(self._frames) - 1)
-        state, event = self._frames[i]
+        state, event, ipd = self._frames[i]
+        if ipd != self.ipd:
+            self.ipd = ipd
+            self._pending_events.append(RuntimeEvent("ipd_changed"))
         if event is not None and (self.loop or self.frame < len(self._frames)):
             self._pending_events.append(RuntimeEvent(event))
         self.frame += 1
@@ -189,9 +202,21 @@ class SimulatedBackend:
         out, self._pending_events = self._pending_events, []
         return out
 
-    def submit(self, eye: Eye, texture_id: int) -> None:
+    def submit(self, eye: Eye, texture_id: int) -> str | None:
         self.submitted.append((self.frame, eye, int(texture_id)))
         self.log.append(f"submit:{eye}")
+        kind = self.submit_error
+        if kind is not None and kind not in self._told:
+            self._told.add(kind)
+            self._notices.append(f"VR: the headset did not take a frame ({kind})")
+        return kind
+
+    def post_present_handoff(self) -> None:
+        self.log.append("handoff")
+
+    def take_notices(self) -> list[str]:
+        out, self._notices = self._notices, []
+        return out
 
     def haptic(
         self, hand: str, seconds: float = 0.04, frequency: float = 160.0, amplitude: float = 0.6

@@ -8,7 +8,13 @@ Per frame, in this order:
 2. listeners (the VR controls) turn the frame's input into hand actions;
 3. Panda3D draws: the left eye buffer (lower sort), then the right one, then the desktop window;
 4. the right buffer's draw callback, run right after it has drawn, submits the left texture and
-   then the right one (both drawn by then), as OpenGL texture ids.
+   then the right one (both drawn by then), as OpenGL texture ids, flushes GL (OpenVR asks
+   OpenGL applications to flush after submitting, or the compositor can miss the frame) and
+   calls ``post_present_handoff`` so the compositor starts at once instead of at the next wait.
+
+Runtime events: ``quit`` stops VR at once; the dashboard pauses input; ``ipd_changed``
+re-reads both eye transforms and projections. Backend notices (a submit error, a controller
+model that cannot be shown) go to the world once each, as warnings (``on_notice``).
 
 Node layout: ``rig`` (tracking space placed in the world: walking, snap turns, world scaling move
 it) → ``head`` (HMD pose) → one camera per eye at ``eye_to_head``; ``hands[left|right]`` under
@@ -22,6 +28,10 @@ and a draw callback runs before Panda3D's resolve.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -42,10 +52,41 @@ from panda3d.core import (
 )
 
 from game.vr import coords
-from game.vr.backend import EYES, HANDS, LOADING, Eye, FrameState, VRBackend
+from game.vr.backend import EYES, HANDS, Eye, FrameState, VRBackend
 
 TASK_SORT = -100  # before every other task: poses first, then the world updates
 Listener = Callable[[FrameState, bool], None]
+FALLBACK_AFTER = 90  # frames of "loading" before the fallback model stands in (still polling)
+RETRY_EVERY = 30  # frames between polls once the fallback stands in
+
+
+def _gl_library_candidates() -> list[str]:
+    """Where ``glFlush`` lives on each platform (Panda3D's GL back end links the same library)."""
+    if sys.platform == "win32":
+        return ["opengl32"]
+    if sys.platform == "darwin":
+        return ["/System/Library/Frameworks/OpenGL.framework/OpenGL"]
+    found = ctypes.util.find_library("GL")
+    return ["libGL.so.1", "libOpenGL.so.0"] + ([found] if found else [])
+
+
+@functools.cache
+def gl_flush_function() -> Callable[[], None] | None:
+    """``glFlush`` of the process's OpenGL library, or None (then the flush is skipped).
+
+    Panda3D does not expose a flush; the draw callback runs on the thread that holds the GL
+    context, so the library's entry point flushes exactly that context.
+    """
+    for name in _gl_library_candidates():
+        try:
+            lib = ctypes.CDLL(name)
+            fn = lib.glFlush
+        except (OSError, AttributeError):
+            continue
+        fn.restype = None
+        fn.argtypes = []
+        return fn
+    return None
 
 
 def _mat(m: np.ndarray) -> LMatrix4f:
@@ -71,6 +112,7 @@ class VRStereo:
         mirror_eye: Eye = "left",
         clear_colour: tuple[float, float, float, float] | None = None,
         on_stop: Callable[[str], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self.base = base
         self.backend = backend
@@ -78,6 +120,12 @@ class VRStereo:
         self.mirror_eye = mirror_eye
         self.clear_colour = clear_colour
         self.on_stop = on_stop
+        self.on_notice = on_notice or self._post_notice
+        self.notices: list[str] = []  # every notice shown, in order (tests, the session report)
+        self.flushes = 0
+        self.texture_id_changes = 0
+        self.ipd_reads = 0
+        self.submit_errors: dict[str, int] = {}
         self.listeners: list[Listener] = []
         self.trace: list[str] | None = None  # tests: appended "draw:left" ... when not None
         self.rig = base.render.attach_new_node("vr-rig")
@@ -95,7 +143,9 @@ class VRStereo:
         self._mirror: Any = None
         self._mirror_root: NodePath | None = None
         self._models_pending = set(HANDS)
+        self._model_polls = {h: 0 for h in HANDS}
         self._main_cam_was_active = True
+        self._gl_flush = gl_flush_function()
 
     @property
     def running(self) -> bool:
@@ -140,13 +190,20 @@ class VRStereo:
         buf.set_clear_color_active(True)
         buf.set_clear_depth_active(True)
         lens = MatrixLens()
-        lens.set_user_mat(_mat(self.backend.projection(eye, self.near, self.far)))
         cam = self.head.attach_new_node(Camera(f"vr-camera-{eye}", lens))
-        cam.set_mat(_mat(self.backend.eye_to_head(eye)))
+        self.cameras[eye] = cam
+        self._read_eye(eye)
         region = buf.make_display_region()
         region.set_camera(cam)
         self.buffers[eye], self.textures[eye], self.cameras[eye] = buf, tex, cam
         self.regions[eye] = region
+
+    def _read_eye(self, eye: Eye) -> None:
+        """Eye offset (IPD) and projection from the runtime: at start and on ``ipd_changed``."""
+        cam = self.cameras[eye]
+        cam.node().get_lens().set_user_mat(_mat(self.backend.projection(eye, self.near, self.far)))
+        cam.set_mat(_mat(self.backend.eye_to_head(eye)))
+        self.ipd_reads += 1
 
     def _make_mirror(self, w: int, h: int) -> None:
         """Show one eye on the desktop window instead of a third render of the scene."""
@@ -225,6 +282,12 @@ class VRStereo:
                 self.paused = True
             elif event.kind == "dashboard_hidden":
                 self.paused = False
+            elif event.kind == "ipd_changed":
+                for eye in EYES:
+                    self._read_eye(eye)
+        for text in self.backend.take_notices():
+            self.notices.append(text)
+            self.on_notice(text)
         self.state = state
         self.head.set_mat(_mat(state.head.matrix))
         for hand in HANDS:
@@ -250,21 +313,41 @@ class VRStereo:
         cbdata.upcall()
         if self.trace is not None:
             self.trace.append("draw:right")
-        if self.active:
-            for eye in EYES:
-                self.backend.submit(eye, self.texture_id(eye))
+        if not self.active:
+            return
+        for eye in EYES:
+            kind = self.backend.submit(eye, self.texture_id(eye))
+            if kind is not None:
+                self.submit_errors[kind] = self.submit_errors.get(kind, 0) + 1
+        if self._gl_flush is not None:
+            self._gl_flush()
+            self.flushes += 1
+        if self.trace is not None:
+            self.trace.append("flush")
+        self.backend.post_present_handoff()
 
     def texture_id(self, eye: Eye) -> int:
-        """The OpenGL name of an eye texture (prepared on the window's GSG; looked up once)."""
-        cached = self._texture_ids.get(eye)
-        if cached:
-            return cached
+        """The OpenGL name of an eye texture, asked every frame (about a microsecond).
+
+        Panda3D may give a texture a new GL name (a buffer re-created, textures released after a
+        window event); a cached name would then point at nothing and the headset stay grey.
+        """
         gsg = self.base.win.get_gsg()
         context = self.textures[eye].prepare_now(0, gsg.get_prepared_objects(), gsg)
         native = int(context.get_native_id()) if context is not None else 0
+        if native and self._texture_ids.get(eye) not in (None, native):
+            self.texture_id_changes += 1
         if native:
             self._texture_ids[eye] = native
         return native
+
+    def _post_notice(self, text: str) -> None:
+        """Default ``on_notice``: a warning in the world (the wrist display in VR)."""
+        from game.core import events as ev
+
+        workspace = getattr(self.base, "workspace", None)
+        if workspace is not None:
+            workspace.post(ev.Message(text=text, level="warning"))
 
     # --- world <-> tracking space -----------------------------------------------------------------
 
@@ -278,15 +361,30 @@ class VRStereo:
     # --- controller models ------------------------------------------------------------------------
 
     def _poll_models(self) -> None:
+        """Ask for each hand's model until it loaded or the backend says "fallback for good".
+
+        While the runtime says ``LOADING`` (loading, controller not on yet, a property not yet
+        available) the fallback model stands in after ``FALLBACK_AFTER`` frames, and the backend
+        is still asked every ``RETRY_EVERY`` frames: a passing error never pins the fallback.
+        """
         if not self._models_pending:
             return
         from game.vr.models import attach_controller_model
 
         for hand in list(self._models_pending):
-            mesh = self.backend.render_model(hand)
-            if mesh == LOADING:
+            polls = self._model_polls[hand] = self._model_polls[hand] + 1
+            standing_in = polls > FALLBACK_AFTER
+            if standing_in and (polls - FALLBACK_AFTER) % RETRY_EVERY != 1:
                 continue
-            attach_controller_model(
-                self.hands[hand], mesh if not isinstance(mesh, str) else None, self.base.loader
-            )
+            mesh = self.backend.render_model(hand)
+            if isinstance(mesh, str):  # LOADING: ask again
+                if polls == FALLBACK_AFTER:
+                    attach_controller_model(self.hands[hand], None, self.base.loader)
+                continue
+            attach_controller_model(self.hands[hand], mesh, self.base.loader)
             self._models_pending.discard(hand)
+
+    def model_source(self, hand: str) -> str | None:
+        """Where the hand's model came from: "openvr", "fallback", or None (none yet)."""
+        found = self.hands[hand].find("controller-model")
+        return None if found.is_empty() else found.get_tag("source")

@@ -1,9 +1,16 @@
 """A test double for the ``openvr`` module: its functions replaced, its structs real.
 
-``install(monkeypatch)`` swaps ``openvr.init``, ``openvr.shutdown`` and the interface factories
-(``VRCompositor``, ``VRInput``, ``VRRenderModels``) for fakes that fill real ``openvr`` structs
-(``HmdMatrix34_t``, ``TrackedDevicePose_t`` arrays, ``InputDigitalActionData_t``...) and append
-every call that matters to ``FakeVR.log``, so a test can check the order of a frame.
+``install(monkeypatch)`` swaps ``openvr.init``, ``openvr.shutdown``, the probes
+(``isRuntimeInstalled``, ``isHmdPresent``) and the interface factories (``VRCompositor``,
+``VRInput``, ``VRRenderModels``) for fakes that fill real ``openvr`` structs (``HmdMatrix34_t``,
+``TrackedDevicePose_t`` arrays, ``InputDigitalActionData_t``, ``RenderModel_TextureMap_t``...)
+and append every call that matters to ``FakeVR.log``, so a test can check the order of a frame.
+
+What a runtime does that the double can play: render models that load over several polls, with
+a texture in any ``EVRRenderModelTextureFormat`` (``loadTexture_Async``/``freeTexture``); no device
+for a role yet (``k_unTrackedDeviceIndexInvalid``) or a property error for the first polls;
+``VREvent_IpdChanged`` with a new eye distance; submit errors; focus changes with
+``isInputAvailable``; quit at any frame.
 """
 
 from __future__ import annotations
@@ -59,6 +66,17 @@ class FakeVR:
     manifest: dict[str, Any] | None = None
     wait_error: int | None = None
     shutdowns: int = 0
+    runtime_installed: bool = True
+    hmd_present: bool = True
+    input_available: bool = True
+    ipd: float = 0.064
+    submit_error: int | None = None  # a VRCompositorError_* every submit raises
+    handoffs: int = 0
+    invalid_device_polls: int = 0  # the first polls find no device for the role
+    property_errors: list[int] = field(default_factory=list)  # TrackedProp_* raised, one per poll
+    texture_format: int | None = None  # None: an untextured model; else a 2x2 texture in this format
+    texture_loading_polls: int = 1
+    freed_textures: int = 0
     _keep: list[Any] = field(default_factory=list)
 
 
@@ -74,8 +92,13 @@ class FakeSystem:
         return matrix44(coords.projection_from_raw(left, right, -1.1, 1.1, near, far))
 
     def getEyeToHeadTransform(self, eye):
-        x = -0.032 if eye == openvr.Eye_Left else 0.032
+        half = self.vr.ipd / 2
+        x = -half if eye == openvr.Eye_Left else half
+        self.vr.log.append("getEyeToHeadTransform")
         return matrix34(coords.compose((x, 0.0, 0.0))[:3])
+
+    def isInputAvailable(self):
+        return self.vr.input_available
 
     def pollNextEvent(self, event):
         if not self.vr.events:
@@ -87,10 +110,16 @@ class FakeSystem:
         self.vr.log.append("acknowledgeQuit")
 
     def getTrackedDeviceIndexForControllerRole(self, role):
+        if self.vr.invalid_device_polls > 0:
+            self.vr.invalid_device_polls -= 1
+            return openvr.k_unTrackedDeviceIndexInvalid
         return 1 if role == openvr.TrackedControllerRole_LeftHand else 2
 
     def getStringTrackedDeviceProperty(self, index, prop):
         assert prop == openvr.Prop_RenderModelName_String
+        assert 0 <= index < openvr.k_unMaxTrackedDeviceCount, "asked about an invalid device index"
+        if self.vr.property_errors:
+            error_code.TrackedPropertyError.check_error_value(self.vr.property_errors.pop(0))
         return "fake_controller"
 
 
@@ -118,6 +147,12 @@ class FakeCompositor:
         self.vr.submitted.append(
             (int(eye), int(texture.handle or 0), int(texture.eType), int(texture.eColorSpace))
         )
+        if self.vr.submit_error is not None:
+            error_code.CompositorError.check_error_value(self.vr.submit_error)
+
+    def postPresentHandoff(self):
+        self.vr.handoffs += 1
+        self.vr.log.append("postPresentHandoff")
 
 
 class FakeInput:
@@ -188,6 +223,7 @@ class FakeRenderModels:
     def __init__(self, vr: FakeVR) -> None:
         self.vr = vr
         self.polls = 0
+        self.texture_polls = 0
 
     def loadRenderModel_Async(self, name):
         self.polls += 1
@@ -206,9 +242,29 @@ class FakeRenderModels:
         model.unVertexCount = 3
         model.rIndexData = ctypes.cast(idx, ctypes.POINTER(ctypes.c_uint16))
         model.unTriangleCount = 1
-        model.diffuseTextureId = -1
+        model.diffuseTextureId = -1 if self.vr.texture_format is None else 7
         self.vr._keep += [verts, idx, model]
         return model
+
+    def loadTexture_Async(self, texture_id):
+        assert texture_id == 7
+        self.texture_polls += 1
+        if self.texture_polls <= self.vr.texture_loading_polls:
+            error_code.RenderModelError.check_error_value(openvr.VRRenderModelError_Loading)
+        # 2x2 RGBA8: red, green / blue, white (first row = top of the image).
+        pixels = (ctypes.c_uint8 * 16)(255, 0, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255, 255, 255, 255, 255)
+        texture = openvr.RenderModel_TextureMap_t()
+        texture.unWidth, texture.unHeight = 2, 2
+        texture.rubTextureMapData = ctypes.cast(pixels, ctypes.POINTER(ctypes.c_ubyte))
+        texture.format = int(self.vr.texture_format)
+        texture.unMipLevels = 1
+        self.vr._keep += [pixels, texture]
+        return texture
+
+    def freeTexture(self, texture):
+        assert isinstance(texture, openvr.RenderModel_TextureMap_t)
+        self.vr.freed_textures += 1
+        self.vr.log.append("freeTexture")
 
     def freeRenderModel(self, model):
         self.vr.log.append("freeRenderModel")
@@ -229,8 +285,19 @@ def install(monkeypatch, vr: FakeVR | None = None) -> FakeVR:
         vr.shutdowns += 1
         vr.log.append("shutdown")
 
+    def probe(name: str, answer: Any):
+        def call():
+            vr.log.append(name)
+            return answer()
+
+        return call
+
     monkeypatch.setattr(openvr, "init", init)
     monkeypatch.setattr(openvr, "shutdown", shutdown)
+    monkeypatch.setattr(
+        openvr, "isRuntimeInstalled", probe("isRuntimeInstalled", lambda: vr.runtime_installed)
+    )
+    monkeypatch.setattr(openvr, "isHmdPresent", probe("isHmdPresent", lambda: vr.hmd_present))
     monkeypatch.setattr(openvr, "VRCompositor", lambda: FakeCompositor(vr))
     monkeypatch.setattr(openvr, "VRInput", lambda: FakeInput(vr))
     monkeypatch.setattr(openvr, "VRRenderModels", lambda: FakeRenderModels(vr))
