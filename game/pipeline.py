@@ -50,8 +50,8 @@ def open_scene(
         scene = load_scene(scene)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    data = load_dataset(scene)
-    if data.skipped and progress:
+    data = load_dataset(scene, progress=progress)
+    if progress and data.skip_report():
         print(data.skip_report(), file=sys.stderr)
     is_train = ~data.heldout_mask(scene.dataset.heldout_fraction, scene.dataset.seed)
     timings["dataset"] = time.perf_counter() - t0

@@ -34,6 +34,7 @@ class Dataset:
     sources: list[str]
     skipped: list[SkippedFile] = field(default_factory=list)
     name: str = ""
+    notes: list[str] = field(default_factory=list)  # things used with a caveat (extra CSV columns)
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
@@ -62,11 +63,14 @@ class Dataset:
         return mask
 
     def skip_report(self) -> str:
-        """Human-readable list of skipped files ("" when nothing was skipped)."""
-        if not self.skipped:
-            return ""
-        lines = [f"skipped {len(self.skipped)} file(s):"]
-        lines += [f"  {s.path}: {s.reason}" for s in self.skipped]
+        """Human-readable list of skipped files and notes ("" when there is nothing to say)."""
+        lines = []
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} file(s):")
+            lines += [f"  {s.path}: {s.reason}" for s in self.skipped]
+        if self.notes:
+            lines.append("note:" if len(self.notes) == 1 else "notes:")
+            lines += [f"  {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -83,8 +87,13 @@ def validate_classes(labels: np.ndarray, class_names: list[str], name: str = "")
         raise ValueError("labels out of range of class_names")
 
 
-def load_dataset(config: DatasetConfig | Scene, image_size: int | None = None) -> Dataset:
-    """Load the dataset a scene names. ``image_size`` (square side) overrides the config's."""
+def load_dataset(
+    config: DatasetConfig | Scene, image_size: int | None = None, progress: bool = True
+) -> Dataset:
+    """Load the dataset a scene names. ``image_size`` (square side) overrides the config's.
+
+    ``progress`` False: no progress bar (``--quiet``).
+    """
     scene = config if isinstance(config, Scene) else None
     cfg = config.dataset if isinstance(config, Scene) else config
     size = image_size if image_size else cfg.image_size
@@ -97,7 +106,14 @@ def load_dataset(config: DatasetConfig | Scene, image_size: int | None = None) -
 
         root = scene.resolve_path(cfg.path) if scene else cfg.path
         csv = (scene.resolve_path(cfg.labels_csv) if scene else cfg.labels_csv) if cfg.labels_csv else None
-        data = load_image_folder(root, labels_csv=csv, image_size=size or 64, max_pixels=cfg.max_pixels)
+        data = load_image_folder(
+            root,
+            labels_csv=csv,
+            image_size=size or 64,
+            max_pixels=cfg.max_pixels,
+            progress=progress,
+            allow_outside=getattr(cfg, "labels_outside", False),
+        )
     if cfg.max_images and len(data.images) > cfg.max_images:
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(data.images))[: cfg.max_images])
         data = Dataset(
@@ -107,5 +123,6 @@ def load_dataset(config: DatasetConfig | Scene, image_size: int | None = None) -
             [data.sources[i] for i in keep],
             data.skipped,
             data.name,
+            data.notes,
         )
     return data

@@ -31,6 +31,7 @@ def read_image(path: str | Path, size: int, max_pixels: int) -> tuple[np.ndarray
                 if w * h > max_pixels:
                     raise ImageSkipped(f"oversized ({w}x{h} pixels, limit {max_pixels})")
                 img.load()
+                img = _upright(img)
                 is_grey = img.mode in GREY_MODES or (img.mode == "P" and _palette_is_grey(img))
                 rgb = _to_rgb(img)
     except ImageSkipped:
@@ -39,7 +40,11 @@ def read_image(path: str | Path, size: int, max_pixels: int) -> tuple[np.ndarray
         raise ImageSkipped("not an image (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageSkipped("oversized (decompression bomb limit)") from None
+    except PermissionError:
+        raise ImageSkipped("permission denied") from None
     except OSError as exc:
+        if exc.errno is not None:  # the file system's own error (EIO, EISDIR, ...), not the decoder's
+            raise ImageSkipped(f"cannot be read ({exc.strerror or exc})") from None
         raise ImageSkipped(f"corrupt or truncated ({exc})") from None
     except (ValueError, SyntaxError) as exc:
         raise ImageSkipped(f"cannot be decoded ({exc})") from None
@@ -49,6 +54,17 @@ def read_image(path: str | Path, size: int, max_pixels: int) -> tuple[np.ndarray
         method=Image.Resampling.LANCZOS if size < min(rgb.size) else Image.Resampling.BICUBIC,
     )
     return np.asarray(rgb, dtype=np.uint8), is_grey
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (a phone photo taken upside down, sideways).
+
+    A damaged EXIF block is not a reason to drop the picture: it is then used as stored.
+    """
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # Pillow raises several types on malformed EXIF; the pixels are still good
+        return img
 
 
 def _palette_is_grey(img: Image.Image) -> bool:

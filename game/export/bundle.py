@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from game.core.workspace import Workspace
+from game.data.names import display_name
 from game.export.projector import write_projector
 
 LABEL_COLUMNS = ["card", "path", "split", "original_label", "new_label", "changed", "edit_time"]
@@ -65,10 +66,10 @@ def write_labels_csv(
             w.writerow(
                 [
                     i,
-                    workspace.sources[i],
+                    display_name(workspace.sources[i]),
                     "train" if workspace.is_train[i] else "heldout",
-                    names[int(workspace.original_labels[i])],
-                    names[int(workspace.labels[i])],
+                    display_name(names[int(workspace.original_labels[i])]),
+                    display_name(names[int(workspace.labels[i])]),
                     int(changed[i]),
                     _format_time(times.get(i)) if changed[i] else "",
                 ]
@@ -108,13 +109,14 @@ def export_workspace(
         result.files.append(out / "weights.safetensors")
     names = workspace.class_names
     changed = workspace.labels != workspace.original_labels
+    names = [display_name(n) for n in names]  # a session may hold names that are not UTF-8
     metadata = {
         "label": [names[int(c)] for c in workspace.labels],
         "original_label": [names[int(c)] for c in workspace.original_labels],
         "predicted": [names[int(c)] for c in workspace.predictions],
         "changed": [int(c) for c in changed],
         "split": ["train" if t else "heldout" for t in workspace.is_train],
-        "path": list(workspace.sources),
+        "path": [display_name(s) for s in workspace.sources],
     }
     features = np.asarray(workspace.features) if include_features else None
     result.files += write_projector(

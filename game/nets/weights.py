@@ -30,9 +30,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(p))
         else:
-            state = torch.load(str(p), map_location="cpu", weights_only=True)
+            import warnings
+
+            with warnings.catch_warnings():  # torch's own "please file an issue" advice is not ours
+                warnings.simplefilter("ignore")
+                state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, pickle with code, wrong format
-        raise WeightsError(f"cannot read weights from {p}: {type(exc).__name__}: {exc}") from None
+        import pickle
+
+        if isinstance(exc, pickle.UnpicklingError):  # torch explains in a page; one line is enough
+            why = "it holds pickled Python objects beyond tensors, which are refused (never run)"
+        else:
+            why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        raise WeightsError(f"cannot read weights from {p}: {why}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
