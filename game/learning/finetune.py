@@ -33,14 +33,50 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from game.core.events import EditQueued
 from game.core.scene import LearningConfig
 from game.layout.projector import LayoutState, Projector
 from game.learning.edits import RELABEL, UNSURE, cluster_geometry, target_label
-from game.nets.network import Inference, Network, top_k
+from game.learning.loss import LossFn, LossWeights, StepTargets, edits_learned, finetune_loss
+from game.learning.stem import (  # re-exported: the controller, the job process and tests use them
+    DEFAULT_DAMPING,
+    Runner,
+    StemCache,
+    compute_stem_cache,
+    feature_layer_in_head,
+    frozen_stem_names,
+    head_parameter_names,
+    head_start,
+    protect_lookalikes,
+)
+from game.nets.network import Inference, Network
+
+_Runner = Runner  # the name tests and benchmarks knew
+__all__ = [  # with the stem's names, re-exported for the controller, the job process and tests
+    "DEFAULT_DAMPING",
+    "EditBatch",
+    "FineTuneCancelled",
+    "FineTuneDiverged",
+    "FineTuneRequest",
+    "FineTuneResult",
+    "HeadOptimiser",
+    "Runner",
+    "StemCache",
+    "compute_stem_cache",
+    "feature_layer_in_head",
+    "finetune_loss",
+    "frozen_stem_names",
+    "head_parameter_names",
+    "head_start",
+    "make_optimiser",
+    "prepare_batch",
+    "protect_lookalikes",
+    "relayout",
+    "run_finetune",
+    "train",
+]
 
 Progress = Callable[[float, str], None]
 
@@ -51,202 +87,6 @@ class FineTuneDiverged(RuntimeError):
 
 class FineTuneCancelled(RuntimeError):
     """The job was cancelled (e.g. by an undo) before it finished."""
-
-
-# --- the frozen stem and the trainable head ----------------------------------------------------
-
-
-@dataclass
-class StemCache:
-    """The input of the trainable head for every image, computed once with the frozen stem.
-
-    ``start`` is the index in ``module.classifier`` where the head begins.
-    """
-
-    start: int
-    inputs: torch.Tensor  # (N, D) float32
-    seconds: float = 0.0
-    inverse_moment: torch.Tensor | None = None  # (D, D): (E[x x^T] + damping)^-1 over training inputs
-    preconditioned: torch.Tensor | None = None  # (N, D): inputs @ inverse_moment
-
-    def preconditioned_inputs(self, is_train: np.ndarray) -> torch.Tensor:
-        """``inputs @ preconditioner``, once: a step then costs one more head-sized matmul, not D^3."""
-        if self.preconditioned is None:
-            self.preconditioned = self.inputs @ self.preconditioner(is_train)
-        return self.preconditioned
-
-    def preconditioner(self, is_train: np.ndarray, damping: float = 0.005) -> torch.Tensor:
-        """The inverse second moment of the head's inputs (computed once; the inputs never change).
-
-        Multiplying the first head layer's weight gradient by it gives the update that changes the
-        edited images' outputs most while changing typical other inputs least (the minimum-change
-        edit of model-editing methods): plain gradients move every image alike, because the stem's
-        outputs share a large common component.
-        """
-        if self.inverse_moment is None:
-            x = self.inputs[torch.from_numpy(np.flatnonzero(is_train))].double()
-            moment = x.T @ x / max(len(x), 1)
-            moment += damping * float(moment.diagonal().mean()) * torch.eye(len(moment), dtype=moment.dtype)
-            self.inverse_moment = torch.linalg.inv(moment).float()
-        return self.inverse_moment
-
-
-def _has_trainable_bias(module: nn.Module) -> bool:
-    bias = getattr(module, "bias", None)
-    return isinstance(module, nn.Linear) and bias is not None and bias.requires_grad
-
-
-def _classifier(module: nn.Module) -> nn.Sequential | None:
-    head = getattr(module, "classifier", None)
-    return head if isinstance(head, nn.Sequential) else None
-
-
-def head_start(module: nn.Module, head_layers: int) -> int | None:
-    """Index in ``module.classifier`` of the first trainable layer (None: no classifier Sequential)."""
-    head = _classifier(module)
-    if head is None:
-        return None
-    linear = [i for i, m in enumerate(head) if isinstance(m, nn.Linear)]
-    if not linear:
-        return None
-    return linear[-min(head_layers, len(linear))]
-
-
-def head_parameter_names(module: nn.Module, start: int) -> list[str]:
-    """Full names of the parameters of ``classifier[start:]``."""
-    head = _classifier(module)
-    assert head is not None
-    names = list(head._modules)[start:]
-    return [
-        f"classifier.{n}.{p}"
-        for n in names
-        for p, _ in head._modules[n].named_parameters()  # type: ignore[union-attr]
-    ]
-
-
-def frozen_stem_names(network: Network, stem: StemCache | None, full: bool) -> list[str]:
-    """Parameters a head-only job never reads (the stem's outputs are cached) nor changes: its
-    copy of the network shares them instead of copying them."""
-    if full or stem is None:
-        return []
-    head = set(head_parameter_names(network.module, stem.start))
-    return [n for n, _ in network.module.named_parameters() if n not in head]
-
-
-def feature_layer_in_head(network: Network, start: int) -> bool:
-    """True when the feature layer is part of ``classifier[start:]`` (so the head makes it)."""
-    head = _classifier(network.module)
-    if head is None or not network.feature_layer.startswith("classifier."):
-        return False
-    name = network.feature_layer.split(".", 1)[1]
-    keys = list(head._modules)
-    return name in keys and keys.index(name) >= start
-
-
-def compute_stem_cache(
-    network: Network, images: np.ndarray, head_layers: int, batch_size: int = 256
-) -> StemCache | None:
-    """Run the frozen stem once over every image; None when the network cannot be split so."""
-    start = head_start(network.module, head_layers)
-    if start is None or not feature_layer_in_head(network, start):
-        return None
-    t0 = time.perf_counter()
-    head = _classifier(network.module)
-    assert head is not None
-    captured: list[torch.Tensor] = []
-    handle = head[start].register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
-    try:
-        with torch.no_grad():
-            network.module.eval()
-            for s in range(0, len(images), batch_size):
-                network.module(network.preprocess(images[s : s + batch_size]))
-    finally:
-        handle.remove()
-    return StemCache(start, torch.cat(captured).float().contiguous(), time.perf_counter() - t0)
-
-
-class _Runner:
-    """Forward passes for training and inference, through the cached head or the whole network."""
-
-    def __init__(self, network: Network, images: np.ndarray, stem: StemCache | None, full: bool) -> None:
-        self.network = network
-        self.images = images
-        self.stem = stem if not full else None
-        module = network.module
-        if full:
-            trainable = {n for n, _ in module.named_parameters()}
-        elif stem is not None:
-            trainable = set(head_parameter_names(module, stem.start))
-        else:
-            s = head_start(module, 1)
-            trainable = (
-                set(head_parameter_names(module, s))
-                if s is not None
-                else {n for n, _ in module.named_parameters()}
-            )
-        for name, p in module.named_parameters():
-            if self.stem is None or name in trainable:  # the stem's tensors may be shared: untouched
-                p.requires_grad_(name in trainable)
-        self.trainable_names = sorted(trainable)
-        self.params = [p for n, p in module.named_parameters() if n in trainable]
-        self._preprocessed: torch.Tensor | None = None
-        self.last_pre_activation: torch.Tensor | None = None  # first head layer's output, last forward
-        self.own_first_gradient = False  # True: autograd leaves the first head layer's weight alone
-        if self.stem is None and images[:1].size * len(images) <= 50_000_000:
-            self._preprocessed = network.preprocess(images)  # small datasets: preprocess once
-
-    def split_first_layer(self) -> tuple[nn.Parameter | None, list[nn.Parameter]]:
-        """The weight of the head's first Linear layer (fed by the stem cache), and the rest."""
-        if self.stem is None:
-            return None, list(self.params)
-        head = _classifier(self.network.module)
-        assert head is not None
-        first = head[self.stem.start].weight
-        return first, [p for p in self.params if p is not first]
-
-    def _inputs(self, idx: np.ndarray) -> torch.Tensor:
-        if self._preprocessed is not None:
-            return self._preprocessed[torch.from_numpy(idx)]
-        return self.network.preprocess(self.images[idx])
-
-    def forward(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and flattened features of the images ``idx`` (with gradients)."""
-        if self.stem is None:
-            return self.network.forward_with_features(self._inputs(idx))
-        head = _classifier(self.network.module)
-        assert head is not None
-        layer = dict(self.network.module.named_modules())[self.network.feature_layer]
-        captured: list[torch.Tensor] = []
-        handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            x = self.stem.inputs[torch.from_numpy(idx)]
-            for i, m in enumerate(list(head)[self.stem.start :]):
-                if i == 0 and self.own_first_gradient and m is not layer and _has_trainable_bias(m):
-                    # The caller sets this layer's weight gradient itself (preconditioned): skip
-                    # autograd's, a (D x D) product per step (AlexNet's fc7: 16.8 M numbers).
-                    x = F.linear(x, m.weight.detach(), m.bias)
-                else:
-                    x = m(x)
-                if i == 0:
-                    self.last_pre_activation = x
-        finally:
-            handle.remove()
-        return x, captured[-1].flatten(1)
-
-    @torch.no_grad()
-    def infer_all(self, batch_size: int = 1024) -> Inference:
-        """Features and top-5 of every image under the current weights (``Network.infer``'s output)."""
-        self.network.module.eval()
-        if self.stem is None:
-            return self.network.infer(self.images)
-        feats, logits_all = [], []
-        n = len(self.images)
-        for s in range(0, n, batch_size):
-            logits, f = self.forward(np.arange(s, min(s + batch_size, n)))
-            feats.append(f.float().numpy())
-            logits_all.append(logits.float().numpy())
-        logits = np.concatenate(logits_all).astype(np.float32)
-        return Inference(np.concatenate(feats).astype(np.float32), *top_k(logits), logits)
 
 
 # --- request and result -----------------------------------------------------------------------
@@ -325,30 +165,6 @@ class FineTuneResult:
 # --- the job -----------------------------------------------------------------------------------
 
 
-def protect_lookalikes(
-    inverse_moment: torch.Tensor, inputs: torch.Tensor, cards: np.ndarray, m: int, weight: float
-) -> torch.Tensor:
-    """The preconditioner with the edited images' look-alikes weighted up (Woodbury update).
-
-    The images whose head inputs are nearest an edited image's are the ones that would "move with
-    it" (and drag it back in the re-layout). Adding them to the second moment with ``weight`` times
-    the whole dataset's mass makes the update nearly orthogonal to them, so they stay put.
-    """
-    x = inputs
-    others = np.setdiff1d(np.arange(len(x)), cards)
-    rows = []
-    for c in cards:
-        d = ((x[torch.from_numpy(others)] - x[int(c)]) ** 2).sum(1)
-        k = min(m, len(others))
-        rows.append(torch.from_numpy(others)[torch.topk(d, k, largest=False).indices])
-    u = x[torch.unique(torch.cat(rows))].double()  # (r, D)
-    p = inverse_moment.double()
-    b_inv = torch.eye(len(u), dtype=p.dtype) * (len(u) / max(weight, 1e-12))
-    pu = p @ u.T  # (D, r)
-    middle = torch.linalg.solve(b_inv + u @ pu, pu.T)  # (r, D)
-    return (p - pu @ middle).float()
-
-
 def w_edit_sum_ratio(repeats: np.ndarray) -> float:
     """Sum over mean of the edit weights: undoes the loss's weighted averaging per edit."""
     return float(repeats.sum() / repeats.max()) if len(repeats) else 1.0
@@ -388,10 +204,353 @@ def _stop_if_cancelled(cancelled: Callable[[], bool] | None) -> None:
         raise FineTuneCancelled("the fine-tune was cancelled")
 
 
+# --- step 1: the batch --------------------------------------------------------------------------
+
+
+@dataclass
+class EditBatch:
+    """The edits of a job and the rows every training step shares (fixed for the whole job).
+
+    Rows ``0..n_edits`` are the edited cards (target label, weight = repeats), then the cards
+    around each drop and around each edited card's old place (current label, weight 1);
+    ``replay_pool`` is where each step samples ``replay_batch`` more (current labels).
+    """
+
+    edits: list[EditQueued]
+    cards: np.ndarray  # (E,) int64
+    targets: np.ndarray  # (E,) int64
+    repeats: np.ndarray  # (E,) float32
+    is_relabel: torch.Tensor  # (E,) bool
+    neighbour_cards: np.ndarray  # cards around the drops and the old places (no edited card)
+    drop_rows: torch.Tensor  # (E, k): rows of the step (into fixed_rows) around each drop
+    old_rows: torch.Tensor  # (E, k): rows around each edited card's old place
+    replay_pool: np.ndarray
+    replay_batch: int
+    labels: torch.Tensor  # (N,) current labels
+    features: torch.Tensor  # (N, F) features before the job
+
+    @property
+    def n_edits(self) -> int:
+        return len(self.cards)
+
+    @property
+    def fixed_rows(self) -> np.ndarray:
+        return np.concatenate([self.cards, self.neighbour_cards])
+
+    @property
+    def fixed_labels(self) -> torch.Tensor:
+        return torch.cat(
+            [torch.from_numpy(self.targets), self.labels[torch.from_numpy(self.neighbour_cards)]]
+        )
+
+    @property
+    def fixed_weights(self) -> torch.Tensor:
+        return torch.cat([torch.from_numpy(self.repeats), torch.ones(len(self.neighbour_cards))])
+
+
+def trainable_edits(edits: list[EditQueued], cfg: LearningConfig) -> list[EditQueued]:
+    """The latest edit per card, unsure ones only when ``train_unsure``."""
+    return [e for e in latest_edits(edits) if e.action != UNSURE or cfg.train_unsure]
+
+
+def neighbourhoods(
+    positions: np.ndarray, edits: list[EditQueued], cards: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` cards nearest each drop and each edited card's old place, in the current layout
+    (before any drag). Edited cards are never anyone's neighbour.
+
+    Returns the neighbour cards (sorted, unique) and, per edit, the rows (into edited cards then
+    neighbour cards) of its drop neighbours and of its old neighbours.
+    """
+    others = np.setdiff1d(np.arange(len(positions)), cards)
+    k = min(k, len(others))
+    drop_nb = np.stack([_nearest(positions, others, np.asarray(e.position), k) for e in edits])
+    old_nb = np.stack([_nearest(positions, others, positions[e.card], k) for e in edits])
+    nb_cards, nb_inverse = np.unique(np.concatenate([drop_nb.ravel(), old_nb.ravel()]), return_inverse=True)
+    drop_rows = len(cards) + nb_inverse[: drop_nb.size].reshape(drop_nb.shape)
+    old_rows = len(cards) + nb_inverse[drop_nb.size :].reshape(old_nb.shape)
+    return nb_cards, drop_rows, old_rows
+
+
+def replay_pool(is_train: np.ndarray, cards: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A seeded sample of ``size`` unedited training images (all of them when fewer)."""
+    n = len(is_train)
+    pool = np.flatnonzero(is_train & ~np.isin(np.arange(n), cards))
+    if len(pool) > size:
+        pool = np.sort(rng.choice(pool, size, replace=False))
+    return pool
+
+
+def prepare_batch(req: FineTuneRequest, rng: np.random.Generator) -> EditBatch:
+    """Edit selection, neighbourhoods and the replay pool of a job."""
+    cfg = req.config
+    edits = trainable_edits(req.edits, cfg)
+    if not edits:
+        raise ValueError("a fine-tune job needs at least one trainable edit")
+    cards = np.array([e.card for e in edits], dtype=np.int64)
+    positions = np.asarray(req.layout.positions, dtype=np.float64)
+    nb_cards, drop_rows, old_rows = neighbourhoods(positions, edits, cards, cfg.neighbours)
+    pool = replay_pool(req.is_train, cards, cfg.replay_samples, rng)
+    return EditBatch(
+        edits=edits,
+        cards=cards,
+        targets=np.array([target_label(e) for e in edits], dtype=np.int64),
+        repeats=np.array([max(e.repeats, 1) for e in edits], dtype=np.float32),
+        is_relabel=torch.tensor([e.action == RELABEL for e in edits]),
+        neighbour_cards=nb_cards,
+        drop_rows=torch.from_numpy(drop_rows),
+        old_rows=torch.from_numpy(old_rows),
+        replay_pool=pool,
+        replay_batch=min(cfg.replay_batch, len(pool)),
+        labels=torch.from_numpy(np.asarray(req.labels, dtype=np.int64)),
+        features=torch.from_numpy(np.asarray(req.features, dtype=np.float32)),
+    )
+
+
+@dataclass(frozen=True)
+class Scales:
+    """Units of the loss's distances: the features' spread (drift) and that of the space the
+    pull acts in (the first head layer's pre-activation when the stem is cached)."""
+
+    spread: float
+    pull_spread: float
+
+
+def _spread(x: np.ndarray | torch.Tensor) -> float:
+    """Root mean squared distance to the mean (NaN for no rows)."""
+    if isinstance(x, np.ndarray):
+        return float(np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean()))
+    return float(((x - x.mean(0)) ** 2).sum(1).mean().sqrt())
+
+
+def measure_scales(runner: Runner, batch: EditBatch, features: np.ndarray) -> Scales:
+    """The spread of every card's features, and of the pull's space over (up to 512) replayed
+    images, or the edits and their neighbours when nothing is replayed (``replay_samples = 0``)."""
+    spread = _spread(np.asarray(features, dtype=np.float64)) or 1.0
+    pull_spread = spread
+    if runner.stem is not None:
+        sample = batch.replay_pool[: min(len(batch.replay_pool), 512)]
+        if not len(sample):
+            sample = batch.fixed_rows
+        with torch.no_grad():
+            runner.forward(sample)
+            z = runner.last_pre_activation
+            assert z is not None
+            pull_spread = _spread(z.double()) if len(z) > 1 else float("nan")
+        if not np.isfinite(pull_spread) or pull_spread <= 0:
+            pull_spread = 1.0
+    return Scales(spread, pull_spread)
+
+
+# --- step 2: the optimiser ---------------------------------------------------------------------
+
+
+class HeadOptimiser:
+    """Adam on the trainable parameters, except, when the stem is cached, the first head layer's
+    weight: it takes a preconditioned SGD step (``StemCache.preconditioner``) sized so that one
+    step moves the edited images' pre-activations about ``edit_step`` of the way."""
+
+    def __init__(
+        self,
+        adam: torch.optim.Optimizer | None,
+        edit: torch.optim.Optimizer | None = None,
+        first: nn.Parameter | None = None,
+        inputs: torch.Tensor | None = None,
+        precond: torch.Tensor | None = None,
+        preconditioned: torch.Tensor | None = None,
+    ) -> None:
+        self.adam = adam
+        self.edit = edit
+        self.first = first
+        self.inputs = inputs
+        self.precond = precond
+        self.preconditioned = preconditioned  # inputs @ precond for every image, when cached
+
+    @property
+    def owns_first_gradient(self) -> bool:
+        return self.edit is not None
+
+    def zero_grad(self) -> None:
+        for opt in (self.adam, self.edit):
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+
+    def before_backward(self, runner: Runner) -> None:
+        z = runner.last_pre_activation
+        if self.edit is not None and z is not None:
+            z.retain_grad()
+
+    def step(self, runner: Runner, rows: np.ndarray) -> None:
+        z = runner.last_pre_activation
+        if self.edit is not None and self.first is not None and z is not None and z.grad is not None:
+            # The Linear layer's weight gradient is G^T X; preconditioned: G^T (X P).
+            rows_t = torch.from_numpy(rows)
+            if self.preconditioned is not None:
+                xp = self.preconditioned[rows_t]
+            else:
+                assert self.inputs is not None and self.precond is not None
+                xp = self.inputs[rows_t] @ self.precond
+            self.first.grad = z.grad.T @ xp
+            self.edit.step()
+        if self.adam is not None:
+            self.adam.step()
+
+
+def make_optimiser(
+    runner: Runner,
+    stem: StemCache | None,
+    is_train: np.ndarray,
+    batch: EditBatch,
+    scales: Scales,
+    cfg: LearningConfig,
+    damping: float = DEFAULT_DAMPING,
+) -> HeadOptimiser:
+    """The job's optimiser; sets ``runner.own_first_gradient`` when it sets that gradient itself."""
+    first, rest = runner.split_first_layer()
+    if stem is None or first is None:
+        return HeadOptimiser(torch.optim.Adam(runner.params, lr=cfg.learning_rate))
+    precond = stem.preconditioner(is_train, damping)
+    xp_all: torch.Tensor | None = stem.preconditioned_inputs(is_train, damping)
+    if cfg.protect_neighbours > 0:
+        xp_all = None
+        precond = protect_lookalikes(
+            precond, stem.inputs, batch.cards, cfg.protect_neighbours, cfg.protect_weight
+        )
+    runner.own_first_gradient = True
+    x_e = stem.inputs[torch.from_numpy(batch.cards)]
+    q = float(((x_e @ precond) * x_e).sum(1).mean())
+    edit_lr = (
+        cfg.edit_step * scales.pull_spread**2 / (2.0 * max(q, 1e-12)) * float(w_edit_sum_ratio(batch.repeats))
+    )
+    return HeadOptimiser(
+        torch.optim.Adam(rest, lr=cfg.learning_rate) if rest else None,
+        torch.optim.SGD([first], lr=edit_lr),
+        first,
+        stem.inputs,
+        precond,
+        xp_all,
+    )
+
+
+# --- step 3: the training loop -----------------------------------------------------------------
+
+
+@dataclass
+class Training:
+    steps: int
+    learned: bool
+    losses: list[float]
+
+
+def train(
+    runner: Runner,
+    batch: EditBatch,
+    optimiser: HeadOptimiser,
+    scales: Scales,
+    cfg: LearningConfig,
+    rng: np.random.Generator,
+    loss_fn: LossFn = finetune_loss,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Training:
+    """Steps of edits + neighbours + a fresh replay sample until every edit is learned
+    (``edits_learned``) after ``min_steps``, or ``max_steps``."""
+    weights = LossWeights(cfg.feature_weight, cfg.feature_margin, cfg.preserve_weight)
+    fixed_rows, fixed_y, fixed_w = batch.fixed_rows, batch.fixed_labels, batch.fixed_weights
+    edit_labels, edit_weights = torch.from_numpy(batch.targets), torch.from_numpy(batch.repeats)
+    pool, size = batch.replay_pool, batch.replay_batch
+    runner.network.module.eval()  # no dropout: deterministic, and the features match inference
+    losses: list[float] = []
+    steps = 0
+    for step in range(cfg.max_steps):
+        _stop_if_cancelled(cancelled)
+        replay = np.sort(rng.choice(pool, size, replace=False)) if size else np.empty(0, np.int64)
+        rows = np.concatenate([fixed_rows, replay])
+        targets = StepTargets(
+            labels=torch.cat([fixed_y, batch.labels[torch.from_numpy(replay)]]),
+            weights=torch.cat([fixed_w, torch.ones(len(replay))]),
+            n_edits=batch.n_edits,
+            edit_labels=edit_labels,
+            edit_weights=edit_weights,
+            is_relabel=batch.is_relabel,
+            drop_rows=batch.drop_rows,
+            old_rows=batch.old_rows,
+            reference=batch.features[torch.from_numpy(rows[batch.n_edits :])],
+            pull_spread=scales.pull_spread,
+            spread=scales.spread,
+        )
+        logits, feats = runner.forward(rows)
+        space = runner.last_pre_activation if runner.last_pre_activation is not None else feats
+        terms = loss_fn(logits, feats, space, targets, weights)
+        _check_finite(f"the loss at step {step}", terms.total)
+        losses.append(float(terms.total.item()))
+        if edits_learned(logits, terms, targets) and step >= cfg.min_steps:
+            return Training(steps, True, losses)
+        optimiser.zero_grad()
+        optimiser.before_backward(runner)
+        terms.total.backward()
+        optimiser.step(runner, rows)
+        steps = step + 1
+        if progress is not None:
+            progress(0.8 * steps / cfg.max_steps, f"training step {steps}")
+    return Training(steps, False, losses)
+
+
+def finish_training(runner: Runner) -> None:
+    """Check the trained weights and give the parameters back their ``requires_grad``."""
+    trained = set(runner.trainable_names)
+    for name, p in runner.network.module.named_parameters():
+        if name in trained:
+            _check_finite(f"weight {name}", p.detach())
+        if runner.stem is None or name in trained:  # as ``Runner`` found them (shared ones untouched)
+            p.requires_grad_(True)
+
+
+# --- step 4: re-inference, relabel, re-layout, outcomes -----------------------------------------
+
+
+def reinfer(runner: Runner) -> Inference:
+    """Features and top-5 of every image under the trained weights (checked finite)."""
+    inference = runner.infer_all()
+    _check_finite("the network's outputs", inference.logits, inference.features)
+    return inference
+
+
+def relabelled(labels: np.ndarray, edits: list[EditQueued]) -> np.ndarray:
+    """The labels with every edit's target applied (a copy)."""
+    out = np.asarray(labels, dtype=np.int64).copy()
+    for e in edits:
+        out[e.card] = target_label(e)
+    return out
+
+
+def edit_anchors(n: int, edits: list[EditQueued], cfg: LearningConfig) -> np.ndarray | None:
+    """Where the re-layout starts the edited cards (their drop positions), NaN elsewhere."""
+    if not cfg.anchor_edits:
+        return None
+    anchors = np.full((n, 3), np.nan)
+    for e in edits:
+        anchors[e.card] = e.position
+    return anchors
+
+
+def edit_outcomes(
+    edits: list[EditQueued], layout: LayoutState, labels: np.ndarray, n_classes: int, inference: Inference
+) -> list[EditOutcome]:
+    return [
+        _outcome(e, layout.positions, labels, n_classes, int(inference.top5_classes[e.card, 0]))
+        for e in edits
+    ]
+
+
+# --- the job -----------------------------------------------------------------------------------
+
+
 def run_finetune(
     req: FineTuneRequest,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
+    loss_fn: LossFn = finetune_loss,
 ) -> FineTuneResult:
     """Train a clone of ``req.network`` on the edits, re-infer every image, and re-lay them out."""
     cfg = req.config
@@ -400,158 +559,32 @@ def run_finetune(
     torch.manual_seed(req.seed)
     rng = np.random.default_rng(req.seed)
     network = req.network.clone(share=frozen_stem_names(req.network, req.stem, cfg.full_finetune))
-    runner = _Runner(network, req.images, req.stem, cfg.full_finetune)
-    n = len(req.images)
-
-    edits = [e for e in latest_edits(req.edits) if e.action != UNSURE or cfg.train_unsure]
-    if not edits:
-        raise ValueError("a fine-tune job needs at least one trainable edit")
-    cards = np.array([e.card for e in edits], dtype=np.int64)
-    targets = np.array([target_label(e) for e in edits], dtype=np.int64)
-    repeats = np.array([max(e.repeats, 1) for e in edits], dtype=np.float32)
-    is_relabel = torch.tensor([e.action == RELABEL for e in edits])
-
-    # Neighbourhoods in the current model's layout (before any drag): around the drop, and
-    # around where the card was. Edited cards are never anyone's neighbour.
-    positions = np.asarray(req.layout.positions, dtype=np.float64)
-    others = np.setdiff1d(np.arange(n), cards)
-    k = min(cfg.neighbours, len(others))
-    drop_nb = np.stack([_nearest(positions, others, np.asarray(e.position), k) for e in edits])
-    old_nb = np.stack([_nearest(positions, others, positions[e.card], k) for e in edits])
-    nb_cards, nb_inverse = np.unique(np.concatenate([drop_nb.ravel(), old_nb.ravel()]), return_inverse=True)
-    drop_rows = torch.from_numpy(len(cards) + nb_inverse[: drop_nb.size].reshape(drop_nb.shape))
-    old_rows = torch.from_numpy(len(cards) + nb_inverse[drop_nb.size :].reshape(old_nb.shape))
-
-    # The replay pool: unedited training images with their current labels.
-    pool = np.flatnonzero(req.is_train & ~np.isin(np.arange(n), cards))
-    if len(pool) > cfg.replay_samples:
-        pool = np.sort(rng.choice(pool, cfg.replay_samples, replace=False))
-    batch = min(cfg.replay_batch, len(pool))
-
-    feats0 = np.asarray(req.features, dtype=np.float64)
-    spread = float(np.sqrt(((feats0 - feats0.mean(0)) ** 2).sum(1).mean())) or 1.0
-    pull_spread = spread
-    if runner.stem is not None:
-        with torch.no_grad():
-            runner.forward(pool[: min(len(pool), 512)])
-            z = runner.last_pre_activation.double()  # type: ignore[union-attr]
-            pull_spread = float(((z - z.mean(0)) ** 2).sum(1).mean().sqrt()) or 1.0
-    feats0_t = torch.from_numpy(np.asarray(req.features, dtype=np.float32))
-    labels_t = torch.from_numpy(np.asarray(req.labels, dtype=np.int64))
-    fixed_rows = np.concatenate([cards, nb_cards])
-    fixed_y = torch.cat([torch.from_numpy(targets), labels_t[torch.from_numpy(nb_cards)]])
-    fixed_w = torch.cat([torch.from_numpy(repeats), torch.ones(len(nb_cards))])
-    ne = len(cards)
+    runner = Runner(network, req.images, req.stem, cfg.full_finetune)
+    batch = prepare_batch(req, rng)
+    scales = measure_scales(runner, batch, req.features)
     times["prepare"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    first, others = runner.split_first_layer()
-    precond = req.stem.preconditioner(req.is_train) if req.stem is not None and first is not None else None
-    xp_all = req.stem.preconditioned_inputs(req.is_train) if precond is not None else None  # type: ignore[union-attr]
-    if precond is not None and cfg.protect_neighbours > 0:
-        xp_all = None
-        precond = protect_lookalikes(
-            precond, req.stem.inputs, cards, cfg.protect_neighbours, cfg.protect_weight
-        )  # type: ignore[union-attr]
-    if precond is not None:
-        assert first is not None
-        runner.own_first_gradient = True
-        x_e = req.stem.inputs[torch.from_numpy(cards)]  # type: ignore[union-attr]
-        q = float(((x_e @ precond) * x_e).sum(1).mean())
-        # One step moves the edited images' pre-activations about ``edit_step`` of the way.
-        edit_lr = cfg.edit_step * pull_spread**2 / (2.0 * max(q, 1e-12)) * float(w_edit_sum_ratio(repeats))
-        edit_opt = torch.optim.SGD([first], lr=edit_lr)
-        optimiser = torch.optim.Adam(others, lr=cfg.learning_rate) if others else None
-    else:
-        edit_opt = None
-        optimiser = torch.optim.Adam(runner.params, lr=cfg.learning_rate)
-    network.module.eval()  # no dropout: deterministic, and the features match inference
-    losses: list[float] = []
-    learned = False
-    steps = 0
-    y_edit = torch.from_numpy(targets)
-    w_edit = torch.from_numpy(repeats)
-    for step in range(cfg.max_steps):
-        _stop_if_cancelled(cancelled)
-        replay = np.sort(rng.choice(pool, batch, replace=False)) if batch else np.empty(0, np.int64)
-        rows = np.concatenate([fixed_rows, replay])
-        y = torch.cat([fixed_y, labels_t[torch.from_numpy(replay)]])
-        w = torch.cat([fixed_w, torch.ones(len(replay))])
-        logits, feats = runner.forward(rows)
-        ce = (F.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
-        # Pull and push act on the first head layer's output before its ReLU when there is one:
-        # after the ReLU, units the target needs but the edited image has switched off get no
-        # gradient, and the pull stalls halfway.
-        space = runner.last_pre_activation if runner.last_pre_activation is not None else feats
-        f_edit = space[:ne]
-        target = space[drop_rows].mean(1).detach()
-        old = space[old_rows].mean(1).detach()
-        d_t = (f_edit - target).norm(dim=1) / pull_spread
-        d_o = (f_edit - old).norm(dim=1) / pull_spread
-        push = torch.where(is_relabel, F.relu(cfg.feature_margin + d_t - d_o), torch.zeros_like(d_t))
-        feature_term = ((d_t**2 + push) * w_edit).sum() / w_edit.sum()
-        # Unconcerned cards keep their features, so the re-layout keeps their neighbourhoods.
-        drift = ((feats[ne:] - feats0_t[torch.from_numpy(rows[ne:])]) ** 2).sum(1).mean() / spread**2
-        loss = ce + cfg.feature_weight * feature_term + cfg.preserve_weight * drift
-        _check_finite(f"the loss at step {step}", loss)
-        losses.append(float(loss.item()))
-        with torch.no_grad():
-            correct = bool((logits[:ne].argmax(1) == y_edit).all())
-            nearer = bool(torch.where(is_relabel, d_t < d_o, torch.ones_like(d_t, dtype=torch.bool)).all())
-        if correct and nearer and step >= cfg.min_steps:
-            learned = True
-            break
-        for opt in (optimiser, edit_opt):
-            if opt is not None:
-                opt.zero_grad(set_to_none=True)
-        z = runner.last_pre_activation
-        if edit_opt is not None and z is not None:
-            z.retain_grad()
-        loss.backward()
-        if edit_opt is not None and first is not None and z is not None and z.grad is not None:
-            # The Linear layer's weight gradient is G^T X; preconditioned: G^T (X P).
-            rows_t = torch.from_numpy(rows)
-            xp = xp_all[rows_t] if xp_all is not None else req.stem.inputs[rows_t] @ precond  # type: ignore[union-attr]
-            first.grad = z.grad.T @ xp
-            edit_opt.step()
-        if optimiser is not None:
-            optimiser.step()
-        steps = step + 1
-        if progress is not None:
-            progress(0.8 * steps / cfg.max_steps, f"training step {steps}")
-    trained = set(runner.trainable_names)
-    for name, p in network.module.named_parameters():
-        if name in trained:
-            _check_finite(f"weight {name}", p.detach())
-        if runner.stem is None or name in trained:  # as ``_Runner`` found them (shared ones untouched)
-            p.requires_grad_(True)
+    optimiser = make_optimiser(runner, runner.stem, req.is_train, batch, scales, cfg)
+    training = train(runner, batch, optimiser, scales, cfg, rng, loss_fn, progress, cancelled)
+    finish_training(runner)
     times["train"] = time.perf_counter() - t1
 
     _stop_if_cancelled(cancelled)
     t2 = time.perf_counter()
-    inference = runner.infer_all()
-    _check_finite("the network's outputs", inference.logits, inference.features)
+    inference = reinfer(runner)
     times["infer"] = time.perf_counter() - t2
     if progress is not None:
         progress(0.85, "re-laying out")
 
     _stop_if_cancelled(cancelled)
     t3 = time.perf_counter()
-    labels = np.asarray(req.labels, dtype=np.int64).copy()
-    for e in edits:
-        labels[e.card] = target_label(e)
-    anchors = None
-    if cfg.anchor_edits:
-        anchors = np.full((n, 3), np.nan)
-        for e in edits:
-            anchors[e.card] = e.position
-    layout = relayout(req.projector, inference.features, req.layout, cfg, anchors, req.features, cards)
+    labels = relabelled(req.labels, batch.edits)
+    anchors = edit_anchors(len(req.images), batch.edits, cfg)
+    layout = relayout(req.projector, inference.features, req.layout, cfg, anchors, req.features, batch.cards)
     times["layout"] = time.perf_counter() - t3
 
-    outcomes = [
-        _outcome(e, layout.positions, labels, req.n_classes, int(inference.top5_classes[e.card, 0]))
-        for e in edits
-    ]
+    outcomes = edit_outcomes(batch.edits, layout, labels, req.n_classes, inference)
     weights = _state_bytes(network.module, runner.trainable_names)
     times["total"] = time.perf_counter() - t0
     if progress is not None:
@@ -565,9 +598,9 @@ def run_finetune(
         inference,
         layout,
         outcomes,
-        steps,
-        learned,
-        losses,
+        training.steps,
+        training.learned,
+        training.losses,
         times,
     )
 

@@ -115,3 +115,106 @@ def test_full_finetune_option_trains_without_stem(loaded_digits):
     result = run_finetune(req)
     assert "features.conv1.weight" in result.weight_names
     assert result.inference.top5_classes[edit.card, 0] == new
+
+
+def test_no_replay_trains_without_nan(loaded_digits, stem):
+    """``replay_samples = 0`` (issue 13): the pull's scale came from an empty replay sample (NaN),
+    and every job failed at step 0. It now comes from the edits and their neighbours."""
+    import dataclasses
+
+    _, new, edit = pick_relabel(loaded_digits, seed=5)
+    req = request(loaded_digits, [edit], stem)
+    req.config = dataclasses.replace(loaded_digits.scene.learning, replay_samples=0)
+    result = run_finetune(req)
+    assert np.isfinite(result.losses).all()
+    assert result.inference.top5_classes[edit.card, 0] == new
+
+
+def test_prepare_batch_neighbours_and_replay_pool(loaded_digits):
+    from game.learning.finetune import prepare_batch
+
+    ws = loaded_digits.workspace
+    card, new, edit = pick_relabel(loaded_digits, seed=5)
+    batch = prepare_batch(request(loaded_digits, [edit], None), np.random.default_rng(0))
+    cfg = loaded_digits.scene.learning
+    assert batch.n_edits == 1 and batch.targets.tolist() == [new]
+    assert card not in batch.neighbour_cards and card not in batch.replay_pool
+    assert ws.is_train[batch.replay_pool].all() and len(batch.replay_pool) == cfg.replay_samples
+    rows = batch.fixed_rows
+    drop_cards = rows[batch.drop_rows[0].numpy()]
+    old_cards = rows[batch.old_rows[0].numpy()]
+    assert len(drop_cards) == cfg.neighbours
+    # The drop's neighbours sit around the drop (mostly the target class), the old ones around the card.
+    pos = loaded_digits.layout.positions
+    assert np.mean(ws.labels[drop_cards] == new) > 0.5
+    d_drop = np.linalg.norm(pos[drop_cards] - np.asarray(edit.position), axis=1).max()
+    d_other = np.linalg.norm(pos[old_cards] - np.asarray(edit.position), axis=1).min()
+    assert d_drop <= d_other
+    assert batch.fixed_labels[0] == new and batch.fixed_weights[0] == edit.repeats
+
+
+def _targets(n_edits=1, relabel=True, reference=None):
+    from game.learning.loss import StepTargets
+
+    feats = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    return StepTargets(
+        labels=torch.tensor([1, 1, 0]),
+        weights=torch.ones(3),
+        n_edits=n_edits,
+        edit_labels=torch.tensor([1]),
+        edit_weights=torch.ones(1),
+        is_relabel=torch.tensor([relabel]),
+        drop_rows=torch.tensor([[1]]),
+        old_rows=torch.tensor([[2]]),
+        reference=feats[1:] if reference is None else reference,
+        pull_spread=1.0,
+        spread=1.0,
+    ), feats
+
+
+def test_loss_terms_by_hand():
+    from game.learning.loss import LossWeights, edits_learned, finetune_loss
+
+    t, feats = _targets()
+    logits = torch.zeros(3, 2)  # uniform: cross-entropy log 2 for every row
+    terms = finetune_loss(logits, feats, feats, t, LossWeights(1.0, 0.5, 1.0))
+    assert torch.isclose(terms.cross_entropy, torch.log(torch.tensor(2.0)))
+    # Edit at (0,0): distance 1 to the drop's neighbour (1,0) and 1 to the old one (0,1).
+    assert (
+        torch.isclose(terms.to_target, torch.ones(1)).all()
+        and torch.isclose(terms.to_old, torch.ones(1)).all()
+    )
+    assert torch.isclose(terms.feature, torch.tensor(1.0 + 0.5))  # d_t^2 + relu(margin + d_t - d_o)
+    assert terms.drift == 0.0  # unconcerned rows kept their features
+    assert torch.isclose(terms.total, terms.cross_entropy + terms.feature)
+    # A reinforce has no push; drift counts moved features in units of the spread.
+    t2, _ = _targets(relabel=False, reference=torch.tensor([[1.0, 0.0], [0.0, 3.0]]))
+    terms2 = finetune_loss(logits, feats, feats, t2, LossWeights(1.0, 0.5, 2.0))
+    assert torch.isclose(terms2.feature, torch.tensor(1.0)) and torch.isclose(terms2.drift, torch.tensor(2.0))
+    assert torch.isclose(terms2.total, terms2.cross_entropy + terms2.feature + 2.0 * terms2.drift)
+    assert not edits_learned(logits, terms, t)  # a tie predicts class 0, not the target 1
+    assert edits_learned(torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]), terms2, t2)
+
+
+def test_loss_can_be_swapped(loaded_digits, stem):
+    """A loss passed to ``run_finetune`` replaces the built-in one: cross-entropy alone gives the
+    same result as switching the other terms off in the settings, bit for bit."""
+    import dataclasses
+
+    from game.learning.loss import LossWeights, finetune_loss
+
+    calls = []
+
+    def ce_only(logits, feats, space, targets, weights):
+        calls.append(len(logits))
+        return finetune_loss(logits, feats, space, targets, LossWeights(0.0, weights.feature_margin, 0.0))
+
+    _, _, edit = pick_relabel(loaded_digits, seed=5)
+    swapped = run_finetune(request(loaded_digits, [edit], stem), loss_fn=ce_only)
+    req = request(loaded_digits, [edit], stem)
+    req.config = dataclasses.replace(loaded_digits.scene.learning, feature_weight=0.0, preserve_weight=0.0)
+    configured = run_finetune(req)
+    assert len(calls) == len(swapped.losses) and calls
+    assert swapped.weights == configured.weights
+    default = run_finetune(request(loaded_digits, [edit], stem))
+    assert default.weights != swapped.weights

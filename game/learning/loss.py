@@ -1,0 +1,102 @@
+"""The fine-tune loss as a pure function of one step's outputs: swap it or test it alone.
+
+Three terms (why each is there is in ``game.learning.finetune``'s docstring):
+
+* weighted cross-entropy on the edited images (weights = repeats), their neighbours and the
+  replayed images;
+* a feature-space term per edit: the squared distance to the mean of the cards around its drop
+  and, for relabels, a triplet push away from the cards around where it was (margin
+  ``feature_margin``), distances in units of ``pull_spread``;
+* drift: unconcerned cards keep their features (in units of ``spread``), so the re-layout keeps
+  their neighbourhoods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The loss's settings (from ``LearningConfig``)."""
+
+    feature_weight: float = 1.0
+    feature_margin: float = 0.5
+    preserve_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class StepTargets:
+    """What one step's outputs are compared with. The first ``n_edits`` rows are the edits.
+
+    ``drop_rows``/``old_rows`` (n_edits, k) index the step's rows: the cards around each drop and
+    around each edited card's old place. ``reference`` are the features of rows ``n_edits:`` before
+    the job.
+    """
+
+    labels: torch.Tensor  # (rows,) int64
+    weights: torch.Tensor  # (rows,) float32
+    n_edits: int
+    edit_labels: torch.Tensor  # (n_edits,) int64
+    edit_weights: torch.Tensor  # (n_edits,) float32
+    is_relabel: torch.Tensor  # (n_edits,) bool
+    drop_rows: torch.Tensor  # (n_edits, k) int64
+    old_rows: torch.Tensor  # (n_edits, k) int64
+    reference: torch.Tensor  # (rows - n_edits, F) float32
+    pull_spread: float  # scale of the space the pull acts in
+    spread: float  # scale of the features (drift)
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    cross_entropy: torch.Tensor
+    feature: torch.Tensor
+    drift: torch.Tensor
+    to_target: torch.Tensor  # (n_edits,) distance to the drop's neighbours, in pull_spread units
+    to_old: torch.Tensor  # (n_edits,) distance to the old neighbours
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, StepTargets, LossWeights], LossTerms]
+
+
+def finetune_loss(
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    space: torch.Tensor,
+    t: StepTargets,
+    weights: LossWeights,
+) -> LossTerms:
+    """Cross-entropy + feature pull/push + drift for one step.
+
+    ``space`` is where pull and push act: the first head layer's output before its ReLU when there
+    is one (after the ReLU, units the target needs but the edited image has switched off get no
+    gradient, and the pull stalls halfway), else ``features``.
+    """
+    ne = t.n_edits
+    ce = (F.cross_entropy(logits, t.labels, reduction="none") * t.weights).sum() / t.weights.sum()
+    f_edit = space[:ne]
+    target = space[t.drop_rows].mean(1).detach()
+    old = space[t.old_rows].mean(1).detach()
+    d_t = (f_edit - target).norm(dim=1) / t.pull_spread
+    d_o = (f_edit - old).norm(dim=1) / t.pull_spread
+    push = torch.where(t.is_relabel, F.relu(weights.feature_margin + d_t - d_o), torch.zeros_like(d_t))
+    feature = ((d_t**2 + push) * t.edit_weights).sum() / t.edit_weights.sum()
+    if len(t.reference):
+        drift = ((features[ne:] - t.reference) ** 2).sum(1).mean() / t.spread**2
+    else:  # nothing but edits in the batch (no neighbours, no replay): nothing to hold still
+        drift = torch.zeros((), dtype=features.dtype)
+    total = ce + weights.feature_weight * feature + weights.preserve_weight * drift
+    return LossTerms(total, ce, feature, drift, d_t, d_o)
+
+
+@torch.no_grad()
+def edits_learned(logits: torch.Tensor, terms: LossTerms, t: StepTargets) -> bool:
+    """Every edit predicted as its target and, for relabels, nearer the new neighbours than the old."""
+    correct = bool((logits[: t.n_edits].argmax(1) == t.edit_labels).all())
+    nearer = torch.where(t.is_relabel, terms.to_target < terms.to_old, torch.ones_like(t.is_relabel))
+    return correct and bool(nearer.all())

@@ -1,0 +1,244 @@
+"""The frozen stem and the trainable head of a head-only fine-tune.
+
+Unless ``full_finetune``, only the last ``head_layers`` Linear layers of ``module.classifier``
+train. Their input never changes, so it is computed once per scene (``StemCache``) and a step runs
+only the head: this is what makes an AlexNet-shaped network with 2,000 images fit in a few seconds
+on a CPU. ``Runner`` does the forward passes either way (cached head or whole network).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from game.nets.network import Inference, Network, top_k
+
+DEFAULT_DAMPING = 0.005  # the head preconditioner's damping, relative to the mean eigenvalue
+
+
+@dataclass
+class StemCache:
+    """The input of the trainable head for every image, computed once with the frozen stem.
+
+    ``start`` is the index in ``module.classifier`` where the head begins.
+    """
+
+    start: int
+    inputs: torch.Tensor  # (N, D) float32
+    seconds: float = 0.0
+    inverse_moment: torch.Tensor | None = None  # (D, D): (E[x x^T] + damping)^-1 over training inputs
+    preconditioned: torch.Tensor | None = None  # (N, D): inputs @ inverse_moment
+    damping: float | None = None  # the damping ``inverse_moment`` was computed with
+
+    def preconditioned_inputs(self, is_train: np.ndarray, damping: float = DEFAULT_DAMPING) -> torch.Tensor:
+        """``inputs @ preconditioner``, once: a step then costs one more head-sized matmul, not D^3."""
+        inverse = self.preconditioner(is_train, damping)
+        if self.preconditioned is None:
+            self.preconditioned = self.inputs @ inverse
+        return self.preconditioned
+
+    def preconditioner(self, is_train: np.ndarray, damping: float = DEFAULT_DAMPING) -> torch.Tensor:
+        """The inverse second moment of the head's inputs (computed once per damping; the inputs
+        never change).
+
+        Multiplying the first head layer's weight gradient by it gives the update that changes the
+        edited images' outputs most while changing typical other inputs least (the minimum-change
+        edit of model-editing methods): plain gradients move every image alike, because the stem's
+        outputs share a large common component. ``damping`` (relative to the mean eigenvalue)
+        keeps the inverse sane when the moment is estimated from few images.
+        """
+        if self.inverse_moment is None or self.damping != damping:
+            x = self.inputs[torch.from_numpy(np.flatnonzero(is_train))].double()
+            moment = x.T @ x / max(len(x), 1)
+            moment += damping * float(moment.diagonal().mean()) * torch.eye(len(moment), dtype=moment.dtype)
+            self.inverse_moment = torch.linalg.inv(moment).float()
+            self.preconditioned = None
+            self.damping = damping
+        return self.inverse_moment
+
+
+def _has_trainable_bias(module: nn.Module) -> bool:
+    bias = getattr(module, "bias", None)
+    return isinstance(module, nn.Linear) and bias is not None and bias.requires_grad
+
+
+def _classifier(module: nn.Module) -> nn.Sequential | None:
+    head = getattr(module, "classifier", None)
+    return head if isinstance(head, nn.Sequential) else None
+
+
+def head_start(module: nn.Module, head_layers: int) -> int | None:
+    """Index in ``module.classifier`` of the first trainable layer (None: no classifier Sequential)."""
+    head = _classifier(module)
+    if head is None:
+        return None
+    linear = [i for i, m in enumerate(head) if isinstance(m, nn.Linear)]
+    if not linear:
+        return None
+    return linear[-min(head_layers, len(linear))]
+
+
+def head_parameter_names(module: nn.Module, start: int) -> list[str]:
+    """Full names of the parameters of ``classifier[start:]``."""
+    head = _classifier(module)
+    assert head is not None
+    names = list(head._modules)[start:]
+    return [
+        f"classifier.{n}.{p}"
+        for n in names
+        for p, _ in head._modules[n].named_parameters()  # type: ignore[union-attr]
+    ]
+
+
+def frozen_stem_names(network: Network, stem: StemCache | None, full: bool) -> list[str]:
+    """Parameters a head-only job never reads (the stem's outputs are cached) nor changes: its
+    copy of the network shares them instead of copying them."""
+    if full or stem is None:
+        return []
+    head = set(head_parameter_names(network.module, stem.start))
+    return [n for n, _ in network.module.named_parameters() if n not in head]
+
+
+def feature_layer_in_head(network: Network, start: int) -> bool:
+    """True when the feature layer is part of ``classifier[start:]`` (so the head makes it)."""
+    head = _classifier(network.module)
+    if head is None or not network.feature_layer.startswith("classifier."):
+        return False
+    name = network.feature_layer.split(".", 1)[1]
+    keys = list(head._modules)
+    return name in keys and keys.index(name) >= start
+
+
+def compute_stem_cache(
+    network: Network, images: np.ndarray, head_layers: int, batch_size: int = 256
+) -> StemCache | None:
+    """Run the frozen stem once over every image; None when the network cannot be split so."""
+    start = head_start(network.module, head_layers)
+    if start is None or not feature_layer_in_head(network, start):
+        return None
+    t0 = time.perf_counter()
+    head = _classifier(network.module)
+    assert head is not None
+    captured: list[torch.Tensor] = []
+    handle = head[start].register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            network.module.eval()
+            for s in range(0, len(images), batch_size):
+                network.module(network.preprocess(images[s : s + batch_size]))
+    finally:
+        handle.remove()
+    return StemCache(start, torch.cat(captured).float().contiguous(), time.perf_counter() - t0)
+
+
+class Runner:
+    """Forward passes for training and inference, through the cached head or the whole network."""
+
+    def __init__(self, network: Network, images: np.ndarray, stem: StemCache | None, full: bool) -> None:
+        self.network = network
+        self.images = images
+        self.stem = stem if not full else None
+        module = network.module
+        if full:
+            trainable = {n for n, _ in module.named_parameters()}
+        elif stem is not None:
+            trainable = set(head_parameter_names(module, stem.start))
+        else:
+            s = head_start(module, 1)
+            trainable = (
+                set(head_parameter_names(module, s))
+                if s is not None
+                else {n for n, _ in module.named_parameters()}
+            )
+        for name, p in module.named_parameters():
+            if self.stem is None or name in trainable:  # the stem's tensors may be shared: untouched
+                p.requires_grad_(name in trainable)
+        self.trainable_names = sorted(trainable)
+        self.params = [p for n, p in module.named_parameters() if n in trainable]
+        self._preprocessed: torch.Tensor | None = None
+        self.last_pre_activation: torch.Tensor | None = None  # first head layer's output, last forward
+        self.own_first_gradient = False  # True: autograd leaves the first head layer's weight alone
+        if self.stem is None and images[:1].size * len(images) <= 50_000_000:
+            self._preprocessed = network.preprocess(images)  # small datasets: preprocess once
+
+    def split_first_layer(self) -> tuple[nn.Parameter | None, list[nn.Parameter]]:
+        """The weight of the head's first Linear layer (fed by the stem cache), and the rest."""
+        if self.stem is None:
+            return None, list(self.params)
+        head = _classifier(self.network.module)
+        assert head is not None
+        first = head[self.stem.start].weight
+        return first, [p for p in self.params if p is not first]
+
+    def _inputs(self, idx: np.ndarray) -> torch.Tensor:
+        if self._preprocessed is not None:
+            return self._preprocessed[torch.from_numpy(idx)]
+        return self.network.preprocess(self.images[idx])
+
+    def forward(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and flattened features of the images ``idx`` (with gradients)."""
+        if self.stem is None:
+            return self.network.forward_with_features(self._inputs(idx))
+        head = _classifier(self.network.module)
+        assert head is not None
+        layer = dict(self.network.module.named_modules())[self.network.feature_layer]
+        captured: list[torch.Tensor] = []
+        handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            x = self.stem.inputs[torch.from_numpy(idx)]
+            for i, m in enumerate(list(head)[self.stem.start :]):
+                if i == 0 and self.own_first_gradient and m is not layer and _has_trainable_bias(m):
+                    # The caller sets this layer's weight gradient itself (preconditioned): skip
+                    # autograd's, a (D x D) product per step (AlexNet's fc7: 16.8 M numbers).
+                    x = F.linear(x, m.weight.detach(), m.bias)
+                else:
+                    x = m(x)
+                if i == 0:
+                    self.last_pre_activation = x
+        finally:
+            handle.remove()
+        return x, captured[-1].flatten(1)
+
+    @torch.no_grad()
+    def infer_all(self, batch_size: int = 1024) -> Inference:
+        """Features and top-5 of every image under the current weights (``Network.infer``'s output)."""
+        self.network.module.eval()
+        if self.stem is None:
+            return self.network.infer(self.images)
+        feats, logits_all = [], []
+        n = len(self.images)
+        for s in range(0, n, batch_size):
+            logits, f = self.forward(np.arange(s, min(s + batch_size, n)))
+            feats.append(f.float().numpy())
+            logits_all.append(logits.float().numpy())
+        logits = np.concatenate(logits_all).astype(np.float32)
+        return Inference(np.concatenate(feats).astype(np.float32), *top_k(logits), logits)
+
+
+def protect_lookalikes(
+    inverse_moment: torch.Tensor, inputs: torch.Tensor, cards: np.ndarray, m: int, weight: float
+) -> torch.Tensor:
+    """The preconditioner with the edited images' look-alikes weighted up (Woodbury update).
+
+    The images whose head inputs are nearest an edited image's are the ones that would "move with
+    it" (and drag it back in the re-layout). Adding them to the second moment with ``weight`` times
+    the whole dataset's mass makes the update nearly orthogonal to them, so they stay put.
+    """
+    x = inputs
+    others = np.setdiff1d(np.arange(len(x)), cards)
+    rows = []
+    for c in cards:
+        d = ((x[torch.from_numpy(others)] - x[int(c)]) ** 2).sum(1)
+        k = min(m, len(others))
+        rows.append(torch.from_numpy(others)[torch.topk(d, k, largest=False).indices])
+    u = x[torch.unique(torch.cat(rows))].double()  # (r, D)
+    p = inverse_moment.double()
+    b_inv = torch.eye(len(u), dtype=p.dtype) * (len(u) / max(weight, 1e-12))
+    pu = p @ u.T  # (D, r)
+    middle = torch.linalg.solve(b_inv + u @ pu, pu.T)  # (r, D)
+    return (p - pu @ middle).float()
