@@ -89,11 +89,11 @@ def run_edits(loaded, ctl, n_edits: int, seed: int) -> list[dict]:
         card = int(rng.choice([c for c in choices if c not in used]))
         used.add(card)
         target = int((ws.labels[card] + rng.integers(1, ws.n_classes)) % ws.n_classes)
-        before_pos = np.asarray(loaded.layout.positions).copy()
+        before_pos = np.asarray(loaded.models.layout().positions).copy()
         acc0 = heldout_accuracy(ws.predictions, ws.original_labels, ws.is_train.copy(), np.array([card]))
         pos = drop_position(loaded, card, target, rng)
         latency, gap = frame_loop_until_model(loaded, ctl, ws.drop_event(card, pos))
-        result = ctl.results[-1]
+        result = ctl.last_result
         (outcome,) = result.outcomes
         acc1 = heldout_accuracy(ws.predictions, ws.original_labels, ws.is_train.copy(), np.array([card]))
         rows.append(

@@ -126,7 +126,7 @@ def run_mode(app, mode: str, drops: int, idle_seconds: float, seed: int, fps: fl
 
     # Warm-up: the controller's prepare job (base weights, frozen stem; the child's imports).
     t0 = time.perf_counter()
-    while not ctl._stem_ready.is_set() or app.worker.busy:
+    while not ctl.ready or app.worker.busy:
         frame(None)
         if time.perf_counter() - t0 > 300:
             raise TimeoutError("the controller's prepare job did not finish")
@@ -162,8 +162,8 @@ def run_mode(app, mode: str, drops: int, idle_seconds: float, seed: int, fps: fl
             f"[{mode}] drop {i + 1}/{drops}: card {card} -> class {target}, tween after {latencies[-1]:.2f} s",
             file=sys.stderr,
         )
-        if ctl.results:
-            job_seconds.append(ctl.results[-1].seconds.get("total", float("nan")))
+        if ctl.last_result is not None:
+            job_seconds.append(ctl.last_result.seconds.get("total", float("nan")))
         tween_until = time.perf_counter() + tween_s
     end_idle = time.perf_counter() + max(idle_seconds, tween_s)
     while time.perf_counter() < end_idle:

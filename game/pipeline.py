@@ -16,6 +16,8 @@ from game.core.scene import Scene, load_scene
 from game.core.workspace import Workspace
 from game.data.dataset import Dataset, load_dataset
 from game.layout.projector import LayoutState, Projector
+from game.layout.state_io import layout_from_arrays, layout_to_arrays
+from game.learning.store import ModelStore
 from game.nets.build import build_network
 from game.nets.cache import cache_dir, content_hash
 from game.nets.network import Inference, Network
@@ -23,7 +25,11 @@ from game.nets.network import Inference, Network
 
 @dataclass
 class LoadedScene:
-    """Everything a session needs: the scene, data, network, layout and the workspace."""
+    """Everything a session starts from: the scene, data, network, layout and the workspace.
+
+    ``network`` and ``layout`` are the start-up ones and are never replaced: the versions a
+    fine-tune or an undo makes live in ``models`` (ask ``loaded.models.network()`` for the live one).
+    """
 
     scene: Scene
     dataset: Dataset
@@ -32,6 +38,11 @@ class LoadedScene:
     layout: LayoutState
     workspace: Workspace
     timings: dict[str, float] = field(default_factory=dict)
+    models: ModelStore = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.models is None:
+            self.models = ModelStore.start(self.network, self.layout, self.workspace)
 
     def heldout_accuracy(self) -> float:
         """Accuracy of the current predictions on held-out cards, against their original labels."""
@@ -99,29 +110,13 @@ def _layout_cached(projector: Projector, features: np.ndarray, use_cache: bool) 
     if use_cache and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                return LayoutState(
-                    z["embedding"],
-                    z["center"],
-                    float(z["scale"]),
-                    z["offset"],
-                    z["positions"],
-                    int(z["pca_dims"]),
-                    neighbours=z["neighbours"] if "neighbours" in z.files else None,
-                )
+                return layout_from_arrays(z)
         except (OSError, KeyError, ValueError):
             path.unlink(missing_ok=True)
     state = projector.fit(features)
     if use_cache:
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            embedding=state.embedding,
-            center=state.center,
-            scale=state.scale,
-            offset=state.offset,
-            positions=state.positions,
-            pca_dims=state.pca_dims,
-            neighbours=state.neighbours,  # feature-space neighbours: what update_local compares to
-        )
+        # With the feature-space neighbours: what update_local compares to.
+        np.savez(tmp, **layout_to_arrays(state))
         tmp.replace(path)
     return state

@@ -8,9 +8,9 @@ Recording a live app takes one call after the app and the fine-tune controller e
     recorder = start_recording(app, controller)   # subscribes, records poses every frame
 
 ``start_recording`` subscribes the recorder to the workspace, appends a ``PoseRecorderHook`` to
-``app.frame_hooks`` (head = the camera, or the headset and both controllers in VR) and hands the
-controller's new checkpoints to ``recorder.record_model``; ``app.finalExitCallbacks`` closes the
-file when the app exits.
+``app.frame_hooks`` (head = the camera, or the headset and both controllers in VR) and lets the
+recorder follow the scene's model store (each version's trainable part, fetched on its own
+thread); ``app.finalExitCallbacks`` closes the file when the app exits.
 """
 
 from __future__ import annotations
@@ -97,24 +97,13 @@ class PoseRecorderHook:
 def start_recording(
     app: Any, controller: Any = None, folder: str | Path | None = None, label: str = ""
 ) -> SessionRecorder:
-    """Record ``app``'s session: events, poses every frame, and every model version."""
-    from game.nets.weights import state_to_bytes
-
+    """Record ``app``'s session: events, poses every frame, and every model version (the
+    recorder follows the scene's model store; ``controller`` is no longer needed)."""
     loaded = app.loaded
-    weights = state_to_bytes(loaded.network.module) if loaded.network is not None else None
     recorder = SessionRecorder.start(
-        loaded.scene, loaded.workspace, folder=folder, weights=weights, layout=loaded.layout, label=label
+        loaded.scene, loaded.workspace, folder=folder, store=loaded.models, layout=loaded.layout, label=label
     )
     app.frame_hooks.append(PoseRecorderHook(app, recorder))
-    if controller is not None:
-        previous = controller.on_checkpoint
-
-        def on_checkpoint(version: int, data: bytes) -> None:
-            recorder.record_model(version, data)
-            if previous is not None:
-                previous(version, data)
-
-        controller.on_checkpoint = on_checkpoint
     app.finalExitCallbacks.append(recorder.close)
     return recorder
 

@@ -180,7 +180,6 @@ def run(args: argparse.Namespace) -> int:
     from game.controls.hand import Hand
     from game.core import events as ev
     from game.learning.controller import FineTuneController
-    from game.nets.weights import state_to_bytes
     from game.pipeline import open_scene
     from game.sessions.reader import SessionReader
     from game.sessions.recorder import SessionRecorder
@@ -201,14 +200,12 @@ def run(args: argparse.Namespace) -> int:
         scene,
         ws,
         folder=args.sessions,
-        weights=state_to_bytes(loaded.network.module),
+        store=loaded.models,  # every model version, fetched on the recorder's thread
         layout=loaded.layout,
         label="demo",
         meta={"produced_by": "latent-reach demo"},
     )
-    controller = FineTuneController(
-        loaded, stage.worker, clock=lambda: stage.now, on_checkpoint=recorder.record_model
-    )
+    controller = FineTuneController(loaded, stage.worker, clock=lambda: stage.now)
     hand = Hand(ws, positions=lambda: stage.positions, card_size=scene.world.card_size, name="right")
     stage.add_hook(controller)
     stage.add_hook(hand)

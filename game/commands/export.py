@@ -60,7 +60,7 @@ def _export_scene(args: argparse.Namespace) -> int:
         edit_times = {card: stamp for card, _ in moves}
     result = export_workspace(
         ws,
-        loaded.network.module.state_dict(),  # the controller swaps in each fine-tuned network
+        loaded.models.network().module.state_dict(),  # the live version after the moves
         edit_times,
         args.out,
         include_features=not args.no_features,

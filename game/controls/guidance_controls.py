@@ -88,6 +88,7 @@ class GuidanceControls:
             n_classes,
             seed,
             name="guidance-scores",
+            lane="interactive",
             on_done=lambda job: self._scores_done(job.result, len(labels)),
             on_error=lambda job: self._scores_failed(job.error),
         )
@@ -164,18 +165,19 @@ class GuidanceControls:
             return
         loaded = self.app.loaded
         ws = self.app.workspace
-        current = ws.feature_layer or loaded.network.feature_layer
-        layer = next_layer(loaded.network.module, current)
+        network = loaded.models.network()
+        current = ws.feature_layer or network.feature_layer
+        layer = next_layer(network.module, current)
         snapshot = ws.copy()
         self._layer_busy = True
-        ws.post(ev.Message(f"switching to layer {layer_label(loaded.network.module, layer)} ..."))
+        ws.post(ev.Message(f"switching to layer {layer_label(network.module, layer)} ..."))
         self.app.worker.submit(
             switch_layer,
-            loaded.network,
+            network,
             snapshot,
             loaded.projector,
             layer,
-            loaded.layout,
+            loaded.models.layout(),
             loaded.scene.network.batch_size,
             name="layer-switch",
             on_done=lambda job: self._layer_done(job.result),
@@ -188,7 +190,7 @@ class GuidanceControls:
         if len(switch.event.positions) != ws.n_cards:
             return  # the cards changed meanwhile; the person can press L again
         ws.post(switch.event)
-        label = layer_label(self.app.loaded.network.module, switch.event.layer)
+        label = layer_label(self.app.loaded.models.network().module, switch.event.layer)
         ws.post(ev.Message(f"layer {label}: {switch.event.features.shape[1]} features"))
 
     def _layer_failed(self, error: BaseException | None) -> None:

@@ -25,6 +25,14 @@ class Event:
     """Base class; ``kind`` is the stable name used in session files."""
 
     kind: ClassVar[str] = "event"
+    # Whether applying it changes the workspace's state (a replay's seek must re-apply it).
+    changes_state: ClassVar[bool] = False
+    # Whether the system posts it in answer to the person's input (an edit, a job status, a new
+    # model, a message): ``replay --verify`` re-creates these instead of feeding them back.
+    derived: ClassVar[bool] = False
+    # Whether a later ``ModelUpdated`` replaces its whole effect (labels, predictions, features,
+    # positions and card states): a seek may skip it if one follows before the target.
+    superseded_by_model: ClassVar[bool] = False
 
     def to_fields(self) -> dict[str, Any]:
         """Field values as a dict (arrays stay arrays; the recorder decides how to store them)."""
@@ -72,6 +80,7 @@ class CardSelected(Event):
     """A card was selected for inspection (``card == -1`` clears the selection)."""
 
     kind: ClassVar[str] = "select"
+    changes_state: ClassVar[bool] = True
     card: int
     hand: str = "mouse"
 
@@ -91,6 +100,8 @@ class CardMoved(Event):
     """A grabbed card is being carried; posted at most once per frame per hand."""
 
     kind: ClassVar[str] = "move"
+    changes_state: ClassVar[bool] = True
+    superseded_by_model: ClassVar[bool] = True
     card: int
     position: Vec3
     hand: str = "mouse"
@@ -102,6 +113,8 @@ class GrabCancelled(Event):
     """The drag was cancelled (Esc): the card goes back to ``position``."""
 
     kind: ClassVar[str] = "cancel"
+    changes_state: ClassVar[bool] = True
+    superseded_by_model: ClassVar[bool] = True
     card: int
     position: Vec3
     hand: str = "mouse"
@@ -113,6 +126,8 @@ class CardDropped(Event):
     """A card was released at ``position``; ``nearest_class`` is the nearest centroid's class."""
 
     kind: ClassVar[str] = "drop"
+    changes_state: ClassVar[bool] = True
+    superseded_by_model: ClassVar[bool] = True
     card: int
     position: Vec3
     nearest_class: int
@@ -133,6 +148,9 @@ class EditQueued(Event):
     """
 
     kind: ClassVar[str] = "edit"
+    changes_state: ClassVar[bool] = True
+    superseded_by_model: ClassVar[bool] = True
+    derived: ClassVar[bool] = True
     card: int
     action: str
     old_label: int
@@ -144,13 +162,19 @@ class EditQueued(Event):
 @register
 @dataclass(frozen=True)
 class JobStatus(Event):
-    """Progress of a fine-tune (or other worker) job: queued, running, done, failed."""
+    """Progress of a fine-tune (or other worker) job: queued, running, done, failed, cancelled.
+
+    ``task`` says what the job is (``"finetune"``, ``"undo"``; empty in sessions recorded before
+    the field existed, and for the edit queue's "N edits waiting" with ``job_id`` 0).
+    """
 
     kind: ClassVar[str] = "job"
+    derived: ClassVar[bool] = True
     job_id: int
     state: str
     message: str = ""
     progress: float = 0.0
+    task: str = ""
 
 
 @register
@@ -163,6 +187,9 @@ class ModelUpdated(Event):
     """
 
     kind: ClassVar[str] = "model"
+    changes_state: ClassVar[bool] = True
+    superseded_by_model: ClassVar[bool] = True
+    derived: ClassVar[bool] = True
     version: int
     labels: np.ndarray = field(repr=False)
     top5_classes: np.ndarray = field(repr=False)
@@ -179,6 +206,8 @@ class PositionsChanged(Event):
     """Cards get new target positions (a re-layout, an undo, a layer switch); the world tweens."""
 
     kind: ClassVar[str] = "positions"
+    changes_state: ClassVar[bool] = True
+    superseded_by_model: ClassVar[bool] = True
     positions: np.ndarray = field(repr=False)
     reason: str = ""
 
@@ -196,6 +225,7 @@ class LayerChanged(Event):
     """The feature layer changed; ``features`` and ``positions`` are for the new layer."""
 
     kind: ClassVar[str] = "layer"
+    changes_state: ClassVar[bool] = True
     layer: str
     features: np.ndarray = field(repr=False)
     positions: np.ndarray = field(repr=False)
@@ -207,6 +237,7 @@ class CardAdded(Event):
     """A new card (e.g. a kept what-if image) joins the world."""
 
     kind: ClassVar[str] = "add"
+    changes_state: ClassVar[bool] = True
     image: np.ndarray = field(repr=False)
     label: int
     top5_classes: tuple[int, ...]
@@ -222,5 +253,6 @@ class Message(Event):
     """Something to tell the person (a failed job, a skipped file); shown in the world."""
 
     kind: ClassVar[str] = "message"
+    derived: ClassVar[bool] = True
     text: str
     level: str = "info"

@@ -150,7 +150,11 @@ class Workspace:
         """Call ``listener(event, workspace)`` after each event is applied."""
         self._listeners.append(listener)
 
-    def unsubscribe(self, listener: Listener) -> None:
+    def unsubscribe(self, listener: Listener, missing_ok: bool = False) -> None:
+        """Stop calling ``listener``; ``missing_ok``: no error if it was not subscribed (a part
+        that may be closed twice)."""
+        if missing_ok and listener not in self._listeners:
+            return
         self._listeners.remove(listener)
 
     def post(self, event: ev.Event) -> None:

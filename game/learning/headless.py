@@ -82,7 +82,7 @@ def drop_position(
 ) -> np.ndarray:
     """The target class's centroid plus a seeded offset of ``offset`` times its cluster radius."""
     ws = loaded.workspace
-    positions = np.asarray(loaded.layout.positions, dtype=np.float64)
+    positions = np.asarray(loaded.models.layout().positions, dtype=np.float64)
     centroids, radii = cluster_geometry(
         positions, ws.labels, ws.n_classes, loaded.scene.learning.cluster_percentile, exclude=card
     )
@@ -158,10 +158,10 @@ def _apply_group(
     ws = loaded.workspace
     names = ws.class_names
     cards = np.array([c for c, _ in group], dtype=np.int64)
-    before_positions = np.asarray(loaded.layout.positions).copy()
+    before_positions = np.asarray(loaded.models.layout().positions).copy()
     predicted_before = ws.predictions.copy()
     acc_before = heldout_accuracy(ws.predictions, ws.original_labels, ws.is_train.copy(), cards)
-    n_results = len(controller.results)
+    last_before = controller.last_result
     edits: dict[int, ev.EditQueued] = {}
 
     def listen(event: ev.Event, _ws: Any) -> None:
@@ -180,7 +180,7 @@ def _apply_group(
         ws.flush()
     finally:
         ws.unsubscribe(listen)
-    result = controller.results[-1] if len(controller.results) > n_results else None
+    result = controller.last_result if controller.last_result is not last_before else None
     acc_after = heldout_accuracy(ws.predictions, ws.original_labels, ws.is_train.copy(), cards)
     kept = neighbours_kept(before_positions, np.asarray(ws.positions), cards) if result else 1.0
     outcomes = {o.card: o for o in result.outcomes} if result else {}

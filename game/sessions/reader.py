@@ -76,7 +76,7 @@ class PoseTrack:
 
 # Events whose whole effect is replaced by a later ModelUpdated (it sets labels, predictions,
 # features, positions and card states): a seek may skip them if one follows before the target.
-_SUPERSEDED_BY_MODEL = ("move", "drop", "cancel", "edit", "positions", "model")
+_SUPERSEDED_BY_MODEL = tuple(k for k, cls in ev.EVENT_TYPES.items() if cls.superseded_by_model)
 
 
 def _connect_ro(path: Path) -> sqlite3.Connection:
@@ -128,10 +128,9 @@ def _truncated_copy(path: Path) -> tuple[Path, int, int] | None:
 
 
 def _changes_state(kind: str) -> bool:
-    """Whether the workspace has a handler for ``kind`` (grab, job, message, undo: no)."""
-    from game.core.workspace import Workspace
-
-    return hasattr(Workspace, "_on_" + kind)
+    """Whether events of ``kind`` change the workspace (grab, job, message, undo: no)."""
+    cls = ev.EVENT_TYPES.get(kind)
+    return cls is not None and cls.changes_state
 
 
 class SessionReader:

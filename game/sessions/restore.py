@@ -31,7 +31,8 @@ class RestoredSession:
         """The network of model ``version`` (default: the starting one) from its stored weights.
 
         A fine-tune that trains only the head stores only the head's tensors; they are laid
-        over the starting version's full weights (the stem never changes in such a session).
+        over the starting version's full weights (stored whole, once; the stem never changes in
+        such a session).
         """
         base_version = int(self.reader.meta.get("model_version", 0))
         v = base_version if version is None else version
@@ -44,29 +45,32 @@ class RestoredSession:
 
     def layout(self) -> Any:
         """The starting ``LayoutState`` if the session stored it (needed to re-run fine-tunes)."""
-        from game.layout.projector import LayoutState
+        from game.layout.state_io import layout_from_arrays
 
-        a = self.reader.initial_arrays()
-        if "layout_embedding" not in a:
+        try:
+            return layout_from_arrays(
+                self.reader.initial_arrays(), prefix="layout_", positions=self.workspace.positions.copy()
+            )
+        except KeyError:
             raise SessionError(
                 f"{self.reader.path} does not store its starting layout; cannot re-run fine-tunes"
-            )
-        return LayoutState(
-            embedding=a["layout_embedding"],
-            center=a["layout_center"],
-            scale=float(a["layout_scale"]),
-            offset=a["layout_offset"],
-            positions=self.workspace.positions.copy(),
-            pca_dims=int(a["layout_pca_dims"]),
-        )
+            ) from None
 
     def as_loaded(self, with_network: bool = True) -> Any:
         """A ``LoadedScene`` over the restored workspace, for code that expects one (the world,
-        the fine-tune controller). The network and layout are the recorded starting ones."""
+        the fine-tune controller). The network and layout are the recorded starting ones; its
+        ``network(version)`` rebuilds any recorded version.
+
+        A session that stored no weights (a test's, or one whose recording began without a
+        network) gets a network of the scene's shape with fresh weights, so the bundle is never
+        half empty; nothing that shows a replay runs it. ``with_network`` is kept for callers
+        that passed it and changes nothing.
+        """
         from game.layout.projector import LayoutState, Projector
         from game.pipeline import LoadedScene
 
-        network = self.network() if with_network and self.reader.model_versions() else None
+        del with_network
+        network = self.network() if self.reader.model_versions() else self._untrained_network()
         try:
             layout = self.layout()
         except SessionError:
@@ -80,6 +84,15 @@ class RestoredSession:
         return LoadedScene(
             self.scene, self.dataset, network, Projector(self.scene.layout), layout, self.workspace
         )
+
+    def _untrained_network(self) -> Any:
+        from game.nets.architectures import build_module
+        from game.nets.build import input_channels, wrap_module
+
+        module = build_module(
+            self.scene.network.arch, self.dataset.n_classes, input_channels(self.scene, self.dataset)
+        )
+        return wrap_module(self.scene, self.dataset, module, self.workspace.feature_layer)
 
 
 def network_from_bytes(scene: Any, dataset: Any, weights: bytes, feature_layer: str = "") -> Any:

@@ -3,7 +3,7 @@
 The recorded person's actions (select, grab, move, drop, undo, ...) are posted again into the
 starting workspace with a real ``FineTuneController`` listening, so drops are re-interpreted and
 fine-tunes re-run by today's code. Jobs start exactly where the recording says they started
-(its ``JobStatus`` "fine-tune with N edit(s)"), and their results are applied exactly where the
+(its ``JobStatus`` queued with ``task == "finetune"``), and their results are applied exactly where the
 recorded ``ModelUpdated`` arrived, so drops made while a job ran are judged against the same model
 as they were live. Each produced ``EditQueued`` and ``ModelUpdated`` is compared with the recorded
 one; the first difference beyond the tolerance is reported by event number and time.
@@ -25,8 +25,8 @@ import numpy as np
 
 from game.core import events as ev
 
-# Kinds the fine-tune controller produces; everything else is the person's input.
-PRODUCED = frozenset({"edit", "job", "model", "message"})
+# Kinds the system produces (``Event.derived``); everything else is the person's input.
+PRODUCED = frozenset(k for k, cls in ev.EVENT_TYPES.items() if cls.derived)
 
 DEFAULT_TOLERANCE = {
     "prediction_mismatch_fraction": 0.005,
@@ -125,6 +125,13 @@ def compare_models(
     return None
 
 
+def _starts_finetune(status: ev.JobStatus) -> bool:
+    """Whether the recorded status is a fine-tune being queued (job 0 is the edit queue's
+    "N edits waiting"; files from before ``task`` existed leave it empty, and their only queued
+    status with a job number is the fine-tune's)."""
+    return status.job_id > 0 and status.state == "queued" and status.task in ("finetune", "")
+
+
 def verify_session(
     restored: Any,
     tolerance: dict[str, float] | None = None,
@@ -168,7 +175,7 @@ def verify_session(
                 ws.post(e)
                 ws.flush()
                 continue
-            if kind == "job" and e.job_id > 0 and e.state == "queued" and e.message.startswith("fine-tune"):
+            if isinstance(e, ev.JobStatus) and _starts_finetune(e):
                 started = controller.apply_edits_now()
                 if not started and diverge(
                     item.seq, item.t, "fine-tune start", "a job starts here; none pending"

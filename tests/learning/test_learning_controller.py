@@ -98,7 +98,7 @@ def test_failing_job_rolls_back_and_keeps_edits(loaded, worker):
     ctl.wait()
     assert list(ctl.pending) == [card]  # the edit is kept for a retry
     assert ws.model_version == 0 and (ws.labels == labels0).all()
-    np.testing.assert_array_equal(ctl.history.current.layout.positions, pos0)
+    np.testing.assert_array_equal(ctl.store.current.layout.positions, pos0)
     assert any(isinstance(e, ev.Message) and e.level == "error" and "injected" in e.text for e in seen)
     assert any(isinstance(e, ev.JobStatus) and e.state == "failed" for e in seen)
     # The retry (a working job this time) learns the kept edit.
@@ -125,7 +125,7 @@ def test_nan_job_rolls_back(loaded, worker):
     ctl.wait()
     assert ws.model_version == 0 and list(ctl.pending) == [card]
     assert "FineTuneDiverged" in ctl.failures[0]
-    assert np.isfinite(loaded.network.module.classifier.fc1.weight.detach().numpy()).all()
+    assert np.isfinite(ctl.store.network().module.classifier.fc1.weight.detach().numpy()).all()
     assert FineTuneDiverged.__name__ in ctl.failures[0]
 
 
@@ -145,7 +145,7 @@ def test_undo_restores_model_labels_and_positions(loaded, worker):
     assert ws.model_version == 0
     assert (ws.labels == labels0).all() and (ws.top5_classes == top0).all()
     np.testing.assert_allclose(ws.positions, pos0)
-    for k, v in loaded.network.module.state_dict().items():
+    for k, v in ctl.store.network().module.state_dict().items():
         assert (v == weights0[k]).all(), k
     assert seen[-1].kind in ("model", "job")
     assert [e.version for e in seen if isinstance(e, ev.ModelUpdated)] == [1, 0]

@@ -30,7 +30,6 @@ def test_drop_on_a_sphere_after_a_layer_switch_relabels_to_that_class(fresh_digi
         switch = switch_loaded_layer(loaded, layer_choices(loaded.network.module)[0])
         ws.post(switch.event)
         ws.flush()
-        loaded.network, loaded.layout = switch.network, switch.layout  # as LayerSwitch asks
         rng = np.random.default_rng(0)
         cards = rng.choice(np.flatnonzero(ws.is_train), 10, replace=False)
         for card in cards:

@@ -1,0 +1,220 @@
+"""The model store: every kept model version's network and layout, in one engine-free object.
+
+Why: the workspace's arrays change only through events, and the network and layout must too.
+Before the store, the fine-tune controller wrote each new network into the shared ``LoadedScene``
+and explanations, guidance and export read it back from there (two sources of truth, and a
+restored session had none). Now ``LoadedScene`` is the start-up bundle and never changes; the
+store holds the versions; ``ModelUpdated.version`` names the one the world shows, and consumers
+ask ``store.network(version)`` / ``store.layout(version)`` (default: the live one).
+
+What is kept: the undo stack's checkpoints (labels, top-5, features, layout and the trainable
+part's safetensors bytes, see ``history``), the base network (version 0's, whole) and the live
+network. An older version's network is rebuilt on request from the base and its bytes (a head-
+only version shares the frozen stem, so that is cheap; do it on a worker). Nothing else: results
+of earlier jobs are not kept.
+
+Threads: ``push``/``pop`` happen on the owner's thread (the frame loop); every reader may be on
+another thread (a worker asking for the live network, the session recorder's writer thread asking
+for a version's bytes); one lock guards the stack. The base version's bytes (the whole network,
+230 MB for AlexNet) are serialised lazily, once, by whichever background thread asks first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from game.learning.history import Checkpoint, ModelHistory
+
+if TYPE_CHECKING:
+    from game.core.workspace import Workspace
+    from game.layout.projector import LayoutState
+    from game.nets.network import Network
+
+
+class ModelStore:
+    """Versioned networks and layouts; see the module docstring."""
+
+    def __init__(self, network: Network, layout: LayoutState, version: int = 0) -> None:
+        self._lock = threading.RLock()
+        self._history = ModelHistory()
+        self._base_network = network
+        self._base_version = int(version)
+        self._live_network = network
+        self._live_version = int(version)
+        self._layout0 = layout
+
+    @classmethod
+    def start(cls, network: Network, layout: LayoutState, workspace: Workspace) -> ModelStore:
+        """A store whose base version is what ``workspace`` shows now (its labels, top-5, features)."""
+        store = cls(network, layout, int(workspace.model_version))
+        store.push(
+            Checkpoint(
+                int(workspace.model_version),
+                b"",  # the whole network's bytes: made lazily, off the frame loop (``weights``)
+                workspace.labels.copy(),
+                workspace.top5_classes.copy(),
+                workspace.top5_scores.copy(),
+                workspace.features.copy(),
+                layout,
+            ),
+            network,
+        )
+        return store
+
+    # --- reading (any thread) -----------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """The live version (the one the last ``ModelUpdated`` named)."""
+        return self._live_version
+
+    @property
+    def base_version(self) -> int:
+        return self._base_version
+
+    @property
+    def started(self) -> bool:
+        """Whether the base checkpoint is in (``start`` or a first ``push``)."""
+        return len(self._history) > 0
+
+    def network(self, version: int | None = None) -> Network:
+        """The network of ``version`` (default: live). An older kept version is rebuilt from its
+        bytes over the base network: call that from a worker, not the frame loop."""
+        with self._lock:
+            if version is None or version == self._live_version:
+                return self._live_network
+            if version == self._base_version:
+                return self._base_network
+            cp = self._history.find(version)
+        from game.nets.weights import state_from_bytes
+
+        return self._base_network.updated(state_from_bytes(cp.weights))
+
+    def layout(self, version: int | None = None) -> LayoutState:
+        """The layout of ``version`` (default: live)."""
+        with self._lock:
+            if not self.started:
+                return self._layout0
+            return self.checkpoint(version).layout
+
+    def checkpoint(self, version: int | None = None) -> Checkpoint:
+        with self._lock:
+            if version is None:
+                return self._history.current
+            return self._history.find(version)
+
+    @property
+    def current(self) -> Checkpoint:
+        return self.checkpoint()
+
+    @property
+    def previous(self) -> Checkpoint | None:
+        with self._lock:
+            return self._history.previous
+
+    @property
+    def checkpoints(self) -> list[Checkpoint]:
+        with self._lock:
+            return self._history.checkpoints
+
+    @property
+    def versions(self) -> list[int]:
+        with self._lock:
+            return self._history.versions
+
+    def next_version(self) -> int:
+        with self._lock:
+            return self._history.next_version()
+
+    def weights(self, version: int | None = None) -> bytes:
+        """Safetensors bytes of ``version``'s trainable part; the base version's are the whole
+        network, serialised here on first use (a background thread's work: the recorder's writer,
+        the fine-tune prepare job)."""
+        with self._lock:
+            cp = self.checkpoint(version)
+            if cp.weights or cp.version != self._base_version:
+                return cp.weights
+            network = self._base_network
+        from game.nets.weights import state_to_bytes
+
+        data = state_to_bytes(network.module)  # outside the lock: seconds for a big network
+        with self._lock:
+            if not cp.weights:
+                cp.weights = data
+            return cp.weights
+
+    def weights_source(self, version: int) -> Callable[[], bytes]:
+        """A function that returns ``version``'s bytes later on another thread, even if the
+        version is undone in between (it holds the checkpoint, not the number)."""
+        with self._lock:
+            cp = self.checkpoint(version)
+        if cp.weights or cp.version != self._base_version:
+            data = cp.weights
+            return lambda: data
+        return lambda: self.weights(cp.version)
+
+    def full_state(self, version: int | None = None) -> dict:
+        """The whole state dict of ``version`` (tensors of the frozen part are the base's)."""
+        return self.network(version).module.state_dict()
+
+    # --- changing (the owner's thread) ----------------------------------------------------------
+
+    def push(self, checkpoint: Checkpoint, network: Network) -> Checkpoint:
+        """A new live version (a fine-tune's result): its checkpoint and network."""
+        with self._lock:
+            self._history.push(checkpoint)
+            self._live_network = network
+            self._live_version = checkpoint.version
+        return checkpoint
+
+    def pop(self, network: Network | None = None) -> Checkpoint:
+        """Undo: drop the live version; the previous one becomes live. ``network`` is its network
+        if the caller rebuilt it already (else it is rebuilt now)."""
+        with self._lock:
+            dropped = self._history.pop()
+            cp = self._history.current
+            self._live_version = cp.version
+            if network is None:
+                network = self.network(cp.version)
+            self._live_network = network
+        return dropped
+
+    def pad(self, workspace: Workspace) -> None:
+        """Cards joined the workspace: every kept checkpoint gets their rows (see ``pad_checkpoint``)."""
+        with self._lock:
+            for cp in self._history.checkpoints:
+                pad_checkpoint(cp, workspace)
+
+
+def pad_checkpoint(cp: Checkpoint, workspace: Workspace) -> None:
+    """Give ``cp`` rows for cards the workspace gained after it was made (their current values).
+
+    A kept what-if card has no history: every version shows it with the label, scores, features
+    and position it was added with.
+    """
+    import dataclasses
+
+    k = workspace.n_cards - len(cp.labels)
+    if k <= 0:
+        return
+    cp.labels = np.concatenate([cp.labels, workspace.labels[-k:]])
+    cp.top5_classes = np.concatenate([cp.top5_classes, workspace.top5_classes[-k:]])
+    cp.top5_scores = np.concatenate([cp.top5_scores, workspace.top5_scores[-k:]])
+    extra = workspace.features[-k:]
+    if extra.shape[1] != cp.features.shape[1]:  # the workspace shows another layer
+        extra = np.repeat(cp.features.mean(0, keepdims=True), k, axis=0)
+    cp.features = np.concatenate([cp.features, extra.astype(cp.features.dtype)])
+    layout = cp.layout
+    positions = np.asarray(workspace.positions[-k:], dtype=np.float32)
+    cp.layout = dataclasses.replace(
+        layout,
+        embedding=np.concatenate([layout.embedding, layout.to_raw(positions)]),
+        positions=np.concatenate([layout.positions, positions]).astype(np.float32),
+        tsne=None,
+        neighbours=None,  # recomputed from the padded features at the next local re-layout
+        moved=None,
+    )
