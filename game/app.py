@@ -80,6 +80,7 @@ class LatentReachApp(ShowBase):
         self.cam.node().set_lens(lens)
         self.camLens = lens
         self.world = None
+        self.drop_preview = None
         self.controls = None
         self.explain = None
         self.guidance = None
@@ -115,12 +116,29 @@ class LatentReachApp(ShowBase):
         bg = loaded.scene.world.background
         self.set_background_color(bg[0], bg[1], bg[2], 1)
         self.world = World(self.render, self.aspect2d, self.loader, self.workspace, loaded.scene.world)
+        self._set_drop_preview(loaded)
         self.world.now = self.now
         self.world.panel.place_on_screen(self.aspect2d, self.aspect_ratio)
         self.world.hud.layout(self.aspect_ratio)
         self.frame_all()
         for listener in list(self.scene_listeners):
             listener(loaded)
+
+    def _set_drop_preview(self, loaded) -> None:
+        """What a release of the carried card will do, for every hand (game/world/drop_preview)."""
+        from game.learning.edits import DropJudge
+        from game.world.drop_preview import DropPreview
+
+        if self.drop_preview is not None:
+            self.drop_preview.destroy()
+        self.drop_preview = DropPreview(
+            self.workspace,
+            DropJudge(loaded.scene.learning),
+            self.world.root,
+            self.aspect2d,
+            self.world.colours,
+            aspect_ratio=self.aspect_ratio,
+        )
 
     def switch_scene(self, loaded) -> None:
         """Replace the world with another loaded scene (start menu). Listeners are told."""
@@ -252,6 +270,9 @@ class LatentReachApp(ShowBase):
         if self.guidance is not None:
             self.guidance.destroy()
             self.guidance = None
+        if self.drop_preview is not None:
+            self.drop_preview.destroy()
+            self.drop_preview = None
         if self.world is not None:
             self.world.destroy()
             self.world = None

@@ -15,10 +15,23 @@ from panda3d.core import KeyboardButton, MouseButton
 
 from game.controls.hand import Hand
 from game.core import events as ev
+from game.learning.edits import DropJudge
 
 DRAG_THRESHOLD = 0.012  # normalised screen units the mouse must move before a press becomes a drag
 LOOK_SPEED = 90.0  # degrees per normalised screen unit
 SPEED_STEP = 1.25
+
+
+def flying_speed(move_speed: float, positions: np.ndarray) -> float:
+    """Flying speed for a world of this size: ``move_speed`` is meant for an 8 m wide cloud.
+
+    At a fixed 2 m/s a 1.7 m cloud was crossed in under a second; scaled, crossing any cloud
+    takes about four seconds at the default, and the wheel (or Shift, x3) changes it from there.
+    """
+    if len(positions) == 0:
+        return move_speed
+    extent = float(np.ptp(np.asarray(positions, dtype=np.float64), axis=0).max())
+    return float(np.clip(move_speed * extent / 8.0, 0.1, 20.0))
 
 
 class DesktopControls:
@@ -58,6 +71,8 @@ class DesktopControls:
     def rebind(self) -> None:
         """(Re)create the hand for the app's current workspace (after a scene switch)."""
         world = self.app.world
+        self.judge = DropJudge(self.app.loaded.scene.learning)
+        self.speed = flying_speed(float(self.app.loaded.scene.world.move_speed), world.positions)
         self.hand = Hand(
             self.app.workspace,
             positions=lambda: world.positions,
@@ -91,6 +106,10 @@ class DesktopControls:
         watcher = self.app.mouseWatcherNode
         return watcher is not None and watcher.is_button_down(KeyboardButton.ascii_key(key))
 
+    def _down_button(self, button) -> bool:
+        watcher = self.app.mouseWatcherNode
+        return watcher is not None and watcher.is_button_down(button)
+
     def _fly(self, dt: float) -> None:
         cam = self.app.camera
         move = np.zeros(3)
@@ -105,7 +124,8 @@ class DesktopControls:
             move[2] -= 1
         norm = float(np.linalg.norm(move))
         if norm > 0:
-            step = move / norm * self.speed * dt
+            boost = 3.0 if self._down_button(KeyboardButton.shift()) else 1.0
+            step = move / norm * self.speed * boost * dt
             cam.set_pos(cam.get_pos() + tuple(step))
 
     def _look(self, mouse: tuple[float, float] | None) -> None:
@@ -139,7 +159,7 @@ class DesktopControls:
         origin, direction = self.app.mouse_ray(*mouse)
         hand = self.hand
         if hand.dragging:
-            hand.move_to(self._drag_point(origin, direction))
+            hand.move_to(self._carry_point(origin, direction))
             return
         hand.point(origin, direction)
         if self._press is not None and self._press_card >= 0:
@@ -152,7 +172,22 @@ class DesktopControls:
                     self._drag_distance = float(
                         np.dot(self.app.world.positions[hand.grabbed] - cam_pos, forward)
                     )
-                    hand.move_to(self._drag_point(origin, direction))
+                    hand.move_to(self._carry_point(origin, direction))
+
+    def _carry_point(self, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """Where the carried card goes for this mouse ray: the depth follows the cursor.
+
+        Over a cluster as drawn, the card is placed inside it (the ray's closest approach to its
+        centroid, judged by the same ``DropJudge`` that decides what the release means); over
+        empty space it stays on the camera-facing plane at its drag distance (mouse wheel:
+        push / pull). A person can only aim in two dimensions, so depth must come from what is
+        under the cursor; a plane at the old depth missed clusters that looked adjacent but lay
+        up to a metre behind.
+        """
+        hit = self.judge.cluster_on_ray(self.app.workspace, self.hand.grabbed, origin, direction)
+        if hit is not None:
+            return hit[1]
+        return self._drag_point(origin, direction)
 
     def _forward(self) -> np.ndarray:
         f = self.app.render.get_relative_vector(self.app.camera, (0, 1, 0))
@@ -193,7 +228,7 @@ class DesktopControls:
             mouse = self._mouse() or self._last_pointer
             if mouse is not None:
                 origin, d = self.app.mouse_ray(*mouse)
-                self.hand.move_to(self._drag_point(origin, d))
+                self.hand.move_to(self._carry_point(origin, d))
         else:
             self.speed = float(
                 np.clip(self.speed * (SPEED_STEP if direction > 0 else 1 / SPEED_STEP), 0.1, 20)

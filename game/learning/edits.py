@@ -175,14 +175,14 @@ class DropJudge:
 
 
 def describe_edit(edit: EditQueued, class_names: list[str]) -> str:
-    """One line telling what a release does, e.g. ``release: relabel 7 → 2``."""
+    """One line telling what a release does, e.g. ``release: relabel 7 -> 2`` (ASCII: the default font has no arrow glyph)."""
 
     def name(k: int) -> str:
         return class_names[k] if 0 <= k < len(class_names) else str(k)
 
     if edit.action == RELABEL:
-        times = f" (×{edit.repeats})" if edit.repeats > 1 else ""
-        return f"release: relabel {name(edit.old_label)} → {name(edit.new_label)}{times}"
+        times = f" (x{edit.repeats})" if edit.repeats > 1 else ""
+        return f"release: relabel {name(edit.old_label)} -> {name(edit.new_label)}{times}"
     if edit.action == REINFORCE:
-        return f"release: reinforce {name(edit.old_label)} ×{edit.repeats}"
+        return f"release: reinforce {name(edit.old_label)} x{edit.repeats}"
     return "release: unsure (far from every cluster)"

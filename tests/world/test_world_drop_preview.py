@@ -1,0 +1,150 @@
+"""The drop preview and depth that follows the cursor.
+
+Engine-free: ``DropJudge.cluster_on_ray`` puts a carried card inside the cluster under the ray even
+when that cluster lies far behind the card's old depth, and ``describe_edit`` says what a release
+does. Offscreen: the desktop controls carry a real card of the default scene onto another cluster
+as drawn on screen; the preview text and ring show before release, and the release is judged a
+relabel to that cluster by the fine-tune controller (the same judge).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from game.core import events as ev
+from game.core.scene import LearningConfig
+from game.core.workspace import Workspace
+from game.learning.edits import DropJudge, describe_edit
+
+
+def two_clusters_at_different_depths() -> Workspace:
+    # Class "a" near the viewer (y = 1), class "b" far behind it (y = 4); card 0 is an "a".
+    rng = np.random.default_rng(0)
+    a = rng.normal((0.0, 1.0, 1.0), 0.05, size=(20, 3))
+    b = rng.normal((0.6, 4.0, 1.0), 0.05, size=(20, 3))
+    pos = np.concatenate([a, b]).astype(np.float32)
+    n = len(pos)
+    return Workspace(
+        images=np.zeros((n, 8, 8, 1), np.uint8),
+        labels=np.array([0] * 20 + [1] * 20),
+        class_names=["a", "b"],
+        top5_classes=np.zeros((n, 2), np.int64),
+        top5_scores=np.zeros((n, 2), np.float32),
+        features=np.zeros((n, 4), np.float32),
+        positions=pos,
+        is_train=np.ones(n, bool),
+        sources=[f"s{i}" for i in range(n)],
+    )
+
+
+def test_cluster_on_ray_places_the_card_inside_the_cluster_under_the_cursor():
+    ws = two_clusters_at_different_depths()
+    judge = DropJudge(LearningConfig())
+    eye = np.array([0.0, 0.0, 1.0])
+    centre_b = ws.positions[20:].mean(axis=0)
+    hit = judge.cluster_on_ray(ws, 0, eye, centre_b - eye)
+    assert hit is not None
+    k, point = hit
+    assert k == 1
+    # On screen the card stays under the cursor (on the ray); in depth it is inside cluster b.
+    assert np.linalg.norm(point - centre_b) < 0.05
+    edit = judge.judge(ws, 0, point)
+    assert (edit.action, edit.new_label) == ("relabel", 1)
+    assert describe_edit(edit, ws.class_names).startswith("release: relabel a -> b")
+    # A ray into empty space meets no cluster: the caller keeps the card on its plane.
+    assert judge.cluster_on_ray(ws, 0, eye, np.array([-1.0, 0.2, 0.0])) is None
+    far = judge.judge(ws, 0, (5.0, 5.0, 5.0))
+    assert far.action == "unsure"
+    assert describe_edit(far, ws.class_names) == "release: unsure (far from every cluster)"
+
+
+def test_judge_follows_the_cluster_positions_not_the_dragged_cards():
+    ws = two_clusters_at_different_depths()
+    judge = DropJudge(LearningConfig())
+    # Cards dragged into "b" but not yet trained do not bend the clusters drops are judged against.
+    for card in range(1, 10):
+        ws.apply(ev.CardMoved(card=card, position=(0.6, 4.0, 1.0)))
+    before = judge.geometry(ws, 0)[0].copy()
+    assert np.allclose(before[0], ws.cluster_positions[1:20].mean(axis=0), atol=1e-5)
+    # A new layout (a model update) is what moves them.
+    ws.apply(ev.PositionsChanged(positions=ws.positions.copy()))
+    after = judge.geometry(ws, 0)[0]
+    assert not np.allclose(before[0], after[0])
+
+
+@pytest.mark.usefixtures("loaded_digits")
+def test_desktop_drag_onto_a_cluster_as_drawn_previews_and_relabels(fresh_digits):
+    from game.app import LatentReachApp
+    from game.learning.controller import FineTuneController
+
+    app = LatentReachApp(fresh_digits, offscreen=True, size=(640, 400), controls=True)
+    controller = FineTuneController(fresh_digits, app.worker, clock=lambda: app.now, job_process=False)
+    try:
+        ws = app.workspace
+        seen: list[ev.Event] = []
+        ws.subscribe(lambda e, w: seen.append(e))
+        app.step()
+        w, h = app.size
+
+        def to_mouse(px: tuple[float, float]) -> tuple[float, float]:
+            return (2 * px[0] / w - 1, 1 - 2 * px[1] / h)
+
+        centroids = ws.centroids()
+        # Target: the class whose centroid is drawn farthest (in depth) from a card of class 0,
+        # the case where a drag on a plane at the card's old depth ended "far from every cluster".
+        source_class = 0
+        members = np.flatnonzero(ws.labels == source_class)
+        cam = np.array(app.camera.get_pos(app.render))
+        depth = np.linalg.norm(centroids - cam, axis=1)
+        target = int(np.argmax(np.where(np.arange(ws.n_classes) == source_class, -np.inf, depth)))
+        # A card of the source class that is in front (pickable) under the mouse.
+        card, start = -1, None
+        for c in members[np.argsort(np.linalg.norm(ws.positions[members] - cam, axis=1))]:
+            px = app.project(ws.positions[c])
+            if px is None:
+                continue
+            m = to_mouse(px)
+            origin, direction = app.mouse_ray(*m)
+            if app.controls.hand.point(origin, direction) == c:
+                card, start = int(c), m
+                break
+        assert card >= 0
+        end = to_mouse(app.project(centroids[target]))
+
+        controls = app.controls
+        controls.pointer(start)
+        controls._press, controls._press_card = start, card  # the mouse button went down here
+        for f in np.linspace(0.0, 1.0, 12)[1:]:
+            controls.pointer((start[0] + f * (end[0] - start[0]), start[1] + f * (end[1] - start[1])))
+            app.step()
+        preview = app.drop_preview
+        assert preview.visible
+        assert preview.edit is not None and preview.edit.action == "relabel"
+        assert preview.edit.new_label == target
+        name = ws.class_names
+        assert preview.text.startswith(f"release: relabel {name[source_class]} -> {name[target]}")
+        # The ring (target colour) and the text are drawn: compare with the same frame without them.
+        with_preview = app.pixels().astype(int)
+        preview.root.hide()
+        preview.label.root.hide()
+        app.step(0.0)
+        without = app.pixels().astype(int)
+        preview.root.show()
+        preview.label.root.show()
+        changed = np.abs(with_preview - without).sum(axis=2) > 30
+        colour = (np.asarray(app.world.colours[target, :3]) * 255).astype(int)
+        in_colour = np.abs(with_preview - colour[None, None, :]).sum(axis=2) < 60
+        assert (changed & in_colour).sum() > 50
+        bottom = changed[int(0.85 * h) :, :]  # the text line at the bottom of the window
+        assert bottom.sum() > 100
+
+        controls._on_release()
+        app.step()
+        edits = [e for e in seen if isinstance(e, ev.EditQueued)]
+        assert edits and edits[-1].card == card
+        assert (edits[-1].action, edits[-1].new_label) == ("relabel", target)
+        assert not preview.visible
+    finally:
+        controller.close()
+        app.destroy()
