@@ -4,11 +4,16 @@ Why a process: on a worker *thread* the job holds the GIL for most of its run (t
 numpy and openTSNE glue, torch's Python-level training loop, pickling and copies), and every
 time the frame loop wants the GIL back it waits up to the interpreter's switch interval, or for
 as long as a C call that keeps the GIL lasts. Frames then stall for tens of milliseconds. In a
-child process the job only competes for a CPU core, and it runs at a lower priority (``nice``).
+child process the job only competes for a CPU core, and it runs at a lower priority (``nice``
+on Unix, the below-normal priority class on Windows).
 
-How: ``JobProcess`` starts ``python -m game.learning.jobprocess`` once (when the controller is
-created) and talks to it over its stdin/stdout with pickled plain data (numpy arrays, tensors,
-safetensors bytes, dataclasses of those). The child keeps what is expensive to send or rebuild:
+How: ``JobProcess`` starts one child with ``multiprocessing``'s *spawn* start method (the only
+one Windows has, the default on macOS, and used on Linux too so the tests run what a Windows
+player runs) when the controller is created, and talks to it over a ``multiprocessing`` pipe
+with pickled plain data (numpy arrays, tensors, safetensors bytes, dataclasses of those). No
+Unix-only call: no fork, no inherited file descriptors, no non-blocking pipe ends, no ``select``
+(tests/test_portability.py fails if one appears unguarded). The child keeps what is expensive to
+send or rebuild:
 the images, the frozen stem's outputs (``StemCache``) and the networks it trained, keyed by a
 token the parent gives each network object; only a network the child has never seen (e.g. one
 restored by undo) travels as safetensors bytes. Results come back without the network (the
@@ -16,31 +21,34 @@ parent rebuilds it from the job's changed weights, which it needs anyway for che
 
 The parent side is blocking and is meant to be called from the ``Worker`` thread: waiting on the
 pipe releases the GIL. ``cancel`` (any thread, e.g. an undo on the frame loop) writes the running
-job's number into a second pipe that the child polls between training steps and phases, so an
-undo stops a job inside the child too instead of waiting for its answer. The child runs the same
+job's number into a shared 32-bit value that the child reads between training steps and phases,
+so an undo stops a job inside the child too instead of waiting for its answer (a later job has
+another number, so a late cancel never stops it). The child runs the same
 ``run_finetune`` with the same torch thread count, so results are bitwise identical to the thread
 path.
 
-This module must stay free of panda3d (the child imports it).
+This module must stay free of panda3d (the child imports it). Spawn re-imports the parent's
+``__main__`` module in the child, so a script that creates a ``JobProcess`` must keep its work
+under ``if __name__ == "__main__":`` (the CLI and every benchmark do).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import dataclasses
-import functools
 import itertools
+import multiprocessing
 import os
 import pickle
-import struct
-import subprocess
 import sys
 import threading
 import weakref
 from collections import OrderedDict
-from pathlib import Path
-from typing import Any, BinaryIO
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +58,9 @@ from game.learning.finetune import FineTuneCancelled, FineTuneRequest, FineTuneR
 Progress = Any  # Callable[[float, str], None]
 
 _KEEP_NETWORKS = 4  # trained networks the child keeps besides the first (undo goes back a few)
+START_METHOD = "spawn"  # Windows' only start method; the same everywhere so tests run it
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_ENV_LOCK = threading.Lock()
 
 
 class JobProcessError(RuntimeError):
@@ -89,8 +100,9 @@ class JobProcess:
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
         self._init_args: tuple | None = None
-        self._proc: subprocess.Popen | None = None
-        self._cancel_fd: int | None = None  # write end of the child's cancel pipe
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._cancel: Any = None  # shared c_uint32: the job number the parent asked to stop
         self._job_numbers = itertools.count(1)
         self._current_job = 0
         self._start()
@@ -99,99 +111,94 @@ class JobProcess:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def _start(self) -> None:
-        root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["OMP_NUM_THREADS"] = str(self.torch_threads)
-        env["MKL_NUM_THREADS"] = str(self.torch_threads)
-        self._close_cancel_pipe()
-        read_end, self._cancel_fd = os.pipe()
-        os.set_blocking(self._cancel_fd, False)
-        try:
-            self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "game.learning.jobprocess",
-                    str(self.torch_threads),
-                    str(self.nice),
-                    str(read_end),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=env,
-                pass_fds=(read_end,),
-            )
-        finally:
-            os.close(read_end)
+        ctx = multiprocessing.get_context(START_METHOD)
+        self._close_connection()
+        parent, child = ctx.Pipe(duplex=True)
+        cancel = ctx.RawValue(ctypes.c_uint32, 0)
+        proc = ctx.Process(
+            target=_child_main,
+            args=(child, cancel, self.torch_threads, self.nice),
+            name="latent-reach-finetune",
+            daemon=True,  # multiprocessing ends it if the parent exits without closing it
+        )
+        with _child_environment(self.torch_threads):
+            proc.start()
+        child.close()  # the child has its own copy: EOF here once it is gone
+        self._proc, self._conn, self._cancel = proc, parent, cancel
         self._known.clear()
 
-    def _close_cancel_pipe(self) -> None:
-        fd, self._cancel_fd = self._cancel_fd, None
-        if fd is not None:
+    @property
+    def start_method(self) -> str:
+        return START_METHOD
+
+    def _close_connection(self) -> None:
+        conn, self._conn = getattr(self, "_conn", None), None
+        if conn is not None:
             with contextlib.suppress(OSError):
-                os.close(fd)
+                conn.close()
 
     def cancel(self) -> None:
         """Ask the child to stop the job it is running (a no-op when it already answered)."""
-        fd, job = self._cancel_fd, self._current_job
-        if fd is not None and job:
-            with contextlib.suppress(OSError):  # full pipe or a child that is gone: nothing to stop
-                os.write(fd, struct.pack("<I", job))
+        shared, job = self._cancel, self._current_job
+        if shared is not None and job:
+            shared.value = job
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and self._proc.is_alive()
 
     def close(self, timeout: float = 10.0) -> None:
         """Ask the child to quit; kill it if it does not within ``timeout``."""
         proc, self._proc = self._proc, None
-        self._close_cancel_pipe()
+        conn = self._conn
         if proc is None:
+            self._close_connection()
             return
         try:
-            if proc.poll() is None:
-                assert proc.stdin is not None
-                pickle.dump(("quit",), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-                proc.stdin.flush()
-                proc.stdin.close()
-            proc.wait(timeout)
-        except (OSError, ValueError, subprocess.TimeoutExpired):
+            if proc.is_alive() and conn is not None:
+                conn.send(("quit",))
+            proc.join(timeout)
+        except (OSError, ValueError, EOFError):
+            pass
+        if proc.is_alive():
             proc.kill()
-            proc.wait(5)
-        finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
+            proc.join(5)
+        self._close_connection()
 
     def kill(self) -> None:
         """End the child now, mid-job (the interpreter is exiting): a waiting ``run`` then fails."""
         proc = getattr(self, "_proc", None)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(Exception):  # also called from __del__ at interpreter exit
+            if proc is not None and proc.is_alive():
+                proc.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the child to end (after ``kill`` or a crash)."""
+        if self._proc is not None:
+            self._proc.join(timeout)
 
     def __del__(self) -> None:  # last resort: never leave an orphan behind
         self.kill()
-        if getattr(self, "_cancel_fd", None) is not None:
-            self._close_cancel_pipe()
+        self._close_connection()
 
     # --- talking -----------------------------------------------------------------------------
 
     def _send(self, message: tuple) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
+        assert self._conn is not None
         try:
-            pickle.dump(message, self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self._proc.stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
+            self._conn.send(message)
+        except (OSError, EOFError, ValueError) as exc:  # BrokenPipeError is an OSError
             raise JobProcessError(f"the fine-tune process is gone ({exc})") from None
 
     def _receive(self, progress: Progress | None = None) -> Any:
         """Read messages until an answer; progress messages go to ``progress`` on the way."""
-        assert self._proc is not None and self._proc.stdout is not None
+        assert self._proc is not None and self._conn is not None
         while True:
             try:
-                message = pickle.load(self._proc.stdout)
+                message = self._conn.recv()
             except (EOFError, OSError, pickle.UnpicklingError) as exc:
-                code = self._proc.poll()
+                self._proc.join(1.0)
+                code = self._proc.exitcode
                 raise JobProcessError(f"the fine-tune process ended (exit code {code}): {exc!r}") from None
             kind = message[0]
             if kind == "progress":
@@ -280,29 +287,51 @@ class JobProcess:
 # --- the child ---------------------------------------------------------------------------------
 
 
-class _CancelPipe:
-    """Child side of the cancel pipe: job numbers the parent asked to stop."""
+@contextlib.contextmanager
+def _child_environment(threads: int) -> Iterator[None]:
+    """Thread-count variables for the child while it is spawned (it copies the environment then).
 
-    def __init__(self, fd: int | None) -> None:
-        self.fd = fd
-        self.asked: set[int] = set()
-        if fd is not None:
-            os.set_blocking(fd, False)  # polled between steps (select() cannot take fds >= 1024)
-
-    def asked_to_stop(self, job: int) -> bool:
-        while self.fd is not None:
-            try:
-                data = os.read(self.fd, 4096)
-            except BlockingIOError:
-                break
-            if not data:  # the parent closed its end
-                self.fd = None
-                break
-            self.asked.update(n for (n,) in struct.iter_unpack("<I", data[: len(data) // 4 * 4]))
-        return job in self.asked
+    They must be set before the child imports numpy and torch, which happens while it unpickles
+    its target, before any of our code runs there.
+    """
+    with _ENV_LOCK:
+        saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+        os.environ.update({k: str(threads) for k in _THREAD_VARIABLES})
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
-def _serve(inp: BinaryIO, out: BinaryIO, torch_threads: int, cancel_fd: int | None = None) -> None:
+def lower_priority(nice: int) -> bool:
+    """Run this process below normal priority, on every platform; False where it was not possible.
+
+    Unix: ``os.nice`` (absent on Windows). Windows: ``SetPriorityClass`` with the below-normal
+    class through ``ctypes`` (the nearest match to a positive nice value).
+    """
+    if nice <= 0:
+        return False
+    if sys.platform == "win32":
+        below_normal = 0x4000  # BELOW_NORMAL_PRIORITY_CLASS
+        try:
+            kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+            return bool(kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), below_normal))
+        except (OSError, AttributeError):
+            return False
+    if hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+            return True
+        except OSError:
+            return False
+    return False
+
+
+def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
     import torch
 
     from game.learning.finetune import compute_stem_cache, run_finetune
@@ -311,17 +340,15 @@ def _serve(inp: BinaryIO, out: BinaryIO, torch_threads: int, cancel_fd: int | No
     torch.set_num_threads(torch_threads)
 
     def send(message: tuple) -> None:
-        pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
-        out.flush()
+        conn.send(message)
 
-    cancel = _CancelPipe(cancel_fd)
     first: tuple[str, Any] | None = None
     networks: OrderedDict[str, Any] = OrderedDict()
     images = is_train = stem = None
     while True:
         try:
-            message = pickle.load(inp)
-        except EOFError:  # the parent went away
+            message = conn.recv()
+        except (EOFError, OSError):  # the parent went away
             return
         kind = message[0]
         if kind == "quit":
@@ -358,7 +385,9 @@ def _serve(inp: BinaryIO, out: BinaryIO, torch_threads: int, cancel_fd: int | No
                 def progress(fraction: float, text: str) -> None:
                     send(("progress", float(fraction), text))
 
-                stop = functools.partial(cancel.asked_to_stop, number)
+                def stop(number: int = number) -> bool:
+                    return cancel is not None and cancel.value == number
+
                 result = run_finetune(req, progress=progress, cancelled=stop)
                 networks[new_key] = result.network
                 while len(networks) > _KEEP_NETWORKS:
@@ -384,19 +413,14 @@ def _warm_up() -> None:
     warm_up()
 
 
-def main(argv: list[str]) -> int:
-    torch_threads = int(argv[0]) if argv else 1
-    nice = int(argv[1]) if len(argv) > 1 else 0
-    cancel_fd = int(argv[2]) if len(argv) > 2 else None
-    if nice:
-        with contextlib.suppress(OSError):
-            os.nice(nice)
-    # Answers go to a private copy of stdout; anything else printed lands on stderr.
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    _serve(sys.stdin.buffer, out, torch_threads, cancel_fd)
-    return 0
+def _child_main(conn: Connection, cancel: Any, torch_threads: int, nice: int) -> None:
+    """The child's entry point (spawned): lower its priority, then serve jobs until told to quit.
 
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    Spawn unpickles this function by its module's real name, so the message classes are this
+    module's on both sides (never ``__main__``'s).
+    """
+    lower_priority(nice)
+    try:
+        _serve(conn, torch_threads, cancel)
+    finally:
+        conn.close()

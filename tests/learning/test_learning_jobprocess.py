@@ -1,4 +1,8 @@
-"""Fine-tune jobs in the child process: bitwise the same as on a thread, networks cached, clean exit."""
+"""Fine-tune jobs in the child process: bitwise the same as on a thread, networks cached, clean exit.
+
+The child is started with multiprocessing's spawn method, as on Windows and macOS, so these tests
+run on Linux exactly what those platforms run.
+"""
 
 import copy
 
@@ -20,6 +24,7 @@ def process(loaded_digits):
     proc = JobProcess(torch_threads=1)
     ws = loaded_digits.workspace
     proc.init(loaded_digits.network, ws.images, ws.is_train.copy(), False, 2)
+    assert proc.start_method == "spawn" and proc._proc._start_method == "spawn"
     yield proc
     proc.close()
     assert not proc.alive
@@ -93,8 +98,8 @@ def test_controller_runs_jobs_in_the_process_and_closes_it(fresh_digits):
 
 def test_a_crashed_child_is_restarted_for_the_next_job(loaded_digits, process):
     _, new, edit = pick_relabel(loaded_digits, seed=5)
-    process._proc.kill()
-    process._proc.wait(10)
+    process.kill()
+    process.join(10)
     assert not process.alive
     result = process.run(request(loaded_digits, [edit], None))  # restarts and re-initialises
     assert process.alive and result.inference.top5_classes[edit.card, 0] == new
@@ -134,3 +139,18 @@ def test_cancel_stops_a_job_inside_the_child_and_spares_the_next(loaded_digits, 
     process.cancel()  # nothing running: a no-op
     result = process.run(request(loaded_digits, [edit], None))
     assert result.learned
+
+
+def test_priority_is_lowered_through_a_portable_call(monkeypatch):
+    """os.nice where it exists; on Windows (no os.nice) the call says False instead of raising."""
+    import os
+
+    from game.learning import jobprocess
+
+    asked: list[int] = []
+    monkeypatch.setattr(os, "nice", asked.append, raising=False)
+    assert jobprocess.lower_priority(5) and asked == [5]
+    assert not jobprocess.lower_priority(0)
+    monkeypatch.delattr(os, "nice")
+    monkeypatch.setattr(jobprocess.sys, "platform", "linux")
+    assert jobprocess.lower_priority(5) is False  # no AttributeError where os.nice is missing
