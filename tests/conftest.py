@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from egl_marker import pytest_collection_modifyitems, pytest_configure  # noqa: E402, F401 - the `egl` marker
 
 torch.set_num_threads(1)
 
