@@ -90,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
             code = _export(reader, args)
         else:
             code = _interactive(reader, args)
+        for note in reader.notes:
+            print(f"latent-reach: note: {path.name}: {note}", file=sys.stderr)
+        if reader.ended_early:
+            print(f"latent-reach: warning: {path.name}: {reader.ended_early}", file=sys.stderr)
         if reader.damage:
             print(f"latent-reach: error: damaged session: {reader.damage}", file=sys.stderr)
             return 2

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from game.core import events as ev
-from game.sessions import schema
+from game.sessions import integrity, schema
 from game.sessions.paths import SessionError
 
 
@@ -144,16 +144,41 @@ class SessionReader:
         self.skipped_kinds: dict[str, int] = {}
         self._temp_copy: Path | None = None
         self._truncation = ""
+        self.ended_early: str | None = None  # "recording ended early at t = ..." (no end marker)
+        self.notes: list[str] = []  # e.g. "no checksums (older format)"
+        self._good = integrity.UNBOUNDED  # events after this sequence number are not trusted
         self._conn = self._open()
         try:
             self._check()
-            self.meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+            rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+            self.meta = {str(k): v if isinstance(v, str) else str(v) for k, v in rows}
+            self._check_integrity()
         except sqlite3.DatabaseError as exc:
             self.close()
             raise SessionError(f"{self.path} is damaged beyond reading: {exc}") from None
+        except integrity.StartDamaged as exc:
+            self.close()
+            raise SessionError(f"{self.path} is damaged: {exc} (checksum mismatch)") from None
         except SessionError:
             self.close()
             raise
+
+    def _check_integrity(self) -> None:
+        """Check the checksums once (see ``integrity``); later reads stop where they fail."""
+        self.integrity = integrity.check(self._conn, self.meta)
+        if self.integrity.note:
+            self.notes.append(self.integrity.note)
+        self.ended_early = self.integrity.ended_early
+        self._good = self.integrity.good_seq
+        self._good_poses = self.integrity.good_poses
+        self._good_models = self.integrity.good_models
+        if self.integrity.damage:
+            good = self._good if self._good < integrity.UNBOUNDED else None
+            t = None
+            if good is not None:
+                t = self._scalar("SELECT t FROM events WHERE seq = ?", (good,)) if good else 0.0
+                t = float(t) if isinstance(t, float | int) else 0.0
+            self._note_damage(self.integrity.damage, good, t)
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -202,9 +227,35 @@ class SessionReader:
 
     # --- what the session is -------------------------------------------------------------------
 
+    def meta_json(self, key: str, default: Any, kind: type | tuple[type, ...]) -> Any:
+        """A JSON meta value of the expected type; anything else is a ``SessionError``."""
+        text = self.meta.get(key)
+        if text is None:
+            return default
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, kind) or isinstance(value, bool) and kind in (int, (int, float)):
+            raise SessionError(f"{self.path} is damaged: meta {key} = {text[:40]!r} is not readable")
+        return value
+
+    def meta_number(self, key: str, default: float, kind: type = int) -> Any:
+        """A numeric meta value (``int`` or finite ``float``); anything else is a ``SessionError``."""
+        text = self.meta.get(key)
+        if text is None:
+            return default
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or (kind is float and not np.isfinite(value)):
+            raise SessionError(f"{self.path} is damaged: meta {key} = {text[:40]!r} is not a number")
+        return value
+
     @property
     def scene_dict(self) -> dict[str, Any]:
-        return json.loads(self.meta.get("scene_json", "{}"))
+        return self.meta_json("scene_json", {}, dict)
 
     def scene(self) -> Any:
         """The scene as it was resolved when recording began (a ``Scene``)."""
@@ -212,18 +263,26 @@ class SessionReader:
 
         if "scene_json" not in self.meta:
             raise SessionError(f"{self.path} does not record its scene")
-        return scene_from_dict(self.scene_dict, source=self.meta.get("scene_source", ""))
+        try:
+            return scene_from_dict(self.scene_dict, source=self.meta.get("scene_source", ""))
+        except SessionError:
+            raise
+        except Exception as exc:  # a scene the loader refuses: the recorded one was altered
+            raise SessionError(f"{self.path}: the recorded scene is not valid: {exc}") from None
 
     @property
     def class_names(self) -> list[str]:
-        return json.loads(self.meta.get("class_names", "[]"))
+        names = self.meta_json("class_names", [], list)
+        if not all(isinstance(n, str) for n in names):
+            raise SessionError(f"{self.path} is damaged: meta class_names holds non-text names")
+        return names
 
     def initial_arrays(self) -> dict[str, np.ndarray]:
         """The per-card arrays (and layout numbers) as they were when recording began."""
         try:
             rows = self._conn.execute("SELECT name, npy FROM initial_state").fetchall()
-            return {name: schema.npy_to_array(blob) for name, blob in rows}
-        except (sqlite3.DatabaseError, ValueError) as exc:
+            return {str(name): schema.npy_to_array(blob) for name, blob in rows}
+        except (sqlite3.DatabaseError, ValueError, TypeError, EOFError, OSError) as exc:
             raise SessionError(f"{self.path}: the starting state is damaged: {exc}") from None
 
     def initial_workspace(self, images: np.ndarray, features: np.ndarray | None = None) -> Any:
@@ -231,29 +290,42 @@ class SessionReader:
         from game.core.workspace import Workspace
 
         a = self.initial_arrays()
-        n = int(self.meta.get("n_cards", len(a["labels"])))
+        required = ("labels", "top5_classes", "top5_scores", "positions", "is_train", "original_labels")
+        missing = [k for k in required if k not in a]
+        if missing:
+            raise SessionError(f"{self.path}: the starting state is damaged: no {missing[0]} array")
+        n = self.meta_number("n_cards", len(a["labels"]))
         if len(images) != n:
             raise SessionError(f"{self.path} was recorded with {n} cards, the dataset has {len(images)}")
         if features is None:
             features = a.get("features")
         if features is None:
             raise SessionError(f"{self.path} does not store starting features; pass them in")
-        return Workspace(
-            images=images,
-            labels=a["labels"],
-            class_names=self.class_names,
-            top5_classes=a["top5_classes"],
-            top5_scores=a["top5_scores"],
-            features=features,
-            positions=a["positions"],
-            is_train=a["is_train"],
-            sources=json.loads(self.meta.get("sources", "[]")) or [f"card:{i}" for i in range(n)],
-            original_labels=a["original_labels"],
-            model_version=int(self.meta.get("model_version", 0)),
-            feature_layer=self.meta.get("feature_layer", ""),
-            card_state=a.get("card_state"),
-            selected=int(self.meta.get("selected", -1)),
-        )
+        names = self.class_names
+        sources = self.meta_json("sources", [], list) or [f"card:{i}" for i in range(n)]
+        _check_starting_arrays(self.path, a, features, n, len(names))
+        selected = self.meta_number("selected", -1)
+        if not -1 <= selected < n or len(sources) != n or not all(isinstance(s, str) for s in sources):
+            raise SessionError(f"{self.path}: the starting state is damaged: selection or sources do not fit")
+        try:
+            return Workspace(
+                images=images,
+                labels=a["labels"],
+                class_names=names,
+                top5_classes=a["top5_classes"],
+                top5_scores=a["top5_scores"],
+                features=features,
+                positions=a["positions"],
+                is_train=a["is_train"],
+                sources=sources,
+                original_labels=a["original_labels"],
+                model_version=self.meta_number("model_version", 0),
+                feature_layer=self.meta.get("feature_layer", ""),
+                card_state=a.get("card_state"),
+                selected=selected,
+            )
+        except (ValueError, TypeError, IndexError) as exc:
+            raise SessionError(f"{self.path}: the starting state is damaged: {exc}") from None
 
     # --- events --------------------------------------------------------------------------------
 
@@ -267,30 +339,35 @@ class SessionReader:
 
     @property
     def event_count(self) -> int:
-        return int(self._scalar("SELECT count(*) FROM events") or 0)
+        return int(self._scalar("SELECT count(*) FROM events WHERE seq <= ?", (self._good,)) or 0)
 
     @property
     def last_seq(self) -> int:
-        return int(self._scalar("SELECT max(seq) FROM events") or 0)
+        return int(self._scalar("SELECT max(seq) FROM events WHERE seq <= ?", (self._good,)) or 0)
 
     @property
     def duration(self) -> float:
         """Seconds from the start to the last event or pose (or the recorded duration)."""
         ends = [
-            float(self.meta.get("duration", 0.0)),
-            float(self._scalar("SELECT max(t) FROM events") or 0.0),
-            float(self._scalar("SELECT max(t_end) FROM poses") or 0.0),
+            self.meta_number("duration", 0.0, float) if self._good == integrity.UNBOUNDED else 0.0,
+            self._scalar("SELECT max(t) FROM events WHERE seq <= ?", (self._good,)),
+            self._scalar("SELECT max(t_end) FROM poses"),
         ]
-        return max(ends)
+        return max(float(x) for x in ends if isinstance(x, float | int) and np.isfinite(x) or x == 0.0)
 
     def seek(self, t: float) -> int | None:
         """The sequence number of the first event at or after time ``t`` (None: none left)."""
-        return self._scalar("SELECT seq FROM events WHERE t >= ? ORDER BY t, seq LIMIT 1", (float(t),))
+        return self._scalar(
+            "SELECT seq FROM events WHERE t >= ? AND seq <= ? ORDER BY t, seq LIMIT 1", (float(t), self._good)
+        )
 
     def last_seq_at(self, t: float) -> int:
         """The sequence number of the last event at or before time ``t`` (0: none yet)."""
         return int(
-            self._scalar("SELECT seq FROM events WHERE t <= ? ORDER BY t DESC, seq DESC LIMIT 1", (float(t),))
+            self._scalar(
+                "SELECT seq FROM events WHERE t <= ? AND seq <= ? ORDER BY t DESC, seq DESC LIMIT 1",
+                (float(t), self._good),
+            )
             or 0
         )
 
@@ -307,8 +384,12 @@ class SessionReader:
             self.skipped_kinds[kind] = self.skipped_kinds.get(kind, 0) + 1
             return None
         rows = self._conn.execute("SELECT name, npy FROM event_arrays WHERE seq = ?", (seq,)).fetchall()
+        if not isinstance(text, str) or not isinstance(t, float | int) or not np.isfinite(t):
+            raise ValueError("the event row has values of the wrong type")
         fields = schema.join_fields(text, dict(rows))
-        return RecordedEvent(seq, t, ev.event_from_fields(kind, fields))
+        event = ev.event_from_fields(kind, fields)
+        _check_event_types(event)
+        return RecordedEvent(seq, float(t), event)
 
     def events(
         self,
@@ -324,7 +405,7 @@ class SessionReader:
         where; the events before it are all valid.
         """
         last_seq, last_t = start_seq - 1, 0.0
-        end = end_seq if end_seq is not None else 2**62
+        end = min(end_seq if end_seq is not None else integrity.UNBOUNDED, self._good)
         kind_sql, kind_args = "", ()
         if kinds is not None:
             kind_sql = f" AND kind IN ({','.join('?' * len(kinds))})"
@@ -347,7 +428,7 @@ class SessionReader:
                     continue
                 try:
                     item = self._decode(seq, t, kind, text)
-                except (sqlite3.DatabaseError, ValueError, TypeError, KeyError, EOFError) as exc:
+                except (sqlite3.DatabaseError, ValueError, TypeError, KeyError, EOFError, OSError) as exc:
                     self._note_damage(f"event #{seq} ({kind}) cannot be read: {exc}", last_seq, last_t)
                     return
                 last_seq, last_t = seq, t
@@ -366,6 +447,7 @@ class SessionReader:
         all of them, so a seek into a long session decodes a few events, not thousands.
         """
         try:
+            end_seq = min(int(end_seq), self._good)
             last_model = self._conn.execute(
                 "SELECT max(seq) FROM events WHERE kind = 'model' AND seq <= ?", (end_seq,)
             ).fetchone()[0]
@@ -394,8 +476,10 @@ class SessionReader:
 
     def counts_by_kind(self) -> dict[str, int]:
         try:
-            rows = self._conn.execute("SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind")
-            return {k: int(n) for k, n in rows}
+            rows = self._conn.execute(
+                "SELECT kind, count(*) FROM events WHERE seq <= ? GROUP BY kind ORDER BY kind", (self._good,)
+            )
+            return {str(k): int(n) for k, n in rows}
         except sqlite3.DatabaseError as exc:
             self._note_damage(f"the event table is damaged ({exc})")
             return {}
@@ -407,13 +491,20 @@ class SessionReader:
         times, values = [], []
         try:
             rows = self._conn.execute(
-                'SELECT times, "values", n FROM poses WHERE t_end >= ? AND t_start <= ? ORDER BY t_start',
-                (float(t0), float(min(t1, 1e300))),
+                'SELECT times, "values", n FROM poses WHERE t_end >= ? AND t_start <= ? AND rowid IN '
+                "(SELECT rowid FROM poses ORDER BY rowid LIMIT ?) ORDER BY t_start",
+                (float(t0), float(min(t1, 1e300)), min(self._good_poses, 2**62)),
             ).fetchall()
         except sqlite3.DatabaseError as exc:
             self._note_damage(f"the pose table is damaged ({exc})")
             rows = []
         for tb, vb, n in rows:
+            if not isinstance(tb, bytes) or not isinstance(vb, bytes) or not isinstance(n, int):
+                self._note_damage("a pose chunk has values of the wrong type")
+                break
+            if len(tb) % 8 or len(vb) % 4:
+                self._note_damage("a pose chunk has the wrong size")
+                break
             tt = np.frombuffer(tb, dtype="<f8")
             vv = np.frombuffer(vb, dtype="<f4")
             if len(tt) != n or len(vv) != n * schema.POSE_COLUMNS:
@@ -433,19 +524,27 @@ class SessionReader:
     def model_versions(self) -> list[tuple[int, float, str]]:
         """``(version, time, sha256)`` of every stored model, in the order they were recorded."""
         try:
-            rows = self._conn.execute("SELECT version, t, sha256 FROM models ORDER BY id").fetchall()
+            rows = self._conn.execute(
+                "SELECT version, t, sha256 FROM models ORDER BY id LIMIT ?", (min(self._good_models, 2**62),)
+            ).fetchall()
         except sqlite3.DatabaseError as exc:
             self._note_damage(f"the model table is damaged ({exc})")
             return []
-        return [(int(v), float(t), str(h)) for v, t, h in rows]
+        out = []
+        for v, t, h in rows:
+            if not isinstance(v, int) or not isinstance(t, float | int) or not isinstance(h, str):
+                self._note_damage(f"a model record has values of the wrong type ({v!r}, {t!r})")
+                break
+            out.append((int(v), float(t), h))
+        return out
 
     def model_weights(self, version: int) -> bytes:
         """Safetensors bytes of model ``version`` (the last stored, if stored twice)."""
         try:
             row = self._conn.execute(
                 "SELECT w.data, w.sha256 FROM models m JOIN weights w ON w.sha256 = m.sha256 "
-                "WHERE m.version = ? ORDER BY m.id DESC LIMIT 1",
-                (int(version),),
+                "WHERE m.version = ? AND m.id <= ? ORDER BY m.id DESC LIMIT 1",
+                (int(version), min(self._good_models, 2**62)),
             ).fetchone()
         except sqlite3.DatabaseError as exc:
             raise SessionError(
@@ -458,8 +557,81 @@ class SessionReader:
                 f"(stored versions: {', '.join(map(str, have)) or 'none'})"
             )
         data, digest = row
-        if hashlib.sha256(data).hexdigest() != digest:
+        if not isinstance(data, bytes) or hashlib.sha256(data).hexdigest() != digest:
             raise SessionError(
                 f"{self.path}: the checkpoint of model version {version} is corrupt (hash mismatch)"
             )
         return bytes(data)
+
+
+def _check_starting_arrays(
+    path: Path, a: dict[str, np.ndarray], features: Any, n: int, n_classes: int
+) -> None:
+    """Shapes and kinds of the starting arrays, so a damaged file is a clear error, not an IndexError."""
+
+    def bad(why: str) -> None:
+        raise SessionError(f"{path}: the starting state is damaged: {why}")
+
+    numeric = "biuf"
+    for name in ("labels", "original_labels", "is_train", "top5_classes", "top5_scores", "positions"):
+        arr = a[name]
+        if arr.dtype.kind not in numeric or len(arr.shape) < 1 or arr.shape[0] != n:
+            bad(f"{name} has shape {arr.shape} {arr.dtype}, expected {n} rows of numbers")
+    if a["labels"].ndim != 1 or a["original_labels"].ndim != 1 or a["is_train"].ndim != 1:
+        bad("labels, original_labels and is_train must be one value per card")
+    for name in ("labels", "original_labels"):
+        if a[name].dtype.kind not in "iu" or (n and (a[name].min() < 0 or a[name].max() >= n_classes)):
+            bad(f"{name} are not class numbers below {n_classes}")
+    if a["positions"].shape != (n, 3) or not np.isfinite(a["positions"]).all():
+        bad(f"positions have shape {a['positions'].shape}, expected ({n}, 3) finite numbers")
+    if a["top5_classes"].ndim != 2 or a["top5_scores"].shape != a["top5_classes"].shape:
+        bad("top-5 classes and scores do not match")
+    feats = np.asarray(features)
+    if feats.dtype.kind not in numeric or feats.ndim != 2 or feats.shape[0] != n:
+        bad(f"features have shape {feats.shape}, expected ({n}, D)")
+    state = a.get("card_state")
+    if state is not None and (state.dtype.kind not in "iu" or state.shape != (n,)):
+        bad(f"card_state has shape {state.shape} {state.dtype}, expected ({n},) integers")
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if hint is np.ndarray:
+        return isinstance(value, np.ndarray) and value.dtype.kind in "biuf"
+    if hint is float:
+        return isinstance(value, float | int) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if hint in (str, bool):
+        return isinstance(value, hint)
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_type_ok(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_type_ok(v, h) for v, h in zip(value, args))
+    if origin in (dict, list):
+        return isinstance(value, origin)
+    return True
+
+
+def _check_event_types(event: ev.Event) -> None:
+    """Every field of a decoded event has its declared type (a damaged row is a ValueError)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(type(event), vars(ev))
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if not _type_ok(value, hints.get(f.name, Any)):
+            raise ValueError(f"field {f.name} = {str(value)[:40]!r} is not {hints.get(f.name)}")

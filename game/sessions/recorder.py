@@ -37,6 +37,7 @@ PoseLike = Sequence[float] | tuple[Sequence[float], Sequence[float]] | np.ndarra
 MAX_INITIAL_FEATURES_BYTES = 64 * 1024 * 1024
 
 _EVENT, _POSES, _MODEL, _META, _FLUSH, _CLOSE = range(6)
+CHECKPOINT_SECONDS = 3.0  # the WAL is folded into the main file at least this often
 
 
 def dataset_fingerprint(workspace: Any) -> str:
@@ -134,12 +135,13 @@ class SessionRecorder:
         if extra_arrays:
             with conn:
                 conn.executemany(
-                    "INSERT OR REPLACE INTO initial_state(name, npy) VALUES (?, ?)",
-                    [(k, schema.array_to_npy(np.asarray(v))) for k, v in extra_arrays.items()],
+                    "INSERT OR REPLACE INTO initial_state(name, npy, digest) VALUES (?, ?, ?)",
+                    [_blob_row(k, schema.array_to_npy(np.asarray(v))) for k, v in extra_arrays.items()],
                 )
         info.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (meta or {}).items()})
         with conn:
             conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", info.items())
+            self._seal_start(conn, info)
 
         self._pose_times = np.empty(pose_capacity, dtype=np.float64)
         self._pose_values = np.full((pose_capacity, schema.POSE_COLUMNS), np.nan, dtype=np.float32)
@@ -200,8 +202,8 @@ class SessionRecorder:
             arrays["features"] = ws.features
         with self._conn:
             self._conn.executemany(
-                "INSERT OR REPLACE INTO initial_state(name, npy) VALUES (?, ?)",
-                [(k, schema.array_to_npy(np.asarray(v))) for k, v in arrays.items()],
+                "INSERT OR REPLACE INTO initial_state(name, npy, digest) VALUES (?, ?, ?)",
+                [_blob_row(k, schema.array_to_npy(np.asarray(v))) for k, v in arrays.items()],
             )
         return {
             "n_cards": str(int(ws.n_cards)),
@@ -345,7 +347,10 @@ class SessionRecorder:
                         print(f"latent-reach: recorder skipped an event: {exc}", file=sys.stderr)
             if self.error is None:
                 try:
+                    if not running:
+                        self._write_end(conn)
                     conn.commit()
+                    self._maybe_checkpoint(conn)
                 except sqlite3.Error as exc:
                     self._fail(exc)
             for w in waiters:
@@ -356,6 +361,40 @@ class SessionRecorder:
             conn.close()
         except sqlite3.Error as exc:
             self._fail(exc)
+
+    def _seal_start(self, conn: sqlite3.Connection, info: dict[str, str]) -> None:
+        """Write ``meta.integrity`` over the first meta keys and initial arrays; seed the chains."""
+        keys = sorted(info)
+        arrays = dict(conn.execute("SELECT name, digest FROM initial_state").fetchall())
+        seal = schema.start_digest(info, keys, arrays)
+        conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('integrity', ?)",
+            (json.dumps({"keys": keys, "digest": seal}),),
+        )
+        self._chains = {"events": seal, "poses": seal, "models": seal}
+        self._rows = {"events": 0, "poses": 0, "models": 0}
+        self._last_seq = 0
+        self._last_checkpoint = time.monotonic()
+
+    def _write_end(self, conn: sqlite3.Connection) -> None:
+        """The clean-close marker: where each chain ends, the row counts, a digest of the meta."""
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        end = {
+            "last_seq": self._last_seq,
+            "t": float(meta.get("duration", "0") or 0.0),
+            "chains": self._chains,
+            "rows": self._rows,
+            "meta": schema.meta_digest(meta),
+        }
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('end', ?)", (json.dumps(end),))
+
+    def _maybe_checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Fold the WAL into the main file every few seconds, so a copied ``.sqlite`` alone holds
+        all but the last seconds of a session (PASSIVE: never waits for a reader)."""
+        now = time.monotonic()
+        if now - self._last_checkpoint >= CHECKPOINT_SECONDS:
+            self._last_checkpoint = now
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
@@ -370,35 +409,55 @@ class SessionRecorder:
             text, arrays = schema.split_fields(fields)
             card = fields.get("card")
             card = int(card) if isinstance(card, (int, np.integer)) else None
-            cur = conn.execute(
-                "INSERT INTO events(t, kind, card, fields) VALUES (?, ?, ?, ?)", (t, event.kind, card, text)
+            seq = self._last_seq + 1
+            digests = {name: schema.digest(blob) for name, blob in arrays.items()}
+            link = schema.event_link(self._chains["events"], seq, float(t), event.kind, card, text, digests)
+            conn.execute(
+                "INSERT INTO events(seq, t, kind, card, fields, chain) VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, float(t), event.kind, card, text, link),
             )
             if arrays:
-                seq = cur.lastrowid
                 conn.executemany(
-                    "INSERT INTO event_arrays(seq, name, npy) VALUES (?, ?, ?)",
-                    [(seq, name, blob) for name, blob in arrays.items()],
+                    "INSERT INTO event_arrays(seq, name, npy, digest) VALUES (?, ?, ?, ?)",
+                    [(seq, name, blob, digests[name]) for name, blob in arrays.items()],
                 )
+            self._last_seq, self._chains["events"] = seq, link
+            self._rows["events"] += 1
         elif tag == _POSES:
             _, times, values = item
-            conn.execute(
-                'INSERT INTO poses(t_start, t_end, n, times, "values") VALUES (?, ?, ?, ?, ?)',
-                (
-                    float(times[0]),
-                    float(times[-1]),
-                    len(times),
-                    times.astype("<f8").tobytes(),
-                    values.astype("<f4").tobytes(),
-                ),
+            row = (
+                float(times[0]),
+                float(times[-1]),
+                len(times),
+                times.astype("<f8").tobytes(),
+                values.astype("<f4").tobytes(),
             )
+            link = schema.pose_link(self._chains["poses"], *row)
+            conn.execute(
+                'INSERT INTO poses(t_start, t_end, n, times, "values", chain) VALUES (?, ?, ?, ?, ?, ?)',
+                (*row, link),
+            )
+            self._chains["poses"] = link
+            self._rows["poses"] += 1
         elif tag == _MODEL:
             _, t, version, data = item
             digest = hashlib.sha256(data).hexdigest()
             conn.execute("INSERT OR IGNORE INTO weights(sha256, data) VALUES (?, ?)", (digest, data))
-            conn.execute("INSERT INTO models(version, t, sha256) VALUES (?, ?, ?)", (version, t, digest))
+            row_id = self._rows["models"] + 1
+            link = schema.model_link(self._chains["models"], row_id, int(version), float(t), digest)
+            conn.execute(
+                "INSERT INTO models(id, version, t, sha256, chain) VALUES (?, ?, ?, ?, ?)",
+                (row_id, int(version), float(t), digest, link),
+            )
+            self._chains["models"] = link
+            self._rows["models"] = row_id
         elif tag == _META:
             _, key, produce = item
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, produce()))
+
+
+def _blob_row(name: str, blob: bytes) -> tuple[str, bytes, str]:
+    return (name, blob, schema.digest(blob))
 
 
 def _put_pose(row: np.ndarray, offset: int, pose: PoseLike) -> None:

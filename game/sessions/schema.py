@@ -4,15 +4,24 @@ Why SQLite: a session is written while the game runs and must survive a crash. I
 commit is an append to the ``-wal`` file, so a killed process loses only what it had not yet
 committed, and a reader can open the file while it is still being written.
 
-Layout (schema version 1)::
+Layout (schema version 2; version 1 lacks the checksum columns and is still read)::
 
     meta(key, value)                      text: schema, app version, scene TOML, scene JSON, ...
-    initial_state(name, npy)              the workspace's per-card arrays when recording began
-    events(seq, t, kind, card, fields)    one row per typed event; non-array fields as JSON
-    event_arrays(seq, name, npy)          array fields of an event, each an .npy blob
-    poses(t_start, t_end, n, times, values)  a chunk of frames: float64 times, float32 rows
+    initial_state(name, npy, digest)      the workspace's per-card arrays when recording began
+    events(seq, t, kind, card, fields, chain)  one row per typed event; non-array fields as JSON
+    event_arrays(seq, name, npy, digest)  array fields of an event, each an .npy blob
+    poses(t_start, t_end, n, times, values, chain)  a chunk of frames: float64 times, float32 rows
     weights(sha256, data)                 safetensors bytes, stored once per distinct content
-    models(id, version, t, sha256)        which weights each model version had
+    models(id, version, t, sha256, chain) which weights each model version had
+
+Checksums (why: a session is evidence of what a person did; a deleted or edited row must not
+replay as if nothing happened). ``meta.integrity`` hashes the meta keys and initial arrays
+written when recording began; its digest seeds three chains. Each event's ``chain`` is the hash
+of the previous event's chain and this row (seq, t, kind, card, fields, and each array's name
+and ``digest``, the hash of its blob), so a deleted, inserted, edited or reordered event breaks
+the chain at the first bad sequence number. Pose chunks and model rows chain the same way. A
+clean close writes ``meta.end`` (last seq, the chains' ends, the row counts and a digest of the
+whole meta table): without it the recording ended early; with it, rows lost at the end show.
 
 Arrays are written with ``np.save(..., allow_pickle=False)`` and read with
 ``np.load(..., allow_pickle=False)``: an object array can neither be stored nor loaded, so a
@@ -21,6 +30,7 @@ session file can never carry code.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -28,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+CHECKSUM_SCHEMA = 2  # the first schema whose rows carry checksums
 APPLICATION_ID = 0x4C524331  # "LRC1": marks the file as a Latent Reach session for `file(1)` & co.
 
 # One pose row: head, left hand, right hand, each position (x, y, z) + quaternion (w, x, y, z).
@@ -44,14 +55,16 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 CREATE TABLE IF NOT EXISTS initial_state (
     name TEXT PRIMARY KEY,
-    npy BLOB NOT NULL
+    npy BLOB NOT NULL,
+    digest TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     t REAL NOT NULL,
     kind TEXT NOT NULL,
     card INTEGER,
-    fields TEXT NOT NULL
+    fields TEXT NOT NULL,
+    chain TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events(t);
 CREATE INDEX IF NOT EXISTS events_by_kind ON events(kind, card);
@@ -59,6 +72,7 @@ CREATE TABLE IF NOT EXISTS event_arrays (
     seq INTEGER NOT NULL,
     name TEXT NOT NULL,
     npy BLOB NOT NULL,
+    digest TEXT,
     PRIMARY KEY (seq, name)
 );
 CREATE TABLE IF NOT EXISTS poses (
@@ -66,7 +80,8 @@ CREATE TABLE IF NOT EXISTS poses (
     t_end REAL NOT NULL,
     n INTEGER NOT NULL,
     times BLOB NOT NULL,
-    "values" BLOB NOT NULL
+    "values" BLOB NOT NULL,
+    chain TEXT
 );
 CREATE INDEX IF NOT EXISTS poses_by_end ON poses(t_end);
 CREATE TABLE IF NOT EXISTS weights (
@@ -77,7 +92,8 @@ CREATE TABLE IF NOT EXISTS models (
     id INTEGER PRIMARY KEY,
     version INTEGER NOT NULL,
     t REAL NOT NULL,
-    sha256 TEXT NOT NULL
+    sha256 TEXT NOT NULL,
+    chain TEXT
 );
 CREATE INDEX IF NOT EXISTS models_by_version ON models(version);
 """
@@ -140,3 +156,55 @@ def join_fields(text: str, arrays: dict[str, bytes]) -> dict[str, Any]:
     for name, blob in arrays.items():
         fields[name] = npy_to_array(blob)
     return fields
+
+
+# --- checksums ---------------------------------------------------------------------------------
+
+_SEP = b"\x1f"
+
+
+def digest(*parts: bytes | str | int | float | None) -> str:
+    """A 128-bit BLAKE2b of the parts (types and order matter), as hex."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        if isinstance(part, bytes | bytearray | memoryview):
+            h.update(b"b")
+            h.update(bytes(part))
+        elif isinstance(part, float):
+            h.update(b"f" + repr(part).encode())
+        elif isinstance(part, bool) or part is None:
+            h.update(b"n" + repr(part).encode())
+        elif isinstance(part, int):
+            h.update(b"i" + str(part).encode())
+        else:
+            h.update(b"s" + str(part).encode("utf-8", "surrogatepass"))
+        h.update(_SEP)
+    return h.hexdigest()
+
+
+def event_link(
+    prev: str, seq: int, t: float, kind: str, card: int | None, fields: str, arrays: dict[str, str]
+) -> str:
+    """The chain value of one event row; ``arrays`` maps each array field's name to its digest."""
+    listed = ";".join(f"{name}={arrays[name]}" for name in sorted(arrays))
+    return digest(prev, seq, float(t), kind, card, fields, listed)
+
+
+def pose_link(prev: str, t_start: float, t_end: float, n: int, times: bytes, values: bytes) -> str:
+    return digest(prev, float(t_start), float(t_end), int(n), times, values)
+
+
+def model_link(prev: str, row_id: int, version: int, t: float, sha256: str) -> str:
+    return digest(prev, int(row_id), int(version), float(t), sha256)
+
+
+def meta_digest(items: dict[str, str], keys: list[str] | None = None) -> str:
+    """A digest of ``keys`` of the meta table (all but ``end`` when None)."""
+    chosen = sorted(keys if keys is not None else (k for k in items if k != "end"))
+    return digest(*(part for k in chosen for part in (k, items.get(k))))
+
+
+def start_digest(meta: dict[str, str], keys: list[str], arrays: dict[str, str]) -> str:
+    """What ``meta.integrity`` seals: the first meta keys and every initial array's digest."""
+    listed = ";".join(f"{name}={arrays[name]}" for name in sorted(arrays))
+    return digest(meta_digest(meta, keys), listed)

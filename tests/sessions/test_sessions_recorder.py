@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from session_seal import reseal
 from sessions_helpers import assert_events_equal, sample_events, tiny_workspace
 
 from game.core import events as ev
@@ -193,13 +194,15 @@ def _many_events(n: int) -> list[ev.Event]:
 
 def test_truncated_file_reads_up_to_last_valid_event(tmp_path):
     path = tmp_path / "t.session.sqlite"
-    _record(path, _many_events(20000))
+    # 8000 events keep the events table two levels deep: a truncation that loses a deeper tree's
+    # interior pages (written last) loses the rows under them, which no reader can reach.
+    _record(path, _many_events(8000))
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * 0.6)])
     with SessionReader(path) as r:
         got = [int(e.event.position[0]) for e in r.events()]
         assert r.damage is not None and "truncated" in r.damage and f"after event #{len(got)} " in r.damage
-    assert 0 < len(got) < 20000
+    assert 0 < len(got) < 8000
     assert got == list(range(len(got)))  # a valid prefix, in order
 
 
@@ -233,7 +236,7 @@ def test_pickled_array_is_refused(tmp_path):
     conn.close()
     with SessionReader(path) as r:
         assert list(r.events()) == []
-        assert "cannot be read" in r.damage
+        assert "fails its checksum" in r.damage and "event #1" in r.damage
 
 
 def test_no_pickle_in_session_code():
@@ -258,6 +261,7 @@ def test_unknown_event_kind_is_skipped_and_counted(tmp_path):
     conn.execute("UPDATE events SET kind = 'from-the-future' WHERE seq = 2")
     conn.commit()
     conn.close()
+    reseal(path)  # a newer version's kind, written with a valid chain
     with SessionReader(path) as r:
         assert [e.seq for e in r.events()] == [1, 3]
         assert r.skipped_kinds == {"from-the-future": 1} and r.damage is None
