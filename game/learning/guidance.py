@@ -185,7 +185,9 @@ def suspicion_scores(
 def _percent(p: float) -> str:
     """72 %, 99.9 % (never a rounded-up "100 %" for a probability short of one)."""
     x = 100.0 * float(p)
-    if 99.5 <= x < 100.0 or 0.0 < x < 0.5:
+    if 99.5 <= x < 100.0:
+        return f"{np.floor(10.0 * x) / 10.0:.1f} %"
+    if 0.0 < x < 0.5:
         return f"{x:.1f} %"
     return f"{x:.0f} %"
 

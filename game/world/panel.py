@@ -14,6 +14,7 @@ itself out from the top down and its background follows the content, so a long s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,7 +127,7 @@ class InfoPanel:
         self.bottom = -HEIGHT / 2
         left = -WIDTH / 2
         self.background = _unit_quad(self.root, "background", 0.0)
-        self.background.set_color(0.06, 0.07, 0.09, 0.88)
+        self.background.set_color(0.06, 0.07, 0.09, 0.95)
         self.title = _text(self.root, "title", 0.065, (left + MARGIN, self.top - 0.1))
         # The card's own image (left slot when an explanation is beside it).
         self.image_frame = _unit_quad(self.root, "image-frame", -0.001)
@@ -427,7 +428,7 @@ class InfoPanel:
             colour = tuple(float(c) for c in self.colours[k % len(self.colours)])
             name.set_text(names[k] if 0 <= k < len(names) else str(k))
             name.set_text_color(*colour)
-            score.set_text(f"{100 * s:.1f}%")
+            score.set_text(percent(s))
             bar.set_pos(x0 + bar_x, -0.002, y_row)
             bar.set_sx(max(0.004, bar_max * s))
             bar.set_color(*colour)
@@ -459,6 +460,12 @@ class InfoPanel:
 
     def destroy(self) -> None:
         self.root.remove_node()
+
+
+def percent(p: float) -> str:
+    """A probability as "97.3%": rounded down, so a score short of one never reads "100.0%"."""
+    p = float(p)
+    return "100%" if p >= 1.0 else f"{math.floor(1000.0 * p) / 10.0:.1f}%"
 
 
 def _set_layer(node: NodePath, rgba: np.ndarray | None, alpha: float) -> None:
