@@ -30,9 +30,10 @@ from game.controls.menu_guard import unless_menu_open
 from game.core import events as ev
 from game.explain.attribution import METHOD_TITLES, METHODS
 from game.explain.keep import new_card_event
-from game.explain.render import to_rgb, upscale
+from game.explain.render import colourise, to_rgb, upscale
 from game.explain.service import ExplainService, MapResult
 from game.explain.whatif import WhatIfEditor, WhatIfResult
+from game.world.panel import percent
 
 CYCLE: tuple[str, ...] = ("gradcam", "saliency", "smoothgrad", "ig", "guided", "occlusion")
 HELP_LINES = (
@@ -41,6 +42,9 @@ HELP_LINES = (
     "G: class model of the prediction",
 )
 DISPLAY_SIDE = 256  # overlays are enlarged (nearest) so tiny images stay crisp under linear filtering
+HEAT_ALPHA = 0.6  # the heat layer's opacity where the map is hottest (a quarter of it where cold)
+MASK_RGBA = (255, 140, 40, 150)  # the painted what-if mask over the card's own image
+INPAINT_TITLES = {"telea": "Telea", "ns": "Navier-Stokes"}
 
 
 class ExplainControls:
@@ -92,28 +96,21 @@ class ExplainControls:
         self._make_text()
 
     def _make_text(self) -> None:
-        panel = self.app.world.panel
-        self._text = TextNode("explain-status")
-        self._text.set_text_color(0.95, 0.85, 0.55, 1)
-        self._text.set_align(TextNode.A_left)
-        self._text.set_wordwrap(24)
-        self._text_path = panel.root.attach_new_node(self._text)
-        self._text_path.set_scale(0.038)
-        self._text_path.set_pos(-0.45, -0.003, -0.69)
+        """The status line is the panel's (``panel.set_status``): laid out with the content."""
+        self._text = self.app.world.panel.status
 
     @property
     def card(self) -> int:
         return int(self.app.workspace.selected)
 
     def _say(self, text: str) -> None:
-        if self._text is not None:
-            self._text.set_text(text)
+        self.app.world.panel.set_status(text)
 
     def _on_event(self, event: ev.Event, ws) -> None:
         if isinstance(event, ev.CardSelected):
             self._stop_paint()
             self.target_rank = 0
-            self.app.world.panel.set_overlay(None)
+            self.app.world.panel.clear_aside()
             self._say("")
             if self.method is not None:
                 self.request_map()
@@ -130,7 +127,7 @@ class ExplainControls:
         self.method = CYCLE[i] if i < len(CYCLE) else None
         if self.method is None:
             self.service.cancel("map")
-            self.app.world.panel.set_overlay(None)
+            self.app.world.panel.clear_aside()
             self._say("")
         else:
             self.request_map()
@@ -154,16 +151,23 @@ class ExplainControls:
         ws = self.app.workspace
         target = self._target()
         name = ws.class_names[target]
+        rank = self.target_rank
         self._say(f"{METHOD_TITLES[method]} for '{name}' ...")
 
         def shown(result: MapResult) -> None:
             if self.app.workspace.selected != card or self.method != method or self.painting:
                 return
             self.last_map = result
-            self.app.world.panel.set_overlay(upscale(result.overlay, DISPLAY_SIDE))
-            rank = f" (top-{self.target_rank + 1})" if self.target_rank else ""
+            which = "the prediction" if rank == 0 else f"top-{rank + 1}"
+            self.app.world.panel.show_aside(
+                None,  # the card's own image, with the heat map as a translucent layer over it
+                f"{METHOD_TITLES[method]} for '{name}' ({which})",
+                layer=upscale(heat_layer(result.explanation.heat), DISPLAY_SIDE),
+                colour_bar=colour_bar(),
+                bar_labels=("low", "high"),
+            )
             ms = result.explanation.seconds * 1000
-            self._say(f"{METHOD_TITLES[method]} for '{name}'{rank}, {ms:.0f} ms   X: next method")
+            self._say(f"{ms:.0f} ms   X: next method   T: next top-5 class")
 
         self.service.request_map(
             self.app.loaded.network,
@@ -180,7 +184,7 @@ class ExplainControls:
     def toggle_paint(self) -> None:
         if self.painting:
             self._stop_paint()
-            self.app.world.panel.set_overlay(None)
+            self.app.world.panel.clear_aside()
             self._say("")
             if self.method is not None:
                 self.request_map()
@@ -277,12 +281,14 @@ class ExplainControls:
         self._sent_version = ed.version
         card = self.card
         ws = self.app.workspace
+        panel = self.app.world.panel
         if not ed.mask.any():
             self.service.cancel("whatif")
             self.last_whatif = None
-            self.app.world.panel.set_overlay(None)
+            panel.clear_aside()
             self._say("what-if: drag on the image to paint   P: done")
             return
+        panel.set_overlay(upscale(mask_layer(ed.mask), DISPLAY_SIDE))  # the brush shows at once
         image, mask, method, version = ed.snapshot()
         before = (np.asarray(ws.top5_classes[card]), np.asarray(ws.top5_scores[card]))
 
@@ -290,15 +296,21 @@ class ExplainControls:
             if not self.painting or self.editor is not ed or self.app.workspace.selected != card:
                 return
             self.last_whatif = result
-            self.app.world.panel.set_overlay(upscale(_opaque(result.edited), DISPLAY_SIDE))
+            panel = self.app.world.panel
+            panel.show_aside(
+                upscale(_opaque(result.edited), DISPLAY_SIDE),
+                f"edited ({INPAINT_TITLES.get(method, method)})",
+                left_caption="painted",
+            )
+            panel.set_overlay(upscale(mask_layer(result.mask), DISPLAY_SIDE))
+            panel.show_compare(result.after_classes, result.after_scores, "after")
             names = self.app.workspace.class_names
-            top = "  ".join(
-                f"{names[int(c)]} {100 * float(s):.0f}%"
-                for c, s in zip(result.after_classes[:3], result.after_scores[:3], strict=False)
-            )
-            self._say(
-                f"what-if ({method}): {top}\nBksp undo  Del clear  I {'NS' if method == 'telea' else 'Telea'}  K keep"
-            )
+            other = "NS" if method == "telea" else "Telea"
+            b, a = int(result.before_classes[0]), int(result.after_classes[0])
+            verdict = (
+                f"still {names[a]}" if a == b else f"{names[b]} -> {names[a]}"
+            ) + f" ({percent(float(result.after_scores[0]))})"
+            self._say(f"what-if: {verdict}\nBksp undo  Del clear  I {other}  K keep  P done")
 
         self.service.request_whatif(
             self.app.loaded.network, image, mask, shown, method=method, before=before, on_error=self._failed
@@ -328,7 +340,7 @@ class ExplainControls:
             job, name="explain:keep", on_done=done, on_error=lambda j: self._failed(j.error)
         )
         self._stop_paint()
-        self.app.world.panel.set_overlay(None)
+        self.app.world.panel.clear_aside()
         self._say("")
 
     # --- class models ---------------------------------------------------------------------------
@@ -341,15 +353,23 @@ class ExplainControls:
         target = self._target()
         card = self.card
         name = ws.class_names[target]
-        self._say(f"class model of '{name}' ...")
+        rank = self.target_rank
+        relation = "the predicted class" if rank == 0 else f"the top-{rank + 1} class"
+        self._say(f"class model of {name} ...")
 
         def shown(cm) -> None:
             if self.app.workspace.selected != card or self.painting:
                 return
             self.method = None
-            self.app.world.panel.set_overlay(upscale(_opaque(cm.image), DISPLAY_SIDE))
+            panel = self.app.world.panel
+            # Its own titled view in its class's colour, beside the card: never in the card's frame.
+            panel.show_aside(
+                upscale(_opaque(cm.image), DISPLAY_SIDE),
+                f"class model of {name}, {relation}",
+                frame=tuple(float(c) for c in panel.colours[target % len(panel.colours)]),
+            )
             self.show_on_centroid(target, cm.image)
-            self._say(f"class model of '{name}': score {cm.score_start:.1f} -> {cm.score_end:.1f}")
+            self._say(f"optimised for {name}: score {cm.score_start:.1f} -> {cm.score_end:.1f}")
 
         self.service.request_class_model(
             self.app.loaded.network,
@@ -404,6 +424,29 @@ class ExplainControls:
         with contextlib.suppress(ValueError):  # already gone (destroy called twice)
             self._workspace.unsubscribe(self._on_event)
         self._workspace = None
+
+
+def heat_layer(heat: np.ndarray, alpha: float = HEAT_ALPHA) -> np.ndarray:
+    """The colourised map as RGBA, translucent (a quarter of ``alpha`` where cold, ``alpha`` where
+    hot): drawn over the image it gives ``render.overlay``'s blend, with the image underneath."""
+    h = np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)
+    rgba = np.empty(h.shape + (4,), dtype=np.uint8)
+    rgba[:, :, :3] = colourise(h)
+    rgba[:, :, 3] = np.clip(255.0 * alpha * (0.25 + 0.75 * h) + 0.5, 0, 255).astype(np.uint8)
+    return rgba
+
+
+def colour_bar(width: int = 256) -> np.ndarray:
+    """The heat maps' colour scale as a ``(1, width, 3)`` strip, low (left) to high (right)."""
+    return colourise(np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :])
+
+
+def mask_layer(mask: np.ndarray) -> np.ndarray:
+    """The painted what-if mask as a translucent RGBA layer (clear where not painted)."""
+    m = np.asarray(mask, dtype=bool)
+    rgba = np.zeros(m.shape + (4,), dtype=np.uint8)
+    rgba[m] = MASK_RGBA
+    return rgba
 
 
 def _opaque(image: np.ndarray) -> np.ndarray:
