@@ -1,4 +1,4 @@
-"""Status texts: job progress, transient messages and the help overlay.
+"""Status texts: job progress, transient messages, the help overlay, the key hint and legends.
 
 Each is a ``NodePath`` with a ``TextNode`` so the desktop docks them on ``aspect2d`` and VR can
 reparent them into the world. Timing uses the app's clock (``now``), never wall time, so replays
@@ -13,26 +13,34 @@ from game.world.label import Label
 
 HELP_TEXT = "\n".join(
     [
-        "Latent Reach - desktop controls",
-        "W A S D: fly     Q / E: down / up",
-        "right mouse button + move: look around",
-        "mouse wheel: flying speed (while dragging: push / pull the card)",
-        "left click: select a card     left drag: move it",
-        "Esc: cancel a drag, or open the menu",
-        "F: frame the selection     C: frame the whole cloud",
-        "Ctrl+Z: undo     Tab: hide the info panel",
-        "X: heat map (cycle methods)   T: explain the next top-5 class",
-        "P: what-if paint on the panel image (Backspace undo, Del clear, I Telea/NS, K keep)",
-        "G: class model of the prediction",
-        "M: menu and settings     H: show / hide this help",
+        "Latent Reach - every key",
+        "Fly: W A S D move, Q / E down / up, mouse wheel flying speed",
+        "Look: right mouse button + move",
+        "Cards: left click select, left drag carry (the text says what a release does)",
+        "   while carrying: mouse wheel push / pull, Esc cancel the drag",
+        "Camera: F frame the selection, C frame the whole cloud",
+        "Learning: Ctrl+Z undo the last fine-tune",
+        "Guidance: orange ? = label probably wrong; N next suspect and why",
+        "   L switch the feature layer (early convolution / penultimate)",
+        "Panel: Tab hide / show the info panel",
+        "Explain: X heat map beside the image (cycle methods), T next top-5 class",
+        "   P what-if: paint on the image (Backspace undo, Del clear,",
+        "      I Telea / Navier-Stokes, K keep as a new card, P or Esc done)",
+        "   G class model of the explained class",
+        "Menu: M or Esc (when the game has a menu); in it Up / Down, Enter,",
+        "   Left / Right change a setting",
+        "H: show / hide this help     Ctrl+Q: quit",
     ]
 )
+HINT_MENU = "H: help   M: menu   Ctrl+Q: quit"
+HINT_NO_MENU = "H: help   Ctrl+Q: quit"
+LEGEND_COLOUR = (1.0, 0.55, 0.25, 1)  # the suspect markers' orange
 
 
 def make_text(
-    parent: NodePath, name: str, scale: float, colour=(1, 1, 1, 1), card=True
+    parent: NodePath, name: str, scale: float, colour=(1, 1, 1, 1), card=True, opacity: float = 0.8
 ) -> tuple[NodePath, Label]:
-    label = Label(parent, name, scale, colour, backing=(0.04, 0.05, 0.07, 0.8) if card else None)
+    label = Label(parent, name, scale, colour, backing=(0.04, 0.05, 0.07, opacity) if card else None)
     return label.root, label
 
 
@@ -44,11 +52,15 @@ class Hud:
         self.root.set_light_off(1)
         self.status_path, self.status = make_text(self.root, "job-status", 0.05, (0.9, 0.9, 0.6, 1))
         self.message_path, self.message = make_text(self.root, "message", 0.055)
-        self.help_path, self.help = make_text(self.root, "help", 0.045)
+        self.help_path, self.help = make_text(self.root, "help", 0.045, opacity=0.95)
         self.help.set_text(HELP_TEXT)
         self.help_path.hide()
-        self.hint_path, self.hint = make_text(self.root, "hint", 0.04, (0.75, 0.78, 0.85, 1), card=False)
-        self.hint.set_text("H: help   M: menu")
+        # Backed like every other text: readable over cards, the floor or the sky.
+        self.hint_path, self.hint = make_text(self.root, "hint", 0.042, (0.82, 0.85, 0.92, 1))
+        self.hint.set_text(HINT_NO_MENU)
+        self.legend_path, self.legend = make_text(self.root, "legend", 0.042, LEGEND_COLOUR)
+        self.legend_path.hide()
+        self.legend_text = ""
         self.status_path.hide()
         self.message_path.hide()
         self._message_until = 0.0
@@ -62,6 +74,20 @@ class Hud:
         self.message_path.set_pos(-aspect_ratio + 0.05, 0, 0.83)
         self.help_path.set_pos(-aspect_ratio + 0.08, 0, 0.6)
         self.hint_path.set_pos(-aspect_ratio + 0.05, 0, -0.95)
+        self.legend_path.set_pos(-aspect_ratio + 0.05, 0, -0.87)
+
+    def set_menu(self, available: bool) -> None:
+        """Say "M: menu" in the hint only where M opens one (a game without the start menu)."""
+        self.hint.set_text(HINT_MENU if available else HINT_NO_MENU)
+
+    def set_legend(self, text: str) -> None:
+        """A standing one-line key to a marker in the world (the suspects' "?"); "" hides it."""
+        self.legend_text = text
+        self.legend.set_text(text)
+        if text:
+            self.legend_path.show()
+        else:
+            self.legend_path.hide()
 
     def set_job(self, state: str, progress: float, message: str, now: float) -> None:
         """queued / running NN% / done / failed; done and failed fade after a few seconds."""
