@@ -110,8 +110,11 @@ def heldout_accuracy(predictions: np.ndarray, truth: np.ndarray, is_train: np.nd
     return float(np.mean(predictions[held] == truth[held]))
 
 
-def build_base(args: argparse.Namespace) -> dict[str, Any]:
-    """Dataset, noisy labels, the network trained on them, its features and layout."""
+def build_base(args: argparse.Namespace, data: Any = None) -> dict[str, Any]:
+    """Dataset, noisy labels, the network trained on them, its features and layout.
+
+    ``data``: a ``Dataset`` to use instead of the scene's (generated datasets in bench_suite).
+    """
     from game.core.errors import UserError
     from game.core.scene import load_scene
     from game.data.dataset import load_dataset
@@ -124,7 +127,7 @@ def build_base(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(
             "the benchmark retrains the network on noisy labels: it needs network.arch = small_cnn"
         )
-    data = load_dataset(scene)
+    data = load_dataset(scene) if data is None else data
     if args.classes:
         data = subset_classes(data, args.classes)
     is_train = ~data.heldout_mask(scene.dataset.heldout_fraction, scene.dataset.seed)
@@ -191,6 +194,7 @@ def simulate(
     edit_seconds: list[float] = []
     guidance_seconds: list[float] = []
     job_seconds: list[float] = []
+    moves: list[dict[str, Any]] = []  # per edit: flipped, landed, neighbours kept, held-out change
     queue: list[tuple[int, int]] = []
     try:
         while len(edited) < args.max_edits:
@@ -221,7 +225,19 @@ def simulate(
             edit_seconds += [elapsed / len(queue)] * len(queue)
             if report.messages:
                 print(f"[{name}] " + " | ".join(report.messages), file=sys.stderr)
+            acc_before = next(a for a in reversed(curve) if a is not None)
             acc = heldout_accuracy(ws.predictions, truth, is_train)
+            names = ws.class_names
+            for m, (_, target) in zip(report.moves, queue, strict=True):
+                moves.append(
+                    {
+                        "card": m.card,
+                        "flipped": m.predicted_after == names[target],
+                        "landed": m.nearest_class == names[target],
+                        "kept": m.neighbours_kept,
+                        "heldout_change": (acc - acc_before) / len(queue),
+                    }
+                )
             for i, (card, _) in enumerate(queue):
                 edited.append(card)
                 curve.append(acc if i == len(queue) - 1 else None)  # measured once per job
@@ -239,6 +255,7 @@ def simulate(
         "seconds_per_job": float(np.median(job_seconds)) if job_seconds else float("nan"),
         "guidance_seconds": float(np.median(guidance_seconds)) if guidance_seconds else float("nan"),
         "labels_fixed": int(np.sum(ws.labels[edited] == truth[edited])) if edited else 0,
+        "moves": moves,
     }
 
 
@@ -397,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         runs["full_batched"] = simulate(base, args, None, args.batch, "full_batched")
     for key, run in runs.items():
         result["curves"][key] = run["curve"]
-        result[key] = {k: v for k, v in run.items() if k != "curve"}
+        result[key] = {k: v for k, v in run.items() if k not in ("curve", "moves")}
     main_run = runs.get("full") or next(iter(runs.values()), None)
     if main_run is not None:
         result["precision_visited"] = main_run["precision_visited"]

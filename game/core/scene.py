@@ -39,7 +39,11 @@ class SceneInfo:
 
 @dataclass
 class DatasetConfig:
-    kind: str = setting("digits", choices=("digits", "folder"), doc='"digits" (embedded default) or "folder"')
+    kind: str = setting(
+        "digits",
+        choices=("digits", "folder", "shapes"),
+        doc='"digits" (embedded default), "folder", or "shapes" (generated colour shapes in clutter)',
+    )
     path: str = ""  # folder with one subfolder per class (kind = "folder")
     labels_csv: str = ""  # optional CSV of path,label (relative paths are relative to ``path``)
     labels_outside: bool = False  # allow labels CSV paths outside ``path`` (refused by default)

@@ -101,6 +101,10 @@ def load_dataset(
         from game.data.digits import load_digits_dataset
 
         data = load_digits_dataset()
+    elif cfg.kind == "shapes":
+        from game.data.shapes import load_shapes_dataset
+
+        data = load_shapes_dataset(size=size or 32, seed=cfg.seed)
     else:
         from game.data.folder import load_image_folder
 

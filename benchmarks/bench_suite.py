@@ -1,0 +1,335 @@
+"""The learning benchmark over many cases: does one set of defaults hold beyond digits?
+
+Runs ``bench_edits``' simulated person (guided edits, one fine-tune per edit, through the app's own
+edit path) on every case, for the full method and for cross-entropy only, and writes one JSON:
+
+    {"cases": [{"name", "auroc", "no_edits", "clean", "full": {"10", "20", "30"},
+                "ce_only": {...}, "loss_mean", "loss_p95", "loss_max", "flip", "landed", "kept",
+                "precision", "seconds_per_edit", ...}], "config": {...}}
+
+Accuracies are fractions; a case's figures are the mean over its seeds (``per_seed`` keeps each).
+``loss_*`` is the held-out accuracy a single correct edit cost, in points (positive = lost).
+``flip``: the edited card is predicted as its true class afterwards; ``landed``: it ended nearest
+its true class's centroid; ``kept``: the other cards kept their 10 nearest layout neighbours.
+
+Cases: digits with noise 5/15/30 % and several seeds, two confusable digit subsets, generated
+colour shapes (``game.data.shapes``) and crops of the photographs scikit-learn ships
+(``game.data.photo_crops``). BLAS and torch use ``--threads`` threads (1 by default) so that figures
+reproduce; single-K comparisons flipped with the number of BLAS threads before.
+
+    nice -n 10 .venv/bin/python benchmarks/bench_suite.py --quick --json out/suite.json
+    nice -n 10 .venv/bin/python benchmarks/bench_suite.py --json out/suite_full.json   # hours
+    .venv/bin/python benchmarks/bench_suite.py --cases digits-15 --seeds 0 --json x.json
+    .venv/bin/python benchmarks/bench_suite.py --table out/suite.json   # markdown table only
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _threads_from_argv(argv: list[str]) -> str:
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return "1"
+
+
+# Fixed BLAS threads before numpy is imported (they are read once, at import).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = _threads_from_argv(sys.argv)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT, ROOT / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import bench_edits  # noqa: E402
+
+KS = (10, 20, 30)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    noise: float = 0.15
+    classes: str = ""  # digits subset
+    scene: str = ""  # scene file (default: the embedded digits)
+    data: str = ""  # "photo_crops": a generated dataset instead of the scene's
+    base_epochs: int = 40  # long enough that the network memorises the noise (digits)
+
+
+CASES = [
+    Case("digits-15"),
+    Case("digits-5", noise=0.05),
+    Case("digits-30", noise=0.30),
+    Case("digits-3589", classes="3,5,8,9"),
+    Case("digits-1479", classes="1,4,7,9"),
+    Case("shapes-15", scene="scenes/shapes.toml", base_epochs=12),
+    Case("photo-crops-15", data="photo_crops", base_epochs=12),
+]
+QUICK = ["digits-15", "digits-30", "digits-3589", "shapes-15", "photo-crops-15"]
+
+
+def make_data(case: Case) -> Any:
+    if case.data == "photo_crops":
+        from game.data.photo_crops import load_photo_crops_dataset
+
+        return load_photo_crops_dataset()
+    if case.data:
+        raise ValueError(f"unknown generated dataset {case.data!r}")
+    return None
+
+
+def _at(curve: list[Any], k: int) -> float | None:
+    """Held-out accuracy after K edits (the last measured at or before K)."""
+    if not curve:
+        return None
+    k = min(k, len(curve) - 1)
+    return next((c for c in reversed(curve[: k + 1]) if c is not None), None)
+
+
+def run_seed(case: Case, seed: int, max_edits: int, learning: dict[str, Any]) -> dict[str, Any]:
+    """One case at one seed: base model, clean ceiling, full and CE-only curves, per-edit stats."""
+    from game.learning.guidance import auroc, suspicion_scores
+
+    args = argparse.Namespace(
+        dataset=str(ROOT / case.scene) if case.scene else None,
+        classes=case.classes,
+        noise=case.noise,
+        seed=seed,
+        base_epochs=case.base_epochs,
+        max_edits=max_edits,
+    )
+    t0 = time.perf_counter()
+    base = bench_edits.build_base(args, make_data(case))
+    ws, truth, flipped, is_train = base["workspace"], base["truth"], base["flipped"], base["is_train"]
+    scores = suspicion_scores(ws.features, ws.labels, ws.n_classes, seed=seed)
+    clean_net = bench_edits.train_small_cnn(
+        base["scene"], base["data"], truth, is_train, case.base_epochs, seed
+    )
+    clean = bench_edits.heldout_accuracy(clean_net.infer(ws.images).top5_classes[:, 0], truth, is_train)
+    out: dict[str, Any] = {
+        "seed": seed,
+        "cards": int(ws.n_cards),
+        "flipped_labels": int(flipped.sum()),
+        "auroc": bench_edits_auroc(auroc, scores, flipped, is_train),
+        "no_edits": bench_edits.heldout_accuracy(ws.predictions, truth, is_train),
+        "clean": clean,
+        "base_seconds": time.perf_counter() - t0,
+    }
+    ce_learning = {**learning, "feature_weight": 0.0, "preserve_weight": 0.0}
+    for key, settings in (("full", learning), ("ce_only", ce_learning)):
+        run = bench_edits.simulate(base, args, settings or None, 1, f"{case.name}/s{seed}/{key}")
+        out[key] = {str(k): _at(run["curve"], k) for k in KS}
+        out[key]["curve"] = run["curve"]
+        if key == "full":
+            moves = run["moves"]
+            loss = np.array([-100.0 * m["heldout_change"] for m in moves]) if moves else np.zeros(1)
+            out.update(
+                loss_mean=float(loss.mean()),
+                loss_p95=float(np.percentile(loss, 95)),
+                loss_max=float(loss.max()),
+                flip=float(np.mean([m["flipped"] for m in moves])) if moves else float("nan"),
+                landed=float(np.mean([m["landed"] for m in moves])) if moves else float("nan"),
+                kept=float(np.mean([m["kept"] for m in moves])) if moves else float("nan"),
+                kept_min=float(np.min([m["kept"] for m in moves])) if moves else float("nan"),
+                precision=run["precision_visited"],
+                seconds_per_edit=run["seconds_per_edit"],
+                edits=len(moves),
+            )
+    return out
+
+
+def bench_edits_auroc(auroc: Any, scores: np.ndarray, flipped: np.ndarray, is_train: np.ndarray) -> float:
+    return float(auroc(scores[is_train], flipped[is_train]))
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarise(case: Case, seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """A case's figures: the mean over its seeds, with the goals of issue 13 checked."""
+    scalar = ("auroc", "no_edits", "clean", "loss_mean", "loss_p95", "loss_max", "flip", "landed", "kept")
+    row: dict[str, Any] = {"name": case.name, **asdict(case)}
+    for key in scalar + ("kept_min", "precision", "seconds_per_edit"):
+        row[key] = _mean([s.get(key) for s in seeds])
+    for method in ("full", "ce_only"):
+        row[method] = {str(k): _mean([s[method][str(k)] for s in seeds]) for k in KS}
+    row["per_seed"] = seeds
+    row["goals"] = goals(row)
+    return row
+
+
+def goals(row: dict[str, Any]) -> dict[str, bool | None]:
+    """Issue 13's goals for one case (None where a figure is missing)."""
+    full, ce = row["full"], row["ce_only"]
+    k30, base, clean = full.get("30"), row["no_edits"], row["clean"]
+    if k30 is None or base is None:
+        return {}
+    gap = max(0.0, (clean or base) - base)
+    full_mean = _mean([full[str(k)] for k in KS])
+    ce_mean = _mean([ce[str(k)] for k in KS])
+    is_digits = row["name"].startswith("digits")
+    return {
+        "not_below_no_edits": k30 >= base,
+        "gain": (k30 - base) >= min(0.03, gap / 2) - 1e-9,
+        "full_ge_ce_only": None if full_mean is None or ce_mean is None else full_mean >= ce_mean,
+        "loss_p95_le_1": row["loss_p95"] is not None and row["loss_p95"] <= 1.0,
+        "flip_ge_95": row["flip"] is not None and row["flip"] >= 0.95,
+        "landed_ge_90": row["landed"] is not None and row["landed"] >= 0.90,
+        "kept_ge_95": row["kept"] is not None and row["kept"] >= 0.95,
+        "auroc": row["auroc"] is not None and row["auroc"] >= (0.98 if is_digits else 0.95),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """The markdown table of docs/benchmarks.md."""
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.1f}"
+
+    def num(v: float | None, f: str = ".2f") -> str:
+        return "–" if v is None else format(v, f)
+
+    head = (
+        "| case | seeds | AUROC | no edits | clean | full K=10/20/30 | CE-only K=10/20/30 | "
+        "full − CE (mean K) | loss/edit mean/p95/max (pts) | flip | landed | kept | s/edit | goals missed |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in result["cases"]:
+        full = "/".join(pct(r["full"][str(k)]) for k in KS)
+        ce = "/".join(pct(r["ce_only"][str(k)]) for k in KS)
+        fm = _mean([r["full"][str(k)] for k in KS])
+        cm = _mean([r["ce_only"][str(k)] for k in KS])
+        diff = "–" if fm is None or cm is None else f"{100 * (fm - cm):+.2f}"
+        missed = [k for k, ok in r["goals"].items() if ok is False]
+        lines.append(
+            f"| {r['name']} | {len(r['per_seed'])} | {num(r['auroc'], '.3f')} | {pct(r['no_edits'])} | "
+            f"{pct(r['clean'])} | {full} | {ce} | {diff} | {num(r['loss_mean'])}/{num(r['loss_p95'])}/"
+            f"{num(r['loss_max'])} | {pct(r['flip'])} | {pct(r['landed'])} | {num(r['kept'], '.3f')} | "
+            f"{num(r['seconds_per_edit'])} | {', '.join(missed) or 'none'} |"
+        )
+    return "\n".join(lines)
+
+
+def write_plot(result: dict[str, Any], path: Path) -> None:
+    """Held-out accuracy against K per case, full method vs CE-only (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    cases = result["cases"]
+    cols = min(4, len(cases))
+    rows = (len(cases) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), dpi=110, squeeze=False)
+    for ax, r in zip(axes.ravel(), cases):
+        for method, colour, label in (("full", "tab:blue", "full"), ("ce_only", "tab:orange", "CE-only")):
+            curves = [s[method]["curve"] for s in r["per_seed"]]
+            n = min(len(c) for c in curves)
+            ys = [_mean([c[k] for c in curves]) for k in range(n)]
+            pts = [(k, y) for k, y in enumerate(ys) if y is not None]
+            if pts:
+                ax.plot(*zip(*pts), color=colour, label=label, lw=1.4)
+        ax.axhline(r["no_edits"], color="grey", lw=0.8, ls=":", label="no edits")
+        if r["clean"] is not None:
+            ax.axhline(r["clean"], color="tab:green", lw=0.8, ls="--", label="clean labels")
+        ax.set_title(f"{r['name']} (AUROC {r['auroc']:.3f})", fontsize=9)
+        ax.set_xlabel("guided edits K", fontsize=8)
+        ax.set_ylabel("held-out accuracy", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(cases) :]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"cases {', '.join(QUICK)}, seed 0")
+    parser.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    parser.add_argument("--seeds", default="", help="comma-separated seeds (default: 0,1,2; --quick: 0)")
+    parser.add_argument("--max-edits", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1, help="BLAS and torch threads")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="learning setting override (A/B)"
+    )
+    parser.add_argument("--json", default="bench_suite.json", metavar="OUT")
+    parser.add_argument("--plot", default="", metavar="OUT.png", help="default: next to --json")
+    parser.add_argument("--table", default="", metavar="JSON", help="print the table of a result and exit")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text(encoding="utf-8"))))
+        return 0
+    import torch
+
+    torch.set_num_threads(args.threads)
+    names = [c.strip() for c in args.cases.split(",") if c.strip()] or (
+        QUICK if args.quick else [c.name for c in CASES]
+    )
+    by_name = {c.name: c for c in CASES}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        print(f"bench_suite: unknown case(s) {unknown}; known: {list(by_name)}", file=sys.stderr)
+        return 2
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or ([0] if args.quick else [0, 1, 2])
+    learning: dict[str, Any] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        learning[key] = json.loads(value)
+    result: dict[str, Any] = {
+        "config": {
+            "cases": names,
+            "seeds": seeds,
+            "max_edits": args.max_edits,
+            "threads": args.threads,
+            "learning_overrides": learning,
+            "torch": torch.__version__,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        },
+        "cases": [],
+    }
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for name in names:
+        case = by_name[name]
+        per_seed = []
+        for seed in seeds:
+            t = time.perf_counter()
+            per_seed.append(run_seed(case, seed, args.max_edits, learning))
+            print(f"[suite] {name} seed {seed}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        result["cases"].append(summarise(case, per_seed))
+        result["config"]["seconds"] = time.perf_counter() - t0
+        out.write_text(
+            json.dumps(result, indent=1, default=float), encoding="utf-8"
+        )  # partial results survive
+    print(table(result))
+    plot = Path(args.plot) if args.plot else out.with_suffix(".png")
+    write_plot(result, plot)
+    print(f"bench_suite: {out}, {plot}, {result['config']['seconds']:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
