@@ -3,13 +3,17 @@
 A frame hook (``update(now)``) plus messenger keys, in the style of ``ExplainControls``. The
 suspicion scores (``game.learning.guidance``) are computed on the app's worker at start, after
 every ``ModelUpdated`` and after every ``LayerChanged``; the top ``top_k`` suspects get a small
-marker ("?") floating above their card, following it through tweens.
+orange "?" at a corner of their card (``game.world.suspect_markers``: constant size on screen,
+clear of the class labels, under labels and menus), explained by a legend line in the HUD. A
+selected suspect's panel says why it is suspect (``explain_suspect``).
 
 Keys:
-  N   select the next suspect (most suspicious first, cards already visited skipped) and frame it
+  N   select the next suspect (most suspicious first, cards already visited skipped), frame it
+      and say why on the panel
   L   cycle the feature layer (early convolution blocks ... penultimate layer): the features and
       a fresh layout aligned to the current one are computed on the worker and posted as a
-      ``LayerChanged`` event, which the world tweens and the recorder records
+      ``LayerChanged`` event, which the world tweens and the recorder records; once the cards
+      have moved the camera frames the new cloud
 
 VR can call ``next_suspect()`` and ``cycle_layer()`` from controller buttons.
 """
@@ -20,14 +24,15 @@ import contextlib
 
 import numpy as np
 from direct.showbase.DirectObject import DirectObject
-from panda3d.core import TextNode
 
 from game.controls.menu_guard import unless_menu_open
 from game.core import events as ev
-from game.learning.guidance import suspicion_scores, top_suspects
+from game.learning.guidance import Suspicion, explain_suspect, suspicion, top_suspects
 from game.learning.layers import layer_label, next_layer, switch_layer
+from game.world.suspect_markers import SuspectMarkers, label_rects
 
 HELP_LINES = ("N: next suspicious card (label probably wrong)   L: switch feature layer",)
+LEGEND = "? = label probably wrong: {n} suspects, press N (next, and why)"
 
 
 class GuidanceControls:
@@ -61,17 +66,21 @@ class GuidanceControls:
         self._workspace.subscribe(self._on_event)
         if self._root is not None:
             self._root.remove_node()
-        self._root = self.app.world.root.attach_new_node("guidance-markers")
-        self._root.set_light_off(1)
-        self._root.set_bin("fixed", 50)
-        self._root.set_depth_test(False)
+        self._marker_set = SuspectMarkers(self.app.world.root)  # drawn under labels and menus
+        self._root = self._marker_set.root
         self._markers = []
+        self.details: Suspicion | None = None
+        self._reframe = False
         self.scores, self.suspects, self.visited = None, np.zeros(0, dtype=np.int64), set()
         self._stale = True
 
     def _on_event(self, event: ev.Event, ws) -> None:
         if isinstance(event, (ev.ModelUpdated, ev.LayerChanged, ev.CardAdded)):
             self._stale = True
+        if isinstance(event, ev.LayerChanged):
+            self._reframe = True  # the cloud changes shape: frame it once the cards have moved
+        elif isinstance(event, ev.CardSelected):
+            self._explain(event.card)
 
     # --- scores on the worker -------------------------------------------------------------------
 
@@ -82,7 +91,7 @@ class GuidanceControls:
         self._pending_scores = True
         self._stale = False
         self.app.worker.submit(
-            suspicion_scores,
+            suspicion,  # the scores and what explains them (look-alikes, held-out view)
             features,
             labels,
             n_classes,
@@ -93,15 +102,17 @@ class GuidanceControls:
             on_error=lambda job: self._scores_failed(job.error),
         )
 
-    def _scores_done(self, scores: np.ndarray, n: int) -> None:
+    def _scores_done(self, details: Suspicion, n: int) -> None:
         self._pending_scores = False
         ws = self.app.workspace
-        if len(scores) != ws.n_cards or n != ws.n_cards:
+        if len(details.scores) != ws.n_cards or n != ws.n_cards:
             self._stale = True  # a card joined meanwhile: ask again
             return
-        self.scores = scores
+        self.details = details
+        self.scores = details.scores
         self.suspects = self._ranked()[: self.top_k]
         self._rebuild_markers()
+        self._explain(ws.selected)  # the reason shown for the selected card follows the scores
 
     def _scores_failed(self, error: BaseException | None) -> None:
         self._pending_scores = False
@@ -120,28 +131,32 @@ class GuidanceControls:
     # --- markers -------------------------------------------------------------------------------
 
     def _rebuild_markers(self) -> None:
-        for m in self._markers:
-            m.remove_node()
-        self._markers = []
-        for rank, _card in enumerate(self.suspects):
-            text = TextNode(f"suspect-{rank}")
-            text.set_text("?")
-            text.set_align(TextNode.A_center)
-            text.set_text_color(1.0, 0.35 + 0.04 * rank, 0.25, 1)
-            node = self._root.attach_new_node(text)
-            node.set_billboard_point_eye()
-            node.set_scale(self.app.world.config.card_size * 2.5)  # readable from across the room
-            self._markers.append(node)
+        self._marker_set.set_cards(self.suspects)
+        self._markers = self._marker_set.nodes
+        n = len(self.suspects)
+        self.app.world.hud.set_legend(LEGEND.format(n=n) if n else "")  # what the "?" means
         self._place_markers()
 
     def _place_markers(self) -> None:
+        """Constant size on screen, at a card corner that leaves the class labels readable."""
         if not self._markers:
             return
-        positions = self.app.world.positions
-        lift = self.app.world.config.card_size * 1.1
-        for node, card in zip(self._markers, self.suspects):
-            p = positions[int(card)]
-            node.set_pos(float(p[0]), float(p[1]), float(p[2]) + lift)
+        app = self.app
+        labels = getattr(app.world.centroid_markers, "labels", [])
+        avoid = label_rects(labels, app.camera, app.render, app.project)
+        self._marker_set.place(
+            app.world.positions, app.camera, app.render, app.world.config.card_size, app.project, avoid
+        )
+
+    def _explain(self, card: int) -> None:
+        """Put why a suspect (or a visited one) is suspect on the panel, under its top-5."""
+        ws = self.app.workspace
+        if self.details is None or not 0 <= card < ws.n_cards or len(self.details.scores) != ws.n_cards:
+            return
+        if card not in self.visited and card not in set(self.suspects.tolist()):
+            return
+        reason = explain_suspect(ws, card, self.details)
+        self.app.world.panel.set_note(card, f"? suspect: {reason}")
 
     # --- keys ----------------------------------------------------------------------------------
 
@@ -156,6 +171,7 @@ class GuidanceControls:
         self.suspects = self._ranked()[: self.top_k]
         self._rebuild_markers()
         self.app.workspace.post(ev.CardSelected(card, hand="keyboard"))
+        self._explain(card)
         self.app.frame_card(card)
         return card
 
@@ -202,6 +218,9 @@ class GuidanceControls:
     def update(self, now: float) -> None:
         if self._stale and not self._pending_scores:
             self._request_scores()
+        if self._reframe and not self.app.world.tween.active:
+            self._reframe = False
+            self.app.frame_all()  # after a layer switch, once its tween has ended
         self._place_markers()
 
     def destroy(self) -> None:
