@@ -79,6 +79,12 @@ class PoseTrack:
 _SUPERSEDED_BY_MODEL = tuple(k for k, cls in ev.EVENT_TYPES.items() if cls.superseded_by_model)
 
 
+def _why(exc: BaseException) -> str:
+    """An exception's text on one line (SQLite quotes whole schema statements, newlines and all)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _connect_ro(path: Path) -> sqlite3.Connection:
     """Read-only connection (a WAL left by a crash is still read); fails early on a bad file."""
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
@@ -155,10 +161,10 @@ class SessionReader:
             self._check_integrity()
         except sqlite3.DatabaseError as exc:
             self.close()
-            raise SessionError(f"{self.path} is damaged beyond reading: {exc}") from None
+            raise SessionError(f"{self.path} is damaged beyond reading: {_why(exc)}") from None
         except integrity.StartDamaged as exc:
             self.close()
-            raise SessionError(f"{self.path} is damaged: {exc} (checksum mismatch)") from None
+            raise SessionError(f"{self.path} is damaged: {_why(exc)} (checksum mismatch)") from None
         except SessionError:
             self.close()
             raise
@@ -199,7 +205,7 @@ class SessionReader:
                 self._truncation = f"the file is truncated ({pages} of {expected} pages present)"
                 self._note_damage(self._truncation)
                 return conn
-        raise SessionError(f"{self.path} is not a readable session file: {first_error}") from None
+        raise SessionError(f"{self.path} is not a readable session file: {_why(first_error)}") from None
 
     def _check(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -268,7 +274,7 @@ class SessionReader:
         except SessionError:
             raise
         except Exception as exc:  # a scene the loader refuses: the recorded one was altered
-            raise SessionError(f"{self.path}: the recorded scene is not valid: {exc}") from None
+            raise SessionError(f"{self.path}: the recorded scene is not valid: {_why(exc)}") from None
 
     @property
     def class_names(self) -> list[str]:
@@ -283,7 +289,7 @@ class SessionReader:
             rows = self._conn.execute("SELECT name, npy FROM initial_state").fetchall()
             return {str(name): schema.npy_to_array(blob) for name, blob in rows}
         except (sqlite3.DatabaseError, ValueError, TypeError, EOFError, OSError) as exc:
-            raise SessionError(f"{self.path}: the starting state is damaged: {exc}") from None
+            raise SessionError(f"{self.path}: the starting state is damaged: {_why(exc)}") from None
 
     def initial_workspace(self, images: np.ndarray, features: np.ndarray | None = None) -> Any:
         """A ``Workspace`` as it was when recording began, given the dataset's images."""
@@ -325,7 +331,7 @@ class SessionReader:
                 selected=selected,
             )
         except (ValueError, TypeError, IndexError) as exc:
-            raise SessionError(f"{self.path}: the starting state is damaged: {exc}") from None
+            raise SessionError(f"{self.path}: the starting state is damaged: {_why(exc)}") from None
 
     # --- events --------------------------------------------------------------------------------
 
@@ -333,7 +339,7 @@ class SessionReader:
         try:
             row = self._conn.execute(sql, args).fetchone()
         except sqlite3.DatabaseError as exc:
-            self._note_damage(f"the event index is damaged ({exc})")
+            self._note_damage(f"the event index is damaged ({_why(exc)})")
             return None
         return row[0] if row else None
 
@@ -429,7 +435,7 @@ class SessionReader:
                 try:
                     item = self._decode(seq, t, kind, text)
                 except (sqlite3.DatabaseError, ValueError, TypeError, KeyError, EOFError, OSError) as exc:
-                    self._note_damage(f"event #{seq} ({kind}) cannot be read: {exc}", last_seq, last_t)
+                    self._note_damage(f"event #{seq} ({kind}) cannot be read: {_why(exc)}", last_seq, last_t)
                     return
                 last_seq, last_t = seq, t
                 if item is not None:
@@ -470,7 +476,7 @@ class SessionReader:
                 )
             }
         except sqlite3.DatabaseError as exc:
-            self._note_damage(f"the event index is damaged ({exc})")
+            self._note_damage(f"the event index is damaged ({_why(exc)})")
             return set(), 0
         return keep, last_model
 
@@ -481,7 +487,7 @@ class SessionReader:
             )
             return {str(k): int(n) for k, n in rows}
         except sqlite3.DatabaseError as exc:
-            self._note_damage(f"the event table is damaged ({exc})")
+            self._note_damage(f"the event table is damaged ({_why(exc)})")
             return {}
 
     # --- poses ---------------------------------------------------------------------------------
@@ -496,7 +502,7 @@ class SessionReader:
                 (float(t0), float(min(t1, 1e300)), min(self._good_poses, 2**62)),
             ).fetchall()
         except sqlite3.DatabaseError as exc:
-            self._note_damage(f"the pose table is damaged ({exc})")
+            self._note_damage(f"the pose table is damaged ({_why(exc)})")
             rows = []
         for tb, vb, n in rows:
             if not isinstance(tb, bytes) or not isinstance(vb, bytes) or not isinstance(n, int):
@@ -528,7 +534,7 @@ class SessionReader:
                 "SELECT version, t, sha256 FROM models ORDER BY id LIMIT ?", (min(self._good_models, 2**62),)
             ).fetchall()
         except sqlite3.DatabaseError as exc:
-            self._note_damage(f"the model table is damaged ({exc})")
+            self._note_damage(f"the model table is damaged ({_why(exc)})")
             return []
         out = []
         for v, t, h in rows:
@@ -548,7 +554,7 @@ class SessionReader:
             ).fetchone()
         except sqlite3.DatabaseError as exc:
             raise SessionError(
-                f"{self.path}: the checkpoint of model version {version} is damaged: {exc}"
+                f"{self.path}: the checkpoint of model version {version} is damaged: {_why(exc)}"
             ) from None
         if row is None:
             have = sorted({v for v, _, _ in self.model_versions()})
