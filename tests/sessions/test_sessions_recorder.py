@@ -283,3 +283,98 @@ def test_sessions_folder_env_and_names(tmp_path, monkeypatch):
         resolve_session("nope")
     with pytest.raises(SessionError, match="already exists"):
         SessionRecorder(a)
+
+
+# --- checksums, end marker, older format (issue 14) ---------------------------------------------
+
+
+def _edit(path: Path, *sql: str) -> None:
+    conn = sqlite3.connect(path)
+    for statement in sql:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "sql,first_bad",
+    [
+        (["DELETE FROM events WHERE seq = 5"], 5),  # a deletion leaves a hole
+        (["UPDATE events SET fields = replace(fields, '5.0', '6.0') WHERE seq = 6"], 6),  # an edit
+        (
+            [
+                "UPDATE events SET seq = -1 WHERE seq = 4",
+                "UPDATE events SET seq = 4 WHERE seq = 7",
+                "UPDATE events SET seq = 7 WHERE seq = -1",
+            ],
+            4,
+        ),  # reordering
+        (["UPDATE events SET t = 'abc' WHERE seq = 5"], 5),
+        (["DELETE FROM events WHERE seq >= 9"], 9),  # the end, caught by the end marker
+    ],
+)
+def test_damage_names_the_first_bad_sequence_number_and_replay_stops_before_it(tmp_path, sql, first_bad):
+    path = tmp_path / "c.session.sqlite"
+    _record(path, _many_events(10))
+    _edit(path, *sql)
+    with SessionReader(path) as r:
+        got = [e.seq for e in r.events()]
+        assert got == list(range(1, first_bad)), r.damage
+        assert (
+            r.damage is not None
+            and f"#{first_bad}" in r.damage
+            and f"after event #{first_bad - 1} " in r.damage
+        )
+        assert r.event_count == first_bad - 1
+
+
+def test_clean_end_marker_and_a_killed_recording(tmp_path):
+    path = tmp_path / "k.session.sqlite"
+    _record(path, _many_events(4))
+    with SessionReader(path) as r:
+        assert r.ended_early is None and r.damage is None and r.notes == []
+    _edit(path, "DELETE FROM meta WHERE key = 'end'")
+    with SessionReader(path) as r:
+        assert r.damage is None and r.ended_early.startswith("recording ended early at t = ")
+        assert [e.seq for e in r.events()] == [1, 2, 3, 4]
+
+
+def test_older_sessions_without_checksums_are_read_with_a_note(tmp_path):
+    path = tmp_path / "old.session.sqlite"
+    _record(path, _many_events(3))
+    conn = sqlite3.connect(path)
+    for table in ("events", "event_arrays", "poses", "models", "initial_state"):
+        column = "chain" if table in ("events", "poses", "models") else "digest"
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    conn.execute("DELETE FROM meta WHERE key IN ('end', 'integrity')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with SessionReader(path) as r:
+        assert r.notes == ["no checksums (older format)"] and r.damage is None
+        assert [e.seq for e in r.events()] == [1, 2, 3]
+
+
+def test_a_changed_starting_state_is_refused(tmp_path):
+    path = tmp_path / "s.session.sqlite"
+    _record(path, _many_events(2))
+    _edit(path, "UPDATE meta SET value = '[]' WHERE key = 'class_names'")
+    with pytest.raises(SessionError, match="damaged.*checksum"):
+        SessionReader(path)
+
+
+def test_wal_is_checkpointed_while_recording(tmp_path, monkeypatch):
+    import game.sessions.recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "CHECKPOINT_SECONDS", 0.0)
+    path = tmp_path / "w.session.sqlite"
+    ws = tiny_workspace()
+    rec = SessionRecorder(path, None, ws)
+    for e in _many_events(50):
+        rec.on_event(e, ws)
+    assert rec.flush()
+    copy = tmp_path / "copy.session.sqlite"
+    copy.write_bytes(path.read_bytes())  # the .sqlite alone, without its -wal file
+    with SessionReader(copy) as r:
+        assert r.event_count == 50 and r.ended_early is not None
+    rec.close()
