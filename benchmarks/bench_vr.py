@@ -12,6 +12,14 @@ the stereo/mono ratios, so a busy machine still gives a fair comparison.
 
 No GPU here: the 1344x1600-per-eye, 50k-card, >= 90 fps target needs a headset's GPU and is not
 measured by this script on software OpenGL.
+
+``--python-work 2000,20000,50000`` (issue 16) measures instead the Python work of a VR frame at
+each card count: the pose task (``wait_poses``, events, both hands' controls with their picking,
+the in-world UI) plus the submit callback (texture names, two submits, GL flush, handoff), timed
+around those calls while both controllers hold their triggers and sweep their lasers and tips
+through the cloud (a touch and a ray pick per hand per frame). Each count runs with the
+``PickIndex`` and with the brute-force pick it replaced; the eye buffers are tiny, as rendering is
+not what is measured.
 """
 
 from __future__ import annotations
@@ -134,6 +142,103 @@ def measure(loaded, eye: tuple[int, int], frames: int, rounds: int) -> dict[str,
     }
 
 
+def python_work(n: int, frames: int, index: bool = True) -> dict[str, float]:
+    """Per-frame Python work of the VR path at ``n`` cards (see the module docstring)."""
+    from panda3d.core import PythonCallbackObject
+
+    from game.app import LatentReachApp
+    from game.vr.launch import attach
+    from game.vr.simulated import SimulatedBackend
+
+    loaded = synthetic(n)
+    app = LatentReachApp(loaded, offscreen=True, size=(64, 64), controls=False, multisamples=0)
+    try:
+        for _ in range(2):
+            app.step()
+        # Stand 3 m from the cloud's centre; both hands sweep through it with triggers held.
+        left = {"pos": [-0.3, 0.4, 1.3], "hpr": [25, 0, 0], "trigger": True}
+        right = {"pos": [0.3, 0.4, 1.3], "hpr": [-25, 0, 0], "trigger": True}
+        steps = [
+            {"head": {"pos": [0.0, -3.0, 1.6]}, "left": left, "right": right},
+            {"frames": 90, "lerp": True, "left": {"hpr": [-25, -10, 0]}, "right": {"hpr": [25, 10, 0]}},
+            {"frames": 90, "lerp": True, "left": {"hpr": [25, 0, 0]}, "right": {"hpr": [-25, 0, 0]}},
+        ]
+        backend = SimulatedBackend(steps, size=(64, 64), loop=True)
+        backend.start()
+        session = attach(app, backend)
+        session.controls.rig.position = np.array([0.0, -3.0, 0.0])
+        if not index:
+            for hand in session.controls.hands.values():
+                hand.index = None
+        stereo = session.stereo
+        spent = {"poses": 0.0, "submit": 0.0, "flush": 0.0}
+        per_frame: list[float] = []
+
+        def timed(name, fn):
+            def run(*args):
+                t0 = time.perf_counter()
+                try:
+                    return fn(*args)
+                finally:
+                    spent[name] += time.perf_counter() - t0
+
+            return run
+
+        class Drawn:
+            """The draw callback's data with its ``upcall`` (the eye's rendering) kept out of the sum."""
+
+            def __init__(self, cbdata) -> None:
+                self.cbdata = cbdata
+
+            def upcall(self) -> None:
+                t0 = time.perf_counter()
+                self.cbdata.upcall()
+                spent["submit"] -= time.perf_counter() - t0
+
+        flush = stereo._gl_flush
+        if flush is not None:
+            # glFlush hands the queued draw calls to the driver; on llvmpipe that is where the eye
+            # is rasterised (GPU work done by the CPU here), so it is timed apart from Python.
+            def timed_flush() -> None:
+                t0 = time.perf_counter()
+                flush()
+                took = time.perf_counter() - t0
+                spent["submit"] -= took
+                spent["flush"] += took
+
+            stereo._gl_flush = timed_flush
+        after_right = timed("submit", stereo._after_right)
+        stereo.step_poses = timed("poses", stereo.step_poses)
+        stereo.regions["right"].set_draw_callback(PythonCallbackObject(lambda cb: after_right(Drawn(cb))))
+        for _ in range(10):
+            app.step()
+        hovered = 0
+        poses_only: list[float] = []
+        for _ in range(frames):
+            before, before_poses = spent["poses"] + spent["submit"], spent["poses"]
+            app.step()
+            per_frame.append(spent["poses"] + spent["submit"] - before)
+            poses_only.append(spent["poses"] - before_poses)
+            hovered += sum(h.hovered >= 0 for h in session.controls.hands.values())
+        builds = session.controls.index.builds
+        session.stop()
+    finally:
+        app.task_mgr.remove("latent-reach-frame")
+        app.destroy()
+    ms = 1000 * np.array(per_frame)
+    return {
+        "cards": n,
+        "index": index,
+        "median_ms": float(np.median(ms)),
+        "pose_task_median_ms": float(np.median(1000 * np.array(poses_only))),
+        "flush_ms_per_frame": 1000 * spent["flush"] / max(frames + 10, 1),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "max_ms": float(ms.max()),
+        "hovered_hand_frames": int(hovered),
+        "index_builds": int(builds),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=8, help="frames per round and mode")
@@ -141,11 +246,32 @@ def main() -> int:
     parser.add_argument("--cards", type=int, default=20000)
     parser.add_argument("--eye", default="640x720", help="per-eye size WxH (a Vive Pro eye is 1344x1600)")
     parser.add_argument("--skip-default", action="store_true", help="only the synthetic scene")
+    parser.add_argument(
+        "--python-work", default=None, metavar="N,N,...", help="per-frame Python work at these card counts"
+    )
     args = parser.parse_args()
     w, h = (int(v) for v in args.eye.lower().split("x"))
     import torch  # noqa: F401 - imported here so the app's worker thread does not import it mid-timing
 
     from game.world import engine
+
+    if args.python_work:
+        engine.configure(offscreen=True, size=(64, 64), multisamples=0)
+        frames = max(args.frames, 60)
+        rows = []
+        for n in (int(v) for v in args.python_work.split(",")):
+            for use_index in (True, False):
+                rows.append(python_work(n, frames, index=use_index))
+        print(f"Python work per VR frame (pose task + submit callback), {frames} frames, both hands picking")
+        print(f"{'cards':>7}{'picking':>14}{'median ms':>11}{'p95 ms':>9}{'max ms':>9}{'hover frames':>14}")
+        for r in rows:
+            kind = "PickIndex" if r["index"] else "brute force"
+            print(
+                f"{r['cards']:>7}{kind:>14}{r['median_ms']:>11.3f}{r['p95_ms']:>9.3f}{r['max_ms']:>9.3f}"
+                f"{r['hovered_hand_frames']:>14}"
+            )
+        print(json.dumps(rows, indent=1))
+        return 0
 
     engine.configure(offscreen=True, size=(w, h), multisamples=0)  # EGL offscreen, before ShowBase
     results = {}

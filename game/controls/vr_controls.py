@@ -13,6 +13,10 @@ Per frame (``update(state, paused, dt)``, called right after ``wait_poses``):
   midpoint of the hands (pulling apart makes the world larger).
 - undo button (A/X on Touch and Index): ``UndoRequested``, as the desktop's undo key.
 
+Both hands pick through one ``PickIndex`` (refreshed once per frame), so a frame's picking costs
+the same at 2k and 50k cards. ``haptic_tick(hand)`` is a short click for whoever wants to mark a
+change under the hand (the drop preview's target cluster changing).
+
 The world never learns that a controller moved the card: the ``Hand`` posts the same events as
 the mouse does. No panda3d here: tracking space is placed in the world by a numpy ``Rig``, which
 the stereo renderer applies to its node (``on_rig``), so all of this is testable headless.
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from game.controls.hand import Hand
+from game.controls.pick_index import PickIndex
 from game.core import events as ev
 from game.core.workspace import Workspace
 from game.vr.backend import HANDS, ControllerState, FrameState
@@ -66,6 +71,7 @@ class VRControlsConfig:
     min_scale: float = 0.05
     max_scale: float = 20.0
     pulse_seconds: float = 0.04
+    tick_seconds: float = 0.008  # haptic_tick: a click, not a buzz
 
 
 class VRControls:
@@ -86,6 +92,10 @@ class VRControls:
         self.workspace = workspace
         self.config = config or VRControlsConfig()
         self.hands = {h: Hand(workspace, positions, card_size, name=f"vr-{h}") for h in HANDS}
+        touch = self.hands["left"]
+        self.index = PickIndex(positions, lambda: touch.touch_factor * touch.card_size, auto=False)
+        for hand in self.hands.values():
+            hand.index = self.index
         self.rig = rig or Rig(np.zeros(3))
         self.haptic = haptic or (lambda hand, seconds: None)
         self.on_rig = on_rig
@@ -109,6 +119,7 @@ class VRControls:
             # Dashboard up: keep carried cards where they are, forget button edges.
             self._previous = {h: ControllerState() for h in HANDS}
             return
+        self.index.refresh()  # once per frame for both hands' picks
         if not self._world_gesture(state):
             for h in HANDS:
                 self._hand(h, state.hands[h])
@@ -226,6 +237,12 @@ class VRControls:
         d = self.rig.position - head
         self.rig.position = head + np.array([c * d[0] - s * d[1], s * d[0] + c * d[1], d[2]])
         self._rig_changed()
+
+    def haptic_tick(self, hand_name: str) -> None:
+        """A short click on one controller (``"left"``/``"right"`` or a hand's ``"vr-left"`` name)."""
+        name = hand_name.removeprefix("vr-")
+        if name in self.hands:
+            self.haptic(name, self.config.tick_seconds)
 
     def _rig_changed(self) -> None:
         if self.on_rig is not None:

@@ -1,0 +1,115 @@
+"""PickIndex answers what the brute-force pick answers, while cards move, testing few cards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from vr_helpers import synthetic_loaded
+
+from game.controls.hand import Hand, pick_nearest, pick_ray
+from game.controls.pick_index import MAX_LOOSE, PickIndex
+from game.controls.vr_controls import VRControls
+from game.vr.backend import ControllerState, FrameState, Pose
+
+
+def cloud(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-2, 2, size=(8, 3))
+    return (centres[rng.integers(0, 8, n)] + rng.normal(scale=0.3, size=(n, 3))).astype(np.float32)
+
+
+def queries(positions: np.ndarray, k: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    for _ in range(k):
+        target = positions[rng.integers(len(positions))] + rng.normal(scale=0.05, size=3)
+        origin = target + rng.normal(size=3) * 2.0
+        yield target.astype(np.float32), origin, target - origin
+
+
+def agree(index: PickIndex, positions: np.ndarray, k: int = 60, seed: int = 1) -> int:
+    """Compare with the brute force; returns how many queries hit a card (the test must hit)."""
+    hits = 0
+    for point, origin, direction in queries(positions, k, seed):
+        for radius in (0.05, 0.12, 0.3):
+            want = pick_nearest(positions, point, radius)
+            got = index.nearest(point, radius)
+            assert got[0] == want[0]
+            assert got[1] == pytest.approx(want[1], rel=1e-5)
+            want_ray = pick_ray(positions, origin, direction, radius)
+            got_ray = index.ray(origin, direction, radius)
+            assert got_ray[0] == want_ray[0]
+            assert got_ray[1] == pytest.approx(want_ray[1], rel=1e-4)
+            hits += (want[0] >= 0) + (want_ray[0] >= 0)
+    return hits
+
+
+def test_same_answers_as_the_brute_force_and_few_cards_tested():
+    p = cloud(5000)
+    index = PickIndex(lambda: p, min_cell=0.18)
+    assert agree(index, p) > 200
+    assert index.builds == 1
+    index.nearest(p[10], 0.18)
+    assert 0 < index.last_candidates < len(p) / 10  # the point of the index
+
+
+def test_moving_cards_are_found_where_they_are_now():
+    p = cloud(4000, seed=3)
+    index = PickIndex(lambda: p, min_cell=0.18)
+    index.refresh()
+    rng = np.random.default_rng(5)
+    # A small shift of every card (a tween's first frames): the stale grid plus slack.
+    p += rng.normal(scale=0.01, size=p.shape).astype(np.float32)
+    assert agree(index, p, k=30) > 50
+    assert index.builds == 1 and index.slack > 0
+    # One card carried far away: tested on its own, no rebuild.
+    p[17] = (9.0, 9.0, 9.0)
+    assert index.nearest((9.0, 9.0, 9.05), 0.1)[0] == 17
+    assert index.ray((9.0, 5.0, 9.0), (0.0, 1.0, 0.0), 0.1)[0] == 17
+    assert index.builds == 1
+    # Many cards moved far (the end of a tween): rebuilt, still right.
+    p[: MAX_LOOSE * 2] += 1.0
+    assert agree(index, p, k=30, seed=7) > 50
+    assert index.builds == 2
+
+
+def test_new_array_empty_and_degenerate_rays():
+    arrays = {"p": cloud(300)}
+    index = PickIndex(lambda: arrays["p"], min_cell=0.1)
+    assert index.nearest(arrays["p"][0], 0.1)[0] == 0
+    arrays["p"] = np.concatenate([arrays["p"], [[5.0, 5.0, 5.0]]]).astype(np.float32)  # a card added
+    assert index.nearest((5.0, 5.0, 5.0), 0.1)[0] == 300 and index.builds == 2
+    assert index.ray((5.0, 5.0, 0.0), (0.0, 0.0, 1.0), 0.1)[0] == 300  # axis-parallel ray
+    assert index.ray((50.0, 50.0, 50.0), (1.0, 0.0, 0.0), 0.1) == (-1, float("inf"))  # misses the box
+    assert index.ray((5.0, 5.0, 6.0), (0.0, 0.0, 1.0), 0.1)[0] == -1  # the card is behind
+    arrays["p"] = np.zeros((0, 3), dtype=np.float32)
+    assert index.nearest((0, 0, 0), 1.0) == (-1, float("inf"))
+    assert index.ray((0, 0, 0), (1, 0, 0), 1.0) == (-1, float("inf"))
+
+
+def test_the_vr_hands_pick_through_one_shared_index():
+    loaded = synthetic_loaded(n=200)
+    ws = loaded.workspace
+    controls = VRControls(ws, lambda: ws.positions, 0.12)
+    assert controls.hands["left"].index is controls.index is controls.hands["right"].index
+    card = 42
+    tip = 0.06
+    hands = {
+        "left": ControllerState(),
+        "right": ControllerState(pose=Pose(np.eye(4), True), connected=True),
+    }
+    hands["right"].pose.matrix[:3, 3] = ws.positions[card] - np.array([0.0, tip, 0.0])
+    controls.update(FrameState(1, Pose(np.eye(4), True), hands))
+    brute = Hand(ws, card_size=0.12)
+    assert controls.hands["right"].hovered == brute.touch(ws.positions[card]) == card
+    assert controls.index.builds == 1
+
+
+def test_haptic_tick_clicks_the_named_controller():
+    ws = synthetic_loaded(n=20).workspace
+    pulses: list[tuple[str, float]] = []
+    controls = VRControls(ws, lambda: ws.positions, 0.12, haptic=lambda h, s: pulses.append((h, s)))
+    controls.haptic_tick("vr-right")  # a Hand's name, as a drop preview knows it
+    controls.haptic_tick("left")
+    controls.haptic_tick("mouse")  # not a controller: nothing
+    assert pulses == [("right", controls.config.tick_seconds), ("left", controls.config.tick_seconds)]
+    assert controls.config.tick_seconds < controls.config.pulse_seconds
