@@ -1,0 +1,219 @@
+"""The game in a real X window, driven by real mouse and key events, checked from outside.
+
+``latent-reach run --no-menu`` opens on a virtual display (Xvfb); xdotool moves the pointer and
+presses buttons and keys through the X server (XTEST), exactly as a person's mouse would; the
+outcome is read from the session file the game records, from screenshots of the screen, and from
+``$LATENT_REACH_VIEW_REPORT`` (where the app draws each cluster and card: that is how a test
+knows where to press, as a person knows by looking).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from desktop_helpers import GameProcess, bright_pixels, changed_pixels, wait_for
+
+DRAG_STEPS = 14
+STEP_PAUSE_S = 0.05  # between pointer moves: a quick hand, several frames per step on llvmpipe
+
+
+def ready(report: dict) -> bool:
+    """A report of a settled first view: every class drawn, some cards pickable, nothing carried."""
+    classes = report["classes"]
+    return (
+        report.get("carried") is None
+        and all(c.get("centroid_px") for c in classes)
+        and sum(bool(c["pickable"]) for c in classes) >= 2
+    )
+
+
+def choose_drag(report: dict, margin: float = 40.0) -> tuple[dict, dict, dict]:
+    """(card, its class, another class) for a drag from a cluster onto another as drawn.
+
+    The target is the class whose drawn centroid lies farthest (in pixels) from every other
+    class's, so the pointer over it is over that cluster and no other; the source is the nearest
+    other class with a card a press would pick, so the drag is short but crosses empty space.
+    """
+    w, h = report["window"]["width"], report["window"]["height"]
+    classes = [c for c in report["classes"] if c.get("centroid_px")]
+    pts = {c["class"]: np.array(c["centroid_px"]) for c in classes}
+
+    def inside(p) -> bool:
+        return margin <= p[0] <= w - margin and margin <= p[1] <= h - 2 * margin
+
+    def separation(c: dict) -> float:
+        p = pts[c["class"]]
+        return min(float(np.linalg.norm(p - q)) for k, q in pts.items() if k != c["class"])
+
+    targets = sorted((c for c in classes if inside(pts[c["class"]])), key=separation, reverse=True)
+    assert targets, f"no class centroid drawn inside the window: {report['classes']}"
+    for target in targets:
+        p = pts[target["class"]]
+        sources = [
+            c
+            for c in classes
+            if c["class"] != target["class"]
+            and c["pickable"]
+            and inside(c["pickable"][0]["px"])
+            and np.linalg.norm(np.array(c["pickable"][0]["px"]) - p) > 60
+        ]
+        if sources:
+            source = min(sources, key=lambda c: float(np.linalg.norm(np.array(c["pickable"][0]["px"]) - p)))
+            return source["pickable"][0], source, target
+    raise AssertionError("no class with a pickable card apart from the target")
+
+
+def drag(game: GameProcess, start, end, steps: int = DRAG_STEPS) -> None:
+    """Press at ``start`` and move (button held) to ``end`` in ``steps`` (window pixels)."""
+    x = game.x
+    x.move(*game.screen(start))
+    time.sleep(0.2)  # the pointer is seen over the card before the button goes down
+    x.press(1)
+    time.sleep(0.1)
+    s, e = np.asarray(start, float), np.asarray(end, float)
+    for f in np.linspace(0.0, 1.0, steps + 1)[1:]:
+        x.move(*game.screen(s + f * (e - s)))
+        time.sleep(STEP_PAUSE_S)
+
+
+def colour_pixels(img: np.ndarray, box, rgb, tol: int = 40) -> int:
+    x0, y0, x1, y1 = (int(v) for v in box)
+    region = img[max(0, y0) : y1, max(0, x0) : x1].astype(np.int16)
+    return int((np.abs(region - np.asarray(rgb, np.int16)).max(axis=2) <= tol).sum())
+
+
+def focus(game: GameProcess) -> None:
+    """Pointer over an empty corner of the window, the window focused (keys go to it)."""
+    game.x.move(*game.screen((20, 20)))
+    game.x.xdotool("windowfocus", str(game.window))
+
+
+def test_h_shows_and_hides_the_help(game, shoot):
+    game.wait_report("the first view", ready, timeout=60)
+    focus(game)
+    game.settled_screen()
+    before = shoot(game, "before")
+    h, w = before.shape[:2]
+    game.x.key("h")
+
+    def help_drawn():
+        img = game.x.screenshot()
+        changed = changed_pixels(before, img)
+        return (img, changed) if changed.mean() > 0.02 else None
+
+    shown, changed = wait_for("the help overlay to appear", help_drawn, timeout=20, interval=0.25)
+    shown = shoot(game, "help")
+    ys, xs = np.nonzero(changed_pixels(before, shown))
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    # A block of text: wide and tall, with many more bright (white text) pixels than before.
+    assert box[2] - box[0] > 0.25 * w and box[3] - box[1] > 0.15 * h, box
+    assert bright_pixels(shown, box) > bright_pixels(before, box) + 1500, box
+
+    game.x.key("h")
+
+    def help_gone():
+        img = game.x.screenshot()
+        return img if bright_pixels(img, box) < bright_pixels(before, box) + 300 else None
+
+    wait_for("the help overlay to go", help_gone, timeout=20, interval=0.25)
+    shoot(game, "hidden")
+
+
+def test_escape_during_a_drag_cancels_it(game, shoot):
+    game.settled_screen()
+    report = game.wait_report("the first view", ready, timeout=60)
+    card, source, target = choose_drag(report)
+    c = card["card"]
+    start_seq = max((e["seq"] for e in game.events()), default=0)
+    drag(game, card["px"], target["centroid_px"])
+    game.wait_report(f"card {c} in the hand", lambda r: (r["carried"] or {}).get("card") == c)
+    shoot(game, "carrying")
+    game.x.key("Escape")
+    game.wait_report("the hand to be empty after Esc", lambda r: r["carried"] is None)
+    game.x.release(1)
+    cancel = game.wait_event(f"a cancel of card {c}", lambda e: e["kind"] == "cancel" and e["card"] == c)
+    assert cancel["seq"] > start_seq
+    # The card went back where it was grabbed.
+    grab = [e for e in game.events(("grab",)) if e["card"] == c and e["seq"] > start_seq][-1]
+    assert np.allclose(cancel["position"], grab["position"], atol=1e-4)
+    # A click on empty space afterwards is recorded after anything the release could have caused:
+    # once it is in the file, no drop or edit of the card came before it.
+    game.x.move(*game.screen((20, 20)))
+    time.sleep(0.2)
+    game.x.press(1)
+    game.x.release(1)
+    sentinel = game.wait_event(
+        "the click on empty space", lambda e: e["kind"] == "select" and e["seq"] > cancel["seq"]
+    )
+    after = [e for e in game.events(("drop", "edit")) if start_seq < e["seq"] <= sentinel["seq"]]
+    assert after == [], after
+    shoot(game, "cancelled")
+
+
+def test_card_dragged_onto_another_cluster_as_drawn_is_relabelled(game, shoot):
+    game.settled_screen()
+    report = game.wait_report("the first view", ready, timeout=60)
+    card, source, target = choose_drag(report)
+    c, a, b = card["card"], source["class"], target["class"]
+    before = shoot(game, "before")
+    drag(game, card["px"], target["centroid_px"])
+    game.wait_report(f"card {c} in the hand", lambda r: (r["carried"] or {}).get("card") == c)
+
+    # Before release the world says what a release will do: relabel to the cluster under the cursor.
+    def previewing(r: dict) -> bool:
+        p = r.get("preview")
+        return p is not None and p["card"] == c and (p["action"], p["new_label"]) == ("relabel", b)
+
+    try:
+        r = game.wait_report(f"the preview 'relabel {a} -> {b}'", previewing, timeout=20)
+    except AssertionError as exc:
+        last = game.report() or {}
+        shoot(game, "no-preview")
+        raise AssertionError(
+            f"{exc}; last preview: {last.get('preview')}, carried: {last.get('carried')}"
+        ) from None
+    carrying = shoot(game, "carrying")
+    preview = r["preview"]
+    assert preview["text"].startswith("release: relabel"), preview
+    # The preview text at the bottom, in the target's colour, was not there before the drag.
+    lx, ly = preview["label_px"]
+    text_box = (lx - 320, ly - 40, lx + 320, ly + 20)
+    colour = target["colour"]
+    assert colour_pixels(carrying, text_box, colour) > colour_pixels(before, text_box, colour) + 40
+    # The target is lit: its ring, in its colour, around its centroid as drawn.
+    tx, ty = preview["ring_px"]
+    ring_box = (tx - 200, ty - 200, tx + 200, ty + 200)
+    changed = changed_pixels(before, carrying)
+    x0, y0, x1, y1 = (int(max(0, v)) for v in ring_box)
+    lit = colour_pixels(carrying, ring_box, colour) - colour_pixels(before, ring_box, colour)
+    assert changed[y0:y1, x0:x1].sum() > 100 and lit > 30, (changed[y0:y1, x0:x1].sum(), lit)
+
+    game.x.release(1)
+    edit = game.wait_event(f"an edit of card {c}", lambda e: e["kind"] == "edit" and e["card"] == c)
+    drop = [e for e in game.events(("drop",)) if e["card"] == c][-1]
+    assert (edit["action"], edit["old_label"], edit["new_label"]) == ("relabel", a, b), (edit, drop)
+    shoot(game, "released")
+
+
+def _quit_and_time(game: GameProcess, quit, shoot, what: str) -> None:
+    game.wait_report("the first view", ready, timeout=60)
+    game.settled_screen()
+    shoot(game, "open")
+    t0 = time.monotonic()
+    quit()
+    gone = wait_for("the window to close", lambda: not game.x.windows() or None, timeout=60, interval=0.05)
+    window_s = time.monotonic() - t0
+    assert gone
+    exit_s = window_s + game.wait_exit(timeout=60)
+    assert game.proc.returncode == 0, game.log()
+    print(f"\n{what}: window closed after {window_s:.2f} s, process exited after {exit_s:.2f} s")
+
+
+def test_ctrl_q_closes_the_window_and_ends_the_process(own_game, shoot):
+    focus(own_game)
+    _quit_and_time(own_game, lambda: own_game.x.key("ctrl+q"), shoot, "Ctrl+Q")
+
+
+def test_the_close_button_ends_the_process(own_game, shoot):
+    _quit_and_time(own_game, lambda: own_game.x.close_window(own_game.window), shoot, "close button")
