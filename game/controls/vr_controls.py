@@ -140,9 +140,16 @@ class VRControls:
             self.lasers[name] = None
             return
         m = self.hand_world[name]
-        origin = m[:3, 3]
-        forward = m[:3, 1] / max(float(np.linalg.norm(m[:3, 1])), 1e-9)
-        tip = origin + forward * TIP * self.rig.scale
+        if c.tip is not None and c.tip.valid:
+            # SteamVR's tip pose: the laser starts there and points where the controller points.
+            t = self.rig.matrix() @ c.tip.matrix
+            origin = t[:3, 3]
+            forward = t[:3, 1] / max(float(np.linalg.norm(t[:3, 1])), 1e-9)
+            tip = origin
+        else:
+            origin = m[:3, 3]
+            forward = m[:3, 1] / max(float(np.linalg.norm(m[:3, 1])), 1e-9)
+            tip = origin + forward * TIP * self.rig.scale
         self.lasers[name] = (origin, forward) if c.trigger else None
         if hand.dragging:
             card_world = (m @ self._grab_offset[name])[:3]

@@ -53,6 +53,9 @@ class ControllerState:
     menu: bool = False
     undo: bool = False
     connected: bool = False
+    # The controller's tip (SteamVR's /pose/tip: where the laser starts and touching happens,
+    # pointing the way the controller points); None where the runtime gives none.
+    tip: Pose | None = None
 
 
 @dataclass

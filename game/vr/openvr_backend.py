@@ -52,6 +52,7 @@ MANIFEST = Path(__file__).resolve().parent / "actions.json"
 ACTION_SET = "/actions/latent"
 _ACTIONS = {
     "pose": "in/hand_pose",
+    "tip": "in/tip_pose",
     "grip": "in/grip",
     "trigger": "in/trigger",
     "trigger_value": "in/trigger_value",
@@ -271,6 +272,10 @@ class OpenVRBackend:
         except ovr.error_code.InputError:
             previous = self._last.hands.get(hand)
             return previous if previous is not None else state
+        with contextlib.suppress(ovr.error_code.InputError):  # optional: the grip pose stands in
+            tip = inp.getPoseActionDataForNextFrame(a["tip"], ovr.TrackingUniverseStanding, src)
+            if tip.bActive and tip.pose.bPoseIsValid:
+                state.tip = self._pose(tip.pose.mDeviceToAbsoluteTracking, True)
         return state
 
     def poll_events(self) -> list[RuntimeEvent]:

@@ -78,3 +78,39 @@ def test_undo_button_posts_undo_once_per_press():
     c.update(pressed)
     c.workspace.flush()
     assert [type(e).__name__ for e in seen] == ["UndoRequested"] and seen[0].hand == "vr-right"
+
+
+def test_the_tip_pose_places_the_laser_and_the_touch():
+    """SteamVR's /pose/tip (when bound) starts the laser and touches; else 6 cm ahead of the grip."""
+    ws = synthetic_loaded().workspace
+    controls = VRControls(ws, lambda: ws.positions, 0.12, rig=Rig(np.zeros(3)))
+    card = 9
+    target = ws.positions[card].astype(float)
+    grip = Pose(coords.compose(target + [0.0, 0.0, -0.5]), True)  # half a metre below the card
+    tip = Pose(coords.compose(target + [0.0, 0.0, -0.01]), True)  # the tip right at the card
+    right = ControllerState(grip, trigger=True, connected=True, tip=tip)
+    state = FrameState(
+        1, Pose(coords.compose((0.0, -2.0, 1.7)), True), {"left": ControllerState(), "right": right}
+    )
+    controls.update(state)
+    assert controls.hands["right"].hovered == card
+    origin, _ = controls.lasers["right"]
+    assert np.allclose(origin, tip.position)
+    right_without = ControllerState(grip, trigger=True, connected=True)
+    controls.update(FrameState(2, state.head, {"left": ControllerState(), "right": right_without}))
+    assert np.allclose(controls.lasers["right"][0], grip.position)  # the grip pose stands in
+
+
+def test_openvr_backend_reads_the_tip_pose(monkeypatch):
+    import vr_fake_openvr as fake
+
+    from game.vr.openvr_backend import OpenVRBackend
+
+    vr = fake.install(monkeypatch)
+    b = OpenVRBackend()
+    b.start()
+    assert b.wait_poses().hands["right"].tip is None  # not bound: the grip pose stands in
+    vr.tip_offset = (0.0, -0.02, -0.07)  # OpenVR: 7 cm forward (-Z), 2 cm down
+    hand = b.wait_poses().hands["right"]
+    assert hand.tip is not None and hand.tip.valid
+    assert np.allclose(hand.tip.position - hand.pose.position, (0.0, 0.07, -0.02), atol=1e-6)  # Panda axes

@@ -77,6 +77,7 @@ class FakeVR:
     texture_format: int | None = None  # None: an untextured model; else a 2x2 texture in this format
     texture_loading_polls: int = 1
     freed_textures: int = 0
+    tip_offset: tuple[float, float, float] | None = None  # /pose/tip relative to the grip (OpenVR axes)
     _keep: list[Any] = field(default_factory=list)
 
 
@@ -193,8 +194,13 @@ class FakeInput:
 
     def getPoseActionDataForNextFrame(self, action, origin, src):
         data = openvr.InputPoseActionData_t()
+        hand = np.vstack([self.vr.hands[self.sources[src]], [0.0, 0.0, 0.0, 1.0]])
+        if self._action(action) == "tip_pose":
+            if self.vr.tip_offset is None:
+                return data  # not bound: bActive False
+            hand = hand @ coords.compose(self.vr.tip_offset)
         data.bActive = True
-        data.pose.mDeviceToAbsoluteTracking = matrix34(self.vr.hands[self.sources[src]])
+        data.pose.mDeviceToAbsoluteTracking = matrix34(hand[:3])
         data.pose.bPoseIsValid = True
         return data
 
