@@ -105,7 +105,9 @@ def make_workspace(
 
 def _layout_cached(projector: Projector, features: np.ndarray, use_cache: bool) -> LayoutState:
     """Fit the layout, or reuse a cached one for exactly these features and settings."""
-    key = content_hash("layout-v1", features, sorted(vars(projector.config).items()))
+    # v2: coordinates turned to their principal axes, per-axis stretch in the transform (issue 12);
+    # every LayoutConfig field is in the key, so a changed setting never reuses an old layout.
+    key = content_hash("layout-v2", features, sorted(vars(projector.config).items()))
     path = cache_dir("layouts") / f"{key}.npz"
     if use_cache and path.is_file():
         try:

@@ -92,6 +92,21 @@ class LayoutConfig:
         [4.0, 4.0, 1.8], gt=0.0, le=1000.0, length=3, doc="x, y, z extent in metres"
     )
     floor_clearance: float = setting(0.5, ge=0.0, le=100.0, doc="lowest card height above the floor, metres")
+    exaggeration: float = setting(
+        0.5,
+        gt=0.0,
+        le=100.0,
+        doc="t-SNE exaggeration after the early phase and in updates (below 1: each cluster spreads "
+        "into the empty space around it, so cards hide fewer others; 1: plain t-SNE)",
+    )
+    align_axes: bool = True  # turn the cloud so its longest principal axis runs along x, the shortest up
+    stretch: float = setting(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        doc="0: one scale for every axis (the volume's tightest side limits it); 1: each axis fills "
+        "its side of the volume; between: a geometric blend",
+    )
 
 
 @dataclass

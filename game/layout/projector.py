@@ -1,9 +1,22 @@
 """PCA -> openTSNE 3-D -> world metres, and the stable update the fine-tune loop relies on.
 
 The world is Z-up metres: cards fill a box of ``volume`` (x, y, z) centred on x = y = 0, its floor
-``floor_clearance`` above the ground. The normalisation (centre and scale) is fixed when the
-layout is first fitted and reused on every update: if it were recomputed, one card moving far
-away would shrink the whole world and every other card would appear to move.
+``floor_clearance`` above the ground. The normalisation (centre, scale and per-axis stretch) is
+fixed when the layout is first fitted and reused on every update: if it were recomputed, one card
+moving far away would shrink the whole world and every other card would appear to move.
+
+Readability (issue 12): a plain 3-D t-SNE makes dense balls of cards with empty space between
+them, and a uniform scale limited by the volume's height, so from any view each card covers
+several others. Three settings spread the cloud without letting anything but the neighbourhoods
+decide where a card goes:
+
+* ``exaggeration`` below 1 after the early phase (and in every update): weaker attraction, so
+  each cluster spreads into the empty space around it (the kernel's neighbourhoods still rule);
+* ``align_axes``: the fitted coordinates are turned (a rotation, which t-SNE is blind to) so the
+  cloud's longest principal axis runs along x, the next along y and the shortest up, where the
+  volume is lowest;
+* ``stretch``: a per-axis scale between one uniform scale (0) and each axis filling its side of
+  the volume (1); the stretch is part of the world transform, so updates keep it.
 
 Two updates after fine-tuning:
 
@@ -43,7 +56,7 @@ class LayoutState:
 
     embedding: np.ndarray  # (N, 3) t-SNE units
     center: np.ndarray  # (3,) raw-space point mapped to the volume's centre
-    scale: float  # metres per t-SNE unit
+    scale: float  # metres per t-SNE unit (times ``stretch`` per axis)
     offset: np.ndarray  # (3,) world position of the volume's centre
     positions: np.ndarray  # (N, 3) float32 world metres
     pca_dims: int = 0
@@ -54,12 +67,19 @@ class LayoutState:
     # drift over many fine-tunes adds up until a card moves.
     neighbours: np.ndarray | None = field(default=None, repr=False)
     moved: np.ndarray | None = field(default=None, repr=False)  # (N,) bool: placed by the last update
+    # (3,) per-axis factor on ``scale`` (``LayoutConfig.stretch``); ones: one uniform scale.
+    stretch: np.ndarray = field(default_factory=lambda: np.ones(3))
+
+    @property
+    def axis_scale(self) -> np.ndarray:
+        """(3,) metres per t-SNE unit along x, y and z."""
+        return self.scale * np.asarray(self.stretch, dtype=np.float64)
 
     def to_world(self, raw: np.ndarray) -> np.ndarray:
-        return ((raw - self.center) * self.scale + self.offset).astype(np.float32)
+        return ((raw - self.center) * self.axis_scale + self.offset).astype(np.float32)
 
     def to_raw(self, world: np.ndarray) -> np.ndarray:
-        return (np.asarray(world, dtype=np.float64) - self.offset) / self.scale + self.center
+        return (np.asarray(world, dtype=np.float64) - self.offset) / self.axis_scale + self.center
 
     def successor(
         self,
@@ -81,6 +101,7 @@ class LayoutState:
             tsne,
             neighbours,
             moved,
+            self.stretch,
         )
         state.positions = state.to_world(raw)
         return state
@@ -139,7 +160,7 @@ class Projector:
         if early:
             emb = emb.optimize(early, exaggeration=12, momentum=0.5)
         if iterations:
-            emb = emb.optimize(iterations, momentum=0.8)
+            emb = emb.optimize(iterations, exaggeration=self.config.exaggeration, momentum=0.8)
         return emb
 
     # --- public --------------------------------------------------------------------------------
@@ -154,8 +175,13 @@ class Projector:
         init = init / (np.std(init[:, 0]) + 1e-12) * 1e-4  # openTSNE's recommended PCA init scale
         emb = self._optimise(init, aff, self.config.early_iterations, self.config.iterations)
         raw = np.asarray(emb, dtype=np.float64)
-        center, scale, offset = self._normalisation(raw)
-        state = LayoutState(raw, center, scale, offset, np.empty((0, 3)), reduced.shape[1], 0.0, emb)
+        tsne: TSNEEmbedding | None = emb
+        if self.config.align_axes:
+            raw = principal_axes(raw)
+            tsne = None  # the optimiser's copy is in the unturned frame: not to be reused
+        center, scale, stretch, offset = self._normalisation(raw)
+        state = LayoutState(raw, center, scale, offset, np.empty((0, 3)), reduced.shape[1], 0.0, tsne)
+        state.stretch = stretch
         state.neighbours = _knn(reduced, min(MOBILITY_K, len(reduced) - 1))  # for update_local
         state.positions = state.to_world(raw)
         state.seconds = time.perf_counter() - start
@@ -177,6 +203,15 @@ class Projector:
         reduced = self.reduce(features)
         aff = self.affinities(reduced)
         init = previous.embedding.copy()
+        old_nb = previous.neighbours
+        if old_nb is not None and len(old_nb) == len(reduced) and len(reduced) > old_nb.shape[1]:
+            # A card whose neighbourhood changed starts among its new neighbours (as in
+            # update_local): with an exaggeration below 1 the attraction is too weak to carry
+            # it across the world in a few warm-started iterations.
+            new_nb = _knn(reduced, old_nb.shape[1])
+            changed = neighbour_overlap(old_nb, new_nb) < 0.5
+            if changed.any():
+                init[changed] = np.median(previous.embedding[new_nb[changed]], axis=1)
         if anchors is not None:
             mask = ~np.isnan(anchors).any(axis=1)
             init[mask] = previous.to_raw(anchors[mask])
@@ -250,7 +285,11 @@ class Projector:
             )
             if n_iter:
                 partial = partial.optimize(
-                    n_iter, learning_rate=LOCAL_LEARNING_RATE, momentum=0.8, max_grad_norm=0.25
+                    n_iter,
+                    learning_rate=LOCAL_LEARNING_RATE,
+                    exaggeration=self.config.exaggeration,
+                    momentum=0.8,
+                    max_grad_norm=0.25,
                 )
             raw[free_idx] = np.asarray(partial, dtype=np.float64)
         neighbours = old_nb.copy()
@@ -259,14 +298,19 @@ class Projector:
         state.seconds = time.perf_counter() - start
         return state
 
-    def _normalisation(self, raw: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    def _normalisation(self, raw: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """Centre, uniform scale, per-axis stretch and offset that put the 1st-99th percentile
+        box of ``raw`` in the volume: the tightest axis fills its side; the others fill theirs
+        as far as ``stretch`` allows (0: not beyond the uniform scale, 1: fully)."""
         lo, hi = np.percentile(raw, 1, axis=0), np.percentile(raw, 99, axis=0)
         center = (lo + hi) / 2.0
         extent = np.maximum(hi - lo, 1e-9)
         volume = np.asarray(self.config.volume, dtype=np.float64)
-        scale = float(np.min(volume / extent))
+        fits = volume / extent  # the scale at which each axis fills its side
+        scale = float(np.min(fits))
+        stretch = (fits / scale) ** float(self.config.stretch)
         offset = np.array([0.0, 0.0, self.config.floor_clearance + volume[2] / 2.0])
-        return center, scale, offset
+        return center, scale, stretch, offset
 
 
 def warm_up() -> None:
@@ -278,6 +322,22 @@ def warm_up() -> None:
     projector = Projector(config, n_jobs=1)
     first = projector.fit(x)
     projector.update_local(x, first, x, move=np.array([0]), iterations=2)
+
+
+def principal_axes(raw: np.ndarray) -> np.ndarray:
+    """``raw`` centred and turned so its principal axes run along x, y, z, longest first.
+
+    A proper rotation (no mirror: a mirrored world would confuse people who know it), so t-SNE
+    distances, and the layout as the network's neighbourhoods made it, are unchanged.
+    """
+    centred = raw - raw.mean(0)
+    if len(raw) < 3:
+        return centred
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    rotation = vt.T
+    if np.linalg.det(rotation) < 0:
+        rotation[:, -1] *= -1
+    return centred @ rotation
 
 
 def align(moving: np.ndarray, target: np.ndarray) -> np.ndarray:

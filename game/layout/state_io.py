@@ -24,6 +24,7 @@ def layout_to_arrays(layout: LayoutState, prefix: str = "", positions: bool = Tr
         "scale": np.asarray(float(layout.scale)),
         "offset": np.asarray(layout.offset),
         "pca_dims": np.asarray(int(layout.pca_dims)),
+        "stretch": np.asarray(layout.stretch, dtype=np.float64),  # per-axis scale factors
     }
     if positions:
         out["positions"] = np.asarray(layout.positions, dtype=np.float32)
@@ -43,6 +44,7 @@ def layout_from_arrays(
 
     world = get("positions") if positions is None else positions
     neighbours = arrays.get(prefix + "neighbours")
+    stretch = arrays.get(prefix + "stretch")  # absent in files from before it existed: uniform
     return LayoutState(
         embedding=get("embedding"),
         center=get("center"),
@@ -51,4 +53,5 @@ def layout_from_arrays(
         positions=np.asarray(world, dtype=np.float32),
         pca_dims=int(get("pca_dims")),
         neighbours=None if neighbours is None else np.asarray(neighbours),
+        stretch=np.ones(3) if stretch is None else np.asarray(stretch, dtype=np.float64),
     )

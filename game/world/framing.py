@@ -6,6 +6,11 @@ import math
 
 import numpy as np
 
+# Room kept above the cards for the class markers and labels (``centroids``: they float just
+# above the highest card, staggered in levels).
+MARKER_HEADROOM = 0.55
+DEFAULT_PITCH = 22.0  # degrees the first view looks down (the app's ``frame_points`` default)
+
 
 def frame_points(
     points: np.ndarray,
@@ -13,11 +18,19 @@ def frame_points(
     pitch_deg: float = 22.0,
     margin: float = 0.85,
     min_radius: float = 0.25,
+    headroom: float = MARKER_HEADROOM,
+    shift: float = 0.2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A camera position and look-at target that frame ``points`` from the -y side, looking down.
 
-    Uses the bounding sphere of the points (robust 2nd-98th percentile box, so a stray card does
-    not push the camera away) and the narrower of the two fields of view.
+    The camera looks at the centre of the robust box of the points (2nd-98th percentile, so a
+    stray card does not push the camera away; ``headroom`` metres added on top for the class
+    markers) and stands just far enough back that all but the outermost 2 % of the points, and
+    the same points raised to the markers' height, lie within ``margin`` of the picture's
+    half-width and half-height. (A bounding sphere, as before issue 12, left the cloud in the
+    middle ~40 % of the window, its cards ~10 px wide.) ``shift``: how far (in half-widths) the
+    lens moves the picture's centre sideways (the app's film offset leaves room for the docked
+    panel: 0.2), so the nearer edge of the window limits the width.
     """
     pts = np.asarray(points, dtype=np.float64)
     pts = pts[np.isfinite(pts).all(axis=1)]
@@ -25,12 +38,26 @@ def frame_points(
         return np.array([0.0, -3.0, 1.6]), np.array([0.0, 0.0, 1.0])
     if len(pts) > 20:
         lo, hi = np.percentile(pts, 2, axis=0), np.percentile(pts, 98, axis=0)
+        keep = 98.0
     else:
         lo, hi = pts.min(axis=0), pts.max(axis=0)
-    centre = (lo + hi) / 2
-    radius = max(min_radius, float(np.linalg.norm(hi - lo)) / 2)
-    half = math.radians(min(fov_deg) / 2)
-    distance = margin * radius / math.sin(half)
+        keep = 100.0
+    headroom = max(headroom, 0.0)
+    centre = (lo + hi + np.array([0.0, 0.0, headroom])) / 2
     pitch = math.radians(pitch_deg)
-    eye = centre + distance * np.array([0.0, -math.cos(pitch), math.sin(pitch)])
+    forward = np.array([0.0, math.cos(pitch), -math.sin(pitch)])
+    up = np.array([0.0, math.sin(pitch), math.cos(pitch)])
+    tan_x = math.tan(math.radians(fov_deg[0] / 2)) * max(margin - abs(shift), 0.1)
+    tan_z = math.tan(math.radians(fov_deg[1] / 2)) * margin
+    raised = pts.copy()
+    raised[:, 2] = hi[2] + headroom
+    need = []
+    for group in (pts, raised):
+        rel = group - centre
+        depth_offset = rel @ forward  # how much farther (or nearer, negative) than the centre
+        need_x = np.abs(rel[:, 0]) / tan_x - depth_offset
+        need_z = np.abs(rel @ up) / tan_z - depth_offset
+        need.append(float(np.percentile(np.maximum(need_x, need_z), keep)))
+    distance = max(max(need), min_radius / math.sin(math.radians(min(fov_deg) / 2)))
+    eye = centre - distance * forward
     return eye, centre

@@ -49,7 +49,8 @@ class World:
         )
         self.cards.set_states(ws.card_state)
         self.centroid_markers = CentroidMarkers(self.root, loader, ws.class_names, self.colours)
-        self.centroid_markers.update(ws.centroids(), ws.cluster_radii(90.0))
+        self._top = self._marker_top(ws.positions)
+        self.centroid_markers.update(ws.centroids(), ws.cluster_radii(90.0), top=self._top)
         half = float(np.ceil(max(2.0, np.abs(ws.positions[:, :2]).max() + 0.5) * 2) / 2)
         self.grid = make_grid(self.root, half=half)
         self._add_lights()
@@ -80,7 +81,17 @@ class World:
     def retarget(self, positions: np.ndarray) -> None:
         self.tween.retarget(positions, self.now, self.config.tween_seconds)
         self._radii = self.workspace.cluster_radii(90.0)
+        self._top = self._marker_top(positions)
         self._dirty = True
+
+    def _marker_top(self, positions: np.ndarray) -> float:
+        """World height of the class markers: just above the highest card of ``positions`` (where
+        the cards are going), so no card is between them and an eye above the cloud."""
+        z = np.asarray(positions, dtype=np.float64)[:, 2]
+        z = z[np.isfinite(z)]
+        if len(z) == 0:
+            return 0.0
+        return float(z.max()) + 0.75 * self.config.card_size + self.centroid_markers.radius + 0.05
 
     # --- events ---------------------------------------------------------------------------------
 
@@ -129,7 +140,7 @@ class World:
         moved = self.tween.update(now)
         if moved or self._dirty:
             self.cards.set_positions(self.tween.current)
-            self.centroid_markers.update(self._centroids(), self._radii)
+            self.centroid_markers.update(self._centroids(), self._radii, top=self._top)
             self._radii = None
             self._dirty = False
         self.hud.update(now)

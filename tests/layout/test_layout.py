@@ -28,7 +28,7 @@ def fast_config(**kw):
 
 def test_positions_fill_the_walkable_volume(blobs):
     x, labels = blobs
-    state = Projector(fast_config(volume=[4.0, 3.0, 2.0], floor_clearance=0.5)).fit(x)
+    state = Projector(fast_config(volume=[4.0, 3.0, 2.0], floor_clearance=0.5, stretch=0.0)).fit(x)
     p = state.positions
     assert p.shape == (240, 3) and p.dtype == np.float32
     lo, hi = np.percentile(p, 1, axis=0), np.percentile(p, 99, axis=0)
@@ -40,6 +40,43 @@ def test_positions_fill_the_walkable_volume(blobs):
     # Clusters stay clusters: every point's nearest neighbour shares its label.
     d = np.linalg.norm(p[:, None] - p[None], axis=2) + np.eye(240) * 1e9
     assert np.mean(labels[d.argmin(1)] == labels) > 0.97
+
+
+def test_stretch_fills_each_side_and_axes_follow_the_volume(blobs):
+    """stretch = 1: every axis fills its side; the longest principal axis runs along x, the
+    shortest up; the per-axis transform round-trips and survives an update."""
+    x, _ = blobs
+    volume = np.array([4.0, 3.0, 1.5])
+    proj = Projector(fast_config(volume=list(volume), stretch=1.0))
+    state = proj.fit(x)
+    p = state.positions.astype(np.float64)
+    extent = np.percentile(p, 99, axis=0) - np.percentile(p, 1, axis=0)
+    np.testing.assert_allclose(extent, volume, rtol=1e-3)
+    spread = np.sort(np.linalg.svd(state.embedding - state.embedding.mean(0), compute_uv=False))[::-1]
+    np.testing.assert_allclose(state.embedding.std(0) * np.sqrt(len(x)), spread, rtol=1e-6)
+    assert state.stretch.min() == pytest.approx(1.0)  # the tightest axis needs no stretch
+    np.testing.assert_allclose(state.to_raw(state.positions), state.embedding, atol=1e-4)
+    half = Projector(fast_config(volume=list(volume), stretch=0.5)).fit(x)
+    assert np.all(half.stretch >= 1.0) and np.all(half.stretch <= state.stretch + 1e-9)
+    later = proj.update(x, state, iterations=5)
+    np.testing.assert_allclose(later.stretch, state.stretch)
+    np.testing.assert_allclose(later.to_world(later.embedding), later.positions, atol=1e-5)
+
+
+def test_principal_axes_is_a_rotation():
+    from game.layout.projector import principal_axes
+
+    rng = np.random.default_rng(3)
+    raw = rng.normal(size=(200, 3)) * [1.0, 5.0, 2.0]
+    turned = principal_axes(raw)
+    d_before = np.linalg.norm(raw[:, None] - raw[None], axis=2)
+    d_after = np.linalg.norm(turned[:, None] - turned[None], axis=2)
+    np.testing.assert_allclose(d_after, d_before, atol=1e-9)  # distances (and so t-SNE) unchanged
+    sd = turned.std(0)
+    assert sd[0] > sd[1] > sd[2] and sd[0] == pytest.approx(5.0, rel=0.15)
+    # No mirror: the turn is proper (the triple product of the mapped axes keeps its sign).
+    a = np.linalg.lstsq(raw - raw.mean(0), turned, rcond=None)[0]
+    assert np.linalg.det(a) > 0
 
 
 def test_pca_uses_fewer_dims_when_features_are_small():

@@ -246,7 +246,17 @@ def test_desktop_drag_on_camera_plane_and_keys(app):
         start = app.world.positions[card].copy()
         depth0 = float(np.dot(start - cam, controls._forward()))
         controls.pointer((mouse[0] + 0.1, mouse[1]))  # past the drag threshold: grab
-        controls.pointer((mouse[0] + 0.2, mouse[1] + 0.1))
+        # Over empty space (no cluster under the cursor: the readable world fills most of the
+        # view, so look for such a point) the card stays on the plane facing the camera.
+        empty = [
+            (mx, my)
+            for my in np.linspace(0.9, -0.9, 19)
+            for mx in np.linspace(-0.9, 0.9, 19)
+            if controls.judge.cluster_on_ray(ws, card, *app.mouse_ray(mx, my)) is None
+        ]
+        assert empty
+        target = min(empty, key=lambda m: np.hypot(m[0] - mouse[0], m[1] - mouse[1]))
+        controls.pointer(target)
         controls.update(app.now)
         app.step(0.0)
         moved = app.world.positions[card]
