@@ -49,6 +49,10 @@ from game.vr.backend import (
 )
 
 MANIFEST = Path(__file__).resolve().parent / "actions.json"
+# The application manifest: SteamVR lists the program as "Latent Reach" (not "python") in its
+# dashboard, library and binding UI; registered for this run only (temporary) at start.
+APP_MANIFEST = Path(__file__).resolve().parent / "latent_reach.vrmanifest.json"
+APP_KEY = "io.github.latent-reach"
 ACTION_SET = "/actions/latent"
 _ACTIONS = {
     "pose": "in/hand_pose",
@@ -133,6 +137,7 @@ class OpenVRBackend:
         self.submit_errors: dict[str, int] = {}  # kind -> count
         self._notices: list[str] = []
         self._told: set[str] = set()
+        self.app_key: str | None = None  # set once SteamVR knows the program by its manifest
         self.started = False
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -174,6 +179,7 @@ class OpenVRBackend:
             self._actions = {k: self.input.getActionHandle(f"{ACTION_SET}/{v}") for k, v in _ACTIONS.items()}
             self._sources = {h: self.input.getInputSourceHandle(f"/user/hand/{h}") for h in HANDS}
             self.render_models = ovr.VRRenderModels()
+            self._identify(ovr)
         except ovr.error_code.OpenVRError as exc:
             self._shutdown_quietly()
             raise VRUnavailable(self._describe(exc)) from None
@@ -182,6 +188,19 @@ class OpenVRBackend:
         self._active_sets = sets
         self._poses = (ovr.TrackedDevicePose_t * ovr.k_unMaxTrackedDeviceCount)()
         self.started = True
+
+    def _identify(self, ovr: Any) -> None:
+        """Register the application manifest and name this process by its key (never fatal)."""
+        try:
+            apps = ovr.VRApplications()
+            apps.addApplicationManifest(str(APP_MANIFEST), True)
+            apps.identifyApplication(os.getpid(), APP_KEY)
+            self.app_key = APP_KEY
+        except Exception as exc:  # noqa: BLE001 - a name in a list must never stop VR
+            self.app_key = None
+            self._notice(
+                "app", f"VR: SteamVR lists this program under its executable's name ({type(exc).__name__})"
+            )
 
     def _describe(self, exc: Exception) -> str:
         what = type(exc).__name__

@@ -278,3 +278,20 @@ def test_run_connects_after_the_scene_loaded_and_answers_quit_at_once(monkeypatc
     assert order == ["isHmdPresent", "open_scene", "window", "init", "acknowledgeQuit"]
     assert vr.log.count("waitGetPoses") == 1  # quit answered on the first frame, VR left
     assert vr.shutdowns == 1
+
+
+def test_the_application_manifest_names_the_program(monkeypatch):
+    """SteamVR lists the app as "Latent Reach" (not "python"): manifest registered, process named."""
+    import json
+
+    from game.vr.openvr_backend import APP_KEY, APP_MANIFEST, MANIFEST
+
+    vr, b = started(monkeypatch)
+    assert vr.applications == [
+        ("addApplicationManifest", (str(APP_MANIFEST), True)),
+        ("identifyApplication", (os.getpid(), APP_KEY)),
+    ]
+    app = json.loads(APP_MANIFEST.read_text())["applications"][0]
+    assert app["app_key"] == APP_KEY and app["strings"]["en_us"]["name"] == "Latent Reach"
+    assert (APP_MANIFEST.parent / app["action_manifest_path"]) == MANIFEST
+    assert b.app_key == APP_KEY and b.take_notices() == []

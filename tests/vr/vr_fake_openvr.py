@@ -78,6 +78,7 @@ class FakeVR:
     texture_loading_polls: int = 1
     freed_textures: int = 0
     tip_offset: tuple[float, float, float] | None = None  # /pose/tip relative to the grip (OpenVR axes)
+    applications: list[tuple[str, Any]] = field(default_factory=list)  # VRApplications calls
     _keep: list[Any] = field(default_factory=list)
 
 
@@ -276,6 +277,18 @@ class FakeRenderModels:
         self.vr.log.append("freeRenderModel")
 
 
+class FakeApplications:
+    def __init__(self, vr: FakeVR) -> None:
+        self.vr = vr
+
+    def addApplicationManifest(self, path, temporary=False):
+        assert Path(path).is_file(), path
+        self.vr.applications.append(("addApplicationManifest", (path, temporary)))
+
+    def identifyApplication(self, pid, key):
+        self.vr.applications.append(("identifyApplication", (pid, key)))
+
+
 def install(monkeypatch, vr: FakeVR | None = None) -> FakeVR:
     """Replace the ``openvr`` module's functions with fakes sharing one ``FakeVR``."""
     vr = vr or FakeVR()
@@ -307,4 +320,5 @@ def install(monkeypatch, vr: FakeVR | None = None) -> FakeVR:
     monkeypatch.setattr(openvr, "VRCompositor", lambda: FakeCompositor(vr))
     monkeypatch.setattr(openvr, "VRInput", lambda: FakeInput(vr))
     monkeypatch.setattr(openvr, "VRRenderModels", lambda: FakeRenderModels(vr))
+    monkeypatch.setattr(openvr, "VRApplications", lambda: FakeApplications(vr))
     return vr
