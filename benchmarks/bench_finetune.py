@@ -157,6 +157,59 @@ def bench_digits(n_edits: int) -> dict:
     return {"rows": rows, "peer": peer}
 
 
+def bench_first_drop(trials: int, after: float, prestart: bool) -> list[dict]:
+    """Issue 12: the first drop made ``after`` seconds after a scene opens, against the second.
+
+    Each trial opens the default scene (layout cached), makes the controller as the game does
+    (its job process from the scene's settings), runs 90 Hz frames for ``after`` seconds (the
+    window appearing, the person picking a card), drops a card and measures drop -> tween; then a
+    second drop on the warm controller. ``prestart``: the job process is started before the
+    scene opens (``backend.prestart_process``, as ``latent-reach run`` does).
+    """
+    from game.learning.backend import prestart_process
+    from game.pipeline import open_scene
+
+    rows = []
+    rng = np.random.default_rng(7)
+    for trial in range(trials):
+        t_open = time.perf_counter()
+        if prestart:
+            from game.core.scene import load_scene
+
+            prestart_process(load_scene().learning)
+        loaded = open_scene(None, progress=False)
+        opened = time.perf_counter() - t_open
+        worker = Worker(torch_threads=loaded.scene.learning.torch_threads)
+        ctl = FineTuneController(loaded, worker)
+        ws = loaded.workspace
+        end = time.perf_counter() + after
+        while time.perf_counter() < end:
+            ws.flush()
+            ctl.update()
+            time.sleep(FRAME)
+        ready_at_drop = ctl.ready
+        on = getattr(ctl.backend, "name", "?")  # where the first job will train
+        latencies = []
+        for _ in range(2):
+            choices = np.flatnonzero(ws.is_train & (ws.predictions == ws.labels))
+            card = int(rng.choice(choices))
+            target = int((ws.labels[card] + rng.integers(1, ws.n_classes)) % ws.n_classes)
+            pos = drop_position(loaded, card, target, rng)
+            latencies.append(frame_loop_until_model(loaded, ctl, ws.drop_event(card, pos))[0])
+        ctl.close()
+        worker.close(wait=True, timeout=30)
+        rows.append(
+            {"open": opened, "ready": ready_at_drop, "first": latencies[0], "second": latencies[1], "on": on}
+        )
+        print(
+            f"  first-drop trial {trial + 1}: scene opened in {opened:.1f} s, all ready at the drop: "
+            f"{ready_at_drop}, first job on the {on}, first drop -> tween {latencies[0]:.2f} s, "
+            f"second {latencies[1]:.2f} s",
+            flush=True,
+        )
+    return rows
+
+
 def train_head(network, stem, labels: np.ndarray, is_train: np.ndarray, epochs: int) -> float:
     """A few epochs of the trainable head on the cached stem outputs: a network whose predictions
     follow the labels, as a real one would. With a random head no prediction follows any label,
@@ -178,6 +231,18 @@ def train_head(network, stem, labels: np.ndarray, is_train: np.ndarray, epochs: 
 
 
 def bench_alexnet(n_images: int, n_edits: int, head_epochs: int = 3) -> dict:
+    loaded, stem, t_stem = alexnet_loaded(n_images, head_epochs)
+    worker = Worker(torch_threads=loaded.scene.learning.torch_threads)
+    ctl = FineTuneController(loaded, worker, stem=stem)
+    worker.wait_idle()
+    rows = run_edits(loaded, ctl, n_edits, seed=2)
+    worker.close(wait=True, timeout=30)
+    return {"rows": rows, "stem_seconds": t_stem}
+
+
+def alexnet_loaded(n_images: int, head_epochs: int = 3):  # -> (LoadedScene, StemCache, seconds)
+    """An AlexNet-shaped scene on synthetic images (see the module docstring), its frozen stem's
+    outputs and the seconds they took."""
     from game.core.scene import load_scene
     from game.core.workspace import Workspace
     from game.data.dataset import Dataset
@@ -232,12 +297,7 @@ def bench_alexnet(n_images: int, n_edits: int, head_epochs: int = 3) -> dict:
         flush=True,
     )
     torch.set_num_threads(1)
-    worker = Worker(torch_threads=scene.learning.torch_threads)
-    ctl = FineTuneController(loaded, worker, stem=stem)
-    worker.wait_idle()
-    rows = run_edits(loaded, ctl, n_edits, seed=2)
-    worker.close(wait=True, timeout=30)
-    return {"rows": rows, "stem_seconds": t_stem}
+    return loaded, stem, t_stem
 
 
 def summarise(name: str, rows: list[dict]) -> None:
@@ -268,8 +328,25 @@ def main() -> int:
     parser.add_argument(
         "--alexnet-head-epochs", type=int, default=3, help="train the head this long first (0: random head)"
     )
+    parser.add_argument(
+        "--first-drop", type=int, default=0, metavar="N", help="only issue 12's first-drop bench, N trials"
+    )
+    parser.add_argument(
+        "--first-drop-after", type=float, default=1.0, help="seconds from opening to the drop"
+    )
+    parser.add_argument("--no-prestart", action="store_true", help="first-drop bench without prestart")
     args = parser.parse_args()
     print(f"load average at start: {load_average()}")
+    if args.first_drop:
+        rows = bench_first_drop(args.first_drop, args.first_drop_after, not args.no_prestart)
+        first = statistics.median(r["first"] for r in rows)
+        second = statistics.median(r["second"] for r in rows)
+        print(
+            f"first drop {args.first_drop_after:.1f} s after opening (prestart {not args.no_prestart}): "
+            f"median drop->tween {first:.2f} s (max {max(r['first'] for r in rows):.2f}); "
+            f"second drop {second:.2f} s; load average at end: {load_average()}"
+        )
+        return 0
     digits = bench_digits(args.edits)
     summarise("digits", digits["rows"])
     med = statistics.median(r["latency"] for r in digits["rows"])

@@ -12,8 +12,13 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from game.commands._common import add_scene_argument, scene_from_args
+
+if TYPE_CHECKING:
+    from game.pipeline import LoadedScene
+    from game.vr.backend import VRBackend
 
 NAME = "run"
 HELP = "start the game (desktop window; headless screenshot + summary where there is no display)"
@@ -66,9 +71,13 @@ def run(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
     scene = scene_from_args(args)
     headless = args.offscreen or not display_available()
-    from game.vr.launch import backend_for_run, run_app_with_vr
+    from game.vr.launch import backend_for_run
 
     vr_backend = backend_for_run(getattr(args, "vr", None), scene.scene.vr, getattr(args, "vr_script", None))
+    if vr_backend is not None or not headless:
+        from game.learning.backend import prestart_process
+
+        prestart_process(scene.learning)  # the job process warms up while the scene opens
     loaded = open_scene(scene, progress=not args.quiet)
     if vr_backend is not None:
         return run_app_with_vr(
@@ -86,14 +95,71 @@ def run(args: argparse.Namespace) -> int:
         if rc or args.no_demo:
             return rc
         return _run_demo(args)
-    from game.app import LatentReachApp
-    from game.commands._wiring import attach_game_systems
+    from game.assembly import open_game
+    from game.commands._session_world import session_recording
 
-    app = LatentReachApp(
-        loaded, offscreen=False, size=size, fullscreen=args.fullscreen, menu=not args.no_menu
+    game = open_game(
+        loaded,
+        offscreen=False,
+        size=size,
+        fullscreen=args.fullscreen,
+        controls=True,
+        menu=not args.no_menu,
+        learning=True,
+        recording=None if args.no_record else session_recording(args.sessions),
     )
-    attach_game_systems(app, record=not args.no_record, sessions=args.sessions)
-    app.run()
+    game.app.run()
+    return 0
+
+
+def run_app_with_vr(
+    loaded: LoadedScene,
+    backend: VRBackend,
+    *,
+    size: tuple[int, int],
+    offscreen: bool,
+    fullscreen: bool = False,
+    out: Path | None = None,
+    headless_frames: int = 240,
+    record: bool = False,
+    sessions: str | Path | None = None,
+) -> int:
+    """Open the app for ``backend`` and run it. Headless (no display): play the simulated script
+    (or ``headless_frames`` frames), then write the mirrored eye to ``out/vr-mirror.png``.
+
+    Assembled like the desktop game (controls on the mirror window, no start menu), so a card
+    moved by a controller teaches the network exactly as a mouse drop does; ``record`` also
+    records the session. A backend that refuses to connect leaves the desktop game running.
+    """
+    from game.assembly import open_game
+    from game.commands._session_world import session_recording
+
+    game = open_game(
+        loaded,
+        offscreen=offscreen,
+        size=size,
+        fullscreen=fullscreen,
+        controls=True,
+        learning=True,
+        recording=session_recording(sessions) if record else None,
+        vr_backend=backend,
+    )
+    app, session = game.app, game.vr
+    if not offscreen:
+        app.run()
+        return 0
+    if session is None:  # fell back to the desktop
+        return 0
+    finite = getattr(backend, "length", 0) if not getattr(backend, "loop", True) else 0
+    limit = finite or headless_frames
+    frames = 0
+    while session.stereo.active and frames < limit:
+        app.step()
+        frames += 1
+    folder = out or Path("out")
+    shot = app.screenshot(folder / "vr-mirror.png")
+    print(f"latent-reach: VR ({backend.name}) ran {frames} frames headless; mirror: {shot}")
+    session.stop("done")
     return 0
 
 
@@ -116,8 +182,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     return demo.run(demo_args)
 
 
-def _run_headless(loaded, out: Path, size: tuple[int, int], forced: bool) -> int:
-    from game.world.offscreen import render_snapshot
+def _run_headless(loaded: LoadedScene, out: Path, size: tuple[int, int], forced: bool) -> int:
+    from game.commands._offscreen import render_snapshot
 
     ws = loaded.workspace
     out.mkdir(parents=True, exist_ok=True)

@@ -74,14 +74,23 @@ class ThreadBackend:
         self.stem = stem  # given: already computed for these cards (e.g. with the first features)
         self._ready = threading.Event()
 
+    @property
+    def ready(self) -> bool:
+        """Prepared for the current cards: a job starts training at once."""
+        return self._ready.is_set()
+
+    def forget_cards(self) -> None:
+        """The card set changed: what was computed for the old one is useless until ``prepare``."""
+        self._ready.clear()
+        self.stem = None
+
     def prepare(
         self, network: Network, images: np.ndarray, is_train: np.ndarray, cards_changed: bool = False
     ) -> None:
         try:
             if cards_changed:
                 self.stem = None
-            else:
-                warm_up_optimisers()
+            _warm_once()
             if not self.full_finetune and self.stem is None:
                 self.stem = compute_stem_cache(network, images, self.head_layers)
             if self.stem is not None:
@@ -94,6 +103,9 @@ class ThreadBackend:
         request.stem = self.stem
         return self.train_fn(request, progress=progress, cancelled=cancelled)
 
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
     def cancel(self) -> None:
         pass  # the job polls ``cancelled`` between steps
 
@@ -102,8 +114,10 @@ class ThreadBackend:
 
 
 class ProcessBackend:
-    """Trains in the persistent child process (``jobprocess.JobProcess``), started right away so
-    that its interpreter and torch import while the scene opens."""
+    """Trains in the persistent child process (``jobprocess.JobProcess``), started right away (or
+    taken from ``prestart_process``) so that its interpreter and torch import while the scene
+    opens. ``prepare`` sends the cards on a thread of its own and returns at once: the worker's
+    lane is not held for the child's start-up, and ``ready`` says when it is done."""
 
     name = "process"
 
@@ -112,8 +126,26 @@ class ProcessBackend:
 
         self.full_finetune = full_finetune
         self.head_layers = head_layers
-        self.process = JobProcess(torch_threads=torch_threads, nice=nice)
+        self.process = _take_prestarted(torch_threads, nice) or JobProcess(
+            torch_threads=torch_threads, nice=nice
+        )
         self.stem: StemCache | None = None  # handed to the child's first init (then it keeps its own)
+        self.error: BaseException | None = None  # why the last prepare failed
+        self.on_failed: Callable[[BaseException], None] | None = None  # told from the init thread
+        self._ready = threading.Event()
+        self._init_thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        """The child holds the current cards (and failed nothing): a job starts at once."""
+        return self._ready.is_set() and self.error is None
+
+    @property
+    def failed(self) -> bool:
+        return self._ready.is_set() and self.error is not None
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
 
     def prepare(
         self, network: Network, images: np.ndarray, is_train: np.ndarray, cards_changed: bool = False
@@ -121,53 +153,172 @@ class ProcessBackend:
         stem, self.stem = self.stem, None
         if cards_changed:
             stem = None
-        self.process.init(network, images, is_train, self.full_finetune, self.head_layers, stem)
+        previous = self._init_thread
+        self._ready.clear()
+
+        def init() -> None:
+            if previous is not None:
+                previous.join()  # in order: the newest card set is the one that stays
+            try:
+                self.process.init(network, images, is_train, self.full_finetune, self.head_layers, stem)
+                self.error = None
+            except Exception as exc:
+                self.error = exc
+                if self.on_failed is not None:
+                    self.on_failed(exc)
+            finally:
+                if self._init_thread is threading.current_thread():
+                    self._ready.set()
+
+        self._init_thread = threading.Thread(target=init, name="finetune-process-init", daemon=True)
+        self._init_thread.start()
 
     def run(self, request: FineTuneRequest, progress: Progress, cancelled: Cancelled) -> FineTuneResult:
+        self._ready.wait()
+        if self.error is not None:
+            raise self.error
         return self.process.run(request, progress=progress, cancelled=cancelled)
 
     def cancel(self) -> None:
         self.process.cancel()  # stops it inside the child, not only when it answers
 
     def close(self, timeout: float = 10.0) -> None:
+        thread = self._init_thread
         self.process.close(timeout=timeout)
+        if thread is not None:
+            thread.join(timeout)
+
+
+_PRESTARTED: dict[tuple[int, int], Any] = {}
+_PRESTART_LOCK = threading.Lock()
+
+
+def prestart_process(config: Any) -> None:
+    """Start the job process for the next scene now (call before opening it): the child's
+    interpreter, torch and the warm-up run while the scene loads, so the first drop after it
+    opens waits for nothing but its own training. A no-op when the scene trains on a thread or
+    one is waiting already."""
+    if not getattr(config, "job_process", False):
+        return
+    from game.learning.jobprocess import JobProcess
+
+    key = (max(int(config.torch_threads or 1), 1), int(getattr(config, "job_nice", 5)))
+    with _PRESTART_LOCK:
+        if key not in _PRESTARTED:
+            _PRESTARTED[key] = JobProcess(torch_threads=key[0], nice=key[1])
+    # This process may train the first job on a thread while the child starts: pay torch's
+    # optimiser imports now, beside the scene's loading, not when the person drops a card.
+    threading.Thread(target=_warm_once, name="finetune-warm-up", daemon=True).start()
+
+
+_WARM_LOCK = threading.Lock()
+_WARMED = False
+
+
+def _warm_once() -> None:
+    global _WARMED
+    with _WARM_LOCK:
+        if not _WARMED:
+            warm_up_optimisers()
+            _WARMED = True
+
+
+def _take_prestarted(torch_threads: int, nice: int) -> Any:
+    with _PRESTART_LOCK:
+        process = _PRESTARTED.pop((max(int(torch_threads or 1), 1), int(nice)), None)
+    return process if process is not None and process.alive else None
 
 
 class FallbackBackend:
-    """The process backend, and the thread backend once the process fails to start or prepare
-    (``on_fallback(reason)`` is told once). The one place that decides where jobs run."""
+    """The process backend, with the thread backend beside it: the one place that decides where
+    each job runs.
+
+    * While the child is still starting (the first seconds after a scene opens), a job runs on the
+      thread if that is prepared (``thread_first``: small networks, whose stem the parent computes
+      in a moment), so the first drop reaches its tween like any other; results are bitwise the
+      same in both places. Otherwise the job waits for the child.
+    * If the child cannot start or be prepared, ``on_fallback(reason)`` is told once and every
+      later job trains on the thread.
+    """
 
     def __init__(
-        self, primary: ProcessBackend, fallback: ThreadBackend, on_fallback: Callable[[str], None]
+        self,
+        primary: ProcessBackend,
+        fallback: ThreadBackend,
+        on_fallback: Callable[[str], None],
+        thread_first: bool = False,
     ) -> None:
-        self.active: TrainingBackend = primary
         self.primary: ProcessBackend | None = primary
         self.fallback = fallback
         self.on_fallback = on_fallback
+        self.thread_first = thread_first
+        self._last_prepare: tuple | None = None
+        self._announced = False
+        primary.on_failed = self._announce
+
+    @property
+    def active(self) -> TrainingBackend:
+        """Where the next job would run."""
+        primary = self.primary
+        if primary is not None and (primary.ready or not (self.thread_first and self.fallback.ready)):
+            return primary
+        return self.fallback
 
     @property
     def name(self) -> str:
         return self.active.name
 
+    @property
+    def ready(self) -> bool:
+        """Every preparation finished (the child's too, or it failed and jobs use the thread)."""
+        primary = self.primary
+        return primary._ready.is_set() if primary is not None else self.fallback.ready
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        primary = self.primary
+        return primary.wait_ready(timeout) if primary is not None else self.fallback.wait_ready(timeout)
+
     def prepare(
         self, network: Network, images: np.ndarray, is_train: np.ndarray, cards_changed: bool = False
     ) -> None:
+        self._last_prepare = (network, images, is_train)
         if self.primary is not None:
-            try:
-                self.primary.prepare(network, images, is_train, cards_changed)
+            self.primary.prepare(network, images, is_train, cards_changed)  # returns at once
+            if not self.thread_first:
+                self.fallback.forget_cards()
                 return
-            except Exception as exc:  # no child process: jobs run on this thread instead
-                primary, self.primary = self.primary, None
-                primary.close(timeout=1.0)
-                self.active = self.fallback
-                self.on_fallback(f"fine-tune process unavailable ({exc}); training on a thread")
         self.fallback.prepare(network, images, is_train, cards_changed)
 
     def run(self, request: FineTuneRequest, progress: Progress, cancelled: Cancelled) -> FineTuneResult:
-        return self.active.run(request, progress, cancelled)
+        primary = self.primary
+        if primary is not None and not primary.ready:
+            if self.thread_first and self.fallback.ready and not primary.failed:
+                return self.fallback.run(request, progress, cancelled)  # the child is still starting
+            primary.wait_ready()
+            if primary.failed:
+                self._fall_back(primary)
+        if self.primary is not None:
+            return self.primary.run(request, progress, cancelled)
+        return self.fallback.run(request, progress, cancelled)
+
+    def _fall_back(self, primary: ProcessBackend) -> None:
+        """Worker: the child failed; close it, say so once, train on this thread from now on."""
+        self.primary = None
+        primary.close(timeout=1.0)
+        if primary.error is not None:
+            self._announce(primary.error)
+        if not self.fallback.ready and self._last_prepare is not None:
+            self.fallback.prepare(*self._last_prepare)
+
+    def _announce(self, error: BaseException) -> None:
+        if not self._announced:
+            self._announced = True
+            self.on_fallback(f"fine-tune process unavailable ({error}); training on a thread")
 
     def cancel(self) -> None:
-        self.active.cancel()
+        self.fallback.cancel()
+        if self.primary is not None:
+            self.primary.cancel()
 
     def close(self) -> None:
         primary, self.primary = self.primary, None
@@ -181,8 +332,11 @@ def make_backend(
     train_fn: TrainFn = run_finetune,
     stem: StemCache | None = None,
     on_fallback: Callable[[str], None] = lambda _reason: None,
+    thread_first: bool = False,
 ) -> ThreadBackend | FallbackBackend:
-    """The backend a scene's learning settings ask for (a test's ``train_fn`` always runs on a thread)."""
+    """The backend a scene's learning settings ask for (a test's ``train_fn`` always runs on a
+    thread). ``thread_first``: jobs made while the child starts train on a thread (see
+    ``FallbackBackend``)."""
     thread = ThreadBackend(config.full_finetune, config.head_layers, train_fn, stem)
     if not (use_process and train_fn is run_finetune):
         return thread
@@ -190,7 +344,7 @@ def make_backend(
         config.torch_threads, getattr(config, "job_nice", 5), config.full_finetune, config.head_layers
     )
     process.stem = stem
-    return FallbackBackend(process, thread, on_fallback)
+    return FallbackBackend(process, thread, on_fallback, thread_first=thread_first)
 
 
 def warm_up_optimisers() -> None:

@@ -114,7 +114,14 @@ class FineTuneController:
         # ``job_process`` overrides the scene: headless callers have no frame loop to protect
         # and skip the child's start-up and transfers.
         use_process = self.config.job_process if job_process is None else job_process
-        self.backend = make_backend(self.config, use_process, train_fn, stem, self._backend_fell_back)
+        self.backend = make_backend(
+            self.config,
+            use_process,
+            train_fn,
+            stem,
+            self._backend_fell_back,
+            thread_first=_small(loaded.network),
+        )
         if not self.store.started:  # a bare store (tests): its base is what the workspace shows
             ws = self.workspace
             self.store.push(
@@ -172,8 +179,17 @@ class FineTuneController:
 
     @property
     def ready(self) -> bool:
-        """The backend is prepared: a job started now waits for nothing but its own training."""
-        return self._ready.is_set()
+        """Every preparation is done (the job process's too): a job waits for nothing but its
+        own training, wherever it runs."""
+        return self._ready.is_set() and self.backend.ready
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until ``ready`` (headless scripts, tests and benchmarks)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._ready.wait(timeout):
+            return False
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        return self.backend.wait_ready(left)
 
     @property
     def busy(self) -> bool:
@@ -446,3 +462,15 @@ class FineTuneController:
             ev.JobStatus(job.job_id, "failed", f"undo failed: {worker_job.error}", task="undo")
         )
         self.workspace.post(ev.Message(f"Undo failed: {worker_job.error}", level="error"))
+
+
+THREAD_FIRST_MAX_PARAMETERS = 5_000_000
+
+
+def _small(network: Any) -> bool:
+    """Whether the parent can prepare a thread for the first jobs in a moment (the digits CNN:
+    yes; AlexNet, whose frozen stem takes a minute on a CPU: no, it waits for the child)."""
+    try:
+        return sum(p.numel() for p in network.module.parameters()) <= THREAD_FIRST_MAX_PARAMETERS
+    except AttributeError:
+        return False
