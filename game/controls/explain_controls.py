@@ -42,7 +42,7 @@ HELP_LINES = (
     "G: class model of the prediction",
 )
 DISPLAY_SIDE = 256  # overlays are enlarged (nearest) so tiny images stay crisp under linear filtering
-HEAT_ALPHA = 0.6  # the heat layer's opacity where the map is hottest (a quarter of it where cold)
+HEAT_ALPHA = 0.5  # the heat layer's opacity where the map is hottest (a quarter of it where cold)
 MASK_RGBA = (255, 140, 40, 150)  # the painted what-if mask over the card's own image
 INPAINT_TITLES = {"telea": "Telea", "ns": "Navier-Stokes"}
 
