@@ -269,7 +269,7 @@ class GameProcess:
     """``latent-reach run`` in a real window on ``display``; its session and view report in ``folder``."""
 
     def __init__(
-        self, display: VirtualDisplay, folder: Path, *extra: str, start_timeout: float = 150.0
+        self, display: VirtualDisplay, folder: Path, *extra: str, start_timeout: float = 300.0
     ) -> None:
         self.display = display
         self.x = X(display)
@@ -293,6 +293,7 @@ class GameProcess:
             str(self.sessions),
             *extra,
         ]
+        self._others = set(self.x.windows())  # another game's window is not this one's
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in close())
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
@@ -310,10 +311,13 @@ class GameProcess:
         def window() -> int | None:
             if self.proc.poll() is not None:
                 raise AssertionError(f"latent-reach exited with {self.proc.returncode}:\n{self.log()}")
-            found = self.x.windows()
+            found = [w for w in self.x.windows() if w not in self._others]
             return found[0] if found else None
 
         return wait_for("the game window to be mapped", window, timeout, interval=0.25)
+
+    def window_open(self) -> bool:
+        return self.window in self.x.windows()
 
     # --- what the app says is where ---
 
@@ -417,6 +421,22 @@ class GameProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self._log.close()
+
+
+def ready(report: dict) -> bool:
+    """A report of a settled first view: every class drawn, some cards pickable, nothing carried."""
+    classes = report["classes"]
+    return (
+        report.get("carried") is None
+        and all(c.get("centroid_px") for c in classes)
+        and sum(bool(c["pickable"]) for c in classes) >= 2
+    )
+
+
+def focus(game: GameProcess) -> None:
+    """Pointer over an empty corner of the window, the window focused (keys go to it)."""
+    game.x.move(*game.screen((20, 20)))
+    game.x.xdotool("windowfocus", str(game.window))
 
 
 def save_png(img: np.ndarray, path: Path) -> Path:

@@ -30,7 +30,7 @@ def app_with_report(fresh_digits, tmp_path, monkeypatch):
         app.destroy()
 
 
-def test_no_report_without_the_variable(fresh_digits, tmp_path, monkeypatch):
+def test_no_report_without_the_variable(monkeypatch):
     from game.world import view_report
 
     monkeypatch.delenv(view_report.ENV_VAR, raising=False)
