@@ -164,6 +164,14 @@ class LearningConfig:
         0, ge=0, le=10_000, doc="head-only: look-alikes of an edited image held still (0: off)"
     )
     protect_weight: float = setting(1.0, ge=0.0, le=1e6, doc="how firmly (relative to the whole dataset)")
+    head_damping: float = setting(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        doc="head-only: the preconditioner's damping (relative to the mean eigenvalue); 0: derived "
+        "from the data, the smallest value at which held-out images are amplified at most 2.5 times "
+        "as much as training images (digits: 0.005; fewer images than dimensions: more)",
+    )
     layout_iterations: int = setting(
         40, ge=0, le=100_000, doc="t-SNE iterations of the re-layout after a job"
     )

@@ -403,12 +403,12 @@ def make_optimiser(
     batch: EditBatch,
     scales: Scales,
     cfg: LearningConfig,
-    damping: float = DEFAULT_DAMPING,
 ) -> HeadOptimiser:
     """The job's optimiser; sets ``runner.own_first_gradient`` when it sets that gradient itself."""
     first, rest = runner.split_first_layer()
     if stem is None or first is None:
         return HeadOptimiser(torch.optim.Adam(runner.params, lr=cfg.learning_rate))
+    damping = cfg.head_damping or None  # 0: derived from the data
     precond = stem.preconditioner(is_train, damping)
     xp_all: torch.Tensor | None = stem.preconditioned_inputs(is_train, damping)
     if cfg.protect_neighbours > 0:

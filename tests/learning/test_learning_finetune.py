@@ -218,3 +218,28 @@ def test_loss_can_be_swapped(loaded_digits, stem):
     assert swapped.weights == configured.weights
     default = run_finetune(request(loaded_digits, [edit], stem))
     assert default.weights != swapped.weights
+
+
+def test_damping_derived_from_samples_against_dimensions(loaded_digits, stem):
+    """Fewer training images than the head has inputs: the preconditioner needs more damping.
+    Digits (1,438 training images, 1,024 inputs) keep the 0.005 they were tuned with."""
+    from game.learning.stem import DEFAULT_DAMPING, derive_damping
+
+    x = stem.inputs[torch.from_numpy(np.flatnonzero(loaded_digits.workspace.is_train))]
+    assert derive_damping(x) == DEFAULT_DAMPING
+    few = [derive_damping(x[:n]) for n in (1000, 400, 150)]
+    assert few == sorted(few) and few[-1] >= 10 * DEFAULT_DAMPING
+
+
+def test_explicit_damping_overrides_the_derived_one(loaded_digits, stem):
+    import dataclasses
+
+    _, _, edit = pick_relabel(loaded_digits, seed=5)
+    derived = run_finetune(request(loaded_digits, [edit], stem))
+    same = request(loaded_digits, [edit], stem)
+    same.config = dataclasses.replace(loaded_digits.scene.learning, head_damping=stem.derived_damping)
+    assert run_finetune(same).weights == derived.weights
+    other = request(loaded_digits, [edit], stem)
+    other.config = dataclasses.replace(loaded_digits.scene.learning, head_damping=0.5)
+    assert run_finetune(other).weights != derived.weights
+    assert stem.damping == 0.5  # the cached inverse follows the damping asked for
