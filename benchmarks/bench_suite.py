@@ -277,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="bench_suite.json", metavar="OUT")
     parser.add_argument("--plot", default="", metavar="OUT.png", help="default: next to --json")
     parser.add_argument("--table", default="", metavar="JSON", help="print the table of a result and exit")
+    parser.add_argument(
+        "--append", action="store_true", help="keep the cases already in --json that this run does not redo"
+    )
     args = parser.parse_args(argv)
     if args.table:
         print(table(json.loads(Path(args.table).read_text(encoding="utf-8"))))
@@ -311,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
+    kept: list[dict[str, Any]] = []
+    if args.append and out.is_file():
+        kept = [c for c in json.loads(out.read_text(encoding="utf-8"))["cases"] if c["name"] not in names]
+    result["cases"] = kept
     t0 = time.perf_counter()
     for name in names:
         case = by_name[name]
