@@ -11,6 +11,11 @@ one; the first difference beyond the tolerance is reported by event number and t
 Tolerance (``DEFAULT_TOLERANCE``): edits and labels must match exactly; top-1 predictions may
 differ on at most 0.5 % of the cards, top-5 scores by 1e-3, and card positions by 5 cm
 (t-SNE's multi-threaded gradient sums are not bitwise reproducible; the training step is).
+
+A recording that ends while a fine-tune runs (the app was killed) has no result to compare that
+job with: the re-run job is cancelled, the report says so, and the worker thread is joined before
+``verify_session`` returns. A daemon thread still inside torch when the interpreter finalises makes
+the process abort (``terminate called without an active exception``, exit 134) after OK is printed.
 """
 
 from __future__ import annotations
@@ -167,6 +172,7 @@ def verify_session(
         report.divergences.append(Divergence(seq, t, what, detail))
         return stop_at_first
 
+    unfinished: tuple[int, float] | None = None  # (seq, t) of a started job with no recorded result
     try:
         for item in reader.events():
             e, kind = item.event, item.event.kind
@@ -177,6 +183,7 @@ def verify_session(
                 continue
             if isinstance(e, ev.JobStatus) and _starts_finetune(e):
                 started = controller.apply_edits_now()
+                unfinished = (item.seq, item.t) if started else unfinished
                 if not started and diverge(
                     item.seq, item.t, "fine-tune start", "a job starts here; none pending"
                 ):
@@ -193,6 +200,7 @@ def verify_session(
                 if why and diverge(item.seq, item.t, f"edit of card {e.card}", why):
                     break
             elif kind == "model":
+                unfinished = None
                 if not models:
                     worker.wait_idle(600)  # the job (or undo) runs on the worker; apply it here
                     worker.poll()
@@ -217,10 +225,33 @@ def verify_session(
     finally:
         if progress:
             print(file=sys.stderr)
-        controller.close()
         ws.unsubscribe(collect)
-        worker.close()
+        _stop(controller, worker)
+    notes = []
+    if unfinished is not None and not report.divergences and not reader.damage:
+        seq, t = unfinished
+        notes.append(
+            f"the recording ends while the fine-tune started at event #{seq} (t={t:.3f} s) ran; "
+            "its result was never recorded, so it was not compared"
+        )
     if reader.damage:
-        report.note = f"the file is damaged; verified up to where it stopped ({reader.damage})"
+        notes.append(f"the file is damaged; verified up to where it stopped ({reader.damage})")
+    report.note = "; ".join(notes)
     report.seconds = time.perf_counter() - t_start
     return report
+
+
+def _stop(controller: Any, worker: Any) -> None:
+    """Cancel whatever the re-run still has in flight and join the worker thread.
+
+    Nothing may be left running in torch when ``verify_session`` returns: the command exits right
+    after printing, and a daemon thread inside torch at finalisation aborts the process. The exit
+    handler in ``game.core.worker`` only waits a bounded time, which a busy machine can exceed.
+    """
+    running = getattr(controller, "_running", None)
+    if running is not None and getattr(running, "cancelled", None) is not None:
+        running.cancelled.set()  # the fine-tune checks this between steps
+        controller.backend.cancel()
+    worker.drop_queued()
+    controller.close()  # queues the backend's close behind the running job
+    worker.close(wait=True, timeout=None)
