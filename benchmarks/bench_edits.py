@@ -75,19 +75,36 @@ def subset_classes(data: Any, spec: str) -> Any:
 def train_small_cnn(
     scene: Any, data: Any, labels: np.ndarray, is_train: np.ndarray, epochs: int, seed: int
 ) -> Any:
-    """A small CNN trained from scratch on ``labels`` (seeded, so variants are comparable)."""
+    """A small CNN trained from scratch on ``labels`` (seeded, so variants are comparable).
+
+    Cached by content (images, labels, split, epochs, seed) in the cache folder's ``bench_models``:
+    A/B runs of the learning settings share their base and clean-label models.
+    """
     import torch
 
     from game.nets.architectures import build_module, input_size_for
-    from game.nets.build import train_classifier
+    from game.nets.build import TRAINING_RECIPE, train_classifier
+    from game.nets.cache import cache_dir, content_hash
     from game.nets.network import Network
+    from game.nets.weights import load_weights, save_weights
 
     torch.manual_seed(seed)  # the initial weights too
     channels = data.images.shape[-1]
     module = build_module("small_cnn", data.n_classes, channels)
-    train_classifier(
-        module, dataclasses.replace(data, labels=labels), is_train, epochs=epochs, seed=seed, progress=False
-    )
+    key = content_hash(TRAINING_RECIPE, data.images, labels, is_train, data.n_classes, epochs, seed)
+    path = cache_dir("bench_models") / f"small_cnn-{key}.safetensors"
+    if path.is_file():
+        load_weights(module, path)
+    else:
+        train_classifier(
+            module,
+            dataclasses.replace(data, labels=labels),
+            is_train,
+            epochs=epochs,
+            seed=seed,
+            progress=False,
+        )
+        save_weights(module, path)
     return Network(
         module,
         "small_cnn",
