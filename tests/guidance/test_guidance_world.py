@@ -187,3 +187,21 @@ def test_l_switches_the_layer_and_frames_the_new_cloud(game):
     w, h = SIZE
     visible = [p is not None and 0 <= p[0] < w and 0 <= p[1] < h for p in shown]
     assert np.mean(visible) > 0.9
+
+
+def test_a_marker_moves_to_another_corner_when_a_label_is_in_the_way(game):
+    app, g = game.app, game.guidance
+    settle(app)
+    ms = g._marker_set
+    place = (app.world.positions, app.camera, app.render, app.world.config.card_size, app.project)
+    ms.place(*place, avoid=())
+    assert ms.corners[0] == 0  # upper right by default
+    x, y = app.project(np.array(ms.nodes[0].get_pos(app.render)))  # the glyph's baseline centre
+    label = (x - 3.0, y - 8.0, x + 3.0, y - 2.0)  # a label box just over that glyph
+    ms.place(*place, avoid=[label])
+    assert ms.corners[0] != 0
+    x2, y2 = app.project(np.array(ms.nodes[0].get_pos(app.render)))
+    assert abs(x2 - x) + abs(y2 - y) > 5  # it really moved
+    # Every corner blocked: it stays on the first one rather than vanishing.
+    ms.place(*place, avoid=[(-1e4, -1e4, 1e4, 1e4)])
+    assert ms.corners[0] == 0
