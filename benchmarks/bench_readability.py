@@ -17,6 +17,10 @@ floor, no 2-D overlays. From that image:
   measure of ``bench_layout``): how much of each image's neighbourhood the layout keeps.
 
     .venv/bin/python benchmarks/bench_readability.py [--scene FILE] [--size 1280x800] [--json OUT]
+        [--id-image PNG] [--pitch DEG] [--card-size M] [--set layout.stretch=0.7 ...]
+
+``--pitch``, ``--card-size`` and ``--set`` (scene settings, TOML values) measure variants of the
+default: another first-view pitch, card size or layout.
 
 Runs on the code it sits in: copy it into an older checkout to measure that one (the shaders it
 needs are inline; only ``shaders/cards.vert`` is read from the checkout).
@@ -29,6 +33,7 @@ import json
 import os
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -131,14 +136,16 @@ class IdRenderer:
         card_shader = Shader.make(Shader.SL_GLSL, vertex=vert, fragment=CARD_ID_FRAG)
         flat = Shader.make(Shader.SL_GLSL, vertex=FLAT_VERT, fragment=FLAT_FRAG)
         app.set_background_color(0, 0, 0, 1)
-        app.aspect2d.hide()
-        keep = {world.root}
-        for child in app.render.get_children():
-            if child not in keep and child != app.camera:
-                child.hide()
-        for child in world.root.get_children():
-            if child not in (world.cards.root, world.centroid_markers.root):
-                child.hide()
+        # Hidden here, shown again by ``restore``: Panda3D's 2-D root outlives an app (the next
+        # app in the same process would start with its overlays hidden).
+        self.hidden = [app.aspect2d]
+        self.hidden += [c for c in app.render.get_children() if c not in (world.root, app.camera)]
+        self.hidden += [
+            c for c in world.root.get_children() if c not in (world.cards.root, world.centroid_markers.root)
+        ]
+        self.hidden = [node for node in self.hidden if not node.is_hidden()]
+        for node in self.hidden:
+            node.hide()
         for chunk in world.cards._chunks:
             chunk.set_shader(card_shader, 100)
         self.n = world.cards.n
@@ -155,6 +162,11 @@ class IdRenderer:
                 node.hide()
             self.labels.append(label)
             self.markers.append(marker)
+
+    def restore(self) -> None:
+        """Show again what the ID pass hid (the card and marker shaders stay: the app is done)."""
+        for node in self.hidden:
+            node.show()
 
     def label_id(self, k: int) -> int:
         return self.n + 1 + k
@@ -182,14 +194,26 @@ class IdRenderer:
                 other.show()
 
 
-def measure(loaded, size: tuple[int, int] = (1280, 800), id_image: str = "") -> dict:
+def measure(
+    loaded,
+    size: tuple[int, int] = (1280, 800),
+    id_image: str = "",
+    pitch: float | None = None,
+    card_size: float | None = None,
+) -> dict:
     """Open an offscreen app on ``loaded`` in its first view and measure it (see module doc);
-    ``id_image``: also write the ID render there, in random colours (a PNG to look at)."""
+    ``id_image``: also write the ID render there, in random colours (a PNG to look at);
+    ``pitch``, ``card_size``: re-frame the first view at this pitch, draw cards this size."""
     from game.app import LatentReachApp
 
     ws = loaded.workspace
     app = LatentReachApp(loaded, offscreen=True, size=size, controls=False, multisamples=0)
+    ids: IdRenderer | None = None
     try:
+        if card_size is not None:
+            app.world.set_card_size(card_size)
+        if pitch is not None:
+            app.frame_points(app.world.positions, pitch=pitch)
         app.step(0.0)
         for _ in range(2):
             app.step(1.0 / 60.0)
@@ -255,6 +279,8 @@ def measure(loaded, size: tuple[int, int] = (1280, 800), id_image: str = "") -> 
         result["quad_check"] = bool((visible <= alone).all())
         return result
     finally:
+        if ids is not None:
+            ids.restore()
         app.destroy()
 
 
@@ -308,15 +334,27 @@ def main() -> int:
     parser.add_argument("--size", default="1280x800")
     parser.add_argument("--json", default="", help="also write the results here")
     parser.add_argument("--id-image", default="", help="also write the ID render here (PNG)")
+    parser.add_argument("--pitch", type=float, default=None, help="first view's pitch, degrees")
+    parser.add_argument("--card-size", type=float, default=None, help="card side, metres")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="scene setting (TOML value)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+    from game.core.scene import load_scene
     from game.pipeline import open_scene
     from game.world.offscreen import parse_size
 
     size = parse_size(args.size)
     t0 = time.perf_counter()
-    loaded = open_scene(args.scene, progress=False)
-    result = measure(loaded, size, id_image=args.id_image)
+    scene = load_scene(args.scene)
+    for item in args.set:
+        name, _, value = item.partition("=")
+        section, _, key = name.partition(".")
+        setattr(getattr(scene, section), key, tomllib.loads(f"v = {value}")["v"])
+    loaded = open_scene(scene, progress=False)
+    result = measure(loaded, size, args.id_image, args.pitch, args.card_size)
+    result["variant"] = {"pitch": args.pitch, "card_size": args.card_size, "set": args.set}
     result["knn10_vs_pca50"] = round(knn_agreement(loaded), 4)
     result["scene"] = loaded.scene.scene.name
     result["seconds"] = round(time.perf_counter() - t0, 1)

@@ -43,6 +43,7 @@ def test_card_quads_are_the_pixels_each_card_draws(bench, loaded_digits):
     app = LatentReachApp(
         private_copy(loaded_digits), offscreen=True, size=SIZE, controls=False, multisamples=0
     )
+    ids = None
     try:
         app.step(0.0)
         quads, alone = bench.card_quads(app)
@@ -72,6 +73,8 @@ def test_card_quads_are_the_pixels_each_card_draws(bench, loaded_digits):
         assert np.all(np.abs(drawn[chosen] - alone[chosen]) <= 2 * side + 1), (drawn[chosen], alone[chosen])
         assert drawn.sum() == drawn[chosen].sum()  # hidden cards draw nothing
     finally:
+        if ids is not None:
+            ids.restore()
         app.destroy()
 
 
