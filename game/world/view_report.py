@@ -4,13 +4,14 @@ Tests that move a real mouse over a real window (``tests/desktop``) must know wh
 cluster or a card appears in pixels. Reading it off a screenshot is fragile; the app knows it
 exactly. With ``LATENT_REACH_VIEW_REPORT=FILE`` set, the app writes ``FILE`` after its first
 frame and again whenever what is on screen changes (the camera moves, cards move, a card is
-grabbed or dropped, the drop preview changes), at most every ``MIN_INTERVAL_S``. Without the
+hovered, selected, grabbed or dropped, the drop preview changes), at most every ``MIN_INTERVAL_S``. Without the
 variable nothing is attached and nothing is computed.
 
 The file (replaced atomically, so a reader never sees half of it) holds, in window pixels
 (x right, y down, from the window's top-left corner)::
 
     frame, time, window {width, height}, camera {pos, hpr}
+    selected, hovered                        the selected card and the one lit under the pointer
     carried {card, label, px} or null        the card in the hand (from the workspace's events)
     preview {text, action, old_label, new_label, ring_px, label_px} or null   the drop preview
     classes: [{class, name, cards, colour (0-255 RGB), centroid, centroid_px, label_px,
@@ -135,7 +136,9 @@ class ViewReport:
         positions = app.world.positions
         preview = getattr(app, "drop_preview", None)
         text = getattr(preview, "text", "") if preview is not None else ""
-        return cam, hash(positions.tobytes()), self._carried, text, app.size
+        cards = app.world.cards
+        hand = (getattr(cards, "hovered", -1), getattr(cards, "selected", -1), self._carried)
+        return cam, hash(positions.tobytes()), hand, text, app.size
 
     def write(self) -> dict:
         """Write the report now; returns what was written."""
@@ -201,6 +204,7 @@ class ViewReport:
                 "hpr": [round(float(v), 3) for v in cam_hpr],
             },
             "selected": int(ws.selected),
+            "hovered": int(getattr(world.cards, "hovered", -1)),  # highlighted under the pointer
             "carried": carried,
             "preview": self._preview(),
             "classes": classes,

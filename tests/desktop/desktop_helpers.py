@@ -170,6 +170,9 @@ class X:
     def release(self, button: int = 1) -> None:
         self.xdotool("mouseup", str(button))
 
+    def click(self, button: int = 1) -> None:
+        self.xdotool("click", str(button))
+
     def key(self, *keys: str) -> None:
         self.xdotool("key", *keys)
 

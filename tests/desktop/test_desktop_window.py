@@ -15,6 +15,7 @@ import numpy as np
 from desktop_helpers import GameProcess, bright_pixels, changed_pixels, focus, ready, wait_for
 
 DRAG_STEPS = 14
+EMPTY_PX = (20, 20)  # window pixel over nothing (top-left corner: no card, no panel, no button)
 STEP_PAUSE_S = 0.05  # between pointer moves: a quick hand, several frames per step on llvmpipe
 
 
@@ -54,17 +55,27 @@ def choose_drag(report: dict, margin: float = 40.0) -> tuple[dict, dict, dict]:
     raise AssertionError("no class with a pickable card apart from the target")
 
 
-def drag(game: GameProcess, start, end, steps: int = DRAG_STEPS) -> None:
-    """Press at ``start`` and move (button held) to ``end`` in ``steps`` (window pixels)."""
+def drag(game: GameProcess, card: int, start, end, steps: int = DRAG_STEPS) -> None:
+    """Press on ``card`` at ``start`` and move (button held) to ``end`` in ``steps`` (window pixels).
+
+    Each phase waits until the app has seen it, as a person waits for the highlight: the app reads
+    the pointer once per frame, so on a slow frame a press and the next move would otherwise
+    arrive together (and the press be taken where the pointer already went).
+    """
     x = game.x
+    if (game.report() or {}).get("selected") == card:  # so that the press can be seen selecting it
+        x.move(*game.screen(EMPTY_PX))
+        x.click()
+        game.wait_report("the selection cleared", lambda r: r.get("selected") != card)
     x.move(*game.screen(start))
-    time.sleep(0.2)  # the pointer is seen over the card before the button goes down
+    game.wait_report(f"card {card} lit under the pointer", lambda r: r.get("hovered") == card)
     x.press(1)
-    time.sleep(0.1)
+    game.wait_report(f"card {card} selected by the press", lambda r: r.get("selected") == card)
     s, e = np.asarray(start, float), np.asarray(end, float)
     for f in np.linspace(0.0, 1.0, steps + 1)[1:]:
         x.move(*game.screen(s + f * (e - s)))
         time.sleep(STEP_PAUSE_S)
+    game.wait_report(f"card {card} in the hand", lambda r: (r["carried"] or {}).get("card") == card)
 
 
 def colour_pixels(img: np.ndarray, box, rgb, tol: int = 40) -> int:
@@ -110,8 +121,7 @@ def test_escape_during_a_drag_cancels_it(game, shoot):
     card, source, target = choose_drag(report)
     c = card["card"]
     start_seq = max((e["seq"] for e in game.events()), default=0)
-    drag(game, card["px"], target["centroid_px"])
-    game.wait_report(f"card {c} in the hand", lambda r: (r["carried"] or {}).get("card") == c)
+    drag(game, c, card["px"], target["centroid_px"])
     shoot(game, "carrying")
     game.x.key("Escape")
     game.wait_report("the hand to be empty after Esc", lambda r: r["carried"] is None)
@@ -123,10 +133,9 @@ def test_escape_during_a_drag_cancels_it(game, shoot):
     assert np.allclose(cancel["position"], grab["position"], atol=1e-4)
     # A click on empty space afterwards is recorded after anything the release could have caused:
     # once it is in the file, no drop or edit of the card came before it.
-    game.x.move(*game.screen((20, 20)))
-    time.sleep(0.2)
-    game.x.press(1)
-    game.x.release(1)
+    game.x.move(*game.screen(EMPTY_PX))
+    game.wait_report("nothing lit under the pointer", lambda r: r.get("hovered") == -1)
+    game.x.click()
     sentinel = game.wait_event(
         "the click on empty space", lambda e: e["kind"] == "select" and e["seq"] > cancel["seq"]
     )
@@ -141,8 +150,7 @@ def test_card_dragged_onto_another_cluster_as_drawn_is_relabelled(game, shoot):
     card, source, target = choose_drag(report)
     c, a, b = card["card"], source["class"], target["class"]
     before = shoot(game, "before")
-    drag(game, card["px"], target["centroid_px"])
-    game.wait_report(f"card {c} in the hand", lambda r: (r["carried"] or {}).get("card") == c)
+    drag(game, c, card["px"], target["centroid_px"])
 
     # Before release the world says what a release will do: relabel to the cluster under the cursor.
     def previewing(r: dict) -> bool:
