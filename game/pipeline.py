@@ -59,6 +59,10 @@ def open_scene(
     """Load a scene (a path, a ``Scene``, or None for the embedded default) into a workspace."""
     if not isinstance(scene, Scene):
         scene = load_scene(scene)
+    if scene.dataset.features:  # features computed before (e.g. on a cluster): a sample of them
+        from game.data.store_scene import open_store_scene
+
+        return open_store_scene(scene, progress=progress, use_cache=use_cache)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     data = load_dataset(scene, progress=progress)

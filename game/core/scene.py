@@ -56,6 +56,10 @@ class DatasetConfig:
         0.2, ge=0.0, lt=1.0, doc="cards kept out of training, used to measure accuracy"
     )
     seed: int = setting(0, ge=0, le=SEED_MAX, doc="seeds the held-out split and the max_images sample")
+    features: str = ""  # a feature store (`latent-reach features`) to open instead of computing features
+    max_cards: int = setting(
+        20_000, ge=2, le=10**8, doc="with features: cards shown, a seeded sample (the rest are left out)"
+    )
 
 
 @dataclass

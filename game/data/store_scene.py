@@ -1,0 +1,185 @@
+"""Scenes whose features come from a feature store (``[dataset] features = "STORE"``).
+
+Two halves that must agree card for card and network for network:
+
+* ``cards_for_scene``: what ``latent-reach features`` computes features for, and with which
+  network (the scene's, built as ``open_scene`` builds it);
+* ``open_store_scene``: what the app shows: a seeded sample of at most ``[dataset] max_cards``
+  cards from the store (one machine lays out and draws that many well; the rest are left out
+  and a line says so), with the scene's network checked against the store's fingerprint.
+
+Only the small CNN (trained on the dataset at first use; its input channels follow the images) or
+a dataset made in memory (digits, shapes) needs the whole dataset on this machine; a folder
+dataset with an RGB network (AlexNet-shaped, weights from a file) reads only the images of the
+cards it shows.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from game.core.errors import UserError
+from game.core.scene import Scene
+from game.data.dataset import Dataset, load_dataset
+from game.data.feature_store import FeatureStoreError, open_store
+from game.nets.distributed import Cards
+
+
+def needs_full_dataset(scene: Scene) -> bool:
+    """Whether the scene's network or images need the whole dataset in memory here."""
+    return scene.dataset.kind != "folder" or scene.network.arch == "small_cnn"  # its channels follow the data
+
+
+def folder_size(scene: Scene) -> int:
+    """The side a folder dataset's images are resized to (as ``load_dataset`` does)."""
+    return scene.dataset.image_size or 64
+
+
+def build_scene_network(scene: Scene, data: Any, progress: bool = True) -> Any:
+    """The scene's network as ``open_scene`` builds it (``data``: the full dataset, or a stand-in
+    with ``images`` of the right shape and ``n_classes`` when the network has a weights file)."""
+    from game.nets.build import build_network
+
+    is_train = ~data.heldout_mask(scene.dataset.heldout_fraction, scene.dataset.seed)
+    return build_network(scene, data, is_train, progress=progress)
+
+
+def _stand_in(scene: Scene, class_names: list[str]) -> Any:
+    """Enough of a ``Dataset`` for ``build_network`` with a weights file: image shape and classes."""
+    size = folder_size(scene)
+    return SimpleNamespace(
+        images=np.zeros((1, size, size, 3), np.uint8),
+        n_classes=len(class_names),
+        class_names=class_names,
+        heldout_mask=lambda fraction, seed: np.zeros(1, bool),
+    )
+
+
+def _folder_entries(scene: Scene) -> tuple[list[Any], list[str], list[Any]]:
+    """(path, label) of every image the folder dataset lists, its class names and skipped entries."""
+    from game.data import folder
+
+    cfg = scene.dataset
+    root = scene.resolve_path(cfg.path)
+    if not root.is_dir():
+        raise UserError(f"dataset folder not found: {root}")
+    if cfg.labels_csv:
+        return folder._entries_from_csv(root, scene.resolve_path(cfg.labels_csv), cfg.labels_outside, [])
+    return folder._entries_from_subfolders(root)
+
+
+def cards_for_scene(scene: Scene, progress: bool = True) -> tuple[Cards, Any]:
+    """The cards of the scene's dataset (paths where workers can read them) and its network."""
+    cfg = scene.dataset
+    if needs_full_dataset(scene):
+        data = load_dataset(scene, progress=progress)
+        network = build_scene_network(scene, data, progress=progress)
+        cards = Cards(
+            list(data.sources),
+            data.labels,
+            list(data.class_names),
+            images=data.images,
+            image_size=data.images.shape[1],
+        )
+        return cards, network
+    entries, class_names, _skipped = _folder_entries(scene)
+    if cfg.max_images and len(entries) > cfg.max_images:
+        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(entries))[: cfg.max_images])
+        entries = [entries[i] for i in keep]
+    network = build_scene_network(scene, _stand_in(scene, class_names), progress=progress)
+    cards = Cards(
+        [str(p) for p, _ in entries],  # real paths: the app reads the images it shows from them
+        np.array([label for _, label in entries], dtype=np.int64),
+        list(class_names),
+        paths=[str(p) for p, _ in entries],
+        image_size=folder_size(scene),
+        max_pixels=cfg.max_pixels,
+    )
+    return cards, network
+
+
+def open_store_scene(scene: Scene, progress: bool = True, use_cache: bool = True) -> Any:
+    """A ``LoadedScene`` from the scene's feature store; see the module docstring."""
+    from game.data.images import ImageSkipped, read_image
+    from game.data.names import display_path
+    from game.nets.network import Inference
+    from game.pipeline import LoadedScene, Projector, _layout_cached, make_workspace
+
+    cfg = scene.dataset
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    store = open_store(scene.resolve_path(cfg.features))
+    n_all = store.n_cards
+    order = np.random.default_rng(cfg.seed).permutation(n_all)
+    idx = np.sort(order[: min(cfg.max_cards, n_all)])
+    if needs_full_dataset(scene):
+        full = load_dataset(scene, progress=progress)
+        if len(full.sources) != n_all or any(full.sources[i] != store.sources[i] for i in idx):
+            raise FeatureStoreError(
+                f"feature store {store.path} lists other cards than this scene's dataset "
+                f"({n_all} cards in the store, {len(full.sources)} in the dataset)"
+            )
+        timings["dataset"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        network = build_scene_network(scene, full, progress=progress)
+        held = full.heldout_mask(cfg.heldout_fraction, cfg.seed)[idx]
+        data = Dataset(
+            full.images[idx],
+            full.labels[idx],
+            full.class_names,
+            [full.sources[i] for i in idx],
+            name=full.name,
+        )
+    else:
+        network = build_scene_network(scene, _stand_in(scene, store.class_names), progress=progress)
+        images, kept, skipped = [], [], []
+        size = int(store.meta.get("image_size") or folder_size(scene))
+        for i in idx:
+            source = store.sources[i]
+            try:
+                array, _grey = read_image(source, size, cfg.max_pixels)
+            except (ImageSkipped, OSError) as exc:
+                skipped.append(f"{source}: {exc}")
+                continue
+            images.append(array)
+            kept.append(i)
+        if not kept:
+            raise FeatureStoreError(f"none of the sampled images of {store.path} can be read ({skipped[:3]})")
+        idx = np.asarray(kept, dtype=np.int64)
+        stack = np.stack(images)
+        shown = [display_path(store.sources[i]) for i in idx]
+        data = Dataset(stack, store.labels[idx], store.class_names, shown, name=str(store.path))
+        held = data.heldout_mask(cfg.heldout_fraction, cfg.seed)
+        if skipped:
+            print(
+                f"latent-reach: {len(skipped)} sampled image(s) could not be read: {skipped[0]}",
+                file=sys.stderr,
+            )
+        timings["dataset"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+    store.check_network(network)
+    timings["network"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    features = np.ascontiguousarray(store.features[idx], dtype=np.float32)
+    inference = Inference(
+        features, store.top5_classes[idx], store.top5_scores[idx], np.zeros((len(idx), 0), np.float32)
+    )
+    timings["features"] = time.perf_counter() - t0
+    if len(idx) < n_all:
+        print(
+            f"latent-reach: feature store {store.path}: showing {len(idx)} of {n_all} cards "
+            f"(a seeded sample, [dataset] max_cards = {cfg.max_cards}); the other {n_all - len(idx)} are left out",
+            file=sys.stderr,
+        )
+    t0 = time.perf_counter()
+    projector = Projector(scene.layout)
+    layout = _layout_cached(projector, features, use_cache)
+    timings["layout"] = time.perf_counter() - t0
+    workspace = make_workspace(data, inference, layout, ~held, network.feature_layer)
+    return LoadedScene(scene, data, network, projector, layout, workspace, timings)
