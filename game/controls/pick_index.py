@@ -22,9 +22,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from game.controls.hand import pick_nearest, pick_ray
+
 PositionsSource = Callable[[], np.ndarray]
 MAX_CELLS_PER_AXIS = 40  # 40**3 cells fit a uint16 key: a linear-time (radix) sort
 MAX_LOOSE = 64  # moved cards tested one by one before the grid is rebuilt
+BRUTE_BELOW = 4096  # fewer cards: one vectorised pass over all of them is cheaper than the grid
 SQRT3 = 1.7320509  # per-axis max -> distance bound
 
 
@@ -178,6 +181,9 @@ class PickIndex:
         p = self._current()
         if len(p) == 0:
             return -1, float("inf")
+        if len(p) < BRUTE_BELOW:
+            self.last_candidates = len(p)
+            return pick_nearest(p, point, radius)
         q = np.asarray(point, dtype=np.float32).reshape(1, 3)
         cand = self._candidates(self._around(q, radius + self.slack))
         if len(cand) == 0:
@@ -195,6 +201,9 @@ class PickIndex:
         p = self._current()
         if len(p) == 0:
             return -1, float("inf")
+        if len(p) < BRUTE_BELOW:
+            self.last_candidates = len(p)
+            return pick_ray(p, origin, direction, radius, near)
         o = np.asarray(origin, dtype=np.float32)
         d = np.asarray(direction, dtype=np.float32)
         d = d / max(float(np.linalg.norm(d)), 1e-12)
@@ -216,7 +225,16 @@ class PickIndex:
             # of one of them.
             n = int(np.ceil((t1 - t0) / self.cell)) + 1
             ts = np.arange(n, dtype=np.float32) * np.float32((t1 - t0) / max(n - 1, 1)) + np.float32(t0)
-            cand = self._candidates(self._around(o + ts[:, None] * d, reach + self.cell / 2))
+            keys = self._around(o + ts[:, None] * d, reach + self.cell / 2)
+            # A round tube, not the samples' square one: only cells whose centre lies within
+            # reach + half a cell diagonal of the line can hold a card the ray passes near.
+            d1, d2 = int(self._dims[1]), int(self._dims[2])
+            cells = np.stack([keys // (d1 * d2), (keys // d2) % d1, keys % d2], axis=1)
+            v = (cells + 0.5) * self.cell + self._lo - o
+            along = v @ d
+            off2 = np.einsum("ij,ij->i", v, v) - along * along
+            keep = off2 <= (reach + 0.8660254 * self.cell) ** 2
+            cand = self._candidates(keys[keep])
         else:  # the ray misses the grid: only cards that moved out of it can be hit
             cand = self._loose
         if len(cand) == 0:

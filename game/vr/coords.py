@@ -112,8 +112,7 @@ def projection_from_raw(
 
 def panda_values(matrix: np.ndarray) -> tuple[float, ...]:
     """A 4x4 column-vector matrix as the 16 row-major values of Panda3D's row-vector ``LMatrix4``."""
-    m = np.asarray(matrix, dtype=np.float64)
-    return tuple(float(v) for v in m.T.reshape(16))
+    return tuple(np.asarray(matrix, dtype=np.float64).T.ravel().tolist())  # three per VR frame: no loop
 
 
 def from_panda_values(values: Sequence[float]) -> np.ndarray:

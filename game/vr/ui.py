@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from panda3d.core import LineSegs
+from panda3d.core import LineSegs, NodePath
 
 PANEL_SCALE = 0.32  # metres per panel unit
 HUD_SCALE = 0.18
@@ -25,6 +25,8 @@ class VRWorldUI:
         self.hud_anchor.set_light_off(1)
         self._lasers = app.render.attach_new_node("vr-lasers")
         self._lasers.set_light_off(1)
+        self._beams: dict[str, NodePath] = {}
+        self._panel_at: tuple[np.ndarray, np.ndarray] | None = None  # (selected, head) last placed
         self._attach()
 
     def _attach(self) -> None:
@@ -39,6 +41,7 @@ class VRWorldUI:
 
     def rebind(self) -> None:
         """After a scene switch the world (and its panels) are new."""
+        self._panel_at = None
         self._attach()
 
     def update(
@@ -50,7 +53,7 @@ class VRWorldUI:
         self.hud_anchor.look_at(*h)
         self.hud_anchor.set_h(self.hud_anchor.get_h() + 180)
         panel = self.app.world.panel
-        if selected is not None:
+        if selected is not None and not self._panel_still(selected, head):
             to_head = head - selected
             to_head[2] = 0.0
             n = float(np.linalg.norm(to_head))
@@ -60,22 +63,44 @@ class VRWorldUI:
             panel.place_in_world(self.app.render, tuple(map(float, where)), look_at=h, scale=PANEL_SCALE)
         self._draw_lasers(lasers)
 
+    def _panel_still(self, selected: np.ndarray, head: np.ndarray) -> bool:
+        """True when neither the card nor the head moved 5 mm since the panel was placed."""
+        last = self._panel_at
+        if (
+            last is not None
+            and np.abs(last[0] - selected).max() < 0.005
+            and np.abs(last[1] - head).max() < 0.005
+        ):
+            return True
+        self._panel_at = (np.array(selected, dtype=np.float64), np.array(head, dtype=np.float64))
+        return False
+
+    def _beam(self, hand: str) -> NodePath:
+        """One unit beam per hand (+Y, 1 m), built once and then only moved: no geometry per frame."""
+        beam = self._beams.get(hand)
+        if beam is None:
+            segs = LineSegs(f"vr-laser-{hand}")
+            segs.set_thickness(2.0)
+            segs.set_color(0.4, 0.9, 1.0, 1.0)
+            segs.move_to(0.0, 0.0, 0.0)
+            segs.draw_to(0.0, 1.0, 0.0)
+            beam = self._lasers.attach_new_node(segs.create())
+            self._beams[hand] = beam
+        return beam
+
     def _draw_lasers(self, lasers: dict) -> None:
-        for child in self._lasers.get_children():
-            child.remove_node()
-        segs = LineSegs("vr-laser")
-        segs.set_thickness(2.0)
-        segs.set_color(0.4, 0.9, 1.0, 1.0)
-        drawn = False
-        for ray in lasers.values():
+        for hand, ray in lasers.items():
             if ray is None:
+                if hand in self._beams:
+                    self._beams[hand].hide()
                 continue
             origin, direction = ray
-            segs.move_to(*map(float, origin))
-            segs.draw_to(*map(float, origin + 5.0 * direction))
-            drawn = True
-        if drawn:
-            self._lasers.attach_new_node(segs.create())
+            beam = self._beam(hand)
+            beam.show()
+            o = origin.tolist()
+            beam.set_pos(*o)
+            beam.look_at(*(origin + direction).tolist())
+            beam.set_scale(5.0)
 
     def restore(self) -> None:
         """Back to the desktop overlay (VR stopped)."""

@@ -6,10 +6,25 @@ import numpy as np
 import pytest
 from vr_helpers import synthetic_loaded
 
+from game.controls import pick_index
 from game.controls.hand import Hand, pick_nearest, pick_ray
 from game.controls.pick_index import MAX_LOOSE, PickIndex
 from game.controls.vr_controls import VRControls
 from game.vr.backend import ControllerState, FrameState, Pose
+
+
+@pytest.fixture(autouse=True)
+def grid_always(monkeypatch):
+    """Small test clouds use the grid too (below BRUTE_BELOW the index answers by brute force)."""
+    monkeypatch.setattr(pick_index, "BRUTE_BELOW", 0)
+
+
+def test_small_clouds_take_the_brute_force_with_the_same_answers(monkeypatch):
+    monkeypatch.setattr(pick_index, "BRUTE_BELOW", 4096)
+    p = cloud(1000)
+    index = PickIndex(lambda: p, min_cell=0.18)
+    assert agree(index, p, k=20) > 20
+    assert index.last_candidates == len(p)
 
 
 def cloud(n: int, seed: int = 0) -> np.ndarray:
