@@ -13,6 +13,7 @@ Dask is an optional extra (``pip install 'latent-reach[cluster]'``); nothing els
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,6 +179,7 @@ def local_client(workers: int, threads: int = 1, processes: bool = True) -> Any:
         threads_per_worker=threads,
         processes=processes,
         dashboard_address=None,
+        silence_logs=logging.ERROR,  # not its start/stop chatter (a slow stop is warned about)
     )
     return distributed.Client(cluster)
 
