@@ -2,9 +2,8 @@
 
 Run: ``.venv/bin/python benchmarks/bench_frame_gap.py [--size 640x400] [--drops 5] [--json F]``
 
-Opens the embedded default (digits), builds ``LatentReachApp(offscreen=True, controls=False)``,
-attaches the fine-tune controller exactly as the desktop game does
-(``game.commands._wiring.attach_game_systems``), then steps frames with wall-clock ``dt``, paced
+Opens the embedded default (digits), builds ``LatentReachApp(offscreen=True)``, attaches the
+fine-tune controller exactly as the desktop game does (``game.assembly.Learning``), then steps frames with wall-clock ``dt``, paced
 to ``--fps`` (90 by default, like a vsynced headset loop; 0 runs uncapped). ``--drops`` times it
 drops a card into another class's cluster by posting ``CardGrabbed`` + ``CardDropped`` (as the
 hands do) and keeps stepping until the frame that applies the job's ``ModelUpdated`` (the start
@@ -54,13 +53,14 @@ def _summary(values: list[float]) -> dict:
     }
 
 
-def run_mode(app, mode: str, drops: int, idle_seconds: float, seed: int, fps: float, nice: int) -> dict:
+def run_mode(
+    app, learning, mode: str, drops: int, idle_seconds: float, seed: int, fps: float, nice: int
+) -> dict:
     """Attach a controller with ``mode`` ("thread", "process" or "process:NICE"), drop, time frames."""
     if mode.startswith("process:"):
         nice = int(mode.split(":", 1)[1])
     import dataclasses
 
-    from game.commands._wiring import attach_game_systems
     from game.core import events as ev
     from game.learning.headless import drop_position
 
@@ -68,16 +68,8 @@ def run_mode(app, mode: str, drops: int, idle_seconds: float, seed: int, fps: fl
     loaded.scene.learning = dataclasses.replace(
         loaded.scene.learning, job_process=mode.startswith("process"), job_nice=nice
     )
-    old = getattr(app, "finetune", {}).get("controller") if getattr(app, "finetune", None) else None
-    if old is not None:
-        if old in app.frame_hooks:
-            app.frame_hooks.remove(old)
-        old.close()  # stops listening (and ends its job process once its queue is done)
-        app.scene_listeners[:] = [
-            f for f in app.scene_listeners if getattr(f, "__name__", "") != "attach_controller"
-        ]
-    attach_game_systems(app, controls=False)
-    ctl = app.finetune["controller"]
+    learning.restart(loaded)  # closes the previous mode's controller (and its job process)
+    ctl = learning.controller
     ws = loaded.workspace
     rng = np.random.default_rng(seed)
 
@@ -206,17 +198,21 @@ def main(argv: list[str] | None = None) -> int:
     w, h = (int(v) for v in args.size.lower().split("x"))
 
     from game.app import LatentReachApp
+    from game.assembly import Learning
     from game.pipeline import open_scene
 
     loaded = open_scene(None)
-    app = LatentReachApp(loaded, offscreen=True, size=(w, h), controls=False)
+    app = LatentReachApp(loaded, offscreen=True, size=(w, h))
+    learning = Learning(app)
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval / 1000.0)
     print(f"GIL switch interval {1000 * sys.getswitchinterval():g} ms", flush=True)
     results = []
     try:
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            results.append(run_mode(app, mode, args.drops, args.idle, args.seed, args.fps, args.nice))
+            results.append(
+                run_mode(app, learning, mode, args.drops, args.idle, args.seed, args.fps, args.nice)
+            )
     finally:
         controllers = [r.pop("controller") for r in results]
         for ctl in controllers:

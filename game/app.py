@@ -2,14 +2,18 @@
 
 Per frame, in this order (one task, ``latent-reach-frame``):
 
-1. every object in ``app.frame_hooks`` gets ``update(now)`` (desktop controls first; the fine-tune
-   controller, VR backend and recorder append themselves),
+1. every object in ``app.frame_hooks`` gets ``update(now)`` (``game.assembly.assemble_game`` puts
+   the desktop controls first, then explanations, guidance, the fine-tune controller, the recorder),
 2. ``app.worker.poll()`` runs callbacks of finished background jobs,
 3. ``app.workspace.flush()`` applies queued events and notifies listeners (the world among them),
 4. ``app.world.update(now)`` advances tweens and timers and uploads changed card data,
 
 then Panda3D renders. ``now`` is the app clock (seconds): real time when running, or exactly the
 ``dt`` passed to ``step`` when driven programmatically (tests, replays, demo recordings).
+
+The app is the engine shell only (window, camera, world, frame loop, scene switch): it builds no
+controls, menu or learning. ``game.assembly.assemble_game`` adds those, in one place, for the
+desktop, VR, headless runs and tests; the app knows them only as frame hooks and listeners.
 """
 
 from __future__ import annotations
@@ -50,12 +54,17 @@ class LatentReachApp(ShowBase):
         offscreen: bool,
         size: tuple[int, int] = (1280, 800),
         fullscreen: bool = False,
-        controls: bool = True,
-        menu: bool = False,
         worker: Worker | None = None,
         multisamples: int = 4,
         fov: float = 70.0,
+        controls: bool = False,
     ) -> None:
+        if controls:
+            raise TypeError(
+                "LatentReachApp builds no controls any more: use game.assembly.open_game(loaded, "
+                "controls=True, ...) (or assemble_game(app, controls=True)) and its GameSystems"
+            )
+        # ``controls=False`` is still accepted from callers written when True was the default.
         engine.configure(offscreen=offscreen, size=size, fullscreen=fullscreen, multisamples=multisamples)
         self._previous_switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # while the app runs, the frame loop comes first
@@ -64,6 +73,8 @@ class LatentReachApp(ShowBase):
         self.size = (int(size[0]), int(size[1]))
         self.frame_hooks: list[FrameHook] = []
         self.scene_listeners: list[Callable[[object], None]] = []
+        # Told after the camera was placed by framing (the desktop controls adopt its heading).
+        self.camera_listeners: list[Callable[[], None]] = []
         self.worker = worker or Worker()
         self._owns_worker = worker is None
         self.now = 0.0
@@ -81,29 +92,8 @@ class LatentReachApp(ShowBase):
         self.camLens = lens
         self.world = None
         self.drop_preview = None
-        self.controls = None
-        self.explain = None
-        self.guidance = None
-        self.menu = None
+        self._destroyed = False
         self._set_scene(loaded)
-        if controls:
-            from game.controls.desktop import DesktopControls
-
-            self.controls = DesktopControls(self)
-            self.frame_hooks.insert(0, self.controls)
-            from game.controls.explain_controls import ExplainControls
-
-            self.explain = ExplainControls(self)  # X heat maps, P what-if, G class model
-            self.frame_hooks.append(self.explain)
-            from game.controls.guidance_controls import GuidanceControls
-
-            self.guidance = GuidanceControls(self)  # N next suspect, L switch feature layer
-            self.frame_hooks.append(self.guidance)
-        if menu:
-            from game.world.menu import MenuController
-
-            self.menu = MenuController(self)
-            self.menu.show_start()
         self._frame_task_handle = self.task_mgr.add(self._frame_task, "latent-reach-frame", sort=-50)
 
     # --- scene ------------------------------------------------------------------------------
@@ -143,8 +133,6 @@ class LatentReachApp(ShowBase):
     def switch_scene(self, loaded) -> None:
         """Replace the world with another loaded scene (start menu). Listeners are told."""
         self._set_scene(loaded)
-        if self.controls is not None:
-            self.controls.rebind()
 
     @property
     def aspect_ratio(self) -> float:
@@ -159,8 +147,7 @@ class LatentReachApp(ShowBase):
         eye, target = framing_pose(points, fov, pitch_deg=pitch, margin=margin)
         self.camera.set_pos(*eye)
         self.camera.look_at(*target)
-        if self.controls is not None:
-            self.controls.sync_from_camera()
+        self._camera_placed()
 
     def frame_all(self) -> None:
         self.frame_points(self.world.positions)
@@ -171,16 +158,22 @@ class LatentReachApp(ShowBase):
         eye = p - distance * np.array([forward[0], forward[1], forward[2]], dtype=np.float32)
         self.camera.set_pos(*map(float, eye))
         self.camera.look_at(*map(float, p))
-        if self.controls is not None:
-            self.controls.sync_from_camera()
+        self._camera_placed()
+
+    def _camera_placed(self) -> None:
+        for listener in list(self.camera_listeners):
+            listener()
 
     # --- frames -----------------------------------------------------------------------------
 
-    def _frame_task(self, task):
+    def frame_dt(self) -> float:
+        """This frame's step in seconds: the ``dt`` given to ``step``, else real time (at most 0.1)."""
         if self._step_dt is not None:
-            dt = self._step_dt
-        else:
-            dt = min(self.clock.get_dt(), 0.1)
+            return self._step_dt
+        return min(float(self.clock.get_dt()), 0.1)
+
+    def _frame_task(self, task):
+        dt = self.frame_dt()
         self.now += dt
         now = self.now
         self.world.now = now
@@ -255,21 +248,28 @@ class LatentReachApp(ShowBase):
         d = np.array([b[0] - a[0], b[1] - a[1], b[2] - a[2]], dtype=np.float32)
         return o, d / np.linalg.norm(d)
 
+    def userExit(self) -> None:  # noqa: N802 (ShowBase's name)
+        """Quit (Ctrl+Q, the menu's Quit, the window's close button): the window closes at once.
+
+        Cleanup (the session file, job processes, a worker job that must end before the
+        interpreter does) goes on behind the closed window, in ``destroy`` and at exit.
+        """
+        if self.win is not None and not self.offscreen:
+            self.closeWindow(self.win)
+            self.graphics_engine.render_frame()  # lets the window system see it go now
+        ShowBase.userExit(self)
+
     def destroy(self) -> None:
+        if self._destroyed:
+            return
+        self._destroyed = True
         # The task manager is process-wide: a task left behind would run in the next app.
         self.task_mgr.remove(self._frame_task_handle)
-        if self.menu is not None:
-            self.menu.destroy()
-            self.menu = None
-        if self.controls is not None:
-            self.controls.destroy()
-            self.controls = None
-        if self.explain is not None:
-            self.explain.destroy()
-            self.explain = None
-        if self.guidance is not None:
-            self.guidance.destroy()
-            self.guidance = None
+        # What was assembled onto the app (controls, menu, recorder, VR) lets go while the world
+        # it points into still exists; ShowBase.destroy would run these callbacks only after.
+        callbacks, self.finalExitCallbacks[:] = list(self.finalExitCallbacks), []
+        for callback in callbacks:
+            callback()
         if self.drop_preview is not None:
             self.drop_preview.destroy()
             self.drop_preview = None

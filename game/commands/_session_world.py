@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from game.commands._session_export import FRAME_SIZE
 from game.sessions.recorder import SessionRecorder
 from game.sessions.replay import MAX_SPEED, MIN_SPEED, ReplayDriver
+
+if TYPE_CHECKING:
+    from game.app import LatentReachApp
+    from game.assembly import StartRecording
+    from game.vr.launch import VRSession
 
 
 def matrix_to_pose(m: np.ndarray) -> tuple[float, ...]:
@@ -58,18 +63,13 @@ def node_pose(node: Any, relative_to: Any) -> tuple[float, ...]:
 class PoseRecorderHook:
     """Frame hook: records the head (camera, or headset in VR) and both controllers each frame."""
 
-    def __init__(self, app: Any, recorder: SessionRecorder) -> None:
+    def __init__(self, app: Any, recorder: SessionRecorder, vr: VRSession | None = None) -> None:
         self.app = app
         self.recorder = recorder
         self._vr_state: Any = None
-        self._vr_session: Any = None
-
-    def _watch_vr(self) -> Any:
-        vr = getattr(self.app, "vr_session", None)
-        if vr is not None and vr is not self._vr_session:
-            self._vr_session = vr
+        self._vr = vr  # given by whoever assembled the game (GameSystems.vr), never looked up
+        if vr is not None:
             vr.stereo.listeners.append(self._on_vr_frame)
-        return vr
 
     def _on_vr_frame(self, state: Any, paused: bool) -> None:
         self._vr_state = state
@@ -79,7 +79,7 @@ class PoseRecorderHook:
             if self in self.app.frame_hooks:
                 self.app.frame_hooks.remove(self)
             return
-        vr = self._watch_vr()
+        vr = self._vr
         state = self._vr_state
         if vr is not None and state is not None and getattr(vr.stereo, "running", True):
             rig = vr.controls.rig.matrix()
@@ -95,7 +95,11 @@ class PoseRecorderHook:
 
 
 def start_recording(
-    app: Any, controller: Any = None, folder: str | Path | None = None, label: str = ""
+    app: Any,
+    controller: Any = None,
+    folder: str | Path | None = None,
+    label: str = "",
+    vr: VRSession | None = None,
 ) -> SessionRecorder:
     """Record ``app``'s session: events, poses every frame, and every model version (the
     recorder follows the scene's model store; ``controller`` is no longer needed)."""
@@ -103,9 +107,18 @@ def start_recording(
     recorder = SessionRecorder.start(
         loaded.scene, loaded.workspace, folder=folder, store=loaded.models, layout=loaded.layout, label=label
     )
-    app.frame_hooks.append(PoseRecorderHook(app, recorder))
+    app.frame_hooks.append(PoseRecorderHook(app, recorder, vr))
     app.finalExitCallbacks.append(recorder.close)
     return recorder
+
+
+def session_recording(folder: str | Path | None = None) -> StartRecording:
+    """What ``game.assembly`` calls to record each scene the app shows into ``folder``."""
+
+    def start(app: LatentReachApp, vr: VRSession | None) -> SessionRecorder:
+        return start_recording(app, folder=folder, vr=vr)
+
+    return start
 
 
 # --- replay in the world ----------------------------------------------------------------------
@@ -124,12 +137,10 @@ class WorldRenderer:
     name = "world"
 
     def __init__(self, restored: Any, free_camera: bool = False, size: tuple[int, int] = FRAME_SIZE) -> None:
-        from game.app import LatentReachApp
+        from game.assembly import open_game
 
         self.free_camera = free_camera
-        self.app = LatentReachApp(
-            restored.as_loaded(with_network=False), offscreen=True, size=size, controls=False
-        )
+        self.app = open_game(restored.as_loaded(with_network=False), offscreen=True, size=size).app
         self.app.step(0.0)
         self._last_t: float | None = None
 
@@ -186,7 +197,7 @@ class ReplayHook:
 
 def play_in_window(reader: Any, speed: float = 1.0, start: float = 0.0, free_camera: bool = False) -> int:
     """Replay in a desktop window (the camera follows the recorded head unless ``free_camera``)."""
-    from game.app import LatentReachApp
+    from game.assembly import open_game
     from game.core.errors import UserError
     from game.sessions.restore import restore
     from game.world.engine import display_available
@@ -194,7 +205,8 @@ def play_in_window(reader: Any, speed: float = 1.0, start: float = 0.0, free_cam
     if not display_available():
         raise UserError("no display found; use --export DIR for a headless replay (frames, video, summary)")
     restored = restore(reader)
-    app = LatentReachApp(restored.as_loaded(with_network=False), offscreen=False, controls=free_camera)
+    # Free camera: the desktop controls fly it; otherwise only quitting (Ctrl+Q, close button).
+    app = open_game(restored.as_loaded(with_network=False), offscreen=False, controls=free_camera).app
     driver = ReplayDriver(
         reader,
         app.workspace,

@@ -60,9 +60,11 @@ class _Stage:
         self.now = 0.0
         if renderer in ("auto", "world"):
             try:
-                from game.app import LatentReachApp
+                from game.assembly import open_game
 
-                self.app = LatentReachApp(loaded, offscreen=True, size=size, controls=False)
+                # No controls or learning from the assembly: the demo drives its own hand and
+                # controller (it also runs without the world, with plot screenshots).
+                self.app = open_game(loaded, offscreen=True, size=size).app
                 self.app.step(0.0)
             except Exception as exc:
                 if renderer == "world":

@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from game.commands._offscreen import render_snapshot
     from game.pipeline import open_scene
-    from game.world.offscreen import parse_size, render_snapshot
+    from game.world.offscreen import parse_size
 
     size = parse_size(args.size)
     out = Path(args.out)

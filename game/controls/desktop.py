@@ -2,7 +2,11 @@
 
 A frame hook (``update(now)``, first in ``app.frame_hooks``): it polls keys and the mouse, flies
 the camera, points the hand along the mouse ray and carries a grabbed card on a plane facing the
-camera. Clicks, Esc, F, H and Ctrl+Z arrive as Panda3D messenger events.
+camera. Clicks, F, H and Ctrl+Z arrive as Panda3D messenger events.
+
+It acts while ``WORLD`` or ``DRAG`` is the top of the shared ``InputModes`` stack (the menu and
+what-if painting push their own modes over it) and pushes ``DRAG`` while a card is carried; Esc
+(routed by the stack) then comes to ``_on_escape``, which puts the card back.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from direct.showbase.DirectObject import DirectObject
 from panda3d.core import KeyboardButton, MouseButton
 
 from game.controls.hand import Hand
+from game.controls.modes import InputModes, Mode
+from game.controls.services import GameView
 from game.core import events as ev
 from game.learning.edits import DropJudge
 
@@ -35,11 +41,11 @@ def flying_speed(move_speed: float, positions: np.ndarray) -> float:
 
 
 class DesktopControls:
-    """Fly camera + one mouse ``Hand``; ``enabled`` is False while a menu has the keyboard."""
+    """Fly camera + one mouse ``Hand``; quiet unless ``WORLD`` or ``DRAG`` is the top mode."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app: GameView, modes: InputModes | None = None) -> None:
         self.app = app
-        self.enabled = True
+        self.modes = modes if modes is not None else InputModes()
         self.speed = float(app.loaded.scene.world.move_speed)
         self.yaw = 0.0
         self.pitch = 0.0
@@ -65,7 +71,6 @@ class DesktopControls:
             "control-z": self.undo,
         }.items():
             self._events.accept(key, self._guard(fn))
-        self._events.accept("escape", self._on_escape)  # also closes the menu, so never guarded
         self.sync_from_camera()
 
     def rebind(self) -> None:
@@ -80,12 +85,20 @@ class DesktopControls:
             name="mouse",
         )
 
-    def _guard(self, fn):
-        def call(*args):
-            if self.enabled:
-                fn(*args)
+    @property
+    def enabled(self) -> bool:
+        """True while the mouse and keys are this control's (``WORLD`` or ``DRAG`` on top)."""
+        return self.modes.is_top(Mode.WORLD, Mode.DRAG)
 
-        return call
+    def _guard(self, fn):
+        return self.modes.when(Mode.WORLD, Mode.DRAG)(fn)
+
+    def _sync_drag(self) -> None:
+        """``DRAG`` is on the stack exactly while the hand carries a card (Esc then cancels it)."""
+        if self.hand.dragging:
+            self.modes.push(Mode.DRAG, on_escape=self._on_escape)
+        else:
+            self.modes.pop(Mode.DRAG)
 
     # --- camera -------------------------------------------------------------------------------
 
@@ -152,6 +165,7 @@ class DesktopControls:
         self._last_mouse = mouse
         self.app.world.cards.set_highlight(hovered=self.hand.hovered if self.enabled else -1)
         self.hand.update(now)
+        self._sync_drag()
 
     def pointer(self, mouse: tuple[float, float]) -> None:
         """Hover along the mouse ray; while the button is held, start or continue a drag."""
@@ -221,6 +235,7 @@ class DesktopControls:
         self._press_card = -1
         if self.hand.dragging:
             self.hand.release()
+        self._sync_drag()
 
     def _on_wheel(self, direction: int) -> None:
         if self.hand.dragging:
@@ -236,12 +251,15 @@ class DesktopControls:
             self.app.workspace.post(ev.Message(text=f"flying speed {self.speed:.1f} m/s"))
 
     def _on_escape(self) -> None:
+        """Esc while ``DRAG`` is the top mode: the carried card goes back where it was."""
         if self.hand.dragging:
             self.hand.cancel()
             self._press = None
-        elif self.app.menu is not None:
-            self.app.menu.toggle()
-        elif not self.app.world.hud.help_path.is_hidden():
+        self._sync_drag()
+
+    def hide_help(self) -> None:
+        """Esc in the world without a start menu: close the help if it is open (never quit)."""
+        if not self.app.world.hud.help_path.is_hidden():
             self.toggle_help()
 
     def frame_selection(self) -> None:
@@ -264,3 +282,4 @@ class DesktopControls:
 
     def destroy(self) -> None:
         self._events.ignore_all()
+        self.modes.pop(Mode.DRAG)

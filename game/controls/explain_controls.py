@@ -26,7 +26,8 @@ import numpy as np
 from direct.showbase.DirectObject import DirectObject
 from panda3d.core import Point3, TextNode
 
-from game.controls.menu_guard import unless_menu_open
+from game.controls.modes import InputModes, Mode
+from game.controls.services import GameView
 from game.core import events as ev
 from game.explain.attribution import METHOD_TITLES, METHODS
 from game.explain.keep import new_card_event
@@ -50,9 +51,13 @@ INPAINT_TITLES = {"telea": "Telea", "ns": "Navier-Stokes"}
 class ExplainControls:
     """Explanations for the selected card, shown on ``app.world.panel``."""
 
-    def __init__(self, app, service: ExplainService | None = None) -> None:
+    def __init__(
+        self, app: GameView, service: ExplainService | None = None, modes: InputModes | None = None
+    ) -> None:
         assert set(CYCLE) == set(METHODS)
         self.app = app
+        # Keys act unless the menu is on top; painting pushes PAINT (clicks paint, Esc stops).
+        self.modes = modes if modes is not None else InputModes()
         self.service = service or ExplainService(app.worker)
         self.method: str | None = None
         self.target_rank = 0
@@ -79,9 +84,8 @@ class ExplainControls:
             "mouse1": lambda: self._mouse_button(True),
             "mouse1-up": lambda: self._mouse_button(False),
         }.items():
-            self._events.accept(key, unless_menu_open(self.app, fn))
-        self.rebind()
-        app.scene_listeners.append(lambda _loaded: self.rebind())
+            self._events.accept(key, self.modes.when(Mode.WORLD, Mode.PAINT, Mode.DRAG)(fn))
+        self.rebind()  # game.assembly calls it again after a scene switch
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -92,6 +96,7 @@ class ExplainControls:
         self._workspace = self.app.workspace
         self._workspace.subscribe(self._on_event)
         self.method, self.editor, self.painting = None, None, False
+        self.modes.pop(Mode.PAINT)
         self._centroid_cards = {}  # the old world (and its cards) is gone
         self._make_text()
 
@@ -198,8 +203,7 @@ class ExplainControls:
         self.last_whatif = None
         self.app.world.panel.root.show()
         self.app.world.panel.set_overlay(None)
-        if self.app.controls is not None:
-            self.app.controls.enabled = False  # clicks paint instead of selecting / grabbing
+        self.modes.push(Mode.PAINT, on_escape=self.toggle_paint)  # clicks paint, not grab cards
         self._say("what-if: drag on the image to paint   P: done")
 
     def _stop_paint(self) -> None:
@@ -208,8 +212,7 @@ class ExplainControls:
         self.painting = False
         self._pressed = False
         self.service.cancel("whatif")
-        if self.app.controls is not None:
-            self.app.controls.enabled = True
+        self.modes.pop(Mode.PAINT)
 
     def _mouse_button(self, down: bool) -> None:
         if not self.painting:

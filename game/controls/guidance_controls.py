@@ -25,7 +25,8 @@ import contextlib
 import numpy as np
 from direct.showbase.DirectObject import DirectObject
 
-from game.controls.menu_guard import unless_menu_open
+from game.controls.modes import InputModes, Mode
+from game.controls.services import GameView
 from game.core import events as ev
 from game.learning.guidance import Suspicion, explain_suspect, suspicion, top_suspects
 from game.learning.layers import layer_label, next_layer, switch_layer
@@ -38,8 +39,9 @@ LEGEND = "? = label probably wrong: {n} suspects, press N (next, and why)"
 class GuidanceControls:
     """Suspect markers, N to visit the next suspect, L to cycle the feature layer."""
 
-    def __init__(self, app, top_k: int = 10) -> None:
+    def __init__(self, app: GameView, top_k: int = 10, modes: InputModes | None = None) -> None:
         self.app = app
+        self.modes = modes if modes is not None else InputModes()  # keys are quiet under the menu
         self.top_k = int(top_k)
         self.scores: np.ndarray | None = None
         self.suspects: np.ndarray = np.zeros(0, dtype=np.int64)
@@ -51,10 +53,10 @@ class GuidanceControls:
         self._markers: list = []
         self._root = None
         self._events = DirectObject()
-        self._events.accept("n", unless_menu_open(self.app, self.next_suspect))
-        self._events.accept("l", unless_menu_open(self.app, self.cycle_layer))
-        self.rebind()
-        app.scene_listeners.append(lambda _loaded: self.rebind())
+        unless_menu = self.modes.when(Mode.WORLD, Mode.PAINT, Mode.DRAG)
+        self._events.accept("n", unless_menu(self.next_suspect))
+        self._events.accept("l", unless_menu(self.cycle_layer))
+        self.rebind()  # game.assembly calls it again after a scene switch
 
     # --- wiring ------------------------------------------------------------------------------
 

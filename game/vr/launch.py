@@ -5,14 +5,16 @@ is a ``UserError``: one line, exit code 2); ``simulate`` (a scripted ``Simulated
 
 The run command calls, in this order::
 
-    backend = open_backend(mode, script, start=False)  # probe only: no connection yet
+    backend = backend_for_run(...)           # probe only (open_backend(start=False)): no connection yet
     loaded = open_scene(...)                 # may train for minutes: SteamVR is not waiting on us
-    prepare_engine()                         # driver v-sync off: SteamVR paces the frames
-    app = LatentReachApp(...)
-    session = attach(app, backend)           # connects now: frames flow from the next step
+    game = open_game(loaded, vr_backend=backend, ...)   # game.assembly: prepare_engine() (driver
+                                             # v-sync off), the app, then attach(app, backend):
+                                             # connects now, frames flow from the next step
 
-``start_vr(app, mode)`` does the last three steps for an app that already exists (v-sync then
-stays as the window was opened). Nothing here runs at import time.
+``start_vr(app, mode)`` does the last step for an app that already exists (v-sync then stays as
+the window was opened). Nothing here runs at import time, and nothing here imports the app or
+the commands: ``VRSession`` uses what any app offers (render, camera, world, workspace, scene
+and exit callbacks, ``frame_dt``).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def open_backend(
         from game.vr.openvr_backend import OpenVRBackend
 
         backend = OpenVRBackend(openvr_module=openvr_module)
-    backend.required = mode == "require"  # type: ignore[attr-defined]  # read by run_app_with_vr
+    backend.required = mode == "require"  # type: ignore[attr-defined]  # read by game.assembly
     try:
         backend.start() if start else backend.probe()
     except VRUnavailable as exc:
@@ -146,10 +148,7 @@ class VRSession:
 
     def _on_frame(self, state, paused: bool) -> None:
         app = self.app
-        dt = getattr(app, "_step_dt", None)
-        if dt is None:
-            dt = min(float(app.clock.get_dt()), 0.1)
-        self.controls.update(state, paused, dt)
+        self.controls.update(state, paused, app.frame_dt())
         ws = app.workspace
         selected = None
         if 0 <= ws.selected < len(app.world.positions):
@@ -184,9 +183,7 @@ def attach(app: Any, backend: VRBackend) -> VRSession:
     """
     if not getattr(backend, "started", True):
         backend.start()
-    session = VRSession(app, backend)
-    app.vr_session = session
-    return session
+    return VRSession(app, backend)  # the caller keeps it (GameSystems.vr); nothing goes on the app
 
 
 def backend_for_run(flag: str | None, scene_vr: bool, script: str | None = None) -> VRBackend | None:
@@ -202,56 +199,6 @@ def backend_for_run(flag: str | None, scene_vr: bool, script: str | None = None)
     else:
         mode = "on" if scene_vr else "off"
     return open_backend(mode, script, start=False)
-
-
-def run_app_with_vr(
-    loaded: Any,
-    backend: VRBackend,
-    *,
-    size: tuple[int, int],
-    offscreen: bool,
-    fullscreen: bool = False,
-    out: Path | None = None,
-    headless_frames: int = 240,
-    record: bool = False,
-    sessions: str | Path | None = None,
-) -> int:
-    """Open the app for ``backend`` and run it. Headless (no display): play the simulated script
-    (or ``headless_frames`` frames), then write the mirrored eye to ``out/vr-mirror.png``.
-
-    The fine-tune controller is attached as on the desktop, so a card moved by a controller
-    teaches the network exactly as a mouse drop does; ``record`` also records the session.
-    """
-    prepare_engine()
-    from game.app import LatentReachApp
-    from game.commands._wiring import attach_game_systems
-
-    app = LatentReachApp(loaded, offscreen=offscreen, size=size, fullscreen=fullscreen, menu=False)
-    try:
-        session = attach(app, backend)
-    except VRUnavailable as exc:  # probed fine, then refused to connect: the desktop, as for "on"
-        if getattr(backend, "required", False):
-            raise UserError(f"VR required but unavailable: {exc}") from None
-        print(f"VR unavailable ({exc}); running in desktop mode.", file=sys.stderr)
-        attach_game_systems(app, record=record, sessions=sessions)
-        if not offscreen:
-            app.run()
-        return 0
-    attach_game_systems(app, controls=False, record=record, sessions=sessions)
-    if not offscreen:
-        app.run()
-        return 0
-    finite = getattr(backend, "length", 0) if not getattr(backend, "loop", True) else 0
-    limit = finite or headless_frames
-    frames = 0
-    while session.stereo.active and frames < limit:
-        app.step()
-        frames += 1
-    folder = out or Path("out")
-    shot = app.screenshot(folder / "vr-mirror.png")
-    print(f"latent-reach: VR ({backend.name}) ran {frames} frames headless; mirror: {shot}")
-    session.stop("done")
-    return 0
 
 
 def start_vr(app: Any, mode: str, script: str | Path | None = None, **kwargs: Any) -> VRSession | None:

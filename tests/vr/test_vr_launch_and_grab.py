@@ -171,7 +171,7 @@ def test_scene_flag_and_cli_flag(monkeypatch):
 
 
 def test_headless_simulated_run_writes_the_mirror(tmp_path):
-    from game.vr.launch import run_app_with_vr
+    from game.commands.run import run_app_with_vr
 
     loaded = synthetic_loaded()
     backend = SimulatedBackend([{"head": {"pos": [0.0, -2.5, 1.7]}, "frames": 3}], size=(64, 48))

@@ -75,10 +75,12 @@ def test_judge_follows_the_cluster_positions_not_the_dragged_cards():
 
 @pytest.mark.usefixtures("loaded_digits")
 def test_desktop_drag_onto_a_cluster_as_drawn_previews_and_relabels(fresh_digits):
-    from game.app import LatentReachApp
+    from game.assembly import open_game
+    from game.controls.modes import Mode
     from game.learning.controller import FineTuneController
 
-    app = LatentReachApp(fresh_digits, offscreen=True, size=(640, 400), controls=True)
+    game = open_game(fresh_digits, offscreen=True, size=(640, 400), controls=True)
+    app = game.app
     controller = FineTuneController(fresh_digits, app.worker, clock=lambda: app.now, job_process=False)
     try:
         ws = app.workspace
@@ -106,18 +108,19 @@ def test_desktop_drag_onto_a_cluster_as_drawn_previews_and_relabels(fresh_digits
                 continue
             m = to_mouse(px)
             origin, direction = app.mouse_ray(*m)
-            if app.controls.hand.point(origin, direction) == c:
+            if game.controls.hand.point(origin, direction) == c:
                 card, start = int(c), m
                 break
         assert card >= 0
         end = to_mouse(app.project(centroids[target]))
 
-        controls = app.controls
+        controls = game.controls
         controls.pointer(start)
         controls._press, controls._press_card = start, card  # the mouse button went down here
         for f in np.linspace(0.0, 1.0, 12)[1:]:
             controls.pointer((start[0] + f * (end[0] - start[0]), start[1] + f * (end[1] - start[1])))
             app.step()
+        assert game.modes.top is Mode.DRAG  # the carried card has the mouse (Esc would cancel it)
         preview = app.drop_preview
         assert preview.visible
         assert preview.edit is not None and preview.edit.action == "relabel"
@@ -145,6 +148,7 @@ def test_desktop_drag_onto_a_cluster_as_drawn_previews_and_relabels(fresh_digits
         assert edits and edits[-1].card == card
         assert (edits[-1].action, edits[-1].new_label) == ("relabel", target)
         assert not preview.visible
+        assert game.modes.top is Mode.WORLD  # the drag's mode ended with the release
     finally:
         controller.close()
         app.destroy()

@@ -193,7 +193,7 @@ def test_screenshot_writes_png(app, tmp_path):
 
 
 def test_menu_settings_change_card_size(app):
-    from game.world.menu import MenuController
+    from game.controls.menu import MenuController
 
     menu = MenuController(app)
     try:

@@ -3,6 +3,10 @@
 The menu is a 3-D panel placed in front of the camera, so the same node works on the desktop and
 in VR. Keyboard: Up/Down choose, Enter activates, Left/Right change a setting, Esc or M closes.
 Mouse: hover and click an item (a ray against the panel's plane, no collision system needed).
+
+While shown, ``MENU`` is the top of the shared ``InputModes`` stack: the world's keys are quiet and
+Esc (routed by the stack) closes the menu. It opens over the world or over what-if painting, not
+while a card is carried.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from pathlib import Path
 from direct.showbase.DirectObject import DirectObject
 from panda3d.core import CardMaker, NodePath, Point3, TextNode, TransparencyAttrib
 
+from game.controls.modes import InputModes, Mode
+from game.controls.services import Flight, MenuHost
 from game.core import events as ev
 from game.core.scene import list_scenes, load_scene
 from game.world.label import Label
+from game.world.text_fit import fit_text
 
 ROW = 0.11
 WIDTH = 1.5
@@ -30,10 +37,12 @@ class Item:
 
 
 class MenuController:
-    """Start menu and settings; ``visible`` pauses the desktop controls."""
+    """Start menu and settings; while ``visible``, ``MENU`` is the top input mode."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app: MenuHost, modes: InputModes | None = None, flight: Flight | None = None) -> None:
         self.app = app
+        self.modes = modes if modes is not None else InputModes()
+        self.flight = flight  # the desktop controls' flying speed, for the settings page
         self.root = app.render.attach_new_node("menu")
         self.root.set_light_off(1)
         self.root.set_depth_test(False)
@@ -58,14 +67,7 @@ class MenuController:
             "m": self.toggle,
             "mouse1": self._click,
         }.items():
-            self._events.accept(key, self._when_visible(fn) if key != "m" else fn)
-
-    def _when_visible(self, fn):
-        def call():
-            if self.visible:
-                fn()
-
-        return call
+            self._events.accept(key, self.modes.when(Mode.MENU)(fn) if key != "m" else fn)
 
     @property
     def visible(self) -> bool:
@@ -91,15 +93,14 @@ class MenuController:
 
     def _settings_items(self) -> list[Item]:
         app = self.app
+        flight = self.flight
 
         def speed_text() -> str:
-            return (
-                f"Movement speed:  < {app.controls.speed:.1f} m/s >" if app.controls else "Movement speed: -"
-            )
+            return f"Movement speed:  < {flight.speed:.1f} m/s >" if flight else "Movement speed: -"
 
         def speed_adjust(d: int) -> None:
-            if app.controls:
-                app.controls.speed = max(0.2, min(20.0, app.controls.speed * (1.25 if d > 0 else 0.8)))
+            if flight:
+                flight.speed = max(0.2, min(20.0, flight.speed * (1.25 if d > 0 else 0.8)))
 
         def size_text() -> str:
             return f"Card size:  < {100 * app.world.config.card_size:.0f} cm >"
@@ -162,7 +163,7 @@ class MenuController:
         self._rows: list[Label] = []
         for i, item in enumerate(self.items):
             row = Label(self.root, f"menu-item-{i}", 0.06, (1, 1, 1, 1), backing=None, sort=60)
-            row.set_text(item.text())
+            row.set_text(self._fit(row, item.text()))
             row.root.set_pos(-WIDTH / 2 + 0.1, -0.002, self._row_z(i))
             self._rows.append(row)
             self._nodes.append(row.root)
@@ -178,9 +179,14 @@ class MenuController:
     def _row_z(self, i: int) -> float:
         return -0.25 - ROW * i
 
+    @staticmethod
+    def _fit(row: Label, text: str) -> str:
+        """The row's text, cut with "..." where it would leave the panel (long session names)."""
+        return fit_text(row.node, text, (WIDTH - 0.1 - 0.06) / 0.06)
+
     def _refresh(self) -> None:
         for i, (row, item) in enumerate(zip(self._rows, self.items)):
-            row.set_text(item.text())
+            row.set_text(self._fit(row, item.text()))
             row.set_colour((1, 0.9, 0.5, 1) if i == self.index else (0.92, 0.93, 0.96, 1))
         self.cursor.set_z(self._row_z(self.index))
 
@@ -199,18 +205,17 @@ class MenuController:
         self.root.set_pos(self.app.render.get_relative_point(cam, Point3(0, 1.6, 0.45)))
         self.root.set_hpr(cam.get_hpr(self.app.render))
         self.root.show()
-        if self.app.controls is not None:
-            self.app.controls.enabled = False
+        self.modes.push(Mode.MENU, on_escape=self.hide)
 
     def hide(self) -> None:
         self.root.hide()
-        if self.app.controls is not None:
-            self.app.controls.enabled = True
+        self.modes.pop(Mode.MENU)
 
     def toggle(self) -> None:
+        """M (and Esc in the world): open over the world or painting, never over a carried card."""
         if self.visible:
             self.hide()
-        elif self.app.controls is None or not self.app.controls.hand.dragging:
+        elif self.modes.is_top(Mode.WORLD, Mode.PAINT):
             self.show_start() if self.page == "start" or not self.items else self.show()
 
     # --- navigation ---------------------------------------------------------------------------
@@ -303,4 +308,5 @@ class MenuController:
 
     def destroy(self) -> None:
         self._events.ignore_all()
+        self.modes.pop(Mode.MENU)
         self.root.remove_node()

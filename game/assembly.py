@@ -1,0 +1,272 @@
+"""One place that assembles the game: which systems a run has, built in one order, torn down once.
+
+Every way of starting Latent Reach goes through ``assemble_game`` (or ``open_game``, which opens
+the app first): the desktop window (``commands/run.py``), VR (the same, with a backend), headless
+renders (``commands/_offscreen.py``, the demo, session export) and the tests. The result is a
+typed ``GameSystems``; nothing is attached to the app as an attribute. The app only sees frame
+hooks, scene listeners, camera listeners and exit callbacks, in this order per frame:
+
+    desktop controls → explanations → guidance → fine-tune controller → recorder's pose hook
+
+Input goes through one ``InputModes`` stack (``game/controls/modes.py``) shared by every control:
+the menu, what-if painting and a carried card push their mode, Esc pops the top one. Ctrl+Q and
+the window's close button quit (with or without the start menu); Esc never quits.
+
+When the start menu opens another scene the app replaces its world and calls the one scene
+listener registered here, which rebinds the controls and rebuilds the fine-tune controller and
+the recorder (a new session file) for the new workspace.
+
+Imports only go downwards: commands → assembly → {app, controls, vr, world} → core/learning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import TYPE_CHECKING, Protocol
+
+from direct.showbase.DirectObject import DirectObject
+
+from game.app import LatentReachApp
+from game.controls.modes import InputModes
+from game.core import events as ev
+from game.core.errors import UserError
+from game.core.worker import Worker
+
+if TYPE_CHECKING:
+    from game.controls.desktop import DesktopControls
+    from game.controls.explain_controls import ExplainControls
+    from game.controls.guidance_controls import GuidanceControls
+    from game.controls.menu import MenuController
+    from game.learning.controller import FineTuneController
+    from game.pipeline import LoadedScene
+    from game.sessions.recorder import SessionRecorder
+    from game.vr.backend import VRBackend
+    from game.vr.launch import VRSession
+
+
+class StartRecording(Protocol):
+    """Starts recording the app's current scene (``commands._session_world.session_recording``)."""
+
+    def __call__(self, app: LatentReachApp, vr: VRSession | None) -> SessionRecorder: ...
+
+
+class Learning:
+    """The fine-tune controller (a frame hook on the app clock) and, when recording, the session
+    recorder, for the app's current scene. ``restart`` rebuilds both for another scene (or, in
+    a benchmark, after the scene's learning settings changed)."""
+
+    def __init__(
+        self, app: LatentReachApp, recording: StartRecording | None = None, vr: VRSession | None = None
+    ) -> None:
+        self.app = app
+        self.recording = recording
+        self.vr = vr
+        self.controller: FineTuneController | None = None
+        self.recorder: SessionRecorder | None = None
+
+    def restart(self, loaded: LoadedScene) -> None:
+        """Close the old controller and recorder; start new ones on ``loaded``. A part that
+        fails is reported in the world and left out, so the game still runs without it."""
+        self.stop()
+        try:
+            from game.learning.controller import FineTuneController
+
+            self.controller = FineTuneController(loaded, self.app.worker, clock=lambda: self.app.now)
+            self.app.frame_hooks.append(self.controller)
+        except Exception as exc:  # the world stays usable without learning
+            loaded.workspace.post(ev.Message(text=f"fine-tuning unavailable: {exc}", level="warning"))
+        if self.recording is not None:
+            try:
+                self.recorder = self.recording(self.app, self.vr)
+            except Exception as exc:
+                loaded.workspace.post(ev.Message(text=f"recording unavailable: {exc}", level="warning"))
+
+    def stop(self) -> None:
+        controller, self.controller = self.controller, None
+        if controller is not None:
+            if controller in self.app.frame_hooks:
+                self.app.frame_hooks.remove(controller)
+            controller.close()  # stops listening to the old workspace; ends its job process
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            recorder.close()  # its pose hook removes itself once closed
+
+
+class GameSystems:
+    """Everything a run added to the app, typed; ``destroy`` (also run when the app is destroyed
+    or exits) lets go of it in reverse order."""
+
+    def __init__(
+        self,
+        app: LatentReachApp,
+        modes: InputModes,
+        *,
+        controls: DesktopControls | None = None,
+        explain: ExplainControls | None = None,
+        guidance: GuidanceControls | None = None,
+        menu: MenuController | None = None,
+        vr: VRSession | None = None,
+        learning: Learning | None = None,
+    ) -> None:
+        self.app = app
+        self.modes = modes
+        self.controls = controls
+        self.explain = explain
+        self.guidance = guidance
+        self.menu = menu
+        self.vr = vr
+        self.learning = learning
+        self.keys = DirectObject()
+        self._destroyed = False
+
+    @property
+    def controller(self) -> FineTuneController | None:
+        return self.learning.controller if self.learning is not None else None
+
+    @property
+    def recorder(self) -> SessionRecorder | None:
+        return self.learning.recorder if self.learning is not None else None
+
+    def on_scene(self, loaded: LoadedScene) -> None:
+        """The start menu opened another scene: the app has its new world and workspace."""
+        self.modes.reset()  # the old drag, painting and menu belong to the old world
+        for part in (self.controls, self.explain, self.guidance):
+            if part is not None:
+                part.rebind()
+        if self.learning is not None:
+            self.learning.restart(loaded)
+
+    def escape_in_world(self) -> None:
+        """Esc with nothing on top of ``WORLD``: open the menu, or hide the help. Never quit."""
+        if self.menu is not None:
+            self.menu.toggle()
+        elif self.controls is not None:
+            self.controls.hide_help()
+
+    def quit(self) -> None:
+        """Ctrl+Q, in every mode and with or without the start menu (Esc never quits)."""
+        self.app.userExit()
+
+    def destroy(self) -> None:
+        if self._destroyed:
+            return
+        self._destroyed = True
+        self.keys.ignore_all()
+        if self.on_scene in self.app.scene_listeners:
+            self.app.scene_listeners.remove(self.on_scene)
+        if self.learning is not None:
+            self.learning.stop()
+        for part in (self.menu, self.guidance, self.explain, self.controls):
+            if part is not None:
+                if part in self.app.frame_hooks:
+                    self.app.frame_hooks.remove(part)  # type: ignore[arg-type]
+                part.destroy()
+        if self.controls is not None and self.controls.sync_from_camera in self.app.camera_listeners:
+            self.app.camera_listeners.remove(self.controls.sync_from_camera)
+        if self.vr is not None:
+            with contextlib.suppress(Exception):
+                self.vr.stop("exit")
+
+
+def assemble_game(
+    app: LatentReachApp,
+    *,
+    controls: bool = False,
+    menu: bool = False,
+    learning: bool = False,
+    recording: StartRecording | None = None,
+    vr_backend: VRBackend | None = None,
+) -> GameSystems:
+    """Add the systems a run has to ``app`` and return them.
+
+    ``controls``: mouse and keyboard (flight, hand, explanations, guidance); ``menu``: the start
+    menu, shown at once; ``learning``: the fine-tune controller; ``recording``: also record the
+    session (implies ``learning``); ``vr_backend``: render for a started VR backend and drive
+    the hands with its controllers. Quitting (Ctrl+Q, the window's close button) works in every
+    windowed run.
+    """
+    modes = InputModes()
+    vr: VRSession | None = None
+    if vr_backend is not None:
+        from game.vr.backend import VRUnavailable
+        from game.vr.launch import attach
+
+        try:
+            vr = attach(app, vr_backend)  # connects a backend that was only probed
+        except VRUnavailable as exc:  # probed fine, then refused to connect: the desktop, as for "on"
+            if getattr(vr_backend, "required", False):
+                raise UserError(f"VR required but unavailable: {exc}") from None
+            print(f"VR unavailable ({exc}); running in desktop mode.", file=sys.stderr)
+    desktop = explain = guidance = None
+    if controls:
+        from game.controls.desktop import DesktopControls
+        from game.controls.explain_controls import ExplainControls
+        from game.controls.guidance_controls import GuidanceControls
+
+        desktop = DesktopControls(app, modes)
+        app.frame_hooks.insert(0, desktop)
+        app.camera_listeners.append(desktop.sync_from_camera)
+        explain = ExplainControls(app, modes=modes)  # X heat maps, P what-if, G class model
+        app.frame_hooks.append(explain)
+        guidance = GuidanceControls(app, modes=modes)  # N next suspect, L switch feature layer
+        app.frame_hooks.append(guidance)
+    menu_ctl = None
+    if menu:
+        from game.controls.menu import MenuController
+
+        menu_ctl = MenuController(app, modes, flight=desktop)
+    slot = None
+    if learning or recording is not None:
+        slot = Learning(app, recording, vr)
+        slot.restart(app.loaded)
+    systems = GameSystems(
+        app,
+        modes,
+        controls=desktop,
+        explain=explain,
+        guidance=guidance,
+        menu=menu_ctl,
+        vr=vr,
+        learning=slot,
+    )
+    modes.on_base_escape = systems.escape_in_world
+    app.scene_listeners.append(systems.on_scene)
+    app.finalExitCallbacks.append(systems.destroy)
+    systems.keys.accept("escape", modes.escape)
+    systems.keys.accept("control-q", systems.quit)
+    if menu_ctl is not None:
+        menu_ctl.show_start()
+    return systems
+
+
+def open_game(
+    loaded: LoadedScene,
+    *,
+    offscreen: bool,
+    size: tuple[int, int] = (1280, 800),
+    fullscreen: bool = False,
+    multisamples: int = 4,
+    worker: Worker | None = None,
+    controls: bool = False,
+    menu: bool = False,
+    learning: bool = False,
+    recording: StartRecording | None = None,
+    vr_backend: VRBackend | None = None,
+) -> GameSystems:
+    """Open an app on ``loaded`` and assemble it (see ``assemble_game``); ``.app`` is the app."""
+    if vr_backend is not None:
+        from game.vr.launch import prepare_engine
+
+        prepare_engine()  # driver v-sync off before the window opens: SteamVR paces the frames
+    app = LatentReachApp(
+        loaded,
+        offscreen=offscreen,
+        size=size,
+        fullscreen=fullscreen,
+        multisamples=multisamples,
+        worker=worker,
+    )
+    return assemble_game(
+        app, controls=controls, menu=menu, learning=learning, recording=recording, vr_backend=vr_backend
+    )
