@@ -42,3 +42,16 @@ def test_photo_crops_from_the_wheel():
     # Classes differ in what they show: sky crops are brighter than leaf crops.
     sky, leaves = list(REGIONS).index("sky"), list(REGIONS).index("leaves")
     assert d.images[d.labels == sky].mean() > d.images[d.labels == leaves].mean() + 50
+
+
+def test_shapes_scene_is_in_the_start_menu_list_and_loads():
+    from game.core.scene import SCENES_DIR, list_scenes, load_scene
+    from game.data.dataset import load_dataset
+
+    path = SCENES_DIR / "shapes.toml"
+    assert path in list_scenes()
+    scene = load_scene(path)
+    assert scene.dataset.kind == "shapes" and scene.network.arch == "small_cnn"
+    scene.dataset.max_images = 60  # keep the test fast: a seeded sample of the generated images
+    data = load_dataset(scene)
+    assert data.images.shape[1:] == (32, 32, 3) and data.n_classes == len(CLASSES)
