@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     # Validate the moves against the dataset before the (slower) network and layout.
     from game.data.dataset import load_dataset
 
-    data = load_dataset(scene)
+    data = load_dataset(scene, progress=not args.quiet)
     moves = [parse_move(m, list(data.class_names), len(data.labels)) for m in args.move]
     loaded = open_scene(scene, progress=not args.quiet)
     report = apply_moves(loaded, moves, together=not args.separately)
