@@ -153,7 +153,11 @@ class LearningConfig:
     )
     replay_batch: int = setting(64, ge=1, le=1_000_000, doc="replayed (unedited) images per training step")
     min_steps: int = setting(
-        1, ge=0, le=1_000_000, doc="train at least this many steps before stopping early"
+        5,
+        ge=0,
+        le=1_000_000,
+        doc="train at least this many steps before stopping early (a bare flip leaves the card on "
+        "the class boundary, its look-alikes behind)",
     )
     feature_margin: float = setting(
         0.5, ge=0.0, le=1e6, doc="triplet margin (in feature-spread units) for relabels"
