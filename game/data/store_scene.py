@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 from game.core.errors import UserError
 from game.core.scene import Scene
 from game.data.dataset import Dataset, load_dataset
-from game.data.feature_store import FeatureStoreError, open_store
+from game.data.feature_store import FeatureStore, FeatureStoreError, open_store
 from game.nets.distributed import Cards
 
 
@@ -103,16 +104,26 @@ def cards_for_scene(scene: Scene, progress: bool = True) -> tuple[Cards, Any]:
     return cards, network
 
 
-def open_store_scene(scene: Scene, progress: bool = True, use_cache: bool = True) -> Any:
-    """A ``LoadedScene`` from the scene's feature store; see the module docstring."""
+@dataclass
+class StoreSample:
+    """The cards a store scene shows: store rows ``rows`` as a ``Dataset`` (and its held-out mask).
+
+    ``full`` is the whole dataset when ``needs_full_dataset`` (the small CNN is built from it)."""
+
+    store: FeatureStore
+    rows: np.ndarray
+    data: Dataset
+    heldout: np.ndarray
+    full: Dataset | None
+
+
+def sample_store(scene: Scene, progress: bool = True) -> StoreSample:
+    """Open the scene's store and load the images of a seeded sample of at most ``max_cards``
+    cards (what the app shows, and what a replay of a session on this scene restores)."""
     from game.data.images import ImageSkipped, read_image
     from game.data.names import display_path
-    from game.nets.network import Inference
-    from game.pipeline import LoadedScene, Projector, _layout_cached, make_workspace
 
     cfg = scene.dataset
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     store = open_store(scene.resolve_path(cfg.features))
     n_all = store.n_cards
     order = np.random.default_rng(cfg.seed).permutation(n_all)
@@ -124,44 +135,49 @@ def open_store_scene(scene: Scene, progress: bool = True, use_cache: bool = True
                 f"feature store {store.path} lists other cards than this scene's dataset "
                 f"({n_all} cards in the store, {len(full.sources)} in the dataset)"
             )
-        timings["dataset"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        network = build_scene_network(scene, full, progress=progress)
         held = full.heldout_mask(cfg.heldout_fraction, cfg.seed)[idx]
-        data = Dataset(
-            full.images[idx],
-            full.labels[idx],
-            full.class_names,
-            [full.sources[i] for i in idx],
-            name=full.name,
+        sources = [full.sources[i] for i in idx]
+        data = Dataset(full.images[idx], full.labels[idx], full.class_names, sources, name=full.name)
+        return StoreSample(store, idx, data, held, full)
+    images, kept, skipped = [], [], []
+    size = int(store.meta.get("image_size") or folder_size(scene))
+    for i in idx:
+        source = store.sources[i]
+        try:
+            images.append(read_image(source, size, cfg.max_pixels)[0])
+        except (ImageSkipped, OSError) as exc:
+            skipped.append(f"{display_path(source)}: {exc}")
+            continue
+        kept.append(i)
+    if not kept:
+        raise FeatureStoreError(f"none of the sampled images of {store.path} can be read ({skipped[:3]})")
+    if skipped:
+        print(
+            f"latent-reach: {len(skipped)} sampled image(s) could not be read: {skipped[0]}",
+            file=sys.stderr,
         )
+    idx = np.asarray(kept, dtype=np.int64)
+    shown = [display_path(store.sources[i]) for i in idx]
+    data = Dataset(np.stack(images), store.labels[idx], store.class_names, shown, name=str(store.path))
+    return StoreSample(store, idx, data, data.heldout_mask(cfg.heldout_fraction, cfg.seed), None)
+
+
+def open_store_scene(scene: Scene, progress: bool = True, use_cache: bool = True) -> Any:
+    """A ``LoadedScene`` from the scene's feature store; see the module docstring."""
+    from game.nets.network import Inference
+    from game.pipeline import LoadedScene, Projector, _layout_cached, make_workspace
+
+    cfg = scene.dataset
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    sample = sample_store(scene, progress=progress)
+    store, idx, data = sample.store, sample.rows, sample.data
+    timings["dataset"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if sample.full is not None:
+        network = build_scene_network(scene, sample.full, progress=progress)
     else:
         network = build_scene_network(scene, _stand_in(scene, store.class_names), progress=progress)
-        images, kept, skipped = [], [], []
-        size = int(store.meta.get("image_size") or folder_size(scene))
-        for i in idx:
-            source = store.sources[i]
-            try:
-                array, _grey = read_image(source, size, cfg.max_pixels)
-            except (ImageSkipped, OSError) as exc:
-                skipped.append(f"{source}: {exc}")
-                continue
-            images.append(array)
-            kept.append(i)
-        if not kept:
-            raise FeatureStoreError(f"none of the sampled images of {store.path} can be read ({skipped[:3]})")
-        idx = np.asarray(kept, dtype=np.int64)
-        stack = np.stack(images)
-        shown = [display_path(store.sources[i]) for i in idx]
-        data = Dataset(stack, store.labels[idx], store.class_names, shown, name=str(store.path))
-        held = data.heldout_mask(cfg.heldout_fraction, cfg.seed)
-        if skipped:
-            print(
-                f"latent-reach: {len(skipped)} sampled image(s) could not be read: {skipped[0]}",
-                file=sys.stderr,
-            )
-        timings["dataset"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
     store.check_network(network)
     timings["network"] = time.perf_counter() - t0
 
@@ -171,6 +187,7 @@ def open_store_scene(scene: Scene, progress: bool = True, use_cache: bool = True
         features, store.top5_classes[idx], store.top5_scores[idx], np.zeros((len(idx), 0), np.float32)
     )
     timings["features"] = time.perf_counter() - t0
+    n_all = store.n_cards
     if len(idx) < n_all:
         print(
             f"latent-reach: feature store {store.path}: showing {len(idx)} of {n_all} cards "
@@ -181,5 +198,5 @@ def open_store_scene(scene: Scene, progress: bool = True, use_cache: bool = True
     projector = Projector(scene.layout)
     layout = _layout_cached(projector, features, use_cache)
     timings["layout"] = time.perf_counter() - t0
-    workspace = make_workspace(data, inference, layout, ~held, network.feature_layer)
+    workspace = make_workspace(data, inference, layout, ~sample.heldout, network.feature_layer)
     return LoadedScene(scene, data, network, projector, layout, workspace, timings)

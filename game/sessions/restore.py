@@ -132,7 +132,12 @@ def restore(reader: SessionReader, check_fingerprint: bool = True) -> RestoredSe
     from game.data.dataset import load_dataset
 
     scene = reader.scene()
-    dataset = load_dataset(scene)
+    if scene.dataset.features:  # a feature store's scene: the sample of cards it showed
+        from game.data.store_scene import sample_store
+
+        dataset = sample_store(scene, progress=False).data
+    else:
+        dataset = load_dataset(scene)
     features = None
     if reader.meta.get("features_omitted") == "1":
         features = np.zeros((len(dataset.images), 1), dtype=np.float32)  # replaced below

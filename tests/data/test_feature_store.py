@@ -159,6 +159,18 @@ def test_features_command_then_the_app_shows_a_sample(tmp_path, loaded_digits, c
     err = capsys.readouterr().err
     assert "showing 300 of 1797 cards" in err and "the other 1497 are left out" in err
 
+    # A session recorded on this scene restores the same sample (replay, verify, export).
+    from game.sessions.reader import SessionReader
+    from game.sessions.recorder import SessionRecorder
+    from game.sessions.restore import restore
+
+    recorder = SessionRecorder.start(loaded.scene, ws, folder=tmp_path / "sessions", layout=loaded.layout)
+    path = recorder.close()
+    with SessionReader(path) as reader:
+        restored = restore(reader)
+        np.testing.assert_array_equal(restored.workspace.images, ws.images)
+        assert restored.workspace.sources == ws.sources
+
     (tmp_path / "other.toml").write_text(
         '[dataset]\nkind = "digits"\nfeatures = "store"\n[network]\nfeature_layer = "features.pool2"\n'
     )
