@@ -126,16 +126,16 @@ def one_round(
                 f"no window appeared: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
             )
         time.sleep(warmup)  # let the first frames (and the fine-tune process start) happen
-        subprocess.run(["xdotool", "windowactivate", "--sync", win], env=env, capture_output=True)
+        # No window manager on Xvfb: give the window the input focus; keys then go through XTEST.
         subprocess.run(["xdotool", "windowfocus", "--sync", win], env=env, capture_output=True)
         if drag is not None:
             _drag(env, win)
             time.sleep(drag)  # quit while the drop's fine-tune is waiting or running
         t0 = time.monotonic()
         if how == "ctrl-q":
-            subprocess.run(["xdotool", "key", "--window", win, "ctrl+q"], env=env, check=True)
+            subprocess.run(["xdotool", "key", "ctrl+q"], env=env, check=True)
         elif how == "menu":
-            subprocess.run(["xdotool", "key", "--window", win, "Up", "Return"], env=env, check=True)
+            subprocess.run(["xdotool", "key", "Up", "Return"], env=env, check=True)
         else:
             _close_request(display, win)
         closed = None
