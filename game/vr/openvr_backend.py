@@ -61,6 +61,7 @@ _ACTIONS = {
     "trigger": "in/trigger",
     "trigger_value": "in/trigger_value",
     "move": "in/move",
+    "pad_click": "in/pad_click",
     "menu": "in/menu",
     "undo": "in/undo",
     "haptic": "out/haptic",
@@ -286,6 +287,10 @@ class OpenVRBackend:
             state.trigger_value = float(inp.getAnalogActionData(a["trigger_value"], src).x)
             stick = inp.getAnalogActionData(a["move"], src)
             state.thumbstick = (float(stick.x), float(stick.y))
+            pad = inp.getDigitalActionData(a["pad_click"], src)
+            if pad.bActive and not pad.bState:
+                # A touchpad (Vive wand) reports where a resting thumb lies: it moves only pressed.
+                state.thumbstick = (0.0, 0.0)
             state.menu = bool(inp.getDigitalActionData(a["menu"], src).bState)
             state.undo = bool(inp.getDigitalActionData(a["undo"], src).bState)
         except ovr.error_code.InputError:

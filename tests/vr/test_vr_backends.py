@@ -154,3 +154,16 @@ def test_simulated_script_rejects_typos(tmp_path):
     path.write_text(json.dumps({"steps": [{"rigth": {}}]}))
     with pytest.raises(UserError, match="rigth"):
         SimulatedBackend.from_file(path)
+
+
+def test_a_resting_thumb_on_a_touchpad_moves_nobody(monkeypatch):
+    """Vive wands: the touchpad's position counts only while it is pressed (pad_click bound)."""
+    vr = fake.install(monkeypatch)
+    b = OpenVRBackend()
+    b.start()
+    vr.buttons["left"] = {"move": (0.0, 0.8), "pad_click": False}  # thumb resting on the pad
+    assert b.wait_poses().hands["left"].thumbstick == (0.0, 0.0)
+    vr.buttons["left"]["pad_click"] = True
+    assert b.wait_poses().hands["left"].thumbstick == pytest.approx((0.0, 0.8))
+    vr.buttons["right"] = {"move": (0.9, 0.0)}  # a thumbstick (pad_click not bound): as it is
+    assert b.wait_poses().hands["right"].thumbstick == pytest.approx((0.9, 0.0))

@@ -207,8 +207,10 @@ class FakeInput:
 
     def getDigitalActionData(self, action, src):
         data = openvr.InputDigitalActionData_t()
-        data.bActive = True
-        data.bState = bool(self.vr.buttons[self.sources[src]].get(self._action(action), False))
+        name, buttons = self._action(action), self.vr.buttons[self.sources[src]]
+        # pad_click is bound only on touchpad controllers: active when a test gives it a value.
+        data.bActive = name != "pad_click" or name in buttons
+        data.bState = bool(buttons.get(name, False))
         return data
 
     def getAnalogActionData(self, action, src):
