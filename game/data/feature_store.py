@@ -224,9 +224,17 @@ class StoreWriter:
         self.done[index] = True
 
     def finish(
-        self, sources: list[str], labels: np.ndarray, class_names: list[str], meta: dict[str, Any]
+        self,
+        sources: list[str],
+        labels: np.ndarray,
+        class_names: list[str],
+        meta: dict[str, Any],
+        listed_skipped: list[tuple[str, str]] = (),
     ) -> FeatureStore:
-        """Squeeze out skipped rows, write the small files and ``meta.json``, and move in place."""
+        """Squeeze out skipped rows, write the small files and ``meta.json``, and move in place.
+
+        ``listed_skipped``: (path, reason) of entries left out before any card was made (the
+        dataset's skip report), written to ``skipped.csv`` first."""
         if not self.done.all():
             missing = np.flatnonzero(~self.done)
             raise RuntimeError(f"{len(missing)} card(s) never written (e.g. {missing[:5].tolist()})")
@@ -252,6 +260,7 @@ class StoreWriter:
         ) as fh:
             w = csv.writer(fh)
             w.writerow(["path", "reason"])
+            w.writerows(listed_skipped)
             for i in sorted(self.skipped):
                 w.writerow([sources[i], self.skipped[i]])
         full = {
@@ -262,7 +271,7 @@ class StoreWriter:
             "n_cards": m,
             "dim": self.dim,
             "k": self.k,
-            "n_skipped": len(self.skipped),
+            "n_skipped": len(self.skipped) + len(listed_skipped),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (self.tmp / "meta.json").write_text(json.dumps(full, indent=2), encoding="utf-8")

@@ -86,9 +86,10 @@ def cards_for_scene(scene: Scene, progress: bool = True) -> tuple[Cards, Any]:
             list(data.class_names),
             images=data.images,
             image_size=data.images.shape[1],
+            skipped=[(f.path, f.reason) for f in data.skipped],
         )
         return cards, network
-    entries, class_names, _skipped = _folder_entries(scene)
+    entries, class_names, listed_skipped = _folder_entries(scene)
     if cfg.max_images and len(entries) > cfg.max_images:
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(entries))[: cfg.max_images])
         entries = [entries[i] for i in keep]
@@ -100,6 +101,7 @@ def cards_for_scene(scene: Scene, progress: bool = True) -> tuple[Cards, Any]:
         paths=[str(p) for p, _ in entries],
         image_size=folder_size(scene),
         max_pixels=cfg.max_pixels,
+        skipped=[(f.path, f.reason) for f in listed_skipped],
     )
     return cards, network
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,7 @@ class Cards:
     images: np.ndarray | None = None  # (N, H, W, C) uint8 when there are no paths
     image_size: int = 64  # the side images are resized to when read from paths
     max_pixels: int = 40_000_000
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) left out when listing
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -159,7 +160,7 @@ def compute_feature_store(
                 by_future[nxt] = s
                 queue.add(nxt)
         store_meta = {**network_meta(network), "image_size": int(cards.image_size), **(meta or {})}
-        return writer.finish(cards.sources, cards.labels, cards.class_names, store_meta)
+        return writer.finish(cards.sources, cards.labels, cards.class_names, store_meta, cards.skipped)
     except BaseException:
         writer.abort()
         raise

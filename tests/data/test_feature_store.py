@@ -176,3 +176,39 @@ def test_features_command_then_the_app_shows_a_sample(tmp_path, loaded_digits, c
     )
     with pytest.raises(FeatureStoreError, match="computed by another network"):
         open_scene(str(tmp_path / "other.toml"), progress=False)
+
+
+@needs_dask
+def test_features_command_on_a_running_scheduler(tmp_path, capsys):
+    """``--scheduler ADDRESS``: the command as pointed at a real cluster (here one started in
+    the test, its workers threads of this process)."""
+    import distributed
+
+    from game.cli import main
+    from game.pipeline import open_scene
+
+    _image_folder(tmp_path / "images")
+    scene = tmp_path / "folder.toml"
+    scene.write_text(
+        '[dataset]\nkind = "folder"\npath = "images"\nimage_size = 16\n[network]\ntrain_epochs = 2\n' + FAST
+    )
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        code = main(
+            ["features", "--scene", str(scene), "--out", str(tmp_path / "store")]
+            + ["--scheduler", cluster.scheduler_address, "--block", "4", "--quiet"]
+        )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "12 cards" in out and "1 image(s) skipped" in out
+    store = open_store(tmp_path / "store")
+    assert store.n_cards == 12 and store.class_names == ["blue", "green", "red"]
+
+    view = tmp_path / "view.toml"
+    view.write_text(
+        scene.read_text().replace("image_size = 16\n", 'image_size = 16\nfeatures = "store"\nmax_cards = 9\n')
+    )
+    loaded = open_scene(str(view), progress=False)
+    assert loaded.workspace.n_cards == 9
+    assert "showing 9 of 12 cards" in capsys.readouterr().err
