@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 Vec3 = tuple[float, float, float]
+
+# The closed sets of values some fields take. They stay plain strings in events and in session
+# files (old sessions keep loading); the type checker holds code to these values.
+EditAction = Literal["relabel", "reinforce", "unsure"]
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+JobTask = Literal["", "finetune", "undo"]  # "": sessions recorded before the field, the edit queue
+MessageLevel = Literal["info", "warning", "error"]
 
 
 @dataclass(frozen=True)
@@ -152,7 +159,7 @@ class EditQueued(Event):
     superseded_by_model: ClassVar[bool] = True
     derived: ClassVar[bool] = True
     card: int
-    action: str
+    action: EditAction
     old_label: int
     new_label: int
     repeats: int
@@ -171,10 +178,10 @@ class JobStatus(Event):
     kind: ClassVar[str] = "job"
     derived: ClassVar[bool] = True
     job_id: int
-    state: str
+    state: JobState
     message: str = ""
     progress: float = 0.0
-    task: str = ""
+    task: JobTask = ""
 
 
 @register
@@ -255,4 +262,4 @@ class Message(Event):
     kind: ClassVar[str] = "message"
     derived: ClassVar[bool] = True
     text: str
-    level: str = "info"
+    level: MessageLevel = "info"

@@ -615,6 +615,8 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return isinstance(value, int | np.integer) and not isinstance(value, bool)
     if hint in (str, bool):
         return isinstance(value, hint)
+    if origin is typing.Literal:  # a closed set of strings: checked as str (old sessions load)
+        return isinstance(value, str)
     if hint is type(None):
         return value is None
     if origin in (typing.Union, types.UnionType):

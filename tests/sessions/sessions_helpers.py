@@ -55,6 +55,8 @@ def _sample_value(name: str, hint, ws: Workspace, rng: np.random.Generator):
     if hint is bool:
         return True
     origin = typing.get_origin(hint)
+    if origin is typing.Literal:  # a closed set of strings (events.JobState, MessageLevel, ...)
+        return typing.get_args(hint)[-1]
     if origin is tuple:
         args = typing.get_args(hint)
         if len(args) == 2 and args[1] is Ellipsis:
