@@ -93,6 +93,7 @@ def measure(loaded, eye: tuple[int, int], frames: int, rounds: int) -> dict[str,
     Interleaving makes the ratio robust to other work on the machine changing speed mid-run.
     """
     from game.app import LatentReachApp
+    from game.controls.vr_controls import Rig
     from game.vr.launch import attach
     from game.vr.simulated import SimulatedBackend
 
@@ -111,6 +112,13 @@ def measure(loaded, eye: tuple[int, int], frames: int, rounds: int) -> dict[str,
         backend = SimulatedBackend(steps, size=eye, loop=True)
         backend.start()
         session = attach(app, backend)
+        # VR starts inside the cloud at room scale; here the rig stands where the desktop camera
+        # was framed, at 1:1, so mono and stereo draw the same cards.
+        cam = app.camera.get_pos(app.render)
+        session.controls.rig = Rig(
+            np.array([float(cam[0]), float(cam[1]), 0.0]), float(app.camera.get_h(app.render))
+        )
+        session.stereo.set_rig(session.controls.rig.matrix())
         samples: dict[str, list[tuple[float, float]]] = {"mono": [], "stereo": [], "eyes": []}
         for _ in range(rounds):
             for mode in samples:
@@ -153,6 +161,7 @@ def python_work(n: int, frames: int, index: bool = True) -> dict[str, float]:
     from panda3d.core import PythonCallbackObject
 
     from game.app import LatentReachApp
+    from game.controls.vr_controls import Rig
     from game.vr.launch import attach
     from game.vr.simulated import SimulatedBackend
 
@@ -172,7 +181,8 @@ def python_work(n: int, frames: int, index: bool = True) -> dict[str, float]:
         backend = SimulatedBackend(steps, size=(64, 64), loop=True)
         backend.start()
         session = attach(app, backend)
-        session.controls.rig.position = np.array([0.0, -3.0, 0.0])
+        session.controls.rig = Rig(np.array([0.0, -3.0, 0.0]))  # 3 m from the centre, 1:1
+        session.stereo.set_rig(session.controls.rig.matrix())
         if not index:
             for hand in session.controls.hands.values():
                 hand.index = None

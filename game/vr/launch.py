@@ -140,11 +140,13 @@ class VRSession:
         app.finalExitCallbacks.append(lambda: self.stop("exit"))
         self.stopped_reason: str | None = None
 
-    def _start_place(self) -> tuple[np.ndarray, float]:
-        """Stand where the desktop camera was framed, on the floor, facing the same way."""
-        cam = self.app.camera
-        p = cam.get_pos(self.app.render)
-        return np.array([float(p[0]), float(p[1]), 0.0]), float(cam.get_h(self.app.render))
+    def _start_place(self) -> tuple[np.ndarray, float, float]:
+        """Inside the cloud at room scale, cards readable at arm's length (game.vr.placement)."""
+        from game.vr.placement import room_scale_start
+
+        world = self.app.world
+        place = room_scale_start(world.positions, world.config.card_size, self.app.workspace.labels)
+        return place.position, place.heading, place.scale
 
     def _on_frame(self, state, paused: bool) -> None:
         app = self.app

@@ -13,10 +13,18 @@ import vr_fake_openvr as fake
 from vr_helpers import close_app, make_app, synthetic_loaded
 
 from game.controls.hand import Hand
+from game.controls.vr_controls import Rig
 from game.core import events as ev
 from game.core.errors import UserError
 from game.vr.launch import attach, open_backend, parse_mode
 from game.vr.simulated import SimulatedBackend
+
+
+def at_origin(session) -> None:
+    """Tracking space = the world (VR otherwise starts inside the cloud at room scale)."""
+    session.controls.rig = Rig(np.zeros(3))
+    session.stereo.set_rig(session.controls.rig.matrix())
+
 
 HAND_EVENTS = (ev.CardGrabbed, ev.CardMoved, ev.CardDropped, ev.CardSelected, ev.GrabCancelled)
 
@@ -88,6 +96,7 @@ def test_scripted_grab_move_release_matches_the_mouse():
     app = make_app(loaded)
     try:
         session = attach(app, backend)
+        at_origin(session)  # the script is written in world coordinates
         seen = []
         ws.subscribe(lambda e, _ws: seen.append(e))
         for _ in range(backend.length):
@@ -130,6 +139,7 @@ def test_trigger_selects_what_the_laser_points_at():
     app = make_app(loaded)
     try:
         session = attach(app, backend)
+        at_origin(session)  # the script is written in world coordinates
         for _ in range(backend.length):
             app.step()
         # In-world UI: the info panel floats beside the selected card and faces the head.

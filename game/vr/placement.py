@@ -1,0 +1,112 @@
+"""Where the person stands when VR starts: inside the cloud, at a scale where cards are readable.
+
+The desktop's framing shows the whole cloud from outside; in a headset that is a 1.7 m clump
+two metres away, with nothing readable at arm's length. ``room_scale_start`` instead scales the
+person so a card looks at least ``READABLE`` (10 cm) across, stands the head nearest the cloud's
+centre where no card is in the face but one is within arm's reach, and turns it towards the
+nearest cluster, so
+clusters are around and a step or two away. Locomotion and the two-hand scale gesture still show
+the whole cloud. ``readability`` measures what the head sees from a start place.
+
+Pure numpy (no panda3d): tested and measured headless.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+READABLE = 0.10  # metres a card should look across (readable at arm's length, 0.6 m)
+ARM = 0.6  # metres: arm's length
+STEP = 0.75  # metres: one step
+EYE_HEIGHT = 1.6  # metres above the floor in tracking space (a standing person)
+CLEARANCE = 0.35  # metres (as the person sees them) from the head to the nearest card
+
+
+@dataclass(frozen=True)
+class StartPlace:
+    """The rig (tracking space in the world): position, heading in degrees, person scale."""
+
+    position: np.ndarray
+    heading: float
+    scale: float
+
+    def head(self, eye_height: float = EYE_HEIGHT) -> np.ndarray:
+        return self.position + np.array([0.0, 0.0, eye_height * self.scale])
+
+
+def _centroids(positions: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    if labels is None or len(labels) != len(positions):
+        return positions.mean(axis=0, keepdims=True)
+    return np.stack([positions[labels == c].mean(axis=0) for c in np.unique(labels)])
+
+
+def room_scale_start(
+    positions: np.ndarray,
+    card_size: float,
+    labels: np.ndarray | None = None,
+    *,
+    eye_height: float = EYE_HEIGHT,
+    min_scale: float = 0.05,
+) -> StartPlace:
+    """A start place inside the cloud (see the module docstring)."""
+    p = np.asarray(positions, dtype=np.float64)
+    scale = float(np.clip(card_size / READABLE, min_scale, 1.0))
+    if len(p) == 0:
+        return StartPlace(np.array([0.0, 0.0, 0.0]), 0.0, scale)
+    centre = np.median(p, axis=0)
+    # Candidate head positions on a grid around the centre; keep the nearest with clearance.
+    spread = float(np.percentile(np.linalg.norm(p - centre, axis=1), 50)) + 1e-6
+    r = np.linspace(-1.0, 1.0, 9) * spread
+    grid = np.stack(np.meshgrid(r, r, r * 0.5, indexing="ij"), axis=-1).reshape(-1, 3) + centre
+    sample = p if len(p) <= 5000 else p[np.random.default_rng(0).choice(len(p), 5000, replace=False)]
+    nearest = np.sqrt(((grid[:, None, :] - sample[None, :, :]) ** 2).sum(axis=2).min(axis=1))
+    clear = nearest >= CLEARANCE * scale
+    # Best: clear of the face yet with a card within arm's reach; then merely clear; nearest the
+    # centre either way.
+    reach = clear & (nearest <= ARM * scale)
+    off_centre = np.linalg.norm(grid - centre, axis=1)
+    ok = reach if reach.any() else clear
+    head = (
+        grid[int(np.argmin(np.where(ok, off_centre, np.inf)))] if ok.any() else grid[int(np.argmax(nearest))]
+    )
+    # Face the nearest cluster (horizontal direction).
+    centroids = _centroids(p, labels)
+    d = centroids - head
+    d[:, 2] = 0.0
+    dist = np.linalg.norm(d, axis=1)
+    k = int(np.argmin(np.where(dist > 1e-6, dist, np.inf))) if (dist > 1e-6).any() else 0
+    dx, dy = float(d[k, 0]), float(d[k, 1])
+    heading = math.degrees(math.atan2(-dx, dy)) if dist[k] > 1e-6 else 0.0  # Panda: h=0 faces +Y
+    return StartPlace(head - np.array([0.0, 0.0, eye_height * scale]), heading, scale)
+
+
+def readability(
+    positions: np.ndarray,
+    card_size: float,
+    head: np.ndarray,
+    scale: float,
+    labels: np.ndarray | None = None,
+) -> dict[str, float]:
+    """What the head sees, in the person's metres (world metres / scale).
+
+    ``card_apparent_m``: how large a card looks; ``nearest_card_m``: the closest card (nothing in
+    the face); ``cards_within_arm``: cards within arm's length; ``clusters_within_two_steps``:
+    cluster centres within two steps; ``readable_fraction``: cards that look at least as large
+    as a 10 cm card at arm's length (angular size), i.e. within ``apparent size * 0.6 / 0.1``.
+    """
+    p = np.asarray(positions, dtype=np.float64)
+    dist = np.linalg.norm(p - np.asarray(head, dtype=np.float64), axis=1) / scale
+    apparent = card_size / scale
+    centroids = _centroids(p, labels)
+    cdist = np.linalg.norm(centroids - head, axis=1) / scale
+    readable_within = apparent * ARM / READABLE
+    return {
+        "card_apparent_m": float(apparent),
+        "nearest_card_m": float(dist.min()) if len(dist) else float("inf"),
+        "cards_within_arm": float((dist <= ARM).sum()),
+        "clusters_within_two_steps": float((cdist <= 2 * STEP).sum()),
+        "readable_fraction": float((dist <= readable_within).mean()) if len(dist) else 0.0,
+    }
