@@ -464,7 +464,11 @@ class FineTuneController:
         self.workspace.post(ev.Message(f"Undo failed: {worker_job.error}", level="error"))
 
 
-THREAD_FIRST_MAX_PARAMETERS = 5_000_000
+# Networks up to this size train the jobs made while the child starts on a thread (0: off). Off
+# for now: with it on, tests/sessions/test_sessions_demo.py's ``replay --verify`` diverged once
+# under pytest (top-5 scores by 0.012 at v1) although a thread-first job alone matches the thread
+# path bit for bit (checked in a script); 5_000_000 turns it on for the digits CNN.
+THREAD_FIRST_MAX_PARAMETERS = 0
 
 
 def _small(network: Any) -> bool:
