@@ -117,10 +117,10 @@ def switch_layer(
 def switch_loaded_layer(loaded, layer: str) -> LayerSwitch:  # type: ignore[no-untyped-def]
     """``switch_layer`` for a ``LoadedScene`` (read-only: apply ``.event`` and keep the rest)."""
     return switch_layer(
-        loaded.network,
+        loaded.models.network(),
         loaded.workspace,
         loaded.projector,
         layer,
-        previous=loaded.layout,
+        previous=loaded.models.layout(),
         batch_size=loaded.scene.network.batch_size,
     )
