@@ -12,7 +12,7 @@ The file (replaced atomically, so a reader never sees half of it) holds, in wind
 
     frame, time, window {width, height}, camera {pos, hpr}
     selected, hovered                        the selected card and the one lit under the pointer
-    carried {card, label, px} or null        the card in the hand (from the workspace's events)
+    carried {card, label, px, position} or null   the card in the hand (from the workspace's events)
     preview {text, action, old_label, new_label, ring_px, label_px} or null   the drop preview
     classes: [{class, name, cards, colour (0-255 RGB), centroid, centroid_px, label_px,
                marker_px, cards_median_px, spread_px, pickable: [{card, px, depth}, ...]}]
@@ -188,7 +188,12 @@ class ViewReport:
         carried = None
         if 0 <= self._carried < len(positions):
             c = self._carried
-            carried = {"card": c, "label": int(labels[c]), "px": _px(app.project(positions[c]))}
+            carried = {
+                "card": c,
+                "label": int(labels[c]),
+                "px": _px(app.project(positions[c])),
+                "position": [round(float(v), 4) for v in positions[c]],
+            }
         cam_hpr = app.camera.get_hpr()
         win = getattr(app, "win", None)
         return {

@@ -58,12 +58,28 @@ def shoot(request, shots_dir):
 
 
 @pytest.fixture(scope="module")
-def game(display, tmp_path_factory):
-    """One game window shared by the tests of a module that leave it as they found it."""
-    g = GameProcess(display, tmp_path_factory.mktemp("game"))
-    print(f"\nwindow mapped {g.mapped_after:.1f} s after launch")
+def _shared_games(display, tmp_path_factory):
+    started: list[GameProcess] = []
+    yield started
+    for g in started:
+        g.close()
+
+
+@pytest.fixture
+def game(display, tmp_path_factory, _shared_games):
+    """The game window shared by a module's tests; a new one when a test has quit the last.
+
+    After each test the mouse button is let go and a card left in the hand is put back (Esc), so
+    a test that failed mid-drag leaves the next one a usable game.
+    """
+    if not _shared_games or _shared_games[-1].proc.poll() is not None:
+        g = GameProcess(display, tmp_path_factory.mktemp("game"))
+        print(f"\nwindow mapped {g.mapped_after:.1f} s after launch")
+        _shared_games.append(g)
+    g = _shared_games[-1]
     yield g
-    g.close()
+    if g.proc.poll() is None:
+        g.reset_input()
 
 
 @pytest.fixture

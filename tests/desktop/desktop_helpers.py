@@ -358,6 +358,19 @@ class GameProcess:
 
         return wait_for("the window to show a still picture", stable, timeout, interval=0.3)
 
+    def wait_quiet(self, seconds: float, timeout: float = 30.0) -> None:
+        """Wait until the view report has not been rewritten for ``seconds``: nothing on screen
+        moves (camera, cards, hand, preview)."""
+
+        def quiet() -> bool | None:
+            try:
+                age = time.time() - self.report_path.stat().st_mtime
+            except FileNotFoundError:
+                return None
+            return True if age >= seconds else None
+
+        wait_for(f"the view to stand still for {seconds} s", quiet, timeout, interval=0.1)
+
     def screen(self, px) -> tuple[float, float]:
         """Window pixel -> screen pixel."""
         return self.origin[0] + float(px[0]), self.origin[1] + float(px[1])
@@ -397,6 +410,15 @@ class GameProcess:
             return None
 
         return wait_for(what, check, timeout, interval=0.2)
+
+    def reset_input(self) -> None:
+        """Let go of the mouse button; Esc if a card is still carried (after a failed test)."""
+        with contextlib.suppress(Exception):
+            self.x.release(1)
+            report = self.report() or {}
+            if report.get("carried") is not None:
+                self.x.key("Escape")
+                self.wait_report("the hand to be empty", lambda r: r["carried"] is None, timeout=20)
 
     # --- ending ---
 
@@ -440,6 +462,24 @@ def focus(game: GameProcess) -> None:
     """Pointer over an empty corner of the window, the window focused (keys go to it)."""
     game.x.move(*game.screen((20, 20)))
     game.x.xdotool("windowfocus", str(game.window))
+
+
+def quit_and_time(game: GameProcess, quit: Callable[[], None], shoot, what: str) -> tuple[float, float]:
+    """Quit a settled game with ``quit()``; seconds to a closed window and to the process's end.
+
+    Both are printed, not asserted (speed belongs in benchmarks); the process must end, with 0.
+    """
+    game.wait_report("the first view", ready, timeout=60)
+    game.settled_screen()
+    shoot(game, "open")
+    t0 = time.monotonic()
+    quit()
+    wait_for("the window to close", lambda: not game.window_open() or None, timeout=60, interval=0.05)
+    window_s = time.monotonic() - t0
+    exit_s = window_s + game.wait_exit(timeout=60)
+    assert game.proc.returncode == 0, game.log()
+    print(f"\n{what}: window closed after {window_s:.2f} s, process exited after {exit_s:.2f} s")
+    return window_s, exit_s
 
 
 def save_png(img: np.ndarray, path: Path) -> Path:

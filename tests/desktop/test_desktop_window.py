@@ -12,7 +12,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from desktop_helpers import GameProcess, bright_pixels, changed_pixels, focus, ready, wait_for
+from desktop_helpers import (
+    GameProcess,
+    bright_pixels,
+    changed_pixels,
+    focus,
+    quit_and_time,
+    ready,
+    wait_for,
+)
 
 DRAG_STEPS = 14
 EMPTY_PX = (20, 20)  # window pixel over nothing (top-left corner: no card, no panel, no button)
@@ -165,6 +173,14 @@ def test_card_dragged_onto_another_cluster_as_drawn_is_relabelled(game, shoot):
         raise AssertionError(
             f"{exc}; last preview: {last.get('preview')}, carried: {last.get('carried')}"
         ) from None
+    # It holds while the pointer stays: once nothing on screen changes, it still says the same.
+    game.wait_quiet(1.0)
+    r = game.report()
+    assert previewing(r), (
+        f"the preview changed with the pointer still over class {b}",
+        r["preview"],
+        r["carried"],
+    )
     carrying = shoot(game, "carrying")
     preview = r["preview"]
     assert preview["text"].startswith("release: relabel"), preview
@@ -172,7 +188,8 @@ def test_card_dragged_onto_another_cluster_as_drawn_is_relabelled(game, shoot):
     lx, ly = preview["label_px"]
     text_box = (lx - 320, ly - 40, lx + 320, ly + 20)
     colour = target["colour"]
-    assert colour_pixels(carrying, text_box, colour) > colour_pixels(before, text_box, colour) + 40
+    text_now, text_before = colour_pixels(carrying, text_box, colour), colour_pixels(before, text_box, colour)
+    assert text_now > text_before + 40, (preview, colour, text_now, text_before)
     # The target is lit: its ring, in its colour, around its centroid as drawn.
     tx, ty = preview["ring_px"]
     ring_box = (tx - 200, ty - 200, tx + 200, ty + 200)
@@ -198,3 +215,9 @@ def test_card_dragged_onto_another_cluster_as_drawn_is_relabelled(game, shoot):
 
     wait_for("the preview text to leave the screen", text_gone, timeout=20, interval=0.25)
     shoot(game, "released")
+
+
+def test_ctrl_q_closes_the_window_and_ends_the_process(game, shoot):
+    """Last here: it quits the shared game (a test after it would get a new one)."""
+    focus(game)
+    quit_and_time(game, lambda: game.x.key("ctrl+q"), shoot, "Ctrl+Q")
