@@ -95,6 +95,9 @@ class LatentReachApp(ShowBase):
         self._destroyed = False
         self._set_scene(loaded)
         self._frame_task_handle = self.task_mgr.add(self._frame_task, "latent-reach-frame", sort=-50)
+        from game.world.view_report import attach_from_env
+
+        attach_from_env(self)  # $LATENT_REACH_VIEW_REPORT=FILE: what is where on screen (tests/desktop)
 
     # --- scene ------------------------------------------------------------------------------
 
