@@ -214,7 +214,7 @@ def train_head(network, stem, labels: np.ndarray, is_train: np.ndarray, epochs: 
     """A few epochs of the trainable head on the cached stem outputs: a network whose predictions
     follow the labels, as a real one would. With a random head no prediction follows any label,
     so every edit needs many steps to flip (timing a case no person would meet)."""
-    from game.learning.finetune import _classifier
+    from game.learning.stem import _classifier
 
     head = torch.nn.Sequential(*list(_classifier(network.module))[stem.start :])
     x = stem.inputs[torch.from_numpy(np.flatnonzero(is_train))]
