@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,7 @@ class StoreWriter:
         labels: np.ndarray,
         class_names: list[str],
         meta: dict[str, Any],
-        listed_skipped: list[tuple[str, str]] = (),
+        listed_skipped: Sequence[tuple[str, str]] = (),
     ) -> FeatureStore:
         """Squeeze out skipped rows, write the small files and ``meta.json``, and move in place.
 
@@ -261,8 +262,8 @@ class StoreWriter:
             w = csv.writer(fh)
             w.writerow(["path", "reason"])
             w.writerows(listed_skipped)
-            for i in sorted(self.skipped):
-                w.writerow([sources[i], self.skipped[i]])
+            for card in sorted(self.skipped):
+                w.writerow([sources[card], self.skipped[card]])
         full = {
             "format": FORMAT,
             "version": VERSION,
