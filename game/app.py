@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from direct.showbase.ShowBase import ShowBase
@@ -32,6 +32,10 @@ from game.core.worker import Worker
 from game.world import engine
 from game.world.framing import frame_points as framing_pose
 from game.world.world import World
+
+if TYPE_CHECKING:
+    from game.pipeline import LoadedScene
+    from game.world.drop_preview import DropPreview
 
 # How long another thread may keep the GIL once the frame loop asks for it back (Python's default
 # is 5 ms). Panda3D releases the GIL while it renders; the frame loop then waits for the worker
@@ -49,7 +53,7 @@ class LatentReachApp(ShowBase):
 
     def __init__(
         self,
-        loaded,
+        loaded: LoadedScene,
         *,
         offscreen: bool,
         size: tuple[int, int] = (1280, 800),
@@ -72,7 +76,9 @@ class LatentReachApp(ShowBase):
         self.offscreen = offscreen
         self.size = (int(size[0]), int(size[1]))
         self.frame_hooks: list[FrameHook] = []
-        self.scene_listeners: list[Callable[[object], None]] = []
+        self.scene_listeners: list[Callable[[LoadedScene], None]] = []
+        # Told after the camera was placed by framing (the desktop controls adopt its heading).
+        self.camera_listeners: list[Callable[[], None]] = []
         # Told after the camera was placed by framing (the desktop controls adopt its heading).
         self.camera_listeners: list[Callable[[], None]] = []
         self.worker = worker or Worker()
@@ -90,10 +96,10 @@ class LatentReachApp(ShowBase):
         lens.set_film_offset(lens.get_film_size()[0] * 0.1, 0)
         self.cam.node().set_lens(lens)
         self.camLens = lens
-        self.world = None
-        self.drop_preview = None
+        self.world: World  # set by _set_scene; None only once the app is destroyed
+        self.drop_preview: DropPreview | None = None
         self._destroyed = False
-        self._set_scene(loaded)
+        self._set_scene(loaded, replacing=False)
         self._frame_task_handle = self.task_mgr.add(self._frame_task, "latent-reach-frame", sort=-50)
         from game.world.view_report import attach_from_env
 
@@ -101,8 +107,8 @@ class LatentReachApp(ShowBase):
 
     # --- scene ------------------------------------------------------------------------------
 
-    def _set_scene(self, loaded) -> None:
-        if self.world is not None:
+    def _set_scene(self, loaded: LoadedScene, *, replacing: bool = True) -> None:
+        if replacing:
             self.world.destroy()
         self.loaded = loaded
         self.workspace = loaded.workspace
@@ -133,7 +139,7 @@ class LatentReachApp(ShowBase):
             aspect_ratio=self.aspect_ratio,
         )
 
-    def switch_scene(self, loaded) -> None:
+    def switch_scene(self, loaded: LoadedScene) -> None:
         """Replace the world with another loaded scene (start menu). Listeners are told."""
         self._set_scene(loaded)
 
@@ -276,9 +282,8 @@ class LatentReachApp(ShowBase):
         if self.drop_preview is not None:
             self.drop_preview.destroy()
             self.drop_preview = None
-        if self.world is not None:
-            self.world.destroy()
-            self.world = None
+        self.world.destroy()
+        self.world = None  # type: ignore[assignment]  # destroyed (view reports look for it)
         if self._owns_worker:
             self.worker.close()
         sys.setswitchinterval(self._previous_switch_interval)

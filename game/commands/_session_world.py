@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from game.assembly import StartRecording
     from game.vr.launch import VRSession
 
+if TYPE_CHECKING:
+    from game.app import LatentReachApp
+    from game.assembly import StartRecording
+    from game.vr.launch import VRSession
+
 
 def matrix_to_pose(m: np.ndarray) -> tuple[float, ...]:
     """A 4x4 column-vector transform (maybe scaled) -> ``(x, y, z, qw, qx, qy, qz)``."""
@@ -207,14 +212,12 @@ def play_in_window(reader: Any, speed: float = 1.0, start: float = 0.0, free_cam
     restored = restore(reader)
     # Free camera: the desktop controls fly it; otherwise only quitting (Ctrl+Q, close button).
     app = open_game(restored.as_loaded(with_network=False), offscreen=False, controls=free_camera).app
-    driver = ReplayDriver(
-        reader,
-        app.workspace,
-        on_pose=None
-        if free_camera
-        else (lambda head, left, right: head is not None and _set_camera(app, head)),
-        speed=speed,
-    )
+
+    def follow_head(head: np.ndarray | None, left: np.ndarray | None, right: np.ndarray | None) -> None:
+        if head is not None:
+            _set_camera(app, head)
+
+    driver = ReplayDriver(reader, app.workspace, on_pose=None if free_camera else follow_head, speed=speed)
     if start:
         driver.seek(start)
     app.frame_hooks.append(ReplayHook(app, driver))

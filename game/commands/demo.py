@@ -14,11 +14,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from game.commands._common import add_scene_argument, add_threads_argument, apply_threads, scene_from_args
+
+if TYPE_CHECKING:
+    from game.app import LatentReachApp
 
 NAME = "demo"
 HELP = "run a scripted, recorded session headless: moves, fine-tunes, an undo; screenshots + summary"
@@ -56,7 +59,7 @@ class _Stage:
     def __init__(self, loaded: Any, renderer: str, size: tuple[int, int]) -> None:
         self.loaded = loaded
         self.ws = loaded.workspace
-        self.app = None
+        self.app: LatentReachApp | None = None
         self.now = 0.0
         if renderer in ("auto", "world"):
             try:
@@ -256,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
                 hand.move_to(start + (target - start) * a + lift)
                 stage.step()
             drop = hand.release(target)
+            assert drop is not None  # the hand was carrying the card
             stage.step()
             say(f"moved card {card} ({what}); dropped near class {ws.class_names[drop.nearest_class]}")
         say("undo (the last fine-tune)")

@@ -12,7 +12,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from game.commands._common import add_scene_argument, scene_from_args
 
@@ -193,7 +193,7 @@ def _run_headless(loaded: LoadedScene, out: Path, size: tuple[int, int], forced:
     held = [i for i in range(ws.n_cards) if not ws.is_train[i]]
     select = held[0] if held else (0 if ws.n_cards else -1)
     result = render_snapshot(loaded, shot, size=size, select=select)
-    summary = {
+    summary: dict[str, Any] = {
         "scene": loaded.scene.scene.name,
         "scene_file": loaded.scene.source,
         "cards": ws.n_cards,

@@ -29,6 +29,7 @@ from panda3d.core import Point3, TextNode
 from game.controls.modes import InputModes, Mode
 from game.controls.services import GameView
 from game.core import events as ev
+from game.core.workspace import Workspace
 from game.explain.attribution import METHOD_TITLES, METHODS
 from game.explain.keep import new_card_event
 from game.explain.render import colourise, to_rgb, upscale
@@ -68,7 +69,7 @@ class ExplainControls:
         self.last_map: MapResult | None = None
         self.last_whatif: WhatIfResult | None = None
         self._centroid_cards: dict[int, object] = {}
-        self._workspace = None
+        self._workspace: Workspace | None = None
         self._text_path = None
         self._text: TextNode | None = None
         self._events = DirectObject()
@@ -425,7 +426,8 @@ class ExplainControls:
 
     def _unsubscribe(self) -> None:
         with contextlib.suppress(ValueError):  # already gone (destroy called twice)
-            self._workspace.unsubscribe(self._on_event)
+            if self._workspace is not None:
+                self._workspace.unsubscribe(self._on_event)
         self._workspace = None
 
 

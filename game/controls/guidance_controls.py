@@ -28,6 +28,7 @@ from direct.showbase.DirectObject import DirectObject
 from game.controls.modes import InputModes, Mode
 from game.controls.services import GameView
 from game.core import events as ev
+from game.core.workspace import Workspace
 from game.learning.guidance import Suspicion, explain_suspect, suspicion, top_suspects
 from game.learning.layers import layer_label, next_layer, switch_layer
 from game.world.suspect_markers import SuspectMarkers, label_rects
@@ -49,7 +50,7 @@ class GuidanceControls:
         self._pending_scores = False
         self._stale = True
         self._layer_busy = False
-        self._workspace = None
+        self._workspace: Workspace | None = None
         self._markers: list = []
         self._root = None
         self._events = DirectObject()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from direct.showbase.DirectObject import DirectObject
@@ -27,6 +28,11 @@ from game.world.text_fit import fit_text
 
 ROW = 0.11
 WIDTH = 1.5
+
+
+def _fixed(text: str) -> Callable[[], str]:
+    """A row whose text never changes."""
+    return lambda: text
 
 
 @dataclass
@@ -82,11 +88,9 @@ class MenuController:
                 name = load_scene(path).scene.name
             except Exception:  # a broken preset is listed but cannot be opened
                 name = f"{path.name} (invalid)"
-            items.append(
-                Item(lambda n=name, p=path: f"Scene: {n}  [{p.name}]", lambda p=path: self.open_scene(p))
-            )
+            items.append(Item(_fixed(f"Scene: {name}  [{path.name}]"), partial(self.open_scene, path)))
         for path in self._recent_sessions():
-            items.append(Item(lambda p=path: f"Session: {p.name}", lambda p=path: self.open_session(p)))
+            items.append(Item(_fixed(f"Session: {path.name}"), partial(self.open_session, path)))
         items.append(Item(lambda: "Settings", lambda: self.show_page("settings")))
         items.append(Item(lambda: "Quit", self.app.userExit))
         return items

@@ -81,7 +81,7 @@ def open_backend(
         from game.vr.openvr_backend import OpenVRBackend
 
         backend = OpenVRBackend(openvr_module=openvr_module)
-    backend.required = mode == "require"  # type: ignore[attr-defined]  # read by game.assembly
+    backend.required = mode == "require"  # type: ignore[union-attr]  # read by game.assembly
     try:
         backend.start() if start else backend.probe()
     except VRUnavailable as exc:
