@@ -85,6 +85,20 @@ def drag(game: GameProcess, card: int, start, end, steps: int = DRAG_STEPS) -> N
         time.sleep(STEP_PAUSE_S)
     game.wait_report(f"card {card} in the hand", lambda r: (r["carried"] or {}).get("card") == card)
 
+    # The carried card stays under the cursor (in depth it may go into a cluster): once it is drawn
+    # at the pointer, the app has seen the last move.
+    def under_pointer(r: dict) -> bool:
+        carried = r["carried"] or {}
+        px = carried.get("px")
+        return (
+            carried.get("card") == card and px is not None and float(np.linalg.norm(np.subtract(px, e))) <= 3
+        )
+
+    try:
+        game.wait_report(f"card {card} drawn under the pointer at {tuple(e)}", under_pointer, timeout=20)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last report: carried {(game.report() or {}).get('carried')}") from None
+
 
 def colour_pixels(img: np.ndarray, box, rgb, tol: int = 40) -> int:
     x0, y0, x1, y1 = (int(v) for v in box)
