@@ -96,6 +96,17 @@ class ViewReport:
         app.scene_listeners.append(lambda loaded: self._follow(loaded.workspace))
         # Sort 45: after the frame task (-50) has moved everything, before igLoop (50) renders.
         self._task = app.task_mgr.add(self._tick, "latent-reach-view-report", sort=45)
+        # The task manager is process-wide: the task must not outlive the app (the next app in a
+        # test process would run it). The app runs these callbacks when it is destroyed or exits.
+        app.finalExitCallbacks.append(self.close)
+
+    def close(self) -> None:
+        """Stop writing: remove the task and stop following the workspace."""
+        self.app.task_mgr.remove(self._task)
+        if self._workspace is not None:
+            with contextlib.suppress(ValueError):
+                self._workspace.unsubscribe(self._on_event)
+            self._workspace = None
 
     # --- what is carried, from the workspace's events (any hand: mouse, controller, replay) ----------
 
@@ -118,7 +129,7 @@ class ViewReport:
 
     def _tick(self, task):
         app = self.app
-        if getattr(app, "world", None) is None:  # the app was destroyed
+        if getattr(app, "world", None) is None or getattr(app, "_destroyed", False):  # destroyed
             return task.done
         if app.frame_count < 2:  # frame 1 has been rendered
             return task.cont

@@ -97,3 +97,15 @@ def test_report_follows_the_hand_and_the_camera(app_with_report):
     moved = json.loads(path.read_text())
     assert moved["camera"]["pos"] != first["camera"]["pos"]
     assert moved["classes"][0]["centroid_px"] != first["classes"][0]["centroid_px"]
+
+
+def test_report_task_ends_with_the_app(fresh_digits, tmp_path, monkeypatch):
+    from game.app import LatentReachApp
+    from game.world import view_report
+
+    monkeypatch.setenv(view_report.ENV_VAR, str(tmp_path / "view.json"))
+    app = LatentReachApp(fresh_digits, offscreen=True, size=SIZE, multisamples=0)
+    task_mgr = app.task_mgr
+    assert task_mgr.getTasksNamed("latent-reach-view-report")
+    app.destroy()
+    assert not task_mgr.getTasksNamed("latent-reach-view-report")  # not left for the next app
