@@ -79,8 +79,6 @@ class LatentReachApp(ShowBase):
         self.scene_listeners: list[Callable[[LoadedScene], None]] = []
         # Told after the camera was placed by framing (the desktop controls adopt its heading).
         self.camera_listeners: list[Callable[[], None]] = []
-        # Told after the camera was placed by framing (the desktop controls adopt its heading).
-        self.camera_listeners: list[Callable[[], None]] = []
         self.worker = worker or Worker()
         self._owns_worker = worker is None
         self.now = 0.0
@@ -264,7 +262,9 @@ class LatentReachApp(ShowBase):
         interpreter does) goes on behind the closed window, in ``destroy`` and at exit.
         """
         if self.win is not None and not self.offscreen:
-            self.closeWindow(self.win)
+            # Closed, but ``self.win`` stays set: exit callbacks (VR's stop removes its mirror
+            # region) still find it; ShowBase.destroy drops it.
+            self.graphics_engine.remove_window(self.win)
             self.graphics_engine.render_frame()  # lets the window system see it go now
         ShowBase.userExit(self)
 
