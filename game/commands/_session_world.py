@@ -30,11 +30,6 @@ if TYPE_CHECKING:
     from game.assembly import StartRecording
     from game.vr.launch import VRSession
 
-if TYPE_CHECKING:
-    from game.app import LatentReachApp
-    from game.assembly import StartRecording
-    from game.vr.launch import VRSession
-
 
 def matrix_to_pose(m: np.ndarray) -> tuple[float, ...]:
     """A 4x4 column-vector transform (maybe scaled) -> ``(x, y, z, qw, qx, qy, qz)``."""
