@@ -8,6 +8,7 @@ on a CPU. ``Runner`` does the forward passes either way (cached head or whole ne
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -168,7 +169,15 @@ def compute_stem_cache(
     head = _classifier(network.module)
     assert head is not None
     captured: list[torch.Tensor] = []
-    handle = head[start].register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+    me = threading.get_ident()
+
+    def capture(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        # Only this thread's passes: another thread may run the same module meanwhile (a fallback
+        # from the job process prepares while the first attempt still holds the network).
+        if threading.get_ident() == me:
+            captured.append(args[0].detach())
+
+    handle = head[start].register_forward_pre_hook(capture)
     try:
         with torch.no_grad():
             network.module.eval()
@@ -176,7 +185,10 @@ def compute_stem_cache(
                 network.module(network.preprocess(images[s : s + batch_size]))
     finally:
         handle.remove()
-    return StemCache(start, torch.cat(captured).float().contiguous(), time.perf_counter() - t0)
+    inputs = torch.cat(captured).float().contiguous()
+    if len(inputs) != len(images):
+        raise RuntimeError(f"the stem cache caught {len(inputs)} rows for {len(images)} images")
+    return StemCache(start, inputs, time.perf_counter() - t0)
 
 
 class Runner:

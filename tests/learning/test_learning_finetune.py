@@ -243,3 +243,25 @@ def test_explicit_damping_overrides_the_derived_one(loaded_digits, stem):
     other.config = dataclasses.replace(loaded_digits.scene.learning, head_damping=0.5)
     assert run_finetune(other).weights != derived.weights
     assert stem.damping == 0.5  # the cached inverse follows the damping asked for
+
+
+def test_stem_cache_ignores_other_threads_passes(loaded_digits, stem):
+    """Another thread running the same network while the stem is computed must not add rows."""
+    import threading
+
+    net = loaded_digits.network
+    images = loaded_digits.workspace.images
+    stop = threading.Event()
+
+    def other():
+        while not stop.is_set():
+            net.infer(images[:64])
+
+    t = threading.Thread(target=other)
+    t.start()
+    try:
+        again = compute_stem_cache(net, images, 2)
+    finally:
+        stop.set()
+        t.join()
+    assert torch.equal(again.inputs, stem.inputs)
