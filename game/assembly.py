@@ -136,6 +136,15 @@ class GameSystems:
                 part.rebind()
         if self.learning is not None:
             self.learning.restart(loaded)
+        self.dress_world()
+
+    def dress_world(self) -> None:
+        """What each new world (and its HUD and drop preview) needs to know about this game."""
+        self.app.world.hud.set_menu(self.menu is not None)
+        preview, vr = self.app.drop_preview, self.vr
+        if vr is not None and preview is not None:
+            preview.in_world_text = True  # the 2-D overlay is not in the headset
+            preview.on_target_change.append(lambda hand, edit: vr.controls.haptic_tick(hand))
 
     def escape_in_world(self) -> None:
         """Esc with nothing on top of ``WORLD``: open the menu, or hide the help. Never quit."""
@@ -230,6 +239,7 @@ def assemble_game(
         vr=vr,
         learning=slot,
     )
+    systems.dress_world()
     modes.on_base_escape = systems.escape_in_world
     app.scene_listeners.append(systems.on_scene)
     app.finalExitCallbacks.append(systems.destroy)

@@ -35,6 +35,7 @@ class VRWorldUI:
         hud.root.set_scale(1.0)
         hud.status_path.set_pos(-0.5, 0, 0.12)
         hud.message_path.set_pos(-0.5, 0, 0.0)
+        hud.legend_path.set_pos(-0.5, 0, -0.12)  # the suspects' key, under the messages
         hud.help_path.hide()
         hud.hint_path.hide()
         self.hud_anchor.set_scale(HUD_SCALE)
