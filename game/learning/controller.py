@@ -103,6 +103,7 @@ class FineTuneController:
         self.clock = clock
         self.on_checkpoint = on_checkpoint
         self.config = loaded.scene.learning
+        self.judge = DropJudge(self.config)  # what a drop means; the drop preview asks the same
         self.queue = EditQueue(self.config.delay_seconds)
         self.last_result: FineTuneResult | None = None  # the last applied job's (benchmarks read it)
         self.failures: list[str] = []
