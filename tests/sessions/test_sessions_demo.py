@@ -10,6 +10,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+from session_seal import reseal
 
 from game.cli import main
 
@@ -94,6 +95,7 @@ def test_verify_names_the_first_divergence(demo, tmp_path, capsys):
     )
     conn.commit()
     conn.close()
+    reseal(copy)  # a consistent file whose recorded positions the network does not reproduce
     assert main(["replay", str(copy), "--verify", "--threads", "1"]) == 1
     out = capsys.readouterr().out
     assert f"DIVERGED at event #{seq}" in out and "card 7" in out
@@ -105,8 +107,10 @@ def test_missing_checkpoint_is_a_clear_error(demo, tmp_path, capsys):
     shutil.copy(session, copy)
     conn = sqlite3.connect(copy)
     conn.execute("DELETE FROM models WHERE version = 0")
+    conn.execute("UPDATE models SET id = id - 1")  # record ids stay consecutive
     conn.commit()
     conn.close()
+    reseal(copy)  # the checksums would name the hole first; this checks verify's own message
     assert main(["replay", str(copy), "--verify"]) == 2
     err = capsys.readouterr().err
     assert "no checkpoint for model version 0" in err and "Traceback" not in err
