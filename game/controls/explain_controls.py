@@ -59,7 +59,7 @@ class ExplainControls:
         self.app = app
         # Keys act unless the menu is on top; painting pushes PAINT (clicks paint, Esc stops).
         self.modes = modes if modes is not None else InputModes()
-        self.service = service or ExplainService(app.worker)
+        self.service = service or ExplainService(app.worker.lane("interactive"))
         self.method: str | None = None
         self.target_rank = 0
         self.editor: WhatIfEditor | None = None
@@ -176,7 +176,7 @@ class ExplainControls:
             self._say(f"{ms:.0f} ms   X: next method   T: next top-5 class")
 
         self.service.request_map(
-            self.app.loaded.network,
+            self.app.loaded.models.network(),
             ws.images[card],
             method,
             shown,
@@ -203,7 +203,7 @@ class ExplainControls:
         self._sent_version = -1
         self.last_whatif = None
         self.app.world.panel.root.show()
-        self.app.world.panel.set_overlay(None)
+        self.app.world.panel.clear_aside()
         self.modes.push(Mode.PAINT, on_escape=self.toggle_paint)  # clicks paint, not grab cards
         self._say("what-if: drag on the image to paint   P: done")
 
@@ -317,7 +317,13 @@ class ExplainControls:
             self._say(f"what-if: {verdict}\nBksp undo  Del clear  I {other}  K keep  P done")
 
         self.service.request_whatif(
-            self.app.loaded.network, image, mask, shown, method=method, before=before, on_error=self._failed
+            self.app.loaded.models.network(),
+            image,
+            mask,
+            shown,
+            method=method,
+            before=before,
+            on_error=self._failed,
         )
 
     def keep_edit(self) -> None:
@@ -328,7 +334,7 @@ class ExplainControls:
         ws = self.app.workspace
         card = self.card
         label = int(ws.labels[card])
-        network = self.app.loaded.network
+        network = self.app.loaded.models.network()
         features, positions = ws.features, ws.positions  # read only on the worker
 
         def job():
@@ -341,7 +347,11 @@ class ExplainControls:
             self.app.workspace.post(ev.Message(text=f"kept the what-if of card #{card} as a new card"))
 
         self.app.worker.submit(
-            job, name="explain:keep", on_done=done, on_error=lambda j: self._failed(j.error)
+            job,
+            name="explain:keep",
+            on_done=done,
+            on_error=lambda j: self._failed(j.error),
+            lane="interactive",
         )
         self._stop_paint()
         self.app.world.panel.clear_aside()
@@ -376,7 +386,7 @@ class ExplainControls:
             self._say(f"optimised for {name}: score {cm.score_start:.1f} -> {cm.score_end:.1f}")
 
         self.service.request_class_model(
-            self.app.loaded.network,
+            self.app.loaded.models.network(),
             target,
             tuple(ws.images.shape[1:]),
             shown,

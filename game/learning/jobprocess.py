@@ -67,6 +67,67 @@ class JobProcessError(RuntimeError):
     """The child process ended or answered something unexpected."""
 
 
+# --- the messages (pickled both ways; always this module's classes, never ``__main__``'s) ------
+
+
+@dataclasses.dataclass(frozen=True)
+class InitMessage:
+    """Parent -> child: the scene's constant data; the child answers ``OkMessage(info)``."""
+
+    key: str  # the token of ``network`` (jobs name their base network by it)
+    network: Any
+    images: np.ndarray
+    strides: tuple[int, ...]  # the parent's strides of ``images`` (see ``same_strides``)
+    is_train: np.ndarray
+    full_finetune: bool
+    head_layers: int
+    stem: Any = None  # a StemCache the parent already computed, or None (the child computes it)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobMessage:
+    """Parent -> child: one fine-tune; answered by ``ProgressMessage``s, then ``OkMessage(result)``."""
+
+    request: FineTuneRequest  # without network, images and stem (the child has them)
+    key: str  # the base network's token
+    weights: bytes | None  # the base network's weights when the child has never seen it
+    new_key: str  # the token the trained network gets
+    number: int  # the job's number on the cancel pipe
+
+
+@dataclasses.dataclass(frozen=True)
+class QuitMessage:
+    """Parent -> child: finish and exit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressMessage:
+    fraction: float
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class OkMessage:
+    value: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorMessage:
+    error: BaseException
+
+
+def _put(conn: Connection, message: Any) -> None:
+    """Send ``message`` pickled by plain ``pickle``, never ``Connection.send``: that pickles with
+    multiprocessing's ForkingPickler, for which torch moves every tensor's storage into shared
+    memory *in place*; another thread reading the same tensor then (the recorder serialising the
+    base network, an explanation copying it) reads freed memory and the process segfaults."""
+    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _get(conn: Connection) -> Any:
+    return pickle.loads(conn.recv_bytes())
+
+
 def _strip_layout(layout: Any) -> Any:
     """The layout without its openTSNE object (large, and nothing downstream needs it)."""
     if getattr(layout, "tsne", None) is None:
@@ -156,7 +217,7 @@ class JobProcess:
             return
         try:
             if proc.is_alive() and conn is not None:
-                conn.send(("quit",))
+                _put(conn, QuitMessage())
             proc.join(timeout)
         except (OSError, ValueError, EOFError):
             pass
@@ -183,10 +244,10 @@ class JobProcess:
 
     # --- talking -----------------------------------------------------------------------------
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: InitMessage | JobMessage | QuitMessage) -> None:
         assert self._conn is not None
         try:
-            self._conn.send(message)
+            _put(self._conn, message)
         except (OSError, EOFError, ValueError) as exc:  # BrokenPipeError is an OSError
             raise JobProcessError(f"the fine-tune process is gone ({exc})") from None
 
@@ -195,21 +256,22 @@ class JobProcess:
         assert self._proc is not None and self._conn is not None
         while True:
             try:
-                message = self._conn.recv()
+                message = _get(self._conn)
             except (EOFError, OSError, pickle.UnpicklingError) as exc:
                 self._proc.join(1.0)
                 code = self._proc.exitcode
                 raise JobProcessError(f"the fine-tune process ended (exit code {code}): {exc!r}") from None
-            kind = message[0]
-            if kind == "progress":
+            if isinstance(message, ProgressMessage):
                 if progress is not None:
-                    progress(message[1], message[2])
-            elif kind == "ok":
-                return message[1]
-            elif kind == "error":
-                raise message[1]
+                    progress(message.fraction, message.text)
+            elif isinstance(message, OkMessage):
+                return message.value
+            elif isinstance(message, ErrorMessage):
+                raise message.error
             else:
-                raise JobProcessError(f"unexpected message from the fine-tune process: {kind!r}")
+                raise JobProcessError(
+                    f"unexpected message from the fine-tune process: {type(message).__name__}"
+                )
 
     def _key(self, network: Any) -> str:
         key = self._keys.get(network)
@@ -240,7 +302,7 @@ class JobProcess:
             self._start()
         key = self._key(network)
         self._init_args = (network, images, is_train, full, head_layers, stem)
-        self._send(("init", key, network, images, images.strides, is_train, full, head_layers, stem))
+        self._send(InitMessage(key, network, images, images.strides, is_train, full, head_layers, stem))
         info = self._receive()
         self._known.add(key)
         return info
@@ -270,7 +332,7 @@ class JobProcess:
                 plain = dataclasses.replace(
                     request, network=None, images=None, stem=None, layout=_strip_layout(request.layout)
                 )
-                self._send(("job", plain, key, weights, new_key, number))
+                self._send(JobMessage(plain, key, weights, new_key, number))
                 self._known.add(key)
                 result: FineTuneResult = self._receive(progress)
             finally:
@@ -339,34 +401,35 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
 
     torch.set_num_threads(torch_threads)
 
-    def send(message: tuple) -> None:
-        conn.send(message)
+    def send(message: ProgressMessage | OkMessage | ErrorMessage) -> None:
+        _put(conn, message)
 
     first: tuple[str, Any] | None = None
     networks: OrderedDict[str, Any] = OrderedDict()
     images = is_train = stem = None
+    _warm_up()  # before the first message: a child started early is warm when the scene opens
     while True:
         try:
-            message = conn.recv()
+            message = _get(conn)
         except (EOFError, OSError):  # the parent went away
             return
-        kind = message[0]
-        if kind == "quit":
+        if isinstance(message, QuitMessage):
             return
         try:
-            if kind == "init":
-                _, key, network, images, strides, is_train, full_finetune, head_layers, stem = message
-                images = same_strides(images, strides)
-                first = (key, network)
+            if isinstance(message, InitMessage):
+                images, is_train, stem = message.images, message.is_train, message.stem
+                images = same_strides(images, message.strides)
+                first = (message.key, message.network)
                 networks.clear()
-                if not full_finetune and stem is None:
-                    stem = compute_stem_cache(network, images, head_layers)
+                if not message.full_finetune and stem is None:
+                    stem = compute_stem_cache(message.network, images, message.head_layers)
                 if stem is not None:
                     stem.preconditioned_inputs(is_train)
                 _warm_up()
-                send(("ok", {"stem_seconds": float(stem.seconds) if stem is not None else 0.0}))
-            elif kind == "job":
-                _, req, key, weights, new_key, number = message
+                send(OkMessage({"stem_seconds": float(stem.seconds) if stem is not None else 0.0}))
+            elif isinstance(message, JobMessage):
+                req, key, weights, new_key = message.request, message.key, message.weights, message.new_key
+                number = message.number
                 if first is None:
                     raise JobProcessError("job before init")
                 base = first[1] if key == first[0] else networks.get(key)
@@ -383,7 +446,7 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     req.projector.n_jobs = torch_threads
 
                 def progress(fraction: float, text: str) -> None:
-                    send(("progress", float(fraction), text))
+                    send(ProgressMessage(float(fraction), text))
 
                 def stop(number: int = number) -> bool:
                     return cancel is not None and cancel.value == number
@@ -394,23 +457,31 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     networks.popitem(last=False)
                 result.network = None  # type: ignore[assignment]
                 result.layout = _strip_layout(result.layout)
-                send(("ok", result))
+                send(OkMessage(result))
             else:
-                raise JobProcessError(f"unknown request {kind!r}")
+                raise JobProcessError(f"unknown request {type(message).__name__}")
         except BaseException as exc:  # report, keep serving
             try:
                 pickle.dumps(exc)
             except Exception:
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-            send(("error", exc))
+            send(ErrorMessage(exc))
+
+
+_WARM = False
 
 
 def _warm_up() -> None:
+    """Pay torch's and the layout's lazy imports once per child (at start, not in a job)."""
+    global _WARM
+    if _WARM:
+        return
     from game.layout.projector import warm_up
-    from game.learning.controller import _warm_up_optimisers
+    from game.learning.backend import warm_up_optimisers as _warm_up_optimisers
 
     _warm_up_optimisers()
     warm_up()
+    _WARM = True
 
 
 def _child_main(conn: Connection, cancel: Any, torch_threads: int, nice: int) -> None:

@@ -1,8 +1,11 @@
 """Recording a session as it happens: every event, head and hand poses, every model version.
 
-The recorder is a workspace listener (``workspace.subscribe(recorder.on_event)``) plus two calls
-the app makes itself: ``record_pose`` once per frame and ``record_model`` when a fine-tune
-produces new weights. Nothing on the frame loop touches the disk: ``on_event`` puts the event on
+The recorder is a workspace listener (``workspace.subscribe(recorder.on_event)``) plus one call
+the app makes itself: ``record_pose`` once per frame. Model versions come from the model store
+(``follow_models``): when a ``ModelUpdated`` names a version not stored yet, the writer thread
+asks the store for that version's trainable part and stores it (the whole network once, for the
+base version; per fine-tune only what the job could change, e.g. the head). ``record_model``
+stores given bytes directly. Nothing on the frame loop touches the disk: ``on_event`` puts the event on
 a queue, ``record_pose`` writes one row into a preallocated numpy buffer, and a single writer
 thread owns the SQLite connection, turning the queue into rows and committing each batch at once.
 Pose rows are handed to the writer every ``flush_interval`` seconds (0.5 s by default), so a
@@ -55,14 +58,11 @@ def dataset_fingerprint(workspace: Any) -> str:
 
 
 def layout_arrays(layout: Any) -> dict[str, np.ndarray]:
-    """A ``LayoutState``'s fitted numbers, stored so verify can warm-start exactly as live did."""
-    return {
-        "layout_embedding": np.asarray(layout.embedding),
-        "layout_center": np.asarray(layout.center),
-        "layout_scale": np.asarray(float(layout.scale)),
-        "layout_offset": np.asarray(layout.offset),
-        "layout_pca_dims": np.asarray(int(layout.pca_dims)),
-    }
+    """A ``LayoutState``'s fitted numbers, stored so verify can warm-start exactly as live did
+    (the positions are the starting workspace's, stored with it)."""
+    from game.layout.state_io import layout_to_arrays
+
+    return layout_to_arrays(layout, prefix="layout_", positions=False)
 
 
 def _scene_texts(scene: Any) -> dict[str, str]:
@@ -109,6 +109,8 @@ class SessionRecorder:
         self.error: BaseException | None = None
         self.dropped_events = 0
         self._workspace = None
+        self._store: Any = None  # a ModelStore whose versions are recorded as they appear
+        self._recorded_versions: set[int] = set()
         try:
             conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level="DEFERRED")
             conn.execute("PRAGMA journal_mode=WAL")
@@ -166,12 +168,15 @@ class SessionRecorder:
         weights: bytes | None = None,
         layout: Any = None,
         label: str = "",
+        store: Any = None,
         **kwargs: Any,
     ) -> SessionRecorder:
         """A new session file in the sessions folder, subscribed to ``workspace``.
 
-        ``weights`` (safetensors bytes of the network as the session starts) and ``layout`` (the
-        starting ``LayoutState``) make the session self-contained for ``replay --verify``.
+        ``weights`` (safetensors bytes of the network as the session starts) or ``store`` (a
+        ``ModelStore``: its live version now and every later one, see ``follow_models``), and
+        ``layout`` (the starting ``LayoutState``) make the session self-contained for
+        ``replay --verify``.
         """
         name = label or (scene.scene.name if scene is not None else "session")
         if layout is not None:
@@ -179,8 +184,17 @@ class SessionRecorder:
         recorder = cls(new_session_path(folder, name), scene, workspace, **kwargs)
         if weights is not None:
             recorder.record_model(int(workspace.model_version), weights, t=0.0)
+        if store is not None:
+            recorder.follow_models(store, t=0.0)
         recorder.attach(workspace)
         return recorder
+
+    def follow_models(self, store: Any, t: float | None = None) -> None:
+        """Store the live version of ``store`` (a ``ModelStore``) now, and each version a later
+        ``ModelUpdated`` names, once. The bytes are fetched from the store on the writer thread:
+        the frame loop that applies a fine-tune never serialises weights."""
+        self._store = store
+        self._queue_version(store.version, self.now() if t is None else float(t))
 
     def attach(self, workspace: Any) -> None:
         """Listen to ``workspace`` (same as ``workspace.subscribe(recorder.on_event)``)."""
@@ -229,7 +243,20 @@ class SessionRecorder:
     def on_event(self, event: ev.Event, workspace: Any = None) -> None:
         """Workspace listener: queue the event with the current session time (about a microsecond)."""
         if not self._closed:
-            self._queue.put((_EVENT, self.now(), event))
+            t = self.now()
+            self._queue.put((_EVENT, t, event))
+            if self._store is not None and isinstance(event, ev.ModelUpdated):
+                self._queue_version(int(event.version), t)
+
+    def _queue_version(self, version: int, t: float) -> None:
+        if version in self._recorded_versions or self._closed:
+            return
+        try:
+            source = self._store.weights_source(version)
+        except KeyError:  # not a version of this store (another model's event)
+            return
+        self._recorded_versions.add(version)
+        self._queue.put((_MODEL, t, version, source))
 
     def record_pose(
         self, t: float | None, head: PoseLike, left: PoseLike = None, right: PoseLike = None
@@ -270,6 +297,7 @@ class SessionRecorder:
         """
         if self._closed:
             return
+        self._recorded_versions.add(int(version))
         if not isinstance(weights, (bytes, bytearray, memoryview)):
             from game.nets.weights import state_to_bytes
 
@@ -441,6 +469,8 @@ class SessionRecorder:
             self._rows["poses"] += 1
         elif tag == _MODEL:
             _, t, version, data = item
+            if callable(data):  # the store's bytes of that version, fetched here, off the frame loop
+                data = data()
             digest = hashlib.sha256(data).hexdigest()
             conn.execute("INSERT OR IGNORE INTO weights(sha256, data) VALUES (?, ?)", (digest, data))
             row_id = self._rows["models"] + 1
