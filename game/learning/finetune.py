@@ -482,7 +482,12 @@ def train(
         logits, feats = runner.forward(rows)
         space = runner.last_pre_activation if runner.last_pre_activation is not None else feats
         terms = loss_fn(logits, feats, space, targets, weights)
-        _check_finite(f"the loss at step {step}", terms.total)
+        if not torch.isfinite(terms.total):
+            raise FineTuneDiverged(
+                f"the loss at step {step} became NaN or infinite (cross-entropy {float(terms.cross_entropy.detach()):.4g}, "
+                f"feature {float(terms.feature.detach()):.4g}, drift {float(terms.drift.detach()):.4g}, spreads "
+                f"{scales.spread:.4g}/{scales.pull_spread:.4g}, logits finite {bool(torch.isfinite(logits).all())})"
+            )
         losses.append(float(terms.total.item()))
         if edits_learned(logits, terms, targets) and step >= cfg.min_steps:
             return Training(steps, True, losses)
