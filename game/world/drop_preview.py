@@ -28,6 +28,7 @@ from game.learning.edits import UNSURE, DropJudge, describe_edit
 from game.world.label import Label, preload_glyphs
 
 UNSURE_COLOUR = (1.0, 0.45, 0.4, 1.0)
+TEXT_TINT = 0.45  # how far the text colour is taken towards white
 RING_SEGMENTS = 48
 TargetListener = Callable[[str, EditQueued], None]
 
@@ -73,6 +74,7 @@ class DropPreview:
         self.on_target_change: list[TargetListener] = []
         self.edit: EditQueued | None = None  # what a release would do now (None: nothing carried)
         self.text = ""
+        self.text_colour: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
         self._hand = ""
         preload_glyphs("->")
         self.root = render.attach_new_node("drop-preview")
@@ -143,15 +145,18 @@ class DropPreview:
                 self.line.show()
             else:
                 self.line.hide()
+        # The text in a light tint of the target's colour: dark class colours (Okabe-Ito blue)
+        # were hard to read on the dark backing.
+        self.text_colour = tuple(float(c + TEXT_TINT * (1.0 - c)) for c in colour[:3]) + (1.0,)
         self.root.show()
         if self.label is not None:
             self.label.set_text(self.text)
-            self.label.set_colour(colour)
+            self.label.set_colour(self.text_colour)
             self.label.root.show()
         if self.in_world_text:
             self.world_label.root.show()
             self.world_label.set_text(self.text)
-            self.world_label.set_colour(colour)
+            self.world_label.set_colour(self.text_colour)
             self.world_label.root.set_pos(float(position[0]), float(position[1]), float(position[2]) + 0.08)
         else:
             self.world_label.root.hide()

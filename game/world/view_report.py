@@ -270,4 +270,5 @@ class ViewReport:
             "new_label": int(edit.new_label),
             "ring_px": ring_px,
             "label_px": _overlay_px(self.app, label.root) if label is not None else None,
+            "text_colour": [int(round(255 * c)) for c in getattr(preview, "text_colour", (1, 1, 1))[:3]],
         }

@@ -201,9 +201,10 @@ def test_card_dragged_onto_another_cluster_as_drawn_is_relabelled(game, shoot):
     # The preview text at the bottom, in the target's colour, was not there before the drag.
     lx, ly = preview["label_px"]
     text_box = (lx - 320, ly - 40, lx + 320, ly + 20)
-    colour = target["colour"]
-    text_now, text_before = colour_pixels(carrying, text_box, colour), colour_pixels(before, text_box, colour)
-    assert text_now > text_before + 40, (preview, colour, text_now, text_before)
+    colour, text_colour = target["colour"], preview["text_colour"]  # the text: a light tint of it
+    text_now = colour_pixels(carrying, text_box, text_colour)
+    text_before = colour_pixels(before, text_box, text_colour)
+    assert text_now > text_before + 40, (preview, text_colour, text_now, text_before)
     # The target is lit: its ring, in its colour, around its centroid as drawn.
     tx, ty = preview["ring_px"]
     ring_box = (tx - 200, ty - 200, tx + 200, ty + 200)
@@ -223,7 +224,7 @@ def test_card_dragged_onto_another_cluster_as_drawn_is_relabelled(game, shoot):
         img = game.x.screenshot()
         return (
             img
-            if colour_pixels(img, text_box, colour) <= colour_pixels(before, text_box, colour) + 10
+            if colour_pixels(img, text_box, text_colour) <= colour_pixels(before, text_box, text_colour) + 10
             else None
         )
 
