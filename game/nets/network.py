@@ -8,6 +8,7 @@ predictions for every image.
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -119,7 +120,15 @@ class Network:
         """Logits and the feature layer's output (flattened) for a preprocessed batch."""
         _, layer = resolve_layer(self.module, self.feature_layer)
         captured: list[torch.Tensor] = []
-        handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        me = threading.get_ident()
+
+        def capture(_m: torch.nn.Module, _i: object, out: torch.Tensor) -> None:
+            # Only this thread's pass: the interactive lane, a worker or a Dask thread may run the
+            # same module at the same moment, and its output must not stand in for ours.
+            if threading.get_ident() == me:
+                captured.append(out)
+
+        handle = layer.register_forward_hook(capture)
         try:
             logits = self.module(x)
         finally:
