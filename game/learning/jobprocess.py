@@ -44,6 +44,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -121,7 +122,25 @@ def _put(conn: Connection, message: Any) -> None:
     multiprocessing's ForkingPickler, for which torch moves every tensor's storage into shared
     memory *in place*; another thread reading the same tensor then (the recorder serialising the
     base network, an explanation copying it) reads freed memory and the process segfaults."""
-    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    conn.send_bytes(_pickled(message))
+
+
+def _pickled(message: Any, tries: int = 40, wait_s: float = 0.05) -> bytes:
+    """``message`` pickled, waiting out another thread's pass through the same network.
+
+    A forward pass elsewhere (explanations, guidance, a stem cache) registers a hook on the
+    shared module for its duration; a hook is a local function, which pickle refuses ("Can't
+    pickle local object"), and the hook dicts may change size mid-pickle. Both last one pass, so
+    a few short retries get a clean copy; a message that never pickles still raises.
+    """
+    for attempt in range(tries):
+        try:
+            return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        except (AttributeError, RuntimeError, pickle.PicklingError, TypeError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")
 
 
 def _get(conn: Connection) -> Any:
@@ -160,6 +179,7 @@ class JobProcess:
         self._known: set[str] = set()
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._init_args: tuple | None = None
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -217,7 +237,8 @@ class JobProcess:
             return
         try:
             if proc.is_alive() and conn is not None:
-                _put(conn, QuitMessage())
+                with self._send_lock:  # never interleaved with a job's message on the pipe
+                    _put(conn, QuitMessage())
             proc.join(timeout)
         except (OSError, ValueError, EOFError):
             pass
@@ -229,9 +250,11 @@ class JobProcess:
     def kill(self) -> None:
         """End the child now, mid-job (the interpreter is exiting): a waiting ``run`` then fails."""
         proc = getattr(self, "_proc", None)
-        with contextlib.suppress(Exception):  # also called from __del__ at interpreter exit
+        try:  # also called from __del__ at interpreter exit, when module globals may be gone
             if proc is not None and proc.is_alive():
                 proc.kill()
+        except Exception:
+            pass
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the child to end (after ``kill`` or a crash)."""
@@ -247,7 +270,8 @@ class JobProcess:
     def _send(self, message: InitMessage | JobMessage | QuitMessage) -> None:
         assert self._conn is not None
         try:
-            _put(self._conn, message)
+            with self._send_lock:
+                _put(self._conn, message)
         except (OSError, EOFError, ValueError) as exc:  # BrokenPipeError is an OSError
             raise JobProcessError(f"the fine-tune process is gone ({exc})") from None
 

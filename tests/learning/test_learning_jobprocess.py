@@ -154,3 +154,23 @@ def test_priority_is_lowered_through_a_portable_call(monkeypatch):
     monkeypatch.delattr(os, "nice")
     monkeypatch.setattr(jobprocess.sys, "platform", "linux")
     assert jobprocess.lower_priority(5) is False  # no AttributeError where os.nice is missing
+
+
+def test_a_message_pickles_once_another_threads_hook_is_gone():
+    """A pass elsewhere hangs a local-function hook on the shared module for its duration; the
+    job process's message waits it out instead of failing (and falling back to a thread)."""
+    import threading
+
+    import torch
+
+    from game.learning.jobprocess import _pickled
+
+    module = torch.nn.Linear(3, 2)
+    handle = module.register_forward_hook(lambda _m, _i, _o: None)
+    threading.Timer(0.2, handle.remove).start()
+    data = _pickled({"network": module}, tries=100, wait_s=0.02)
+    assert isinstance(data, bytes) and len(module._forward_hooks) == 0
+    never = torch.nn.Linear(3, 2)
+    never.register_forward_hook(lambda _m, _i, _o: None)
+    with pytest.raises(AttributeError):
+        _pickled(never, tries=2, wait_s=0.0)
