@@ -94,4 +94,5 @@ def setting(default: Any, *, doc: str = "", **rule: Any) -> Any:
 
 def range_of(f: Any) -> Range | None:
     """The ``Range`` declared on a dataclass field (None when it has none)."""
-    return f.metadata.get(RANGE_KEY)
+    found: Range | None = f.metadata.get(RANGE_KEY)
+    return found

@@ -41,7 +41,7 @@ class Job:
     on_done: Callable[[Job], None] | None = None
     on_error: Callable[[Job], None] | None = None
     fn: Callable[..., Any] | None = None
-    args: tuple = ()
+    args: tuple[Any, ...] = ()
     lane: str = BACKGROUND
 
 

@@ -12,10 +12,15 @@ from __future__ import annotations
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
 from game.core import events as ev
+
+# Default for the array fields ``__post_init__`` derives when the caller gives none: None at
+# construction, always an array afterwards (so the field is typed as the array it will be).
+_FILLED_IN_POST_INIT = cast(np.ndarray, None)
 
 Listener = Callable[[ev.Event, "Workspace"], None]
 
@@ -44,15 +49,15 @@ class Workspace:
     positions: np.ndarray
     is_train: np.ndarray
     sources: list[str]
-    original_labels: np.ndarray = field(default=None)  # type: ignore[assignment]
+    original_labels: np.ndarray = field(default=_FILLED_IN_POST_INIT)
     model_version: int = 0
     feature_layer: str = ""
-    card_state: np.ndarray = field(default=None)  # type: ignore[assignment]
+    card_state: np.ndarray = field(default=_FILLED_IN_POST_INIT)
     selected: int = -1
     # The clusters drops are judged against: the layout the network (or the switched-to layer)
     # gave, without the cards the person has dragged since. Set by the same events that set a
     # layout, so the drop preview and the learning side read the same geometry.
-    cluster_positions: np.ndarray = field(default=None)  # type: ignore[assignment]
+    cluster_positions: np.ndarray = field(default=_FILLED_IN_POST_INIT)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -137,10 +142,11 @@ class Workspace:
         """Centroids of the clusters drops are judged against (``cluster_positions``)."""
         return class_centroids(self.cluster_positions, self.labels, self.n_classes)
 
-    def drop_event(self, card: int, position: np.ndarray, hand: str = "mouse") -> ev.CardDropped:
+    def drop_event(self, card: int, position: np.ndarray | ev.Vec3, hand: str = "mouse") -> ev.CardDropped:
         """The ``CardDropped`` for ``card`` released at ``position``, naming the nearest centroid
         (the one recipe every hand, script and benchmark uses; the caller posts it)."""
-        pos = tuple(float(v) for v in np.asarray(position).reshape(3))
+        x, y, z = (float(v) for v in np.asarray(position).reshape(3))
+        pos = (x, y, z)
         klass, distance = self.nearest_centroid(np.asarray(pos, dtype=np.float32))
         return ev.CardDropped(int(card), pos, klass, distance, hand=hand)
 

@@ -18,15 +18,17 @@ where it was dragged from (or to) does not bend the clusters it is judged agains
 
 from __future__ import annotations
 
+from typing import Final
+
 import numpy as np
 
-from game.core.events import CardDropped, EditQueued
+from game.core.events import CardDropped, EditAction, EditQueued
 from game.core.scene import LearningConfig
 from game.core.workspace import Workspace, class_centroids, cluster_radii
 
-RELABEL = "relabel"
-REINFORCE = "reinforce"
-UNSURE = "unsure"
+RELABEL: Final[EditAction] = "relabel"
+REINFORCE: Final[EditAction] = "reinforce"
+UNSURE: Final[EditAction] = "unsure"
 
 
 def repeats_for(distance: float, radius: float, r_max: int) -> int:
