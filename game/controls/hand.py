@@ -11,11 +11,15 @@ No panda3d import here: the hand is plain maths plus ``workspace.post``, testabl
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from game.core import events as ev
 from game.core.workspace import Workspace
+
+if TYPE_CHECKING:  # pick_index imports this module
+    from game.controls.pick_index import PickIndex
 
 PositionsSource = Callable[[], np.ndarray]
 
@@ -91,7 +95,7 @@ class Hand:
         self.enabled = True
         # A game.controls.pick_index.PickIndex over the same positions: the same answers as the
         # brute force below at a cost independent of the card count (the VR hands use one).
-        self.index = None
+        self.index: PickIndex | None = None
 
     @property
     def card_size(self) -> float:

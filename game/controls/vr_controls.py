@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -37,6 +38,17 @@ from game.core.workspace import Workspace
 from game.vr.backend import HANDS, ControllerState, FrameState
 
 TIP = 0.06  # metres ahead of the controller origin where touching happens
+
+
+class _Gesture(TypedDict):
+    """What a two-handed grab remembers at its start: the world point between the hands, the
+    hands' span and angle, and the rig's scale and heading then."""
+
+    anchor: np.ndarray
+    distance: float
+    angle: float
+    scale: float
+    heading: float
 
 
 @dataclass
@@ -102,7 +114,7 @@ class VRControls:
         self.on_hover = on_hover
         self._previous = {h: ControllerState() for h in HANDS}
         self._grab_offset: dict[str, np.ndarray] = {}
-        self._gesture: dict[str, object] | None = None
+        self._gesture: _Gesture | None = None
         self._snapped = False
         self.lasers: dict[str, tuple[np.ndarray, np.ndarray] | None] = {h: None for h in HANDS}
         self.hand_world: dict[str, np.ndarray] = {h: np.eye(4) for h in HANDS}

@@ -31,9 +31,9 @@ def read_image(path: str | Path, size: int, max_pixels: int) -> tuple[np.ndarray
                 if w * h > max_pixels:
                     raise ImageSkipped(f"oversized ({w}x{h} pixels, limit {max_pixels})")
                 img.load()
-                img = _upright(img)
-                is_grey = img.mode in GREY_MODES or (img.mode == "P" and _palette_is_grey(img))
-                rgb = _to_rgb(img)
+                upright = _upright(img)
+                is_grey = upright.mode in GREY_MODES or (upright.mode == "P" and _palette_is_grey(upright))
+                rgb = _to_rgb(upright)
     except ImageSkipped:
         raise
     except UnidentifiedImageError:

@@ -51,7 +51,7 @@ def dataset_fingerprint(workspace: Any) -> str:
     h = hashlib.sha256()
     images = np.ascontiguousarray(workspace.images)
     h.update(f"{images.dtype}{images.shape}".encode())
-    h.update(memoryview(images).cast("B"))
+    h.update(images.data.cast("B"))
     h.update(np.ascontiguousarray(workspace.original_labels, dtype=np.int64).tobytes())
     h.update(json.dumps(list(workspace.class_names)).encode())
     return h.hexdigest()

@@ -29,12 +29,12 @@ def mesh_node(mesh: RenderModelMesh) -> NodePath:
     vdata = GeomVertexData(mesh.name, fmt, Geom.UH_static)
     vdata.unclean_set_num_rows(n)
     packed = np.concatenate([mesh.vertices, mesh.normals, mesh.uvs], axis=1).astype(np.float32)
-    memoryview(vdata.modify_array(0)).cast("B").cast("f")[:] = packed.reshape(-1)
+    memoryview(vdata.modify_array(0)).cast("B").cast("f")[:] = packed.reshape(-1).data
     tris = GeomTriangles(Geom.UH_static)
     tris.set_index_type(Geom.NT_uint32)
     handle = tris.modify_vertices()
     handle.unclean_set_num_rows(mesh.triangles.size)
-    memoryview(handle).cast("B").cast("I")[:] = mesh.triangles.astype(np.uint32).reshape(-1)
+    memoryview(handle).cast("B").cast("I")[:] = mesh.triangles.astype(np.uint32).reshape(-1).data
     geom = Geom(vdata)
     geom.add_primitive(tris)
     node = GeomNode(mesh.name)

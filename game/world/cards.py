@@ -123,7 +123,7 @@ class CardField:
         tex.setup_2d_texture_array(
             layout.side, layout.side, layout.layers, Texture.T_unsigned_byte, Texture.F_rgba8
         )
-        tex.set_ram_image(memoryview(np.ascontiguousarray(layers)).cast("B"))
+        tex.set_ram_image(np.ascontiguousarray(layers).data.cast("B"))
         sampler = SamplerState()
         sampler.set_wrap_u(SamplerState.WM_clamp)
         sampler.set_wrap_v(SamplerState.WM_clamp)

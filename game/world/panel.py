@@ -59,7 +59,7 @@ def image_texture(image: np.ndarray, name: str = "image") -> Texture:
     ram = np.ascontiguousarray(img[::-1, :, [2, 1, 0, 3]])
     tex = Texture(name)
     tex.setup_2d_texture(w, h, Texture.T_unsigned_byte, Texture.F_rgba8)
-    tex.set_ram_image(memoryview(ram).cast("B"))
+    tex.set_ram_image(ram.data.cast("B"))
     tex.set_wrap_u(SamplerState.WM_clamp)
     tex.set_wrap_v(SamplerState.WM_clamp)
     if max(h, w) <= 64:

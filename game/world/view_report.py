@@ -56,8 +56,7 @@ def project_points(app, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (Panda3D's row-vector convention), then film coordinates -1..1 to pixels.
     """
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    to_cam = np.array(app.cam.get_mat(app.render), dtype=np.float64)
-    to_cam = np.linalg.inv(to_cam)
+    to_cam = np.linalg.inv(np.array(app.cam.get_mat(app.render), dtype=np.float64))
     proj = np.array(app.camLens.get_projection_mat(), dtype=np.float64)
     homo = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ to_cam @ proj
     w = homo[:, 3]
@@ -77,7 +76,9 @@ def _overlay_px(app, node) -> list[float]:
     """Pixel of a node docked on ``aspect2d`` (x in -aspect..aspect, z in -1..1)."""
     p = node.get_pos(app.aspect2d)
     width, height = app.size
-    return _px(((p[0] / app.aspect_ratio + 1) / 2 * width, (1 - p[2]) / 2 * height))
+    px = _px(((p[0] / app.aspect_ratio + 1) / 2 * width, (1 - p[2]) / 2 * height))
+    assert px is not None  # _px is None only for a None value
+    return px
 
 
 class ViewReport:
@@ -240,7 +241,8 @@ class ViewReport:
         out: list[dict] = []
 
         def picked_at(x: int, y: int) -> int:
-            return pick_ray(positions, *app.mouse_ray(2 * x / width - 1, 1 - 2 * y / height), radius)[0]
+            origin, direction = app.mouse_ray(2 * x / width - 1, 1 - 2 * y / height)
+            return pick_ray(positions, origin, direction, radius)[0]
 
         for c in order[:CANDIDATES_PER_CLASS]:
             # A mouse stands on whole pixels: the card must be the one picked at the pixel nearest
