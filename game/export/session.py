@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from game.core.events import EditQueued
 from game.export.bundle import ExportResult, export_workspace
 
 
@@ -38,7 +39,7 @@ def export_session(path: str | Path, out_dir: str | Path, check_fingerprint: boo
         for item in reader.events():
             e = item.event
             ws.apply(e)
-            if e.kind == "edit" and e.action == "relabel":
+            if isinstance(e, EditQueued) and e.action == "relabel":
                 edit_times[e.card] = _wall_clock(started, item.t)
         # The model the person ended with: after an undo that is not the last one stored.
         stored = [v for v, _, _ in reader.model_versions()]

@@ -172,7 +172,8 @@ def _apply_group(
     try:
         for card, target in group:
             pos = drop_position(loaded, card, target, rng)
-            ws.post(ev.CardGrabbed(card, tuple(map(float, ws.positions[card])), hand="headless"))
+            x, y, z = map(float, ws.positions[card])
+            ws.post(ev.CardGrabbed(card, (x, y, z), hand="headless"))
             ws.post(ws.drop_event(card, pos, hand="headless"))
         ws.flush()
         controller.apply_edits_now()

@@ -228,6 +228,7 @@ class Runner:
         head = _classifier(self.network.module)
         assert head is not None
         first = head[self.stem.start].weight
+        assert isinstance(first, nn.Parameter)  # a Linear layer's weight
         return first, [p for p in self.params if p is not first]
 
     def _inputs(self, idx: np.ndarray) -> torch.Tensor:
@@ -250,6 +251,7 @@ class Runner:
                 if i == 0 and self.own_first_gradient and m is not layer and _has_trainable_bias(m):
                     # The caller sets this layer's weight gradient itself (preconditioned): skip
                     # autograd's, a (D x D) product per step (AlexNet's fc7: 16.8 M numbers).
+                    assert isinstance(m, nn.Linear)  # _has_trainable_bias holds only for Linear
                     x = F.linear(x, m.weight.detach(), m.bias)
                 else:
                     x = m(x)
@@ -271,8 +273,8 @@ class Runner:
             logits, f = self.forward(np.arange(s, min(s + batch_size, n)))
             feats.append(f.float().numpy())
             logits_all.append(logits.float().numpy())
-        logits = np.concatenate(logits_all).astype(np.float32)
-        return Inference(np.concatenate(feats).astype(np.float32), *top_k(logits), logits)
+        all_logits = np.concatenate(logits_all).astype(np.float32)
+        return Inference(np.concatenate(feats).astype(np.float32), *top_k(all_logits), all_logits)
 
 
 def protect_lookalikes(

@@ -84,7 +84,11 @@ def train_classifier(
     start = time.perf_counter()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    channels = module.features.conv1.in_channels if hasattr(module, "features") else 1
+    channels = 1
+    if hasattr(module, "features"):
+        conv1 = module.get_submodule("features.conv1")
+        assert isinstance(conv1, nn.Conv2d)
+        channels = conv1.in_channels
     net = Network(module, "small_cnn", data.n_classes, channels, data.images.shape[1])
     x = net.preprocess(data.images[is_train])
     y = torch.from_numpy(data.labels[is_train])

@@ -145,8 +145,8 @@ class Network:
             logits, f = self.forward_with_features(self.preprocess(images[s : s + batch_size]))
             feats.append(f.float().numpy())
             logits_all.append(logits.float().numpy())
-        logits = np.concatenate(logits_all).astype(np.float32)
-        return Inference(np.concatenate(feats).astype(np.float32), *top_k(logits), logits)
+        all_logits = np.concatenate(logits_all).astype(np.float32)
+        return Inference(np.concatenate(feats).astype(np.float32), *top_k(all_logits), all_logits)
 
     @torch.no_grad()
     def classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

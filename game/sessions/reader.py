@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -327,7 +327,8 @@ class SessionReader:
                 original_labels=a["original_labels"],
                 model_version=self.meta_number("model_version", 0),
                 feature_layer=self.meta.get("feature_layer", ""),
-                card_state=a.get("card_state"),
+                # Sessions recorded before card states were stored have none: the default then.
+                card_state=cast(np.ndarray, a.get("card_state")),
                 selected=selected,
             )
         except (ValueError, TypeError, IndexError) as exc:
@@ -412,7 +413,8 @@ class SessionReader:
         """
         last_seq, last_t = start_seq - 1, 0.0
         end = min(end_seq if end_seq is not None else integrity.UNBOUNDED, self._good)
-        kind_sql, kind_args = "", ()
+        kind_sql = ""
+        kind_args: tuple[str, ...] = ()
         if kinds is not None:
             kind_sql = f" AND kind IN ({','.join('?' * len(kinds))})"
             kind_args = tuple(sorted(kinds))

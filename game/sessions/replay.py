@@ -193,6 +193,7 @@ class ReplayDriver:
             # Seeking back past an added card: the card stays, with its current values.
             state = _pad_state(state, live)
         for i in range(live.n_cards, state.n_cards):
+            x, y, z = (float(p) for p in state.positions[i])
             out.append(
                 ev.CardAdded(
                     image=state.images[i],
@@ -200,7 +201,7 @@ class ReplayDriver:
                     top5_classes=tuple(int(c) for c in state.top5_classes[i]),
                     top5_scores=tuple(float(s) for s in state.top5_scores[i]),
                     feature=state.features[i],
-                    position=tuple(float(p) for p in state.positions[i]),
+                    position=(x, y, z),
                     source=state.sources[i],
                 )
             )

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from game.core import events as ev
 from game.sessions.reader import SessionReader
 
 
@@ -36,6 +37,7 @@ def summarize(reader: SessionReader) -> dict[str, Any]:
 
     models: list[dict[str, Any]] = []
     if original is not None and "top5_classes" in initial:
+        assert is_train is not None  # stored with original_labels
         models.append(
             {
                 "version": int(reader.meta.get("model_version", 0)),
@@ -52,6 +54,7 @@ def summarize(reader: SessionReader) -> dict[str, Any]:
     for item in reader.events():  # all of them, so that damage anywhere is found and reported
         e = item.event
         if e.kind == "edit":
+            assert isinstance(e, ev.EditQueued)
             edits.append(
                 {
                     "t": round(item.t, 3),
@@ -65,14 +68,19 @@ def summarize(reader: SessionReader) -> dict[str, Any]:
         elif e.kind == "undo":
             undos += 1
         elif e.kind == "job":
+            assert isinstance(e, ev.JobStatus)
             jobs[e.state] = jobs.get(e.state, 0) + 1
         elif e.kind == "model":
+            assert isinstance(e, ev.ModelUpdated)
             top5 = np.asarray(e.top5_classes)
             changed = 0
             if previous is not None and len(previous) == len(top5):
                 changed = int(np.sum(previous[:, 0] != top5[:, 0]))
             previous = top5
-            acc = heldout_accuracy(top5, original, is_train) if original is not None else float("nan")
+            acc = float("nan")
+            if original is not None:
+                assert is_train is not None  # stored with original_labels
+                acc = heldout_accuracy(top5, original, is_train)
             models.append(
                 {
                     "version": int(e.version),
