@@ -23,6 +23,16 @@ from egl_marker import pytest_collection_modifyitems, pytest_configure  # noqa: 
 
 torch.set_num_threads(1)
 
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts with one torch thread: the thread count is process-wide, commands run
+    in-process (``--threads N``) and Dask's in-process workers set it, and float sums differ
+    with it (a bitwise thread-vs-process comparison failed after such a test)."""
+    torch.set_num_threads(1)
+    yield
+
+
 # A fast layout for tests: few t-SNE iterations (the real defaults live in scenes/digits.toml).
 FAST_LAYOUT = {"early_iterations": 50, "iterations": 100, "update_iterations": 40}
 

@@ -49,17 +49,20 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 
 from game.core.worker import stop_at_exit
 from game.learning.finetune import FineTuneCancelled, FineTuneRequest, FineTuneResult
 
+if TYPE_CHECKING:
+    from game.nets.network import Network
+
 Progress = Any  # Callable[[float, str], None]
 
 _KEEP_NETWORKS = 4  # trained networks the child keeps besides the first (undo goes back a few)
-START_METHOD = "spawn"  # Windows' only start method; the same everywhere so tests run it
+START_METHOD: Final = "spawn"  # Windows' only start method; the same everywhere so tests run it
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _ENV_LOCK = threading.Lock()
 
@@ -215,8 +218,10 @@ class JobProcess:
     def _close_connection(self) -> None:
         conn, self._conn = getattr(self, "_conn", None), None
         if conn is not None:
-            with contextlib.suppress(OSError):
+            try:  # not contextlib: from __del__ at interpreter exit module globals may be None
                 conn.close()
+            except Exception:
+                pass
 
     def cancel(self) -> None:
         """Ask the child to stop the job it is running (a no-op when it already answered)."""
@@ -354,7 +359,12 @@ class JobProcess:
                 weights = None if key in self._known else state_to_bytes(base.module)
                 new_key = f"net{next(self._counter)}"
                 plain = dataclasses.replace(
-                    request, network=None, images=None, stem=None, layout=_strip_layout(request.layout)
+                    request,
+                    # Left out of the pickle: the child puts back its own network and images.
+                    network=cast("Network", None),
+                    images=cast(np.ndarray, None),
+                    stem=None,
+                    layout=_strip_layout(request.layout),
                 )
                 self._send(JobMessage(plain, key, weights, new_key, number))
                 self._known.add(key)
@@ -430,7 +440,9 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
 
     first: tuple[str, Any] | None = None
     networks: OrderedDict[str, Any] = OrderedDict()
-    images = is_train = stem = None
+    images: np.ndarray | None = None
+    is_train: np.ndarray | None = None
+    stem: Any = None
     _warm_up()  # before the first message: a child started early is warm when the scene opens
     while True:
         try:
@@ -463,6 +475,7 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     base = first[1].clone()
                     base.module.load_state_dict(state_from_bytes(weights), strict=False)
                     networks[key] = base
+                assert images is not None  # set by the InitMessage, with ``first``
                 req.network, req.images, req.stem = base, images, stem
                 if getattr(req.projector, "n_jobs", 1) != torch_threads:
                     # openTSNE's threads too: the frame loop keeps a core (same result: tested).
