@@ -218,7 +218,7 @@ class JobProcess:
     def _close_connection(self) -> None:
         conn, self._conn = getattr(self, "_conn", None), None
         if conn is not None:
-            try:  # not contextlib: from __del__ at interpreter exit module globals may be None
+            try:  # noqa: SIM105 - not contextlib: from __del__ at exit module globals may be None
                 conn.close()
             except Exception:
                 pass
