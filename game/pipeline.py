@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -123,6 +124,8 @@ def _layout_cached(projector: Projector, features: np.ndarray, use_cache: bool) 
     if use_cache:
         tmp = path.with_suffix(".tmp.npz")
         # With the feature-space neighbours: what update_local compares to.
-        np.savez(tmp, **layout_to_arrays(state))
+        # Typed Any so numpy's stub does not read a key as its ``allow_pickle`` flag.
+        arrays: dict[str, Any] = layout_to_arrays(state)
+        np.savez(tmp, **arrays)
         tmp.replace(path)
     return state

@@ -21,6 +21,7 @@ panel image (u right, v down, 0..1).
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import numpy as np
 from direct.showbase.DirectObject import DirectObject
@@ -68,7 +69,7 @@ class ExplainControls:
         self._sent_version = -1
         self.last_map: MapResult | None = None
         self.last_whatif: WhatIfResult | None = None
-        self._centroid_cards: dict[int, object] = {}
+        self._centroid_cards: dict[int, Any] = {}  # panda3d NodePaths (untyped)
         self._workspace: Workspace | None = None
         self._text_path = None
         self._text: TextNode | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -140,7 +141,7 @@ class Explainer:
     # --- attribution ---------------------------------------------------------------------------
 
     def attribute(
-        self, image: np.ndarray, method: str = "gradcam", target: int | None = None, **overrides: object
+        self, image: np.ndarray, method: str = "gradcam", target: int | None = None, **overrides: Any
     ) -> Explanation:
         """The ``method``'s heat map for ``image`` (uint8 H, W, C) and class ``target``
         (default: the predicted class). ``overrides`` replace fields of the options for this call."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from game.core.worker import Job, Worker
+from game.core.worker import Job, LaneView, Worker
 from game.explain.attribution import (
     METHOD_TITLES,
     AttributionOptions,
@@ -62,7 +62,7 @@ class _Channel:
 class ExplainService:
     """Submits explanation jobs to a ``Worker``; one cached ``Explainer`` per model version."""
 
-    worker: Worker
+    worker: Worker | LaneView
     options: AttributionOptions = field(default_factory=AttributionOptions)
     _channels: dict[str, _Channel] = field(default_factory=dict, init=False, repr=False)
     _explainer: Explainer | None = field(default=None, init=False, repr=False)

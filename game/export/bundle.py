@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,7 +110,7 @@ def export_workspace(
     names = workspace.class_names
     changed = workspace.labels != workspace.original_labels
     names = [display_name(n) for n in names]  # a session may hold names that are not UTF-8
-    metadata = {
+    metadata: dict[str, Sequence[object]] = {
         "label": [names[int(c)] for c in workspace.labels],
         "original_label": [names[int(c)] for c in workspace.original_labels],
         "predicted": [names[int(c)] for c in workspace.predictions],
