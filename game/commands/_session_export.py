@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -54,19 +54,21 @@ class PlotRenderer:
 
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
+        from mpl_toolkits.mplot3d import Axes3D
 
         self.ws = workspace
         self.plt = plt
         self.fig = plt.figure(figsize=(size[0] / 100, size[1] / 100), dpi=100)
         self.fig.patch.set_facecolor((0.08, 0.09, 0.11))
-        self.ax = self.fig.add_axes((0.0, 0.0, 0.72, 1.0), projection="3d")
+        # matplotlib's stub types add_axes as a plain Axes whatever the projection.
+        self.ax = cast(Axes3D, self.fig.add_axes((0.0, 0.0, 0.72, 1.0), projection="3d"))
         self.ax.set_facecolor((0.08, 0.09, 0.11))
         self.ax.set_axis_off()
         self.ax.view_init(elev=22, azim=-60)
         self.ax.set_box_aspect(None, zoom=1.35)
         self.cmap = plt.get_cmap("tab10" if workspace.n_classes <= 10 else "tab20")
         self.text = self.fig.text(0.73, 0.95, "", color="white", va="top", family="monospace", fontsize=9)
-        self.scatter = None
+        self.scatter: Any = None
         self.head_artists: list[Any] = []
         self.head: np.ndarray | None = None
         lo = workspace.positions.min(axis=0) - 0.3
@@ -106,7 +108,11 @@ class PlotRenderer:
             f"edited cards {int(np.sum(ws.card_state == CARD_EDITED))}\n\n{note}"
         )
         self.fig.canvas.draw()
-        return np.asarray(self.fig.canvas.buffer_rgba())[:, :, :3].copy()
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = self.fig.canvas
+        assert isinstance(canvas, FigureCanvasAgg)  # the Agg backend, chosen in __init__
+        return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
 
     def close(self) -> None:
         self.plt.close(self.fig)
