@@ -215,8 +215,15 @@ class Workspace:
         self.top5_classes = np.asarray(e.top5_classes)
         self.top5_scores = np.asarray(e.top5_scores)
         self.features = np.asarray(e.features)
-        self.positions = np.asarray(e.positions, dtype=np.float32).copy()
-        self.cluster_positions = self.positions.copy()
+        new_positions = np.asarray(e.positions, dtype=np.float32).copy()
+        # Cards dropped but not trained yet are posted where the person dropped them, still under
+        # their old label; counted there, they would stretch their old class's cluster towards
+        # the new one. They keep their place in the clusters until a model has learned them.
+        kept = (self.card_state == CARD_PENDING) & np.all(new_positions == self.positions, axis=1)
+        cluster_positions = new_positions.copy()
+        cluster_positions[kept] = self.cluster_positions[kept]
+        self.positions = new_positions
+        self.cluster_positions = cluster_positions
         self.cluster_revision += 1
         edited = self.labels != self.original_labels
         self.card_state = np.where(edited, CARD_EDITED, CARD_NORMAL).astype(np.int8)

@@ -172,8 +172,19 @@ class DropJudge:
         if not inside.any():
             return None
         score = np.where(inside, perp / reach, np.inf)
-        k = int(np.argmin(score))
-        return k, (o + d * t[k]).astype(np.float32)
+        old_label = int(workspace.labels[card])
+        # Most central first, and only a point the judge places in that very cluster: the judge
+        # takes the nearest centroid by plain distance, so next to a big cluster a point inside
+        # a small one can be judged "unsure", and the preview must never say what the carry
+        # did not do.
+        for k in np.argsort(score, kind="stable"):
+            if not np.isfinite(score[k]):
+                break
+            point = (o + d * t[k]).astype(np.float32)
+            edit = interpret(card, point, old_label, centroids, radii, self.config)
+            if edit.action != UNSURE and edit.new_label == int(k):
+                return int(k), point
+        return None
 
 
 def describe_edit(edit: EditQueued, class_names: list[str]) -> str:

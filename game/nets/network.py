@@ -133,6 +133,8 @@ class Network:
             logits = self.module(x)
         finally:
             handle.remove()
+        if not captured:
+            raise RuntimeError(f"the feature layer {self.feature_layer!r} produced no output on this pass")
         return logits, captured[-1].flatten(1)
 
     @torch.no_grad()

@@ -76,6 +76,7 @@ class DropPreview:
         self.text = ""
         self.text_colour: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
         self._hand = ""
+        self._carried: tuple[int, np.ndarray, str] | None = None  # (card, position, hand) in the hand
         preload_glyphs("->")
         self.root = render.attach_new_node("drop-preview")
         self.root.set_light_off(1)
@@ -106,9 +107,18 @@ class DropPreview:
 
     def _on_event(self, event: ev.Event, workspace: Workspace) -> None:
         if isinstance(event, (ev.CardGrabbed, ev.CardMoved)):
-            self.show(event.card, np.asarray(event.position, dtype=np.float32), event.hand)
-        elif isinstance(event, (ev.CardDropped, ev.GrabCancelled, ev.ModelUpdated, ev.LayerChanged)):
+            self._carried = (event.card, np.asarray(event.position, dtype=np.float32), event.hand)
+            self.show(*self._carried)
+        elif isinstance(event, (ev.CardDropped, ev.GrabCancelled)):
+            self._carried = None
             self.hide()
+        elif isinstance(event, (ev.ModelUpdated, ev.LayerChanged, ev.PositionsChanged, ev.CardAdded)):
+            # The clusters changed under a card still in the hand: judge it again where it is
+            # held (the world keeps a carried card where the hand put it).
+            if self._carried is not None and self._carried[0] < workspace.n_cards:
+                self.show(*self._carried)
+            else:
+                self.hide()
 
     # --- drawing ---------------------------------------------------------------------------------
 

@@ -152,3 +152,65 @@ def test_desktop_drag_onto_a_cluster_as_drawn_previews_and_relabels(fresh_digits
     finally:
         controller.close()
         app.destroy()
+
+
+def test_the_carry_never_places_a_card_where_the_judge_says_unsure():
+    # A big cluster and a tiny one beside it: a point inside the tiny one is nearer the big one's
+    # centroid yet outside its reach; the carry must not put the card there.
+    rng = np.random.default_rng(1)
+    big = rng.normal((0.0, 5.0, 0.0), 0.6, size=(60, 3))
+    tiny = rng.normal((0.9, 5.0, 0.0), 0.02, size=(10, 3))
+    other = np.array([[-3.0, 1.0, 0.0]] * 5) + rng.normal(0, 0.02, size=(5, 3))
+    pos = np.concatenate([big, tiny, other]).astype(np.float32)
+    n = len(pos)
+    ws = Workspace(
+        images=np.zeros((n, 8, 8, 1), np.uint8),
+        labels=np.array([0] * 60 + [1] * 10 + [2] * 5),
+        class_names=["big", "tiny", "far"],
+        top5_classes=np.zeros((n, 3), np.int64),
+        top5_scores=np.zeros((n, 3), np.float32),
+        features=np.zeros((n, 4), np.float32),
+        positions=pos,
+        is_train=np.ones(n, bool),
+        sources=[f"s{i}" for i in range(n)],
+    )
+    judge = DropJudge(LearningConfig())
+    card = n - 1  # a "far" card
+    for x in np.linspace(-1.5, 1.5, 31):
+        for z in np.linspace(-1.0, 1.0, 11):
+            origin = np.array([x * 0.4, 0.0, z * 0.3])
+            direction = np.array([x, 5.0, z]) - origin
+            hit = judge.cluster_on_ray(ws, card, origin, direction)
+            if hit is not None:
+                edit = judge.judge(ws, card, hit[1])
+                assert edit.action != "unsure" and edit.new_label == hit[0]
+
+
+def test_cards_dropped_but_not_trained_keep_their_place_in_the_clusters():
+    from game.core.workspace import CARD_PENDING
+
+    ws = two_clusters_at_different_depths()
+    judge = DropJudge(LearningConfig())
+    layout = ws.positions.copy()
+    before = judge.geometry(ws, 39)[0].copy()
+    # Card 0 (class a) is dropped into b; a model update arrives before it is trained and posts
+    # it where it was dropped (the controller keeps queued cards at their drop spots).
+    drop_at = (0.6, 4.0, 1.0)
+    ws.apply(ev.CardDropped(card=0, position=drop_at, nearest_class=1, distance=0.0))
+    assert ws.card_state[0] == CARD_PENDING
+    shown = layout.copy()
+    shown[0] = drop_at
+    n = ws.n_cards
+    ws.apply(
+        ev.ModelUpdated(
+            version=1,
+            labels=ws.labels.copy(),
+            top5_classes=np.zeros((n, 2), np.int64),
+            top5_scores=np.zeros((n, 2), np.float32),
+            features=np.zeros((n, 4), np.float32),
+            positions=shown,
+        )
+    )
+    assert np.allclose(ws.positions[0], drop_at)  # drawn where it was dropped
+    assert np.allclose(ws.cluster_positions[0], layout[0])  # but still counted at home
+    assert np.allclose(judge.geometry(ws, 39)[0], before)
