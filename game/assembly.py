@@ -142,6 +142,13 @@ class GameSystems:
         """What each new world (and its HUD and drop preview) needs to know about this game."""
         self.app.world.hud.set_menu(self.menu is not None)
         preview, vr = self.app.drop_preview, self.vr
+        controller = self.controller
+        if controller is not None:
+            # One judge for the preview, the desktop carry and the edits the controller queues.
+            if preview is not None:
+                preview.judge = controller.judge
+            if self.controls is not None:
+                self.controls.judge = controller.judge
         if vr is not None and preview is not None:
             preview.in_world_text = True  # the 2-D overlay is not in the headset
             preview.on_target_change.append(lambda hand, edit: vr.controls.haptic_tick(hand))

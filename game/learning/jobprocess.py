@@ -139,9 +139,10 @@ def _pickled(message: Any, tries: int = 40, wait_s: float = 0.05) -> bytes:
     for attempt in range(tries):
         try:
             return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        except (AttributeError, RuntimeError, pickle.PicklingError, TypeError):
-            if attempt == tries - 1:
-                raise
+        except (AttributeError, RuntimeError, pickle.PicklingError, TypeError) as exc:
+            passing = "local object" in str(exc) or "changed size" in str(exc)
+            if not passing or attempt == tries - 1:
+                raise  # a message that can never pickle fails at once
             time.sleep(wait_s)
     raise AssertionError("unreachable")
 
@@ -274,9 +275,10 @@ class JobProcess:
 
     def _send(self, message: InitMessage | JobMessage | QuitMessage) -> None:
         assert self._conn is not None
+        data = _pickled(message)  # before the lock: a retry never holds up a quit message
         try:
             with self._send_lock:
-                _put(self._conn, message)
+                self._conn.send_bytes(data)
         except (OSError, EOFError, ValueError) as exc:  # BrokenPipeError is an OSError
             raise JobProcessError(f"the fine-tune process is gone ({exc})") from None
 

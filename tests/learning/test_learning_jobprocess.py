@@ -174,3 +174,6 @@ def test_a_message_pickles_once_another_threads_hook_is_gone():
     never.register_forward_hook(lambda _m, _i, _o: None)
     with pytest.raises(AttributeError):
         _pickled(never, tries=2, wait_s=0.0)
+    lock = threading.Lock()  # never picklable: refused at the first try, not after the retries
+    with pytest.raises(TypeError):
+        _pickled(lock, tries=10_000, wait_s=1.0)

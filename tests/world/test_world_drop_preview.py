@@ -79,9 +79,12 @@ def test_desktop_drag_onto_a_cluster_as_drawn_previews_and_relabels(fresh_digits
     from game.controls.modes import Mode
     from game.learning.controller import FineTuneController
 
-    game = open_game(fresh_digits, offscreen=True, size=(640, 400), controls=True)
+    game = open_game(fresh_digits, offscreen=True, size=(640, 400), controls=True, learning=True)
     app = game.app
-    controller = FineTuneController(fresh_digits, app.worker, clock=lambda: app.now, job_process=False)
+    controller = game.controller
+    assert isinstance(controller, FineTuneController)
+    # One judge: the preview, the desktop carry and the controller's edits.
+    assert app.drop_preview.judge is controller.judge and game.controls.judge is controller.judge
     try:
         ws = app.workspace
         seen: list[ev.Event] = []
@@ -150,7 +153,6 @@ def test_desktop_drag_onto_a_cluster_as_drawn_previews_and_relabels(fresh_digits
         assert not preview.visible
         assert game.modes.top is Mode.WORLD  # the drag's mode ended with the release
     finally:
-        controller.close()
         app.destroy()
 
 
