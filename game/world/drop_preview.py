@@ -76,7 +76,10 @@ class DropPreview:
         self.text = ""
         self.text_colour: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
         self._hand = ""
-        self._carried: tuple[int, np.ndarray, str] | None = None  # (card, position, hand) in the hand
+        # Per hand (dicts keep the order of the last update): the card it carries and where, and
+        # what a release would mean, so two VR hands each get their own preview and haptic ticks.
+        self._carried: dict[str, tuple[int, np.ndarray]] = {}
+        self._meanings: dict[str, tuple[str, int]] = {}
         preload_glyphs("->")
         self.root = render.attach_new_node("drop-preview")
         self.root.set_light_off(1)
@@ -107,28 +110,36 @@ class DropPreview:
 
     def _on_event(self, event: ev.Event, workspace: Workspace) -> None:
         if isinstance(event, (ev.CardGrabbed, ev.CardMoved)):
-            self._carried = (event.card, np.asarray(event.position, dtype=np.float32), event.hand)
-            self.show(*self._carried)
+            self._carried.pop(event.hand, None)  # re-inserted last: the latest hand is shown
+            self._carried[event.hand] = (event.card, np.asarray(event.position, dtype=np.float32))
+            self.show(event.card, self._carried[event.hand][1], event.hand)
         elif isinstance(event, (ev.CardDropped, ev.GrabCancelled)):
-            self._carried = None
-            self.hide()
+            # Only the hand that let go: the other VR hand may still carry a card.
+            self._carried.pop(event.hand, None)
+            self._meanings.pop(event.hand, None)
+            self._show_last_carried()
         elif isinstance(event, (ev.ModelUpdated, ev.LayerChanged, ev.PositionsChanged, ev.CardAdded)):
-            # The clusters changed under a card still in the hand: judge it again where it is
+            # The clusters changed under cards still in a hand: judge them again where they are
             # held (the world keeps a carried card where the hand put it).
-            if self._carried is not None and self._carried[0] < workspace.n_cards:
-                self.show(*self._carried)
-            else:
-                self.hide()
+            self._carried = {h: c for h, c in self._carried.items() if c[0] < workspace.n_cards}
+            self._show_last_carried()
+
+    def _show_last_carried(self) -> None:
+        """The preview of the hand that moved last, or none when no hand carries a card."""
+        if not self._carried:
+            self.hide()
+            return
+        hand, (card, position) = next(reversed(self._carried.items()))
+        self.show(card, position, hand)
 
     # --- drawing ---------------------------------------------------------------------------------
 
     def show(self, card: int, position: np.ndarray, hand: str = "mouse") -> EditQueued:
         """Judge a release of ``card`` at ``position`` and draw what it means."""
         edit = self.judge.judge(self.workspace, card, position)
-        changed = self.edit is None or (edit.action, edit.new_label) != (
-            self.edit.action,
-            self.edit.new_label,
-        )
+        meaning = (edit.action, edit.new_label)
+        changed = self._meanings.get(hand) != meaning  # per hand: two VR hands never cross-tick
+        self._meanings[hand] = meaning
         self.edit, self._hand = edit, hand
         self.text = describe_edit(edit, self.workspace.class_names)
         if edit.action == UNSURE:

@@ -216,3 +216,36 @@ def test_cards_dropped_but_not_trained_keep_their_place_in_the_clusters():
     assert np.allclose(ws.positions[0], drop_at)  # drawn where it was dropped
     assert np.allclose(ws.cluster_positions[0], layout[0])  # but still counted at home
     assert np.allclose(judge.geometry(ws, 39)[0], before)
+
+
+def test_two_hands_each_get_their_own_preview_and_ticks():
+    from panda3d.core import NodePath
+
+    from game.world.drop_preview import DropPreview
+
+    ws = two_clusters_at_different_depths()
+    preview = DropPreview(
+        ws, DropJudge(LearningConfig()), NodePath("render"), NodePath("overlay"), np.ones((2, 4))
+    )
+    ticks: list[tuple[str, str]] = []
+    preview.on_target_change.append(lambda hand, edit: ticks.append((hand, edit.action)))
+    in_b = ws.positions[20:].mean(axis=0)
+    in_a = ws.positions[:20].mean(axis=0)
+    ws.apply(ev.CardGrabbed(card=0, position=tuple(map(float, in_a)), hand="vr-left"))
+    ws.apply(ev.CardGrabbed(card=21, position=tuple(map(float, in_b)), hand="vr-right"))
+    for k in range(4):  # both hands move inside their own clusters, frame after frame
+        ws.apply(ev.CardMoved(card=0, position=tuple(map(float, in_a + 0.001 * k)), hand="vr-left"))
+        ws.apply(ev.CardMoved(card=21, position=tuple(map(float, in_b + 0.001 * k)), hand="vr-right"))
+    assert ticks == [("vr-left", "reinforce"), ("vr-right", "reinforce")]  # no cross-ticking
+    ws.apply(ev.CardMoved(card=0, position=tuple(map(float, in_b)), hand="vr-left"))
+    assert ticks[-1] == ("vr-left", "relabel") and preview.text.startswith("release: relabel a -> b")
+    # The right hand lets go: the left hand's card is still carried and still previewed.
+    ws.apply(
+        ev.CardDropped(
+            card=21, position=tuple(map(float, in_b)), nearest_class=1, distance=0.0, hand="vr-right"
+        )
+    )
+    assert preview.visible and preview.edit is not None and preview.edit.card == 0
+    ws.apply(ev.GrabCancelled(card=0, position=tuple(map(float, in_a)), hand="vr-left"))
+    assert not preview.visible
+    preview.destroy()
