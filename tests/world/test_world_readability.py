@@ -82,7 +82,7 @@ def test_default_view_shows_cards_labels_and_markers(bench, loaded_digits):
     """The default scene's first view: every class label readable and clear of cards, every
     centroid marker visible, and most cards showing at least half of their face."""
     result = bench.measure(private_copy(loaded_digits), SIZE)
-    assert result["quad_check"]
+    assert result["quad_check"], result["quad_excess_px"]
     assert result["classes"] == loaded_digits.workspace.n_classes
     assert result["labels_readable"] == result["classes"], result["labels"]
     assert result["markers_visible"] == result["classes"], result["markers"]
