@@ -222,11 +222,13 @@ def test_loss_can_be_swapped(loaded_digits, stem):
 
 def test_damping_derived_from_samples_against_dimensions(loaded_digits, stem):
     """Fewer training images than the head has inputs: the preconditioner needs more damping.
-    Digits (1,438 training images, 1,024 inputs) keep the 0.005 they were tuned with."""
+    Digits (1,438 training images, 1,024 inputs) stay at the bottom of the grid: the 0.005 they
+    were tuned with, or the next step (which of the two depends on the trained network: both
+    came out in fresh-clone runs of the suite)."""
     from game.learning.stem import DEFAULT_DAMPING, derive_damping
 
     x = stem.inputs[torch.from_numpy(np.flatnonzero(loaded_digits.workspace.is_train))]
-    assert derive_damping(x) == DEFAULT_DAMPING
+    assert derive_damping(x) <= 2 * DEFAULT_DAMPING
     few = [derive_damping(x[:n]) for n in (1000, 400, 150)]
     assert few == sorted(few) and few[-1] >= 10 * DEFAULT_DAMPING
 
