@@ -23,16 +23,20 @@ def two_clusters_at_different_depths() -> Workspace:
     rng = np.random.default_rng(0)
     a = rng.normal((0.0, 1.0, 1.0), 0.05, size=(20, 3))
     b = rng.normal((0.6, 4.0, 1.0), 0.05, size=(20, 3))
-    pos = np.concatenate([a, b]).astype(np.float32)
-    n = len(pos)
+    return cards_at(np.concatenate([a, b]), [0] * 20 + [1] * 20, ["a", "b"])
+
+
+def cards_at(positions: np.ndarray, labels: list[int], class_names: list[str]) -> Workspace:
+    """A workspace of blank cards at ``positions`` (only geometry and labels matter here)."""
+    n, k = len(positions), len(class_names)
     return Workspace(
         images=np.zeros((n, 8, 8, 1), np.uint8),
-        labels=np.array([0] * 20 + [1] * 20),
-        class_names=["a", "b"],
-        top5_classes=np.zeros((n, 2), np.int64),
-        top5_scores=np.zeros((n, 2), np.float32),
+        labels=np.array(labels),
+        class_names=class_names,
+        top5_classes=np.zeros((n, k), np.int64),
+        top5_scores=np.zeros((n, k), np.float32),
         features=np.zeros((n, 4), np.float32),
-        positions=pos,
+        positions=positions.astype(np.float32),
         is_train=np.ones(n, bool),
         sources=[f"s{i}" for i in range(n)],
     )
@@ -163,19 +167,8 @@ def test_the_carry_never_places_a_card_where_the_judge_says_unsure():
     big = rng.normal((0.0, 5.0, 0.0), 0.6, size=(60, 3))
     tiny = rng.normal((0.9, 5.0, 0.0), 0.02, size=(10, 3))
     other = np.array([[-3.0, 1.0, 0.0]] * 5) + rng.normal(0, 0.02, size=(5, 3))
-    pos = np.concatenate([big, tiny, other]).astype(np.float32)
-    n = len(pos)
-    ws = Workspace(
-        images=np.zeros((n, 8, 8, 1), np.uint8),
-        labels=np.array([0] * 60 + [1] * 10 + [2] * 5),
-        class_names=["big", "tiny", "far"],
-        top5_classes=np.zeros((n, 3), np.int64),
-        top5_scores=np.zeros((n, 3), np.float32),
-        features=np.zeros((n, 4), np.float32),
-        positions=pos,
-        is_train=np.ones(n, bool),
-        sources=[f"s{i}" for i in range(n)],
-    )
+    ws = cards_at(np.concatenate([big, tiny, other]), [0] * 60 + [1] * 10 + [2] * 5, ["big", "tiny", "far"])
+    n = ws.n_cards
     judge = DropJudge(LearningConfig())
     card = n - 1  # a "far" card
     for x in np.linspace(-1.5, 1.5, 31):
