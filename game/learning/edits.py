@@ -85,11 +85,16 @@ def interpret_drop(
     workspace's ``cluster_positions`` (the current model's layout, or the layer switched to). The
     dropped card itself is left out.
     """
+    if reference_positions is None:
+        return DropJudge(config).judge_drop(drop, workspace)  # the one judge, without its cache
     if not 0 <= drop.card < workspace.n_cards:
         raise ValueError(f"dropped card {drop.card} is not one of the {workspace.n_cards} cards")
-    positions = workspace.cluster_positions if reference_positions is None else reference_positions
     centroids, radii = cluster_geometry(
-        positions, workspace.labels, workspace.n_classes, config.cluster_percentile, exclude=drop.card
+        reference_positions,
+        workspace.labels,
+        workspace.n_classes,
+        config.cluster_percentile,
+        exclude=drop.card,
     )
     return interpret(
         drop.card, np.asarray(drop.position), int(workspace.labels[drop.card]), centroids, radii, config
