@@ -35,8 +35,12 @@ class CardContext:
 
 
 def open_card(scene: Scene, card: int, progress: bool = False) -> CardContext:
-    """Dataset and network of ``scene`` and card ``card``'s image; a bad index is a ``UserError``."""
-    data = load_dataset(scene)
+    """Dataset and network of ``scene`` and card ``card``'s image; a bad index is a ``UserError``.
+
+    ``progress`` False (what ``explain`` and ``whatif`` pass): no bar at all, neither the
+    network's training nor the dataset's "Reading images" (it was left on before).
+    """
+    data = load_dataset(scene, progress=progress)
     n = len(data.images)
     if not 0 <= card < n:
         raise UserError(f"--card {card} is out of range: the scene has {n} cards (0..{n - 1})")
