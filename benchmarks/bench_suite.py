@@ -101,8 +101,16 @@ def _at(curve: list[Any], k: int) -> float | None:
     return next((c for c in reversed(curve[: k + 1]) if c is not None), None)
 
 
-def run_seed(case: Case, seed: int, max_edits: int, learning: dict[str, Any]) -> dict[str, Any]:
-    """One case at one seed: base model, clean ceiling, full and CE-only curves, per-edit stats."""
+def run_seed(
+    case: Case,
+    seed: int,
+    max_edits: int,
+    learning: dict[str, Any],
+    methods: tuple[str, ...] = ("full", "ce_only"),
+) -> dict[str, Any]:
+    """One case at one seed: base model, clean ceiling, full and CE-only curves, per-edit stats.
+
+    ``methods``: which of the two to run (an A/B of a pull setting need not redo CE-only)."""
     from game.learning.guidance import auroc, suspicion_scores
 
     args = argparse.Namespace(
@@ -132,6 +140,8 @@ def run_seed(case: Case, seed: int, max_edits: int, learning: dict[str, Any]) ->
     }
     ce_learning = {**learning, "feature_weight": 0.0, "preserve_weight": 0.0}
     for key, settings in (("full", learning), ("ce_only", ce_learning)):
+        if key not in methods:
+            continue
         run = bench_edits.simulate(base, args, settings or None, 1, f"{case.name}/s{seed}/{key}")
         out[key] = {str(k): _at(run["curve"], k) for k in KS}
         out[key]["curve"] = run["curve"]
@@ -169,7 +179,7 @@ def summarise(case: Case, seeds: list[dict[str, Any]]) -> dict[str, Any]:
     for key in scalar + ("kept_min", "precision", "seconds_per_edit"):
         row[key] = _mean([s.get(key) for s in seeds])
     for method in ("full", "ce_only"):
-        row[method] = {str(k): _mean([s[method][str(k)] for s in seeds]) for k in KS}
+        row[method] = {str(k): _mean([s.get(method, {}).get(str(k)) for s in seeds]) for k in KS}
     row["per_seed"] = seeds
     row["goals"] = goals(row)
     return row
@@ -241,7 +251,9 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), dpi=110, squeeze=False)
     for ax, r in zip(axes.ravel(), cases):
         for method, colour, label in (("full", "tab:blue", "full"), ("ce_only", "tab:orange", "CE-only")):
-            curves = [s[method]["curve"] for s in r["per_seed"]]
+            curves = [s[method]["curve"] for s in r["per_seed"] if method in s]
+            if not curves:
+                continue
             n = min(len(c) for c in curves)
             ys = [_mean([c[k] for c in curves]) for k in range(n)]
             pts = [(k, y) for k, y in enumerate(ys) if y is not None]
@@ -270,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     parser.add_argument("--seeds", default="", help="comma-separated seeds (default: 0,1,2; --quick: 0)")
     parser.add_argument("--max-edits", type=int, default=30)
+    parser.add_argument(
+        "--methods",
+        default="full,ce_only",
+        help="which to run: full, ce_only or both (A/B of the full method)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="BLAS and torch threads")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="learning setting override (A/B)"
@@ -296,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_suite: unknown case(s) {unknown}; known: {list(by_name)}", file=sys.stderr)
         return 2
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or ([0] if args.quick else [0, 1, 2])
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if not methods or set(methods) - {"full", "ce_only"}:
+        print(f"bench_suite: --methods takes full and/or ce_only, got {args.methods!r}", file=sys.stderr)
+        return 2
     learning: dict[str, Any] = {}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -307,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_edits": args.max_edits,
             "threads": args.threads,
             "learning_overrides": learning,
+            "methods": list(methods),
             "torch": torch.__version__,
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         },
@@ -324,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = []
         for seed in seeds:
             t = time.perf_counter()
-            per_seed.append(run_seed(case, seed, args.max_edits, learning))
+            per_seed.append(run_seed(case, seed, args.max_edits, learning, methods))
             print(f"[suite] {name} seed {seed}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
         result["cases"].append(summarise(case, per_seed))
         result["config"]["seconds"] = time.perf_counter() - t0

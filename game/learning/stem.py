@@ -20,13 +20,13 @@ from torch import nn
 from game.nets.network import Inference, Network, top_k
 
 DEFAULT_DAMPING = 0.005  # the damping digits was tuned with (the derived damping's smallest value)
-DAMPING_GRID = tuple(DEFAULT_DAMPING * 2**k for k in range(8))  # 0.005 ... 0.64
+DAMPING_GRID = tuple(DEFAULT_DAMPING * 2**k for k in range(8))  # 0.005 ... 0.64 (the derived range)
 LEVERAGE_RATIO = 2.5  # how much more unseen images may be amplified than seen ones
 
 
 def derive_damping(x: torch.Tensor, seed: int = 0) -> float:
-    """The smallest damping (of ``DAMPING_GRID``) at which the preconditioner amplifies images it
-    was not estimated from at most ``LEVERAGE_RATIO`` times as much as those it was.
+    """The smallest damping (between ``DAMPING_GRID``'s ends) at which the preconditioner amplifies
+    images it was not estimated from at most ``LEVERAGE_RATIO`` times as much as those it was.
 
     Why: the preconditioner inverts the second moment of the head's inputs. Estimated from fewer
     images than (active) dimensions it is nearly singular, and an edit's update then moves images
@@ -34,25 +34,44 @@ def derive_damping(x: torch.Tensor, seed: int = 0) -> float:
     training images: one correct edit can cost several held-out points. Splitting the training
     inputs in halves, estimating the moment on one and measuring the mean leverage x^T P x on both
     shows how much more unseen images are amplified; damping shrinks that. Digits (1,438 training
-    images, 1,024 dimensions) keep 0.005; fewer images or more dimensions get more damping.
+    images, 1,024 dimensions) keep about 0.005; fewer images or more dimensions get more damping.
+
+    The answer is continuous in the data: the ratio falls monotonically with the damping, and the
+    damping where it crosses ``LEVERAGE_RATIO`` is found by bisection in log-damping, not rounded
+    to a grid step (rounding up to the grid made digits flip between 0.005 and 0.01 when a
+    retrained network moved the ratio a hair across the boundary).
     """
     x = x.double()
     n = len(x)
+    lo, hi = DAMPING_GRID[0], DAMPING_GRID[-1]
     if n < 4:
-        return DAMPING_GRID[-1]
+        return hi
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     a, b = x[order[: n // 2]], x[order[n // 2 :]]
     moment = a.T @ a / len(a)
     mu = float(moment.diagonal().mean())
     if mu <= 0:
-        return DAMPING_GRID[0]
+        return lo
     s, u = torch.linalg.eigh(moment)
-    seen, unseen = (a @ u) ** 2, (b @ u) ** 2
-    for damping in DAMPING_GRID:
+    seen, unseen = ((a @ u) ** 2).mean(0), ((b @ u) ** 2).mean(0)
+
+    def excess(damping: float) -> float:
+        """log(unseen leverage / seen leverage) - log(LEVERAGE_RATIO): falls as damping grows."""
         w = 1.0 / (s.clamp(min=0.0) + damping * mu)
-        if float((unseen @ w).mean()) <= LEVERAGE_RATIO * float((seen @ w).mean()):
-            return damping
-    return DAMPING_GRID[-1]
+        return float(torch.log(unseen @ w) - torch.log(seen @ w)) - float(np.log(LEVERAGE_RATIO))
+
+    if excess(lo) <= 0:
+        return lo
+    if excess(hi) > 0:
+        return hi
+    log_lo, log_hi = np.log(lo), np.log(hi)
+    for _ in range(40):  # the bracket shrinks to 2^-40 of a factor 128: far below any effect
+        mid = 0.5 * (log_lo + log_hi)
+        if excess(float(np.exp(mid))) > 0:
+            log_lo = mid
+        else:
+            log_hi = mid
+    return float(np.exp(log_hi))
 
 
 @dataclass
