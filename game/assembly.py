@@ -12,9 +12,16 @@ Input goes through one ``InputModes`` stack (``game/controls/modes.py``) shared 
 the menu, what-if painting and a carried card push their mode, Esc pops the top one. Ctrl+Q and
 the window's close button quit (with or without the start menu); Esc never quits.
 
-When the start menu opens another scene the app replaces its world and calls the one scene
-listener registered here, which rebinds the controls and rebuilds the fine-tune controller and
-the recorder (a new session file) for the new workspace.
+Controls never get the app: ``assemble_game`` hands each one narrow services
+(``game/controls/services.py``): an ``AppViewport`` (camera, mouse, framing), the ``SceneParts`` of
+the scene on show (workspace, world, model store, settings, projector), the worker, and for the
+menu two callables (show a loaded scene, quit).
+
+When the start menu opens another scene it first prestarts the job process for it (as
+``latent-reach run`` does before the first scene), then loads it on the worker; the app replaces
+its world and calls the one scene listener registered here, which passes the new ``SceneParts``
+to every control's ``rebind`` and rebuilds the fine-tune controller (taking the prestarted
+process) and the recorder (a new session file) for the new workspace.
 
 Imports only go downwards: commands → assembly → {app, controls, vr, world} → core/learning.
 """
@@ -23,26 +30,86 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 from direct.showbase.DirectObject import DirectObject
 
 from game.app import LatentReachApp
 from game.controls.modes import InputModes
+from game.controls.services import SceneParts
 from game.core import events as ev
 from game.core.errors import UserError
 from game.core.worker import Worker
 
 if TYPE_CHECKING:
+    from panda3d.core import NodePath
+
     from game.controls.desktop import DesktopControls
     from game.controls.explain_controls import ExplainControls
     from game.controls.guidance_controls import GuidanceControls
     from game.controls.menu import MenuController
+    from game.core.scene import Scene
     from game.learning.controller import FineTuneController
     from game.pipeline import LoadedScene
     from game.sessions.recorder import SessionRecorder
     from game.vr.backend import VRBackend
     from game.vr.launch import VRSession
+
+
+class AppViewport:
+    """The app's camera, mouse and framing as the controls' ``Viewport`` (nothing else of it)."""
+
+    def __init__(self, app: LatentReachApp) -> None:
+        self._app = app
+
+    @property
+    def camera(self) -> NodePath:
+        return self._app.camera
+
+    @property
+    def render(self) -> NodePath:
+        return self._app.render
+
+    @property
+    def render2d(self) -> NodePath:
+        return self._app.render2d
+
+    def mouse(self) -> tuple[float, float] | None:
+        watcher = self._app.mouseWatcherNode
+        if watcher is None or not watcher.has_mouse():
+            return None
+        m = watcher.get_mouse()
+        return float(m[0]), float(m[1])
+
+    def is_down(self, button: Any) -> bool:
+        watcher = self._app.mouseWatcherNode
+        return watcher is not None and bool(watcher.is_button_down(button))
+
+    def mouse_ray(self, mx: float, my: float) -> tuple[np.ndarray, np.ndarray]:
+        return self._app.mouse_ray(mx, my)
+
+    def project(self, point: Any) -> tuple[float, float] | None:
+        return self._app.project(point)
+
+    def frame_card(self, card: int, distance: float = 0.6) -> None:
+        self._app.frame_card(card, distance)
+
+    def frame_all(self) -> None:
+        self._app.frame_all()
+
+
+def scene_parts(app: LatentReachApp) -> SceneParts:
+    """The scene the app shows now, as the controls see it."""
+    return SceneParts.of(app.loaded, app.world)
+
+
+def prestart_learning(scene: Scene) -> None:
+    """Start the job process for a scene about to open (the start menu calls it before loading),
+    so the new controller takes a warm child instead of starting one after the switch."""
+    from game.learning import backend
+
+    backend.prestart_process(scene.learning)
 
 
 class StartRecording(Protocol):
@@ -131,9 +198,10 @@ class GameSystems:
     def on_scene(self, loaded: LoadedScene) -> None:
         """The start menu opened another scene: the app has its new world and workspace."""
         self.modes.reset()  # the old drag, painting and menu belong to the old world
-        for part in (self.controls, self.explain, self.guidance):
+        parts = SceneParts.of(loaded, self.app.world)
+        for part in (self.controls, self.explain, self.guidance, self.menu):
             if part is not None:
-                part.rebind()
+                part.rebind(parts)
         if self.learning is not None:
             self.learning.restart(loaded)
         self.dress_world()
@@ -203,6 +271,7 @@ def assemble_game(
     windowed run.
     """
     modes = InputModes()
+    wants_learning = learning or recording is not None
     vr: VRSession | None = None
     if vr_backend is not None:
         from game.vr.backend import VRUnavailable
@@ -214,26 +283,37 @@ def assemble_game(
             if getattr(vr_backend, "required", False):
                 raise UserError(f"VR required but unavailable: {exc}") from None
             print(f"VR unavailable ({exc}); running in desktop mode.", file=sys.stderr)
+    # What the controls get instead of the app (see game/controls/services.py).
+    view, parts = AppViewport(app), scene_parts(app)
     desktop = explain = guidance = None
     if controls:
         from game.controls.desktop import DesktopControls
         from game.controls.explain_controls import ExplainControls
         from game.controls.guidance_controls import GuidanceControls
 
-        desktop = DesktopControls(app, modes)
+        desktop = DesktopControls(view, parts, modes)
         app.frame_hooks.insert(0, desktop)
         app.camera_listeners.append(desktop.sync_from_camera)
-        explain = ExplainControls(app, modes=modes)  # X heat maps, P what-if, G class model
+        explain = ExplainControls(view, parts, app.worker, modes=modes)  # X heat maps, P what-if, G
         app.frame_hooks.append(explain)
-        guidance = GuidanceControls(app, modes=modes)  # N next suspect, L switch feature layer
+        guidance = GuidanceControls(view, parts, app.worker, modes=modes)  # N suspects, L layers
         app.frame_hooks.append(guidance)
     menu_ctl = None
     if menu:
         from game.controls.menu import MenuController
 
-        menu_ctl = MenuController(app, modes, flight=desktop)
+        menu_ctl = MenuController(
+            view,
+            parts,
+            app.worker,
+            switch_scene=app.switch_scene,
+            quit=lambda: app.userExit(),  # looked up when chosen (a test may replace it)
+            prestart=prestart_learning if wants_learning else None,
+            modes=modes,
+            flight=desktop,
+        )
     slot = None
-    if learning or recording is not None:
+    if wants_learning:
         slot = Learning(app, recording, vr)
         slot.restart(app.loaded)
     systems = GameSystems(

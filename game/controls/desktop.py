@@ -19,7 +19,7 @@ from panda3d.core import KeyboardButton, MouseButton
 
 from game.controls.hand import Hand
 from game.controls.modes import InputModes, Mode
-from game.controls.services import GameView
+from game.controls.services import SceneParts, Viewport
 from game.core import events as ev
 from game.learning.edits import DropJudge
 
@@ -43,10 +43,11 @@ def flying_speed(move_speed: float, positions: np.ndarray) -> float:
 class DesktopControls:
     """Fly camera + one mouse ``Hand``; quiet unless ``WORLD`` or ``DRAG`` is the top mode."""
 
-    def __init__(self, app: GameView, modes: InputModes | None = None) -> None:
-        self.app = app
+    def __init__(self, view: Viewport, scene: SceneParts, modes: InputModes | None = None) -> None:
+        self.view = view
         self.modes = modes if modes is not None else InputModes()
-        self.speed = float(app.loaded.scene.world.move_speed)
+        self.scene = scene
+        self.speed = float(scene.settings.world.move_speed)
         self.yaw = 0.0
         self.pitch = 0.0
         self._last_mouse: tuple[float, float] | None = None
@@ -57,7 +58,7 @@ class DesktopControls:
         self._help = False
         self._last_now = 0.0
         self.hand: Hand
-        self.rebind()
+        self.rebind(scene)
         self._events = DirectObject()
         for key, fn in {
             "mouse1": self._on_press,
@@ -65,7 +66,7 @@ class DesktopControls:
             "wheel_up": lambda: self._on_wheel(+1),
             "wheel_down": lambda: self._on_wheel(-1),
             "f": self.frame_selection,
-            "c": self.app.frame_all,
+            "c": self.view.frame_all,
             "h": self.toggle_help,
             "tab": self.toggle_panel,
             "control-z": self.undo,
@@ -73,13 +74,14 @@ class DesktopControls:
             self._events.accept(key, self._guard(fn))
         self.sync_from_camera()
 
-    def rebind(self) -> None:
-        """(Re)create the hand for the app's current workspace (after a scene switch)."""
-        world = self.app.world
-        self.judge = DropJudge(self.app.loaded.scene.learning)
-        self.speed = flying_speed(float(self.app.loaded.scene.world.move_speed), world.positions)
+    def rebind(self, scene: SceneParts) -> None:
+        """(Re)create the hand for ``scene``'s workspace (at start and after a scene switch)."""
+        self.scene = scene
+        world = scene.world
+        self.judge = DropJudge(scene.settings.learning)
+        self.speed = flying_speed(float(scene.settings.world.move_speed), world.positions)
         self.hand = Hand(
-            self.app.workspace,
+            scene.workspace,
             positions=lambda: world.positions,
             card_size=lambda: world.config.card_size,
             name="mouse",
@@ -104,30 +106,21 @@ class DesktopControls:
 
     def sync_from_camera(self) -> None:
         """Adopt the camera's current heading and pitch (after framing)."""
-        hpr = self.app.camera.get_hpr()
+        hpr = self.view.camera.get_hpr()
         self.yaw, self.pitch = float(hpr[0]), float(hpr[1])
-        self.app.camera.set_r(0)
+        self.view.camera.set_r(0)
 
     def _mouse(self) -> tuple[float, float] | None:
-        watcher = self.app.mouseWatcherNode
-        if watcher is None or not watcher.has_mouse():
-            return None
-        m = watcher.get_mouse()
-        return float(m[0]), float(m[1])
+        return self.view.mouse()
 
     def _down(self, key: str) -> bool:
-        watcher = self.app.mouseWatcherNode
-        return watcher is not None and watcher.is_button_down(KeyboardButton.ascii_key(key))
-
-    def _down_button(self, button) -> bool:
-        watcher = self.app.mouseWatcherNode
-        return watcher is not None and watcher.is_button_down(button)
+        return self.view.is_down(KeyboardButton.ascii_key(key))
 
     def _fly(self, dt: float) -> None:
-        cam = self.app.camera
+        cam = self.view.camera
         move = np.zeros(3)
-        forward = self.app.render.get_relative_vector(cam, (0, 1, 0))
-        right = self.app.render.get_relative_vector(cam, (1, 0, 0))
+        forward = self.view.render.get_relative_vector(cam, (0, 1, 0))
+        right = self.view.render.get_relative_vector(cam, (1, 0, 0))
         for key, vec, sign in (("w", forward, 1), ("s", forward, -1), ("d", right, 1), ("a", right, -1)):
             if self._down(key):
                 move += sign * np.array([vec[0], vec[1], vec[2]])
@@ -137,19 +130,18 @@ class DesktopControls:
             move[2] -= 1
         norm = float(np.linalg.norm(move))
         if norm > 0:
-            boost = 3.0 if self._down_button(KeyboardButton.shift()) else 1.0
+            boost = 3.0 if self.view.is_down(KeyboardButton.shift()) else 1.0
             step = move / norm * self.speed * boost * dt
             cam.set_pos(cam.get_pos() + tuple(step))
 
     def _look(self, mouse: tuple[float, float] | None) -> None:
-        watcher = self.app.mouseWatcherNode
-        looking = watcher is not None and watcher.is_button_down(MouseButton.three())
+        looking = self.view.is_down(MouseButton.three())
         if looking and mouse is not None and self._last_mouse is not None:
             dx = mouse[0] - self._last_mouse[0]
             dy = mouse[1] - self._last_mouse[1]
             self.yaw -= dx * LOOK_SPEED
             self.pitch = float(np.clip(self.pitch + dy * LOOK_SPEED * 0.7, -89, 89))
-            self.app.camera.set_hpr(self.yaw, self.pitch, 0)
+            self.view.camera.set_hpr(self.yaw, self.pitch, 0)
 
     # --- per frame ------------------------------------------------------------------------------
 
@@ -163,14 +155,14 @@ class DesktopControls:
             if mouse is not None:
                 self.pointer(mouse)
         self._last_mouse = mouse
-        self.app.world.cards.set_highlight(hovered=self.hand.hovered if self.enabled else -1)
+        self.scene.world.cards.set_highlight(hovered=self.hand.hovered if self.enabled else -1)
         self.hand.update(now)
         self._sync_drag()
 
     def pointer(self, mouse: tuple[float, float]) -> None:
         """Hover along the mouse ray; while the button is held, start or continue a drag."""
         self._last_pointer = mouse
-        origin, direction = self.app.mouse_ray(*mouse)
+        origin, direction = self.view.mouse_ray(*mouse)
         hand = self.hand
         if hand.dragging:
             hand.move_to(self._carry_point(origin, direction))
@@ -181,10 +173,10 @@ class DesktopControls:
             if moved > DRAG_THRESHOLD:
                 hand.hovered = self._press_card
                 if hand.grab():
-                    cam_pos = np.array(self.app.camera.get_pos(self.app.render), dtype=np.float32)
+                    cam_pos = np.array(self.view.camera.get_pos(self.view.render), dtype=np.float32)
                     forward = self._forward()
                     self._drag_distance = float(
-                        np.dot(self.app.world.positions[hand.grabbed] - cam_pos, forward)
+                        np.dot(self.scene.world.positions[hand.grabbed] - cam_pos, forward)
                     )
                     hand.move_to(self._carry_point(origin, direction))
 
@@ -198,18 +190,18 @@ class DesktopControls:
         under the cursor; a plane at the old depth missed clusters that looked adjacent but lay
         up to a metre behind.
         """
-        hit = self.judge.cluster_on_ray(self.app.workspace, self.hand.grabbed, origin, direction)
+        hit = self.judge.cluster_on_ray(self.scene.workspace, self.hand.grabbed, origin, direction)
         if hit is not None:
             return hit[1]
         return self._drag_point(origin, direction)
 
     def _forward(self) -> np.ndarray:
-        f = self.app.render.get_relative_vector(self.app.camera, (0, 1, 0))
+        f = self.view.render.get_relative_vector(self.view.camera, (0, 1, 0))
         return np.array([f[0], f[1], f[2]], dtype=np.float32)
 
     def _drag_point(self, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Where the mouse ray meets the plane facing the camera at the drag distance."""
-        cam_pos = np.array(self.app.camera.get_pos(self.app.render), dtype=np.float32)
+        cam_pos = np.array(self.view.camera.get_pos(self.view.render), dtype=np.float32)
         forward = self._forward()
         plane_point = cam_pos + forward * self._drag_distance
         denom = float(np.dot(direction, forward))
@@ -224,7 +216,7 @@ class DesktopControls:
         mouse = self._mouse()
         if mouse is None:
             return
-        origin, direction = self.app.mouse_ray(*mouse)
+        origin, direction = self.view.mouse_ray(*mouse)
         card = self.hand.point(origin, direction)
         self._press = mouse
         self._press_card = card
@@ -242,13 +234,13 @@ class DesktopControls:
             self._drag_distance = max(0.1, self._drag_distance * (1.0 + 0.1 * direction))
             mouse = self._mouse() or self._last_pointer
             if mouse is not None:
-                origin, d = self.app.mouse_ray(*mouse)
+                origin, d = self.view.mouse_ray(*mouse)
                 self.hand.move_to(self._carry_point(origin, d))
         else:
             self.speed = float(
                 np.clip(self.speed * (SPEED_STEP if direction > 0 else 1 / SPEED_STEP), 0.1, 20)
             )
-            self.app.workspace.post(ev.Message(text=f"flying speed {self.speed:.1f} m/s"))
+            self.scene.workspace.post(ev.Message(text=f"flying speed {self.speed:.1f} m/s"))
 
     def _on_escape(self) -> None:
         """Esc while ``DRAG`` is the top mode: the carried card goes back where it was."""
@@ -259,26 +251,26 @@ class DesktopControls:
 
     def hide_help(self) -> None:
         """Esc in the world without a start menu: close the help if it is open (never quit)."""
-        if not self.app.world.hud.help_path.is_hidden():
+        if not self.scene.hud.help_path.is_hidden():
             self.toggle_help()
 
     def frame_selection(self) -> None:
-        card = self.app.workspace.selected
+        card = self.scene.workspace.selected
         if card >= 0:
-            self.app.frame_card(card)
+            self.view.frame_card(card)
 
     def toggle_help(self) -> None:
-        self._help = self.app.world.hud.toggle_help()
+        self._help = self.scene.hud.toggle_help()
 
     def toggle_panel(self) -> None:
-        panel = self.app.world.panel.root
-        if panel.is_hidden() and self.app.workspace.selected >= 0:
+        panel = self.scene.panel.root
+        if panel.is_hidden() and self.scene.workspace.selected >= 0:
             panel.show()
         else:
             panel.hide()
 
     def undo(self) -> None:
-        self.app.workspace.post(ev.UndoRequested(hand="keyboard"))
+        self.scene.workspace.post(ev.UndoRequested(hand="keyboard"))
 
     def destroy(self) -> None:
         self._events.ignore_all()

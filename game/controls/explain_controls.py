@@ -28,8 +28,9 @@ from direct.showbase.DirectObject import DirectObject
 from panda3d.core import Point3, TextNode
 
 from game.controls.modes import InputModes, Mode
-from game.controls.services import GameView
+from game.controls.services import SceneParts, Viewport
 from game.core import events as ev
+from game.core.worker import Worker
 from game.core.workspace import Workspace
 from game.explain.attribution import METHOD_TITLES, METHODS
 from game.explain.keep import new_card_event
@@ -51,16 +52,23 @@ INPAINT_TITLES = {"telea": "Telea", "ns": "Navier-Stokes"}
 
 
 class ExplainControls:
-    """Explanations for the selected card, shown on ``app.world.panel``."""
+    """Explanations for the selected card, shown on the scene's info panel."""
 
     def __init__(
-        self, app: GameView, service: ExplainService | None = None, modes: InputModes | None = None
+        self,
+        view: Viewport,
+        scene: SceneParts,
+        worker: Worker,
+        service: ExplainService | None = None,
+        modes: InputModes | None = None,
     ) -> None:
         assert set(CYCLE) == set(METHODS)
-        self.app = app
+        self.view = view
+        self.scene = scene
+        self.worker = worker
         # Keys act unless the menu is on top; painting pushes PAINT (clicks paint, Esc stops).
         self.modes = modes if modes is not None else InputModes()
-        self.service = service or ExplainService(app.worker.lane("interactive"))
+        self.service = service or ExplainService(worker.lane("interactive"))
         self.method: str | None = None
         self.target_rank = 0
         self.editor: WhatIfEditor | None = None
@@ -87,15 +95,16 @@ class ExplainControls:
             "mouse1-up": lambda: self._mouse_button(False),
         }.items():
             self._events.accept(key, self.modes.when(Mode.WORLD, Mode.PAINT, Mode.DRAG)(fn))
-        self.rebind()  # game.assembly calls it again after a scene switch
+        self.rebind(scene)  # game.assembly calls it again after a scene switch
 
     # --- wiring -------------------------------------------------------------------------------
 
-    def rebind(self) -> None:
-        """Follow the app's current workspace and panel (after a scene switch)."""
+    def rebind(self, scene: SceneParts) -> None:
+        """Follow ``scene``'s workspace and panel (at start and after a scene switch)."""
         if self._workspace is not None:
             self._unsubscribe()
-        self._workspace = self.app.workspace
+        self.scene = scene
+        self._workspace = scene.workspace
         self._workspace.subscribe(self._on_event)
         self.method, self.editor, self.painting = None, None, False
         self.modes.pop(Mode.PAINT)
@@ -104,20 +113,20 @@ class ExplainControls:
 
     def _make_text(self) -> None:
         """The status line is the panel's (``panel.set_status``): laid out with the content."""
-        self._text = self.app.world.panel.status
+        self._text = self.scene.panel.status
 
     @property
     def card(self) -> int:
-        return int(self.app.workspace.selected)
+        return int(self.scene.workspace.selected)
 
     def _say(self, text: str) -> None:
-        self.app.world.panel.set_status(text)
+        self.scene.panel.set_status(text)
 
     def _on_event(self, event: ev.Event, ws) -> None:
         if isinstance(event, ev.CardSelected):
             self._stop_paint()
             self.target_rank = 0
-            self.app.world.panel.clear_aside()
+            self.scene.panel.clear_aside()
             self._say("")
             if self.method is not None:
                 self.request_map()
@@ -134,7 +143,7 @@ class ExplainControls:
         self.method = CYCLE[i] if i < len(CYCLE) else None
         if self.method is None:
             self.service.cancel("map")
-            self.app.world.panel.clear_aside()
+            self.scene.panel.clear_aside()
             self._say("")
         else:
             self.request_map()
@@ -142,31 +151,31 @@ class ExplainControls:
     def next_target(self) -> None:
         if self.card < 0:
             return
-        k = len(self.app.workspace.top5_classes[self.card])
+        k = len(self.scene.workspace.top5_classes[self.card])
         self.target_rank = (self.target_rank + 1) % max(1, k)
         if self.method is None:
             self.method = CYCLE[0]
         self.request_map()
 
     def _target(self) -> int:
-        return int(self.app.workspace.top5_classes[self.card][self.target_rank])
+        return int(self.scene.workspace.top5_classes[self.card][self.target_rank])
 
     def request_map(self) -> None:
         card, method = self.card, self.method
         if card < 0 or method is None:
             return
-        ws = self.app.workspace
+        ws = self.scene.workspace
         target = self._target()
         name = ws.class_names[target]
         rank = self.target_rank
         self._say(f"{METHOD_TITLES[method]} for '{name}' ...")
 
         def shown(result: MapResult) -> None:
-            if self.app.workspace.selected != card or self.method != method or self.painting:
+            if self.scene.workspace.selected != card or self.method != method or self.painting:
                 return
             self.last_map = result
             which = "the prediction" if rank == 0 else f"top-{rank + 1}"
-            self.app.world.panel.show_aside(
+            self.scene.panel.show_aside(
                 None,  # the card's own image, with the heat map as a translucent layer over it
                 f"{METHOD_TITLES[method]} for '{name}' ({which})",
                 layer=upscale(heat_layer(result.explanation.heat), DISPLAY_SIDE),
@@ -177,7 +186,7 @@ class ExplainControls:
             self._say(f"{ms:.0f} ms   X: next method   T: next top-5 class")
 
         self.service.request_map(
-            self.app.loaded.models.network(),
+            self.scene.models.network(),
             ws.images[card],
             method,
             shown,
@@ -191,7 +200,7 @@ class ExplainControls:
     def toggle_paint(self) -> None:
         if self.painting:
             self._stop_paint()
-            self.app.world.panel.clear_aside()
+            self.scene.panel.clear_aside()
             self._say("")
             if self.method is not None:
                 self.request_map()
@@ -199,12 +208,12 @@ class ExplainControls:
         if self.card < 0:
             return
         self.service.cancel("map")
-        self.editor = WhatIfEditor(self.app.workspace.images[self.card])
+        self.editor = WhatIfEditor(self.scene.workspace.images[self.card])
         self.painting = True
         self._sent_version = -1
         self.last_whatif = None
-        self.app.world.panel.root.show()
-        self.app.world.panel.clear_aside()
+        self.scene.panel.root.show()
+        self.scene.panel.clear_aside()
         self.modes.push(Mode.PAINT, on_escape=self.toggle_paint)  # clicks paint, not grab cards
         self._say("what-if: drag on the image to paint   P: done")
 
@@ -224,16 +233,13 @@ class ExplainControls:
 
     def _mouse_uv(self) -> tuple[float, float] | None:
         """The mouse over the panel's image as (u right, v down) in 0..1, None if elsewhere."""
-        watcher = self.app.mouseWatcherNode
-        if watcher is None or not watcher.has_mouse():
-            return None
-        m = watcher.get_mouse()
-        return self.screen_to_uv(float(m[0]), float(m[1]))
+        mouse = self.view.mouse()
+        return None if mouse is None else self.screen_to_uv(*mouse)
 
     def screen_to_uv(self, mx: float, my: float) -> tuple[float, float] | None:
-        panel = self.app.world.panel
+        panel = self.scene.panel
         lo, hi = panel.image.get_tight_bounds(panel.root)
-        p = panel.root.get_relative_point(self.app.render2d, Point3(mx, 0, my))
+        p = panel.root.get_relative_point(self.view.render2d, Point3(mx, 0, my))
         u = (p[0] - lo[0]) / max(1e-9, hi[0] - lo[0])
         v = (hi[2] - p[2]) / max(1e-9, hi[2] - lo[2])
         return (float(u), float(v)) if 0 <= u <= 1 and 0 <= v <= 1 else None
@@ -285,8 +291,8 @@ class ExplainControls:
             return
         self._sent_version = ed.version
         card = self.card
-        ws = self.app.workspace
-        panel = self.app.world.panel
+        ws = self.scene.workspace
+        panel = self.scene.panel
         if not ed.mask.any():
             self.service.cancel("whatif")
             self.last_whatif = None
@@ -298,10 +304,10 @@ class ExplainControls:
         before = (np.asarray(ws.top5_classes[card]), np.asarray(ws.top5_scores[card]))
 
         def shown(result: WhatIfResult) -> None:
-            if not self.painting or self.editor is not ed or self.app.workspace.selected != card:
+            if not self.painting or self.editor is not ed or self.scene.workspace.selected != card:
                 return
             self.last_whatif = result
-            panel = self.app.world.panel
+            panel = self.scene.panel
             panel.show_aside(
                 upscale(_opaque(result.edited), DISPLAY_SIDE),
                 f"edited ({INPAINT_TITLES.get(method, method)})",
@@ -309,7 +315,7 @@ class ExplainControls:
             )
             panel.set_overlay(upscale(mask_layer(result.mask), DISPLAY_SIDE))
             panel.show_compare(result.after_classes, result.after_scores, "after")
-            names = self.app.workspace.class_names
+            names = self.scene.workspace.class_names
             other = "NS" if method == "telea" else "Telea"
             b, a = int(result.before_classes[0]), int(result.after_classes[0])
             verdict = (
@@ -318,7 +324,7 @@ class ExplainControls:
             self._say(f"what-if: {verdict}\nBksp undo  Del clear  I {other}  K keep  P done")
 
         self.service.request_whatif(
-            self.app.loaded.models.network(),
+            self.scene.models.network(),
             image,
             mask,
             shown,
@@ -332,10 +338,10 @@ class ExplainControls:
         result = self.last_whatif
         if not self.painting or result is None:
             return
-        ws = self.app.workspace
+        ws = self.scene.workspace
         card = self.card
         label = int(ws.labels[card])
-        network = self.app.loaded.models.network()
+        network = self.scene.models.network()
         features, positions = ws.features, ws.positions  # read only on the worker
 
         def job():
@@ -344,10 +350,10 @@ class ExplainControls:
             )
 
         def done(j) -> None:
-            self.app.workspace.post(j.result)
-            self.app.workspace.post(ev.Message(text=f"kept the what-if of card #{card} as a new card"))
+            self.scene.workspace.post(j.result)
+            self.scene.workspace.post(ev.Message(text=f"kept the what-if of card #{card} as a new card"))
 
-        self.app.worker.submit(
+        self.worker.submit(
             job,
             name="explain:keep",
             on_done=done,
@@ -355,7 +361,7 @@ class ExplainControls:
             lane="interactive",
         )
         self._stop_paint()
-        self.app.world.panel.clear_aside()
+        self.scene.panel.clear_aside()
         self._say("")
 
     # --- class models ---------------------------------------------------------------------------
@@ -364,7 +370,7 @@ class ExplainControls:
         if self.card < 0:
             return
         self._stop_paint()
-        ws = self.app.workspace
+        ws = self.scene.workspace
         target = self._target()
         card = self.card
         name = ws.class_names[target]
@@ -373,10 +379,10 @@ class ExplainControls:
         self._say(f"class model of {name} ...")
 
         def shown(cm) -> None:
-            if self.app.workspace.selected != card or self.painting:
+            if self.scene.workspace.selected != card or self.painting:
                 return
             self.method = None
-            panel = self.app.world.panel
+            panel = self.scene.panel
             # Its own titled view in its class's colour, beside the card: never in the card's frame.
             panel.show_aside(
                 upscale(_opaque(cm.image), DISPLAY_SIDE),
@@ -387,7 +393,7 @@ class ExplainControls:
             self._say(f"optimised for {name}: score {cm.score_start:.1f} -> {cm.score_end:.1f}")
 
         self.service.request_class_model(
-            self.app.loaded.models.network(),
+            self.scene.models.network(),
             target,
             tuple(ws.images.shape[1:]),
             shown,
@@ -402,7 +408,7 @@ class ExplainControls:
 
         from game.world.panel import image_texture
 
-        markers = self.app.world.centroid_markers
+        markers = self.scene.world.centroid_markers
         if not 0 <= k < len(markers.spheres):
             return
         old = self._centroid_cards.pop(k, None)
@@ -423,7 +429,7 @@ class ExplainControls:
 
     def _failed(self, exc: BaseException | None) -> None:
         self._say("")
-        self.app.workspace.post(ev.Message(text=f"explanation failed: {exc}", level="error"))
+        self.scene.workspace.post(ev.Message(text=f"explanation failed: {exc}", level="error"))
 
     def destroy(self) -> None:
         self._events.ignore_all()

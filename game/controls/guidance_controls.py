@@ -26,8 +26,9 @@ import numpy as np
 from direct.showbase.DirectObject import DirectObject
 
 from game.controls.modes import InputModes, Mode
-from game.controls.services import GameView
+from game.controls.services import SceneParts, Viewport
 from game.core import events as ev
+from game.core.worker import Worker
 from game.core.workspace import Workspace
 from game.learning.guidance import Suspicion, explain_suspect, suspicion, top_suspects
 from game.learning.layers import layer_label, next_layer, switch_layer
@@ -40,8 +41,17 @@ LEGEND = "? = label probably wrong: {n} suspects, press N (next, and why)"
 class GuidanceControls:
     """Suspect markers, N to visit the next suspect, L to cycle the feature layer."""
 
-    def __init__(self, app: GameView, top_k: int = 10, modes: InputModes | None = None) -> None:
-        self.app = app
+    def __init__(
+        self,
+        view: Viewport,
+        scene: SceneParts,
+        worker: Worker,
+        top_k: int = 10,
+        modes: InputModes | None = None,
+    ) -> None:
+        self.view = view
+        self.scene = scene
+        self.worker = worker
         self.modes = modes if modes is not None else InputModes()  # keys are quiet under the menu
         self.top_k = int(top_k)
         self.scores: np.ndarray | None = None
@@ -57,19 +67,20 @@ class GuidanceControls:
         unless_menu = self.modes.when(Mode.WORLD, Mode.PAINT, Mode.DRAG)
         self._events.accept("n", unless_menu(self.next_suspect))
         self._events.accept("l", unless_menu(self.cycle_layer))
-        self.rebind()  # game.assembly calls it again after a scene switch
+        self.rebind(scene)  # game.assembly calls it again after a scene switch
 
     # --- wiring ------------------------------------------------------------------------------
 
-    def rebind(self) -> None:
-        """Follow the app's current workspace and world (after a scene switch)."""
+    def rebind(self, scene: SceneParts) -> None:
+        """Follow ``scene``'s workspace and world (at start and after a scene switch)."""
         if self._workspace is not None:
             self._workspace.unsubscribe(self._on_event)
-        self._workspace = self.app.workspace
+        self.scene = scene
+        self._workspace = scene.workspace
         self._workspace.subscribe(self._on_event)
         if self._root is not None:
             self._root.remove_node()
-        self._marker_set = SuspectMarkers(self.app.world.root)  # drawn under labels and menus
+        self._marker_set = SuspectMarkers(self.scene.world.root)  # drawn under labels and menus
         self._root = self._marker_set.root
         self._markers = []
         self.details: Suspicion | None = None
@@ -88,12 +99,12 @@ class GuidanceControls:
     # --- scores on the worker -------------------------------------------------------------------
 
     def _request_scores(self) -> None:
-        ws = self.app.workspace
+        ws = self.scene.workspace
         features, labels, n_classes = ws.features.copy(), ws.labels.copy(), ws.n_classes
-        seed = int(self.app.loaded.scene.learning.seed)
+        seed = int(self.scene.settings.learning.seed)
         self._pending_scores = True
         self._stale = False
-        self.app.worker.submit(
+        self.worker.submit(
             suspicion,  # the scores and what explains them (look-alikes, held-out view)
             features,
             labels,
@@ -107,7 +118,7 @@ class GuidanceControls:
 
     def _scores_done(self, details: Suspicion, n: int) -> None:
         self._pending_scores = False
-        ws = self.app.workspace
+        ws = self.scene.workspace
         if len(details.scores) != ws.n_cards or n != ws.n_cards:
             self._stale = True  # a card joined meanwhile: ask again
             return
@@ -119,13 +130,13 @@ class GuidanceControls:
 
     def _scores_failed(self, error: BaseException | None) -> None:
         self._pending_scores = False
-        self.app.workspace.post(ev.Message(f"guidance failed: {error}", level="error"))
+        self.scene.workspace.post(ev.Message(f"guidance failed: {error}", level="error"))
 
     def _ranked(self) -> np.ndarray:
         """Training cards by suspicion, visited ones and held-out cards left out."""
         if self.scores is None:
             return np.zeros(0, dtype=np.int64)
-        ws = self.app.workspace
+        ws = self.scene.workspace
         exclude = ~ws.is_train.copy()
         if self.visited:
             exclude[np.fromiter(self.visited, dtype=np.int64)] = True
@@ -137,29 +148,29 @@ class GuidanceControls:
         self._marker_set.set_cards(self.suspects)
         self._markers = self._marker_set.nodes
         n = len(self.suspects)
-        self.app.world.hud.set_legend(LEGEND.format(n=n) if n else "")  # what the "?" means
+        self.scene.hud.set_legend(LEGEND.format(n=n) if n else "")  # what the "?" means
         self._place_markers()
 
     def _place_markers(self) -> None:
         """Constant size on screen, at a card corner that leaves the class labels readable."""
         if not self._markers:
             return
-        app = self.app
-        labels = getattr(app.world.centroid_markers, "labels", [])
-        avoid = label_rects(labels, app.camera, app.render, app.project)
+        view, world = self.view, self.scene.world
+        labels = getattr(world.centroid_markers, "labels", [])
+        avoid = label_rects(labels, view.camera, view.render, view.project)
         self._marker_set.place(
-            app.world.positions, app.camera, app.render, app.world.config.card_size, app.project, avoid
+            world.positions, view.camera, view.render, world.config.card_size, view.project, avoid
         )
 
     def _explain(self, card: int) -> None:
         """Put why a suspect (or a visited one) is suspect on the panel, under its top-5."""
-        ws = self.app.workspace
+        ws = self.scene.workspace
         if self.details is None or not 0 <= card < ws.n_cards or len(self.details.scores) != ws.n_cards:
             return
         if card not in self.visited and card not in set(self.suspects.tolist()):
             return
         reason = explain_suspect(ws, card, self.details)
-        self.app.world.panel.set_note(card, f"? suspect: {reason}")
+        self.scene.panel.set_note(card, f"? suspect: {reason}")
 
     # --- keys ----------------------------------------------------------------------------------
 
@@ -167,37 +178,37 @@ class GuidanceControls:
         """Select and frame the most suspicious card not yet visited; returns it (-1: none)."""
         ranked = self._ranked()
         if not len(ranked):
-            self.app.workspace.post(ev.Message("no suspicious cards (scores are still being computed)"))
+            self.scene.workspace.post(ev.Message("no suspicious cards (scores are still being computed)"))
             return -1
         card = int(ranked[0])
         self.visited.add(card)
         self.suspects = self._ranked()[: self.top_k]
         self._rebuild_markers()
-        self.app.workspace.post(ev.CardSelected(card, hand="keyboard"))
+        self.scene.workspace.post(ev.CardSelected(card, hand="keyboard"))
         self._explain(card)
-        self.app.frame_card(card)
+        self.view.frame_card(card)
         return card
 
     def cycle_layer(self) -> None:
         """Compute the next layer's features and layout on the worker; post ``LayerChanged``."""
         if self._layer_busy:
             return
-        loaded = self.app.loaded
-        ws = self.app.workspace
-        network = loaded.models.network()
+        scene = self.scene
+        ws = scene.workspace
+        network = scene.models.network()
         current = ws.feature_layer or network.feature_layer
         layer = next_layer(network.module, current)
         snapshot = ws.copy()
         self._layer_busy = True
         ws.post(ev.Message(f"switching to layer {layer_label(network.module, layer)} ..."))
-        self.app.worker.submit(
+        self.worker.submit(
             switch_layer,
             network,
             snapshot,
-            loaded.projector,
+            scene.projector,
             layer,
-            loaded.models.layout(),
-            loaded.scene.network.batch_size,
+            scene.models.layout(),
+            scene.settings.network.batch_size,
             name="layer-switch",
             on_done=lambda job: self._layer_done(job.result),
             on_error=lambda job: self._layer_failed(job.error),
@@ -205,25 +216,25 @@ class GuidanceControls:
 
     def _layer_done(self, switch) -> None:
         self._layer_busy = False
-        ws = self.app.workspace
+        ws = self.scene.workspace
         if len(switch.event.positions) != ws.n_cards:
             return  # the cards changed meanwhile; the person can press L again
         ws.post(switch.event)
-        label = layer_label(self.app.loaded.models.network().module, switch.event.layer)
+        label = layer_label(self.scene.models.network().module, switch.event.layer)
         ws.post(ev.Message(f"layer {label}: {switch.event.features.shape[1]} features"))
 
     def _layer_failed(self, error: BaseException | None) -> None:
         self._layer_busy = False
-        self.app.workspace.post(ev.Message(f"layer switch failed: {error}", level="error"))
+        self.scene.workspace.post(ev.Message(f"layer switch failed: {error}", level="error"))
 
     # --- per frame -----------------------------------------------------------------------------
 
     def update(self, now: float) -> None:
         if self._stale and not self._pending_scores:
             self._request_scores()
-        if self._reframe and not self.app.world.tween.active:
+        if self._reframe and not self.scene.world.tween.active:
             self._reframe = False
-            self.app.frame_all()  # after a layer switch, once its tween has ended
+            self.view.frame_all()  # after a layer switch, once its tween has ended
         self._place_markers()
 
     def destroy(self) -> None:

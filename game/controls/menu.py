@@ -15,16 +15,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from direct.showbase.DirectObject import DirectObject
 from panda3d.core import CardMaker, NodePath, Point3, TextNode, TransparencyAttrib
 
 from game.controls.modes import InputModes, Mode
-from game.controls.services import Flight, MenuHost
+from game.controls.services import Flight, SceneParts, Viewport
 from game.core import events as ev
-from game.core.scene import list_scenes, load_scene
+from game.core.scene import Scene, list_scenes, load_scene
+from game.core.worker import Worker
 from game.world.label import Label
 from game.world.text_fit import fit_text
+
+if TYPE_CHECKING:
+    from game.pipeline import LoadedScene
 
 ROW = 0.11
 WIDTH = 1.5
@@ -45,11 +50,28 @@ class Item:
 class MenuController:
     """Start menu and settings; while ``visible``, ``MENU`` is the top input mode."""
 
-    def __init__(self, app: MenuHost, modes: InputModes | None = None, flight: Flight | None = None) -> None:
-        self.app = app
+    def __init__(
+        self,
+        view: Viewport,
+        scene: SceneParts,
+        worker: Worker,
+        *,
+        switch_scene: Callable[[LoadedScene], None],
+        quit: Callable[[], None],
+        prestart: Callable[[Scene], None] | None = None,
+        modes: InputModes | None = None,
+        flight: Flight | None = None,
+    ) -> None:
+        self.view = view
+        self.scene = scene  # game.assembly passes the next one to ``rebind`` after a switch
+        self.worker = worker
+        self.switch_scene = switch_scene  # shows a scene loaded here (the app's ``switch_scene``)
+        self.quit = quit
+        # Told a scene's settings before it loads (game.assembly: start its job process meanwhile).
+        self.prestart = prestart
         self.modes = modes if modes is not None else InputModes()
         self.flight = flight  # the desktop controls' flying speed, for the settings page
-        self.root = app.render.attach_new_node("menu")
+        self.root = view.render.attach_new_node("menu")
         self.root.set_light_off(1)
         self.root.set_depth_test(False)
         self.root.set_depth_write(False)
@@ -75,6 +97,10 @@ class MenuController:
         }.items():
             self._events.accept(key, self.modes.when(Mode.MENU)(fn) if key != "m" else fn)
 
+    def rebind(self, scene: SceneParts) -> None:
+        """The start menu opened another scene: settings and messages go to it."""
+        self.scene = scene
+
     @property
     def visible(self) -> bool:
         return not self.root.is_hidden()
@@ -92,11 +118,10 @@ class MenuController:
         for path in self._recent_sessions():
             items.append(Item(_fixed(f"Session: {path.name}"), partial(self.open_session, path)))
         items.append(Item(lambda: "Settings", lambda: self.show_page("settings")))
-        items.append(Item(lambda: "Quit", self.app.userExit))
+        items.append(Item(lambda: "Quit", self.quit))
         return items
 
     def _settings_items(self) -> list[Item]:
-        app = self.app
         flight = self.flight
 
         def speed_text() -> str:
@@ -107,18 +132,17 @@ class MenuController:
                 flight.speed = max(0.2, min(20.0, flight.speed * (1.25 if d > 0 else 0.8)))
 
         def size_text() -> str:
-            return f"Card size:  < {100 * app.world.config.card_size:.0f} cm >"
+            return f"Card size:  < {100 * self.scene.world.config.card_size:.0f} cm >"
 
         def size_adjust(d: int) -> None:
-            app.world.set_card_size(
-                max(0.02, min(0.4, app.world.config.card_size * (1.2 if d > 0 else 1 / 1.2)))
-            )
+            world = self.scene.world
+            world.set_card_size(max(0.02, min(0.4, world.config.card_size * (1.2 if d > 0 else 1 / 1.2))))
 
         def tween_text() -> str:
-            return f"Animation time:  < {app.world.config.tween_seconds:.1f} s >"
+            return f"Animation time:  < {self.scene.world.config.tween_seconds:.1f} s >"
 
         def tween_adjust(d: int) -> None:
-            cfg = app.world.config
+            cfg = self.scene.world.config
             cfg.tween_seconds = max(0.0, min(5.0, round(cfg.tween_seconds + 0.25 * d, 2)))
 
         return [
@@ -204,10 +228,10 @@ class MenuController:
         if not self.items:
             self.show_page("start")
         # In front of the camera, facing it, at a comfortable reading distance.
-        cam = self.app.camera
-        self.root.reparent_to(self.app.render)
-        self.root.set_pos(self.app.render.get_relative_point(cam, Point3(0, 1.6, 0.45)))
-        self.root.set_hpr(cam.get_hpr(self.app.render))
+        cam, render = self.view.camera, self.view.render
+        self.root.reparent_to(render)
+        self.root.set_pos(render.get_relative_point(cam, Point3(0, 1.6, 0.45)))
+        self.root.set_hpr(cam.get_hpr(render))
         self.root.show()
         self.modes.push(Mode.MENU, on_escape=self.hide)
 
@@ -245,9 +269,9 @@ class MenuController:
 
     def item_at(self, origin, direction) -> int:
         """Index of the menu row a ray hits, or -1 (mouse or VR laser)."""
-        local_o = self.root.get_relative_point(self.app.render, Point3(*map(float, origin)))
+        local_o = self.root.get_relative_point(self.view.render, Point3(*map(float, origin)))
         end = [float(origin[i]) + float(direction[i]) for i in range(3)]
-        local_e = self.root.get_relative_point(self.app.render, Point3(*end))
+        local_e = self.root.get_relative_point(self.view.render, Point3(*end))
         dy = local_e[1] - local_o[1]
         if abs(dy) < 1e-9:
             return -1
@@ -265,11 +289,10 @@ class MenuController:
         return -1
 
     def _click(self) -> None:
-        watcher = self.app.mouseWatcherNode
-        if watcher is None or not watcher.has_mouse():
+        mouse = self.view.mouse()
+        if mouse is None:
             return
-        m = watcher.get_mouse()
-        origin, direction = self.app.mouse_ray(float(m[0]), float(m[1]))
+        origin, direction = self.view.mouse_ray(*mouse)
         i = self.item_at(origin, direction)
         if i >= 0:
             self.index = i
@@ -278,35 +301,49 @@ class MenuController:
     # --- actions ----------------------------------------------------------------------------------
 
     def open_scene(self, path: Path) -> None:
-        """Load another scene on the worker (training/layout can take a while), then switch."""
+        """Load another scene on the worker (training/layout can take a while), then switch.
+
+        Its job process is prestarted first (``prestart``), as for the first scene of a run: it
+        starts while the scene loads, and the first drop after the switch does not wait for it."""
         if self.loading:
             return
         from game.pipeline import open_scene
 
+        try:
+            scene = load_scene(path)
+        except Exception as exc:  # listed as "(invalid)": say why instead of loading
+            self.scene.workspace.post(ev.Message(text=f"could not open {path.name}: {exc}", level="error"))
+            return
         self.loading = True
-        ws = self.app.workspace
-        ws.post(ev.Message(text=f"loading {path.name} ..."))
+        self.scene.workspace.post(ev.Message(text=f"loading {path.name} ..."))
         self.hide()
+        if self.prestart is not None:
+            try:
+                self.prestart(scene)
+            except Exception as exc:  # the scene still opens; its controller starts its own child
+                self.scene.workspace.post(
+                    ev.Message(text=f"job process not prestarted: {exc}", level="warning")
+                )
 
         def done(job) -> None:
             self.loading = False
-            self.app.switch_scene(job.result)
-            self.app.workspace.post(ev.Message(text=f"opened {job.result.scene.scene.name}"))
+            self.switch_scene(job.result)  # game.assembly rebinds this menu to the new scene
+            self.scene.workspace.post(ev.Message(text=f"opened {job.result.scene.scene.name}"))
 
         def failed(job) -> None:
             self.loading = False
-            self.app.workspace.post(
+            self.scene.workspace.post(
                 ev.Message(text=f"could not open {path.name}: {job.error}", level="error")
             )
 
-        self.app.worker.submit(open_scene, str(path), False, name="open-scene", on_done=done, on_error=failed)
+        self.worker.submit(open_scene, scene, False, name="open-scene", on_done=done, on_error=failed)
 
     def open_session(self, path: Path) -> None:
         if self.session_handler is not None:
             self.hide()
             self.session_handler(path)
         else:
-            self.app.workspace.post(
+            self.scene.workspace.post(
                 ev.Message(text=f"replay it with: latent-reach replay {path.name}", level="info")
             )
 

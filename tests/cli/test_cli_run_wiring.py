@@ -122,6 +122,62 @@ def test_esc_routes_through_the_mode_stack_and_never_quits(fresh_digits):
         app.destroy()
 
 
+def test_menu_scene_switch_prestarts_the_job_process(fresh_digits, monkeypatch):
+    """Opening a scene from the start menu starts its job process before the scene loads (as
+    ``latent-reach run`` does for the first one), and the new controller trains in that child."""
+    import copy
+
+    import game.pipeline
+    from game.assembly import open_game
+    from game.learning import backend
+    from game.pipeline import LoadedScene
+
+    path = GAME.parent / "scenes" / "digits.toml"
+    seen: dict[str, object] = {}
+
+    def open_scene(scene, progress=True, use_cache=True):  # the scene as the menu loaded it
+        seen["learning"] = scene.learning
+        seen["waiting"] = dict(backend._PRESTARTED)  # what was prestarted before the load began
+        src = fresh_digits
+        return LoadedScene(
+            scene,
+            src.dataset,
+            src.network.clone(),
+            src.projector,
+            copy.deepcopy(src.layout),
+            src.workspace.copy(),
+        )
+
+    monkeypatch.setattr(game.pipeline, "open_scene", open_scene)
+    game = open_game(fresh_digits, offscreen=True, size=(160, 100), multisamples=0, menu=True, learning=True)
+    app = game.app
+    old = app.workspace
+    try:
+        game.menu.open_scene(path)
+        for _ in range(2000):
+            if app.workspace is not old:
+                break
+            app.step(1 / 30)
+        assert app.workspace is not old, "the scene never opened"
+        config = seen["learning"]
+        assert config.job_process  # digits.toml trains in a child process
+        key = (max(int(config.torch_threads or 1), 1), int(config.job_nice))
+        waiting = seen["waiting"]
+        assert key in waiting, f"nothing prestarted before the load: {waiting}"
+        controller = game.controller
+        assert controller is not None and controller.loaded.workspace is app.workspace
+        primary = controller.backend.primary
+        assert primary is not None and primary.process is waiting[key]  # taken, not a second child
+        assert key not in backend._PRESTARTED
+    finally:
+        app.destroy()
+        with backend._PRESTART_LOCK:
+            left = list(backend._PRESTARTED.values())
+            backend._PRESTARTED.clear()
+        for process in left:
+            process.close()
+
+
 # --- structure --------------------------------------------------------------------------------
 
 
@@ -218,3 +274,39 @@ def test_nothing_is_bolted_onto_the_app():
             if BOLTED.search(line):
                 offenders.append(f"{path.relative_to(GAME.parent)}:{i}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+APP_TYPES = re.compile(r"\b(LatentReachApp|ShowBase|GameView|MenuHost)\b")
+
+
+def test_controls_get_narrow_services_not_the_app(fresh_digits):
+    """No control takes the app (by name or by type) or keeps it: they get a Viewport, the
+    scene's parts, the worker and plain callables from game.assembly (game/controls/services.py)."""
+    offenders = []
+    for path in sorted((GAME / "controls").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = path.relative_to(GAME.parent)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+                a = node.args
+                for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs]:
+                    hint = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+                    if arg.arg in ("app", "base", "showbase") or APP_TYPES.search(hint):
+                        offenders.append(f"{where}:{node.lineno}: __init__ takes {arg.arg}: {hint}")
+            elif isinstance(node, ast.Attribute) and ast.unparse(node) == "self.app":
+                offenders.append(f"{where}:{node.lineno}: self.app")
+    assert not offenders, "\n".join(offenders)
+
+    # And at run time: no assembled control holds a ShowBase in any attribute.
+    from direct.showbase.ShowBase import ShowBase
+
+    from game.assembly import open_game
+
+    game = open_game(fresh_digits, offscreen=True, size=(160, 100), multisamples=0, controls=True, menu=True)
+    try:
+        for part in (game.controls, game.explain, game.guidance, game.menu):
+            assert part is not None
+            held = [name for name, value in vars(part).items() if isinstance(value, ShowBase)]
+            assert not held, f"{type(part).__name__} keeps the app in {held}"
+    finally:
+        game.app.destroy()

@@ -193,9 +193,12 @@ def test_screenshot_writes_png(app, tmp_path):
 
 
 def test_menu_settings_change_card_size(app):
+    from game.assembly import AppViewport, scene_parts
     from game.controls.menu import MenuController
 
-    menu = MenuController(app)
+    menu = MenuController(
+        AppViewport(app), scene_parts(app), app.worker, switch_scene=app.switch_scene, quit=lambda: None
+    )
     try:
         menu.show_page("settings")
         menu.show()
@@ -218,10 +221,11 @@ def test_menu_settings_change_card_size(app):
 
 
 def test_desktop_drag_on_camera_plane_and_keys(app):
+    from game.assembly import AppViewport, scene_parts
     from game.controls.desktop import DesktopControls
 
     ws = app.workspace
-    controls = DesktopControls(app)
+    controls = DesktopControls(AppViewport(app), scene_parts(app))
     seen: list[ev.Event] = []
 
     def listener(e, w):
