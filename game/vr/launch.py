@@ -131,7 +131,7 @@ class VRSession:
             on_rig=self.stereo.set_rig,
             on_hover=self._hover,
         )
-        self.ui = VRWorldUI(app)
+        self.ui = VRWorldUI(app, scale=lambda: self.controls.rig.scale)  # panels in the person's metres
         self.stereo.listeners.append(self._on_frame)
         self.stereo.start()
         self.stereo.set_rig(self.controls.rig.matrix())
