@@ -12,6 +12,15 @@ Per frame (``update(state, paused, dt)``, called right after ``wait_poses``):
 - both grips held while neither hand carries a card: scale and rotate the whole world about the
   midpoint of the hands (pulling apart makes the world larger).
 - undo button (A/X on Touch and Index): ``UndoRequested``, as the desktop's undo key.
+- menu button: ``on_menu(hand)`` (the wrist menu opens on that hand). Menu or undo pressed on a
+  hand that carries a card puts the card back where it was (the desktop's Esc during a drag).
+- ray targets (``targets``: the wrist menu, the info panel's image) see each free hand's ray
+  before the cards do: the first that takes it (returns the distance to its hit) gets the
+  trigger and the laser, which then shows without the trigger and stops at the hit. A tip
+  touching a card keeps precedence (grab by touch works next to the menu).
+- ``go_to(point)`` and ``see_all()``: the VR forms of the desktop's F (frame the selection) and
+  C (frame the whole cloud): a teleport that puts a card in front of the eyes, and a zoomed-out
+  overview of the whole cloud that a second call undoes.
 
 Both hands pick through one ``PickIndex`` (refreshed once per frame), so a frame's picking costs
 the same at 2k and 50k cards. ``haptic_tick(hand)`` is a short click for whoever wants to mark a
@@ -27,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Protocol, TypedDict
 
 import numpy as np
 
@@ -49,6 +58,21 @@ class _Gesture(TypedDict):
     angle: float
     scale: float
     heading: float
+
+
+class RayTarget(Protocol):
+    """Something in the world the laser can point at before the cards (wrist menu, info panel).
+
+    ``place`` is called once per frame after the poses are known (before any ``ray``); ``ray``
+    gets one hand's laser and returns the distance (world units) to its hit when it takes the
+    ray, else None. ``trigger`` is held, ``pressed`` only on the frame it went down.
+    """
+
+    def place(self, controls: VRControls) -> None: ...
+
+    def ray(
+        self, hand: str, origin: np.ndarray, forward: np.ndarray, trigger: bool, pressed: bool
+    ) -> float | None: ...
 
 
 @dataclass
@@ -83,6 +107,9 @@ class VRControlsConfig:
     min_scale: float = 0.05
     max_scale: float = 20.0
     pulse_seconds: float = 0.04
+    go_to_distance: float = 0.6  # metres (the person's) from the eyes to a card after go_to: arm's length
+    overview_width: float = 1.6  # metres (the person's) the whole cloud spans after see_all
+    overview_distance: float = 0.9  # metres from the eyes to the cloud's near side after see_all
     tick_seconds: float = 0.008  # haptic_tick: a click, not a buzz
 
 
@@ -99,6 +126,7 @@ class VRControls:
         haptic: Callable[[str, float], None] | None = None,
         on_rig: Callable[[np.ndarray], None] | None = None,
         on_hover: Callable[[str, int], None] | None = None,
+        on_menu: Callable[[str], None] | None = None,
         config: VRControlsConfig | None = None,
     ) -> None:
         self.workspace = workspace
@@ -112,21 +140,34 @@ class VRControls:
         self.haptic = haptic or (lambda hand, seconds: None)
         self.on_rig = on_rig
         self.on_hover = on_hover
+        self.on_menu = on_menu
+        self.targets: list[RayTarget] = []
+        self.positions = positions
         self._previous = {h: ControllerState() for h in HANDS}
         self._grab_offset: dict[str, np.ndarray] = {}
         self._gesture: _Gesture | None = None
         self._snapped = False
         self.lasers: dict[str, tuple[np.ndarray, np.ndarray] | None] = {h: None for h in HANDS}
+        # Where a ray target stopped a hand's laser (world units); None: the full beam.
+        self.laser_length: dict[str, float | None] = {h: None for h in HANDS}
+        self.triggers: dict[str, bool] = {h: False for h in HANDS}  # held this frame (ray targets)
         self.hand_world: dict[str, np.ndarray] = {h: np.eye(4) for h in HANDS}
         self.head_world = np.eye(4)
+        self._head_tracking = np.eye(4)
+        self._before_overview: Rig | None = None
 
     # --- per frame ------------------------------------------------------------------------------
 
     def update(self, state: FrameState, paused: bool = False, dt: float = 1.0 / 90.0) -> None:
         world = self.rig.matrix()
+        self._head_tracking = state.head.matrix
         self.head_world = world @ state.head.matrix
         for h in HANDS:
             self.hand_world[h] = world @ state.hands[h].pose.matrix
+            self.triggers[h] = bool(state.hands[h].trigger) and not paused
+            self.laser_length[h] = None
+        for target in self.targets:
+            target.place(self)
         if paused:
             # Dashboard up: keep carried cards where they are, forget button edges.
             self._previous = {h: ControllerState() for h in HANDS}
@@ -136,8 +177,7 @@ class VRControls:
             for h in HANDS:
                 self._hand(h, state.hands[h])
         for h in HANDS:
-            if state.hands[h].undo and not self._previous[h].undo:
-                self.workspace.post(ev.UndoRequested(hand=f"vr-{h}"))
+            self._buttons(h, state.hands[h])
         self._locomotion(state, dt)
         for h in HANDS:
             self.hands[h].update()
@@ -171,8 +211,17 @@ class VRControls:
                 self.haptic(name, self.config.pulse_seconds)
             return
         before = hand.hovered
-        if hand.touch(tip) < 0 and (c.trigger or c.grip):
-            hand.point(origin, forward)
+        if hand.touch(tip) < 0:
+            hit = self._target_ray(name, origin, forward, c.trigger, c.trigger and not prev.trigger)
+            if hit is not None:  # the menu or the panel has the ray: no card hovered or picked
+                self.lasers[name] = (origin, forward)
+                self.laser_length[name] = hit
+                hand.hovered = -1
+                if self.on_hover is not None and hand.hovered != before:
+                    self.on_hover(name, hand.hovered)
+                return
+            if c.trigger or c.grip:
+                hand.point(origin, forward)
         if c.trigger and not prev.trigger:
             hand.select()
         if c.grip and not prev.grip and hand.hovered >= 0 and hand.grab():
@@ -181,6 +230,31 @@ class VRControls:
             self.haptic(name, self.config.pulse_seconds)
         if self.on_hover is not None and hand.hovered != before:
             self.on_hover(name, hand.hovered)
+
+    def _target_ray(
+        self, name: str, origin: np.ndarray, forward: np.ndarray, trigger: bool, pressed: bool
+    ) -> float | None:
+        for target in self.targets:
+            hit = target.ray(name, origin, forward, trigger, pressed)
+            if hit is not None:
+                return hit
+        return None
+
+    def _buttons(self, name: str, c: ControllerState) -> None:
+        """Menu and undo: edges only. On a hand carrying a card either one puts the card back."""
+        prev = self._previous[name]
+        menu = c.menu and not prev.menu
+        undo = c.undo and not prev.undo
+        hand = self.hands[name]
+        if (menu or undo) and hand.dragging:
+            hand.cancel()
+            self._grab_offset.pop(name, None)
+            self.haptic(name, self.config.pulse_seconds)
+            return
+        if undo:
+            self.workspace.post(ev.UndoRequested(hand=f"vr-{name}"))
+        if menu and self.on_menu is not None:
+            self.on_menu(name)
 
     # --- both grips: scale and rotate the world ---------------------------------------------------
 
@@ -256,6 +330,61 @@ class VRControls:
         d = self.rig.position - head
         self.rig.position = head + np.array([c * d[0] - s * d[1], s * d[0] + c * d[1], d[2]])
         self._rig_changed()
+
+    # --- teleports: the desktop's F and C --------------------------------------------------------
+
+    def _heading_forward(self) -> np.ndarray:
+        """The head's horizontal pointing direction in the world (unit)."""
+        forward = self.head_world[:3, 1].copy()
+        forward[2] = 0.0
+        n = float(np.linalg.norm(forward))
+        return forward / n if n > 1e-6 else np.array([0.0, 1.0, 0.0])
+
+    def go_to(self, point: np.ndarray) -> None:
+        """Move (a teleport, no turn) so that ``point`` is ``go_to_distance`` ahead of the eyes
+        at eye height: the VR form of framing the selection."""
+        head = self.head_world[:3, 3].copy()
+        goal = np.asarray(point, dtype=np.float64) - self._heading_forward() * (
+            self.config.go_to_distance * self.rig.scale
+        )
+        self.rig.position = self.rig.position + (goal - head)
+        self.head_world = self.rig.matrix() @ self._head_tracking
+        self._before_overview = None
+        self._rig_changed()
+
+    @property
+    def overview(self) -> bool:
+        """True after ``see_all`` until it is undone (or another teleport)."""
+        return self._before_overview is not None
+
+    def see_all(self) -> bool:
+        """The whole cloud ``overview_width`` wide in front of the eyes (the person grows); a
+        second call goes back to where the person stood and how large. Returns ``overview``."""
+        if self._before_overview is not None:
+            back, self._before_overview = self._before_overview, None
+            self.rig.position, self.rig.heading, self.rig.scale = back.position, back.heading, back.scale
+            self.head_world = self.rig.matrix() @ self._head_tracking
+            self._rig_changed()
+            return False
+        points = np.asarray(self.positions(), dtype=np.float64)
+        if len(points) == 0:
+            return False
+        saved = Rig(self.rig.position.copy(), self.rig.heading, self.rig.scale)
+        lo, hi = points.min(axis=0), points.max(axis=0)
+        centre, extent = (lo + hi) / 2, max(float((hi - lo).max()), 1e-3)
+        cfg = self.config
+        forward = self._heading_forward()
+        scale = float(np.clip(extent / cfg.overview_width, cfg.min_scale, cfg.max_scale))
+        self.rig.scale = scale
+        self.rig.position = np.zeros(3)
+        head = (self.rig.matrix() @ self._head_tracking)[:3, 3]
+        goal = centre - forward * (extent / 2 + cfg.overview_distance * scale)
+        goal[2] = centre[2]
+        self.rig.position = goal - head
+        self.head_world = self.rig.matrix() @ self._head_tracking
+        self._before_overview = saved
+        self._rig_changed()
+        return True
 
     def haptic_tick(self, hand_name: str) -> None:
         """A short click on one controller (``"left"``/``"right"`` or a hand's ``"vr-left"`` name)."""

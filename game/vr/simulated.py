@@ -18,6 +18,7 @@ The projection and eye offsets are built as OpenVR would return them and go thro
 ``game.vr.coords`` like a headset's. A step's ``"ipd": 0.07`` changes the eye distance from that
 step on and sends ``ipd_changed``, as SteamVR does when the lens slider moves;
 ``submit_error = "InvalidTexture"`` makes every submit fail with that kind (one notice).
+``extend(steps)`` appends steps while it plays (a test aiming at a menu button it has just seen).
 """
 
 from __future__ import annotations
@@ -101,14 +102,20 @@ class SimulatedBackend:
     # --- script expansion (done once: per-frame playback is a list lookup) ------------------------
 
     def _expand(self) -> list[tuple[FrameState, str | None, float]]:
-        tracks = {
+        self._tracks = {
             "head": _Track(np.array([0.0, 0.0, 1.7]), np.zeros(3)),
             "left": _Track(np.array([-0.2, 0.3, 1.2]), np.zeros(3), {"connected": True}),
             "right": _Track(np.array([0.2, 0.3, 1.2]), np.zeros(3), {"connected": True}),
         }
+        self._script_ipd = self.ipd
+        return self._expand_steps(self.steps)
+
+    def _expand_steps(self, steps: list[dict[str, Any]]) -> list[tuple[FrameState, str | None, float]]:
+        """Frames for ``steps``, continuing from where the tracks are (``self._tracks``)."""
+        tracks = self._tracks
         out: list[tuple[FrameState, str | None, float]] = []
-        ipd = self.ipd
-        for step in self.steps:
+        ipd = self._script_ipd
+        for step in steps:
             ipd = float(step.get("ipd", ipd))
             n = max(1, int(step.get("frames", 1)))
             start = {k: (t.pos.copy(), t.hpr.copy()) for k, t in tracks.items()}
@@ -143,7 +150,21 @@ class SimulatedBackend:
                     )
                 event = step.get("event") if f == 0 else None
                 out.append((FrameState(0, poses["head"], hands), event, ipd))
+        self._script_ipd = ipd
         return out
+
+    def extend(self, steps: list[dict[str, Any]]) -> int:
+        """Play ``steps`` next, from where the script is now (tests that aim at what they see:
+        a menu button placed by the previous frame). Returns the number of frames added."""
+        for i, step in enumerate(steps):
+            _check_step(len(self.steps) + i, step)
+        self.steps.extend(copy.deepcopy(steps))
+        if self._frames and len(self._frames) < self.frame:
+            state, _event, ipd = self._frames[-1]  # the last frame was held meanwhile
+            self._frames.extend([(state, None, ipd)] * (self.frame - len(self._frames)))
+        added = self._expand_steps(steps)
+        self._frames.extend(added)
+        return len(added)
 
     @property
     def finished(self) -> bool:

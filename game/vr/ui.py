@@ -1,12 +1,15 @@
 """In-world UI for VR: 2-D overlays are invisible in a headset, so the world's panels float.
 
 The info panel (the world's ``InfoPanel``) floats beside the selected card, the fine-tune
-status and messages (the world's ``Hud``) float above the left hand like a wrist display; both
-turn to face the head every frame. ``restore`` puts them back on the desktop overlay.
+status and messages (the world's ``Hud``) float above the left hand like a wrist display (higher,
+``hud_lift``, while the wrist menu is open on that hand); both turn to face the head every frame.
+``restore`` puts them back on the desktop overlay. Lasers are one unit beam per hand, moved and
+scaled: 5 m, or ``set_beam_length`` where the wrist menu or the panel stopped it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,14 +22,18 @@ HUD_SCALE = 0.18
 class VRWorldUI:
     """Places ``world.panel.root`` and ``world.hud.root`` in the 3-D scene near the person."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, scale: Callable[[], float] | None = None) -> None:
         self.app = app
+        # The person's scale (the rig's): panels and offsets are in the person's metres, so the
+        # panel stays a readable size beside a card however large the world is drawn.
+        self.scale = scale or (lambda: 1.0)
         self.hud_anchor = app.render.attach_new_node("vr-hud-anchor")
         self.hud_anchor.set_light_off(1)
         self._lasers = app.render.attach_new_node("vr-lasers")
         self._lasers.set_light_off(1)
         self._beams: dict[str, NodePath] = {}
-        self._panel_at: tuple[np.ndarray, np.ndarray] | None = None  # (selected, head) last placed
+        self._panel_at: tuple[np.ndarray, np.ndarray, float] | None = None  # selected, head, scale
+        self.hud_lift = 0.0  # metres more above the left hand (the wrist menu is open there)
         self._attach()
 
     def _attach(self) -> None:
@@ -49,31 +56,35 @@ class VRWorldUI:
         self, head: np.ndarray, left_hand: np.ndarray, selected: np.ndarray | None, lasers: dict
     ) -> None:
         h = tuple(float(v) for v in head)
-        above = left_hand + np.array([0.0, 0.0, 0.12])
+        s = float(self.scale())
+        above = left_hand + np.array([0.0, 0.0, (0.12 + self.hud_lift) * s])
+        self.hud_anchor.set_scale(HUD_SCALE * s)
         self.hud_anchor.set_pos(*map(float, above))
         self.hud_anchor.look_at(*h)
         self.hud_anchor.set_h(self.hud_anchor.get_h() + 180)
         panel = self.app.world.panel
-        if selected is not None and not self._panel_still(selected, head):
+        if selected is not None and not self._panel_still(selected, head, s):
             to_head = head - selected
             to_head[2] = 0.0
             n = float(np.linalg.norm(to_head))
             to_head = to_head / n if n > 1e-6 else np.array([0.0, -1.0, 0.0])
             side = np.array([-to_head[1], to_head[0], 0.0])  # to the right, seen from the head
-            where = selected + 0.25 * to_head - 0.3 * side + np.array([0.0, 0.0, 0.05])
-            panel.place_in_world(self.app.render, tuple(map(float, where)), look_at=h, scale=PANEL_SCALE)
+            where = selected + (0.25 * to_head - 0.3 * side + np.array([0.0, 0.0, 0.05])) * s
+            panel.place_in_world(self.app.render, tuple(map(float, where)), look_at=h, scale=PANEL_SCALE * s)
         self._draw_lasers(lasers)
 
-    def _panel_still(self, selected: np.ndarray, head: np.ndarray) -> bool:
-        """True when neither the card nor the head moved 5 mm since the panel was placed."""
+    def _panel_still(self, selected: np.ndarray, head: np.ndarray, scale: float = 1.0) -> bool:
+        """True when neither the card nor the head moved 5 mm (the person's) since the panel was
+        placed, and the person's scale is the same."""
         last = self._panel_at
         if (
             last is not None
-            and np.abs(last[0] - selected).max() < 0.005
-            and np.abs(last[1] - head).max() < 0.005
+            and last[2] == scale
+            and np.abs(last[0] - selected).max() < 0.005 * scale
+            and np.abs(last[1] - head).max() < 0.005 * scale
         ):
             return True
-        self._panel_at = (np.array(selected, dtype=np.float64), np.array(head, dtype=np.float64))
+        self._panel_at = (np.array(selected, dtype=np.float64), np.array(head, dtype=np.float64), scale)
         return False
 
     def _beam(self, hand: str) -> NodePath:
@@ -102,6 +113,12 @@ class VRWorldUI:
             beam.set_pos(*o)
             beam.look_at(*(origin + direction).tolist())
             beam.set_scale(5.0)
+
+    def set_beam_length(self, hand: str, length: float) -> None:
+        """Stop a shown laser at ``length`` (world units): at the menu button or panel it hits."""
+        beam = self._beams.get(hand)
+        if beam is not None and not beam.is_hidden():
+            beam.set_scale(max(1e-4, float(length)))
 
     def restore(self) -> None:
         """Back to the desktop overlay (VR stopped)."""
