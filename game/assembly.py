@@ -327,6 +327,10 @@ def assemble_game(
         learning=slot,
     )
     systems.dress_world()
+    if vr is not None:
+        from game.vr.wrist_menu import attach_wrist_menu
+
+        attach_wrist_menu(vr, explain=explain, guidance=guidance)  # the desktop's keys in the hand
     modes.on_base_escape = systems.escape_in_world
     app.scene_listeners.append(systems.on_scene)
     app.finalExitCallbacks.append(systems.destroy)
