@@ -1,9 +1,12 @@
 #version 330
 // Card image with a thin class-colour frame and an outer marker ring for the selected and
-// hovered cards and for card states (pending / unsure / edited).
+// hovered cards and for card states (pending / unsure / edited). The image comes from the
+// card's full-resolution pool slot when it has one, else from its thumbnail.
 
 uniform sampler2DArray images;
+uniform sampler2DArray pool;
 uniform vec2 atlas_grid;       // tiles per layer in x and y
+uniform vec2 pool_grid;
 uniform int selected;
 uniform int hovered;
 uniform float frame;           // frame width, fraction of the card side
@@ -16,6 +19,7 @@ uniform vec4 edited_colour;
 in vec2 v_local;
 flat in vec4 v_colour;
 flat in vec4 v_tile;
+flat in vec4 v_pool;
 flat in int v_card;
 
 out vec4 p3d_FragColor;
@@ -49,7 +53,12 @@ void main() {
     }
     vec2 uv = (v_local + vec2(0.5 - frame)) / (1.0 - 2.0 * frame);
     uv = clamp(uv, vec2(0.001), vec2(0.999));
-    vec2 atlas_uv = (v_tile.yz + uv) / atlas_grid;
-    vec4 texel = texture(images, vec3(atlas_uv, v_tile.x));
+    // v_pool is flat (one value per card, so per 2x2 pixel quad): the branch keeps derivatives.
+    vec4 texel;
+    if (v_pool.w > 0.5) {
+        texel = texture(pool, vec3((v_pool.yz + uv) / pool_grid, v_pool.x));
+    } else {
+        texel = texture(images, vec3((v_tile.yz + uv) / atlas_grid, v_tile.x));
+    }
     p3d_FragColor = vec4(texel.rgb, 1.0);
 }

@@ -71,6 +71,27 @@ def to_rgba_tiles(images: np.ndarray, tile: int) -> np.ndarray:
     return out
 
 
+def thumbnails(images: np.ndarray, tile: int, thumb: int, batch: int = 2048) -> np.ndarray:
+    """``(N, thumb, thumb, 4)`` tiles: each image at ``tile`` (as ``to_rgba_tiles``), then box-averaged
+    down to ``thumb`` (both powers of two), in batches so the full tiles never all exist at once
+    (at 50k cards of 64 px they would be 820 MB)."""
+    n = len(images)
+    out = np.empty((n, thumb, thumb, 4), dtype=np.uint8)
+    f = max(1, tile // thumb)
+    for first in range(0, n, batch):
+        full = to_rgba_tiles(images[first : first + batch], tile)
+        if f > 1:
+            blocks = full.reshape(len(full), thumb, f, thumb, f, 4).astype(np.float32)
+            full = (blocks.mean(axis=(2, 4)) + 0.5).astype(np.uint8)
+        out[first : first + len(full)] = full
+    return out
+
+
+def to_panda_tile(tile: np.ndarray) -> np.ndarray:
+    """One RGBA tile in Panda3D's RAM order (rows bottom-up, BGRA), as ``pack_layers`` writes it."""
+    return tile[::-1, :, [2, 1, 0, 3]]
+
+
 def _resize(imgs: np.ndarray, tile: int) -> np.ndarray:
     """Shrink images so the longer side is ``tile`` (area filter via Pillow)."""
     from PIL import Image

@@ -5,6 +5,18 @@ slot) lives in a float buffer texture that numpy writes through a memoryview; th
 2-D texture arrays (see ``atlas``). Moving cards rewrites one numpy slice and re-requests the
 buffer, so the scene graph is never rebuilt and a 50k-card move costs one upload.
 
+Level of detail (issue 17): images larger than ``thumb_side`` (32 px) are stored for every card
+only as thumbnails; a fixed pool of ``pool_slots`` full-resolution tiles holds the selected and
+hovered cards and the cards nearest the viewer (``card_lod.NearPool`` picks them, a few thousand
+cards per frame, so per-frame work does not grow with N). A card at 32 px or less on screen looks
+the same from either; the cards that could look larger are the near ones, which the pool covers.
+Texture memory is ``N x 32 px + 512 x 64 px`` instead of ``N x 64 px`` (docs/benchmarks.md).
+The embedded scenes (8 px digits, 32 px shapes) fit the thumbnail size: no pool, as before.
+
+Orientation: on the desktop each card faces the view plane; in VR (``set_viewer(head,
+face=True)``) each card turns toward the head position with world up kept, the same for both
+eyes, so cards neither roll with head tilt nor differ between the eyes of canted displays.
+
 Draw calls: one per texture array, i.e. one until the images need more than 2048 atlas layers.
 """
 
@@ -21,12 +33,15 @@ from panda3d.core import (
 )
 
 from game.world import atlas, shaders
+from game.world.card_lod import NearPool, PoolChanges
 from game.world.geometry import make_quad
 from game.world.palette import EDITED, HOVER, PENDING, SELECTED, UNSURE
 
 TEXELS_PER_CARD = 3
 RING = 0.14  # marker ring width, fraction of the card side
 FRAME = 0.07  # class-colour frame width, fraction of the card side
+THUMB_SIDE = 32  # every card's image at most this many texels a side ...
+POOL_SLOTS = 512  # ... and this many cards (selected, hovered, nearest) at full resolution
 
 
 class CardField:
@@ -47,17 +62,26 @@ class CardField:
         max_layers: int = 2048,
         tile_cap: int = 64,
         layer_side: int = 1024,
+        thumb_side: int | None = THUMB_SIDE,
+        pool_slots: int = POOL_SLOTS,
     ) -> None:
         self.root = parent.attach_new_node("cards")
         self.card_size = float(card_size)
         self.max_layers = max_layers
         self.tile_cap = tile_cap
         self.layer_side = layer_side
+        self.thumb_side = thumb_side
+        self.pool_slots = pool_slots
         self.selected = -1
         self.hovered = -1
+        self.viewer: NodePath | None = None
+        self.hands: list[NodePath] = []
+        self.face_viewer = False
         self._chunks: list[NodePath] = []
         self._textures: list[Texture] = []
+        self.pool_loads = 0  # full-resolution tiles uploaded so far (tests, benchmarks)
         self.build(images, positions, colours)
+        self.set_viewer(None)
 
     # --- building ---------------------------------------------------------------------------
 
@@ -69,12 +93,18 @@ class CardField:
         self._textures.clear()
         n = len(images)
         self.n = n
+        self._images = images  # kept (not copied) for loading full-resolution tiles on demand
         h, w = images.shape[1:3]
-        tile = atlas.tile_side(h, w, self.tile_cap)
+        full = atlas.tile_side(h, w, self.tile_cap)
+        tile = min(full, self.thumb_side) if self.thumb_side else full
+        self.full_tile = full
+        self.lod = tile < full and self.pool_slots > 0
+        if not self.lod:
+            tile = full
         layout = atlas.plan(n, tile, self.layer_side)
         self.layout = layout
-        crisp = max(h, w) <= 32
-        tiles = atlas.to_rgba_tiles(images, tile)
+        crisp = max(h, w) <= 32 and not self.lod
+        tiles = atlas.thumbnails(images, full, tile) if self.lod else atlas.to_rgba_tiles(images, tile)
 
         self.data_texture = Texture("card-data")
         self.data_texture.setup_buffer_texture(
@@ -106,6 +136,8 @@ class CardField:
             node.set_shader_input("atlas_grid", (float(layout.grid), float(layout.grid)))
             self._chunks.append(node)
             self._textures.append(tex)
+        del tiles
+        self._build_pool(n, crisp)
         self.root.set_shader_input("card_size", self.card_size)
         self.root.set_shader_input("ring", RING)
         self.root.set_shader_input("frame", FRAME)
@@ -117,6 +149,34 @@ class CardField:
         self.root.set_transparency(TransparencyAttrib.M_none)
         self.root.set_light_off(1)
         self._apply_highlight()
+
+    def _build_pool(self, n: int, crisp: bool) -> None:
+        """The full-resolution pool (a texture array of ``pool_slots`` tiles) and the per-card slot
+        buffer the vertex shader reads (-1: draw the thumbnail)."""
+        slots = self.pool_slots if self.lod else 0
+        self.pool_layout = atlas.plan(max(1, slots), self.full_tile, self.layer_side)
+        self.pool_layout.count = slots
+        if self.lod:
+            blank = np.zeros(
+                (self.pool_layout.layers, self.pool_layout.side, self.pool_layout.side, 4), np.uint8
+            )
+            self.pool_texture = self._array_texture(blank, self.pool_layout, crisp)
+        else:
+            # Never sampled (every slot is -1); bound because the shader declares it.
+            self.pool_texture = self._textures[0] if self._textures else Texture("card-pool")
+        self.near = NearPool(n, slots)
+        self.lod_texture = Texture("card-lod")
+        self.lod_texture.setup_buffer_texture(max(1, n), Texture.T_float, Texture.F_r32, GeomEnums.UH_dynamic)
+        self._lod_slots()[:] = -1.0
+        grid = float(self.pool_layout.grid)
+        self.root.set_shader_input("pool", self.pool_texture)
+        self.root.set_shader_input("pool_grid", (grid, grid))
+        self.root.set_shader_input("card_lod", self.lod_texture)
+
+    def _lod_slots(self) -> np.ndarray:
+        """The per-card pool slot buffer as float32 ``(N,)``; requesting it marks it changed."""
+        ram = memoryview(self.lod_texture.modify_ram_image())
+        return np.frombuffer(ram, dtype=np.float32)[: self.n]
 
     def _array_texture(self, layers: np.ndarray, layout: atlas.AtlasLayout, crisp: bool) -> Texture:
         tex = Texture("card-images")
@@ -147,6 +207,12 @@ class CardField:
 
     def set_positions(self, positions: np.ndarray) -> None:
         self._data()[:, 0, :3] = positions
+        self.near.cards_moved()
+
+    def _positions(self) -> np.ndarray:
+        """Drawn positions ``(N, 3)``, read without marking the buffer for upload."""
+        ram = memoryview(self.data_texture.get_ram_image())
+        return np.frombuffer(ram, dtype=np.float32).reshape(-1, TEXELS_PER_CARD, 4)[: self.n, 0, :3]
 
     def set_colours(self, colours: np.ndarray) -> None:
         self._data()[:, 1, :3] = np.asarray(colours)[:, :3]
@@ -172,6 +238,80 @@ class CardField:
     def _apply_highlight(self) -> None:
         self.root.set_shader_input("selected", self.selected)
         self.root.set_shader_input("hovered", self.hovered)
+        if self.lod:
+            self._apply_pool(self.near.pin([self.selected, self.hovered]))
+
+    # --- viewer: orientation and level of detail -----------------------------------------------
+
+    def set_viewer(
+        self, viewer: NodePath | None, *, face: bool = False, hands: list[NodePath] | None = None
+    ) -> None:
+        """Whose position picks the full-resolution cards (the camera; in VR the head and hands);
+        ``face``: cards turn toward ``viewer``'s position with world up kept (VR) instead of
+        facing the view plane (desktop)."""
+        self.viewer = viewer if viewer is not None and not viewer.is_empty() else None
+        self.hands = list(hands or [])
+        self.face_viewer = bool(face and self.viewer is not None)
+        self.root.set_shader_input("viewer", self.viewer if self.viewer is not None else self.root)
+        self.root.set_shader_input("face_viewer", int(self.face_viewer))
+
+    def update_lod(self) -> bool:
+        """One frame's share of choosing the full-resolution cards; True when tiles were uploaded.
+
+        Bounded work whatever N (see ``card_lod``): a comparison when nothing moved, a slice of a
+        scan otherwise, and an upload of the pool only when a scan ends with other cards.
+        """
+        if not self.lod or self.viewer is None:
+            return False
+        v = self.viewer
+        eye = v.get_pos(self.root)
+        fwd = self.root.get_relative_vector(v, (0, 1, 0))
+        hands = [h.get_pos(self.root) for h in self.hands if not h.is_empty() and not h.is_hidden()]
+        changes = self.near.step(
+            self._positions(),
+            np.array([eye[0], eye[1], eye[2]], np.float32),
+            np.array([fwd[0], fwd[1], fwd[2]], np.float32),
+            np.array([[p[0], p[1], p[2]] for p in hands], np.float32).reshape(-1, 3),
+        )
+        return self._apply_pool(changes)
+
+    def _apply_pool(self, changes: PoolChanges) -> bool:
+        """Upload the tiles of newly pooled cards and point their slots at them."""
+        if not changes:
+            return False
+        slots = self._lod_slots()
+        if changes.cleared:
+            slots[np.asarray(changes.cleared, np.int64)] = -1.0
+        if changes.loads:
+            slot_ids = np.asarray([s for s, _ in changes.loads], np.int64)
+            cards = np.asarray([c for _, c in changes.loads], np.int64)
+            tiles = atlas.to_rgba_tiles(self._images[cards], self.full_tile)
+            lay = self.pool_layout
+            t = lay.tile
+            ram = np.frombuffer(memoryview(self.pool_texture.modify_ram_image()), dtype=np.uint8)
+            ram = ram.reshape(lay.layers, lay.side, lay.side, 4)
+            for slot, tile in zip(slot_ids, tiles, strict=True):
+                layer, j = divmod(int(slot), lay.per_layer)
+                ty, tx = divmod(j, lay.grid)
+                ram[layer, ty * t : (ty + 1) * t, tx * t : (tx + 1) * t] = atlas.to_panda_tile(tile)
+            slots[cards] = slot_ids.astype(np.float32)
+            self.pool_loads += len(cards)
+        return True
+
+    @property
+    def full_res_cards(self) -> np.ndarray:
+        """Cards drawn from a full-resolution tile now (all cards when there is no level of detail)."""
+        return self.near.full_res_cards if self.lod else np.arange(self.n)
+
+    def texture_bytes(self) -> dict[str, int]:
+        """Texture memory of the card field, by part (what GL allocates, mip levels included)."""
+        out = {
+            "thumbnails" if self.lod else "images": sum(_texture_bytes(t) for t in self._textures),
+            "pool": _texture_bytes(self.pool_texture) if self.lod else 0,
+            "card_data": self.data_texture.get_x_size() * 16 + self.lod_texture.get_x_size() * 4,
+        }
+        out["total"] = sum(out.values())
+        return out
 
     @property
     def draw_calls(self) -> int:
@@ -180,3 +320,10 @@ class CardField:
 
     def destroy(self) -> None:
         self.root.remove_node()
+
+
+def _texture_bytes(tex: Texture) -> int:
+    """Bytes of an RGBA8 texture array as allocated by GL: the mip chain adds a third when used."""
+    size = tex.get_x_size() * tex.get_y_size() * tex.get_z_size() * 4
+    sampler = tex.get_default_sampler()
+    return size * 4 // 3 if sampler.uses_mipmaps() else size

@@ -48,6 +48,10 @@ class World:
             self.root, ws.images, ws.positions, self.colours[ws.labels], self.config.card_size
         )
         self.cards.set_states(ws.card_state)
+        # ShowBase's camera (a child of render named "camera") picks the full-resolution cards
+        # until VR hands the head over (``set_viewer``).
+        self._default_viewer = render.find("camera")
+        self.set_viewer(None)
         self.centroid_markers = CentroidMarkers(self.root, loader, ws.class_names, self.colours)
         self._top = self._marker_top(ws.positions)
         self.centroid_markers.update(ws.centroids(), ws.cluster_radii(90.0), top=self._top)
@@ -125,6 +129,14 @@ class World:
         elif isinstance(event, ev.Message):
             self.hud.show_message(event.text, event.level, self.now)
 
+    def set_viewer(
+        self, viewer: NodePath | None, *, face: bool = False, hands: list[NodePath] | None = None
+    ) -> None:
+        """Who looks at the cards: ``None`` is the desktop camera (cards face the view plane); VR
+        passes the head (cards face its position) and the hands (near them, full resolution)."""
+        node = viewer if viewer is not None else self._default_viewer
+        self.cards.set_viewer(node, face=face and viewer is not None, hands=hands)
+
     def _rebuild_cards(self, ws: Workspace) -> None:
         """A card joined: grow the tween and rebuild the card textures (rare; never per frame)."""
         self.tween.resize(ws.positions)
@@ -143,6 +155,7 @@ class World:
             self.centroid_markers.update(self._centroids(), self._radii, top=self._top)
             self._radii = None
             self._dirty = False
+        self.cards.update_lod()
         self.hud.update(now)
 
     def _centroids(self) -> np.ndarray:

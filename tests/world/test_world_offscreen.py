@@ -47,8 +47,9 @@ def test_beyond_the_layer_limit_cards_split_into_several_arrays():
     from game.world.cards import CardField
 
     root = NodePath("root")
-    # 64 px tiles, 128 px layers: 4 cards per layer; at most 2 layers per array -> 8 per array.
-    field = CardField(root, *synthetic(20, side=64), max_layers=2, layer_side=128)
+    # 64 px tiles (no thumbnails), 128 px layers: 4 cards per layer; at most 2 layers per array
+    # -> 8 per array.
+    field = CardField(root, *synthetic(20, side=64), max_layers=2, layer_side=128, thumb_side=None)
     chunks = field.root.find_all_matches("**/+GeomNode")
     assert chunks.get_num_paths() == 3
     assert sum(chunks[i].get_instance_count() for i in range(3)) == 20
