@@ -131,6 +131,8 @@ class VRSession:
             on_rig=self.stereo.set_rig,
             on_hover=self._hover,
         )
+        # The pick index asks the world's tween what moved instead of comparing every card.
+        self.controls.index.motion = lambda: app.world.tween
         self.ui = VRWorldUI(app, scale=lambda: self.controls.rig.scale)  # panels in the person's metres
         self.stereo.listeners.append(self._on_frame)
         self.stereo.start()
