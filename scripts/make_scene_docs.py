@@ -1,7 +1,8 @@
 """Write docs/scenes.md from the scene dataclasses, so the reference never drifts from the code.
 
 Each field's explanation is its ``setting(..., doc=...)`` or the comment after it in
-``game/core/scene.py``; the allowed values come from its declared ``Range`` (``game/core/ranges.py``).
+``game/core/scene.py``; the allowed values come from its declared ``Range`` and, for a fixed set of
+words, its ``Literal`` type (``ranges.rule_for``, the loader's own rule).
 
     .venv/bin/python scripts/make_scene_docs.py          # rewrite docs/scenes.md
     .venv/bin/python scripts/make_scene_docs.py --check  # exit 1 if it is out of date (tests do)
@@ -12,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
+import typing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from game.core import scene as scene_module  # noqa: E402
-from game.core.ranges import range_of  # noqa: E402
+from game.core.ranges import rule_for  # noqa: E402
 
 DOC = ROOT / "docs" / "scenes.md"
 
@@ -38,9 +40,9 @@ def field_comments() -> dict[tuple[str, str], str]:
     return comments
 
 
-def allowed(f: dataclasses.Field, value: object) -> str:
+def allowed(f: dataclasses.Field, hint: object, value: object) -> str:
     """The declared range in words (types without one: any text, true/false)."""
-    rule = range_of(f)
+    rule = rule_for(f, hint)
     if rule is not None:
         return rule.describe().replace("<=", "≤").replace("|", "\\|")
     if isinstance(value, bool):
@@ -73,11 +75,12 @@ def render() -> str:
         if doc and not doc.startswith(cls.__name__ + "("):
             lines += [doc, ""]
         lines += ["| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+        hints = typing.get_type_hints(cls)
         for sub in dataclasses.fields(cls):
             value = getattr(section, sub.name)
             shown = repr(value).replace("'", '"').replace("True", "true").replace("False", "false")
             meaning = sub.metadata.get("doc") or comments.get((cls.__name__, sub.name), "")
-            lines.append(f"| `{sub.name}` | `{shown}` | {allowed(sub, value)} | {meaning} |")
+            lines.append(f"| `{sub.name}` | `{shown}` | {allowed(sub, hints[sub.name], value)} | {meaning} |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,13 +4,21 @@ A scene field is declared as ``name: int = setting(0, ge=0)``: the range lives i
 metadata, so the type, the default and the allowed values are written once, next to each other,
 and the loader, the documentation and the property tests all read them from there. Every float must
 also be finite (TOML allows ``nan`` and ``inf``, and a NaN slips through every ``<``).
+
+A field with a fixed set of words is typed ``Literal[...]`` (``kind: DatasetKind = setting("digits")``):
+the choices are the Literal's, read by ``rule_for`` (never repeated in ``setting``), so the type
+checker and the loader agree on them. ``Literal[...] | str`` with ``prefixes`` allows the named
+words and any string with one of the prefixes (``network.arch``: ``"torchvision:NAME"``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 RANGE_KEY = "range"
 DOC_KEY = "doc"
@@ -96,3 +104,29 @@ def range_of(f: Any) -> Range | None:
     """The ``Range`` declared on a dataclass field (None when it has none)."""
     found: Range | None = f.metadata.get(RANGE_KEY)
     return found
+
+
+def literal_choices(hint: Any) -> tuple[Any, ...]:
+    """The values a ``Literal[...]`` hint allows, also inside a union (``Literal[...] | str``);
+    () for any other hint."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(c for option in typing.get_args(hint) for c in literal_choices(option))
+    return ()
+
+
+def rule_for(f: Any, hint: Any) -> Range | None:
+    """The allowed values of a dataclass field typed ``hint``: its declared ``Range``, with the
+    choices of a ``Literal`` hint. Choices are declared in one place: a field that names them in
+    ``setting(choices=...)`` as well as in its type is a mistake (``TypeError``)."""
+    rule = range_of(f)
+    choices = literal_choices(hint)
+    if not choices:
+        return rule
+    if rule is None:
+        return Range(choices=choices)
+    if rule.choices:
+        raise TypeError(f"{f.name}: choices declared twice (in the Literal type and in setting())")
+    return dataclasses.replace(rule, choices=choices)

@@ -16,14 +16,22 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from game.core.errors import UserError
-from game.core.ranges import Range, range_of, setting
+from game.core.ranges import Range, rule_for, setting
 
 SCENES_DIR = Path(__file__).resolve().parents[2] / "scenes"
 DEFAULT_SCENE = SCENES_DIR / "digits.toml"
 SEED_MAX = 2**32 - 1  # numpy and scikit-learn accept seeds up to this
+
+
+# The scene's fixed sets of words: the type checker and the loader (``ranges.rule_for``) both
+# read these, so a choice is added in one place.
+DatasetKind = Literal["digits", "folder", "shapes"]
+ArchName = Literal["small_cnn", "alexnet"]  # and "torchvision:NAME" (the field is ``ArchName | str``)
+RelayoutMethod = Literal["local", "full"]
+TORCHVISION_PREFIX = "torchvision:"
 
 
 class SceneError(UserError, ValueError):
@@ -39,9 +47,8 @@ class SceneInfo:
 
 @dataclass
 class DatasetConfig:
-    kind: str = setting(
+    kind: DatasetKind = setting(
         "digits",
-        choices=("digits", "folder", "shapes"),
         doc='"digits" (embedded default), "folder", or "shapes" (generated colour shapes in clutter)',
     )
     path: str = ""  # folder with one subfolder per class (kind = "folder")
@@ -65,10 +72,9 @@ class DatasetConfig:
 
 @dataclass
 class NetworkConfig:
-    arch: str = setting(
+    arch: ArchName | str = setting(
         "small_cnn",
-        choices=("small_cnn", "alexnet"),
-        prefixes=("torchvision:",),
+        prefixes=(TORCHVISION_PREFIX,),
         doc='"small_cnn", "alexnet", or "torchvision:NAME"',
     )
     weights: str = ""  # .safetensors or torch state dict; empty: train (small_cnn) or random
@@ -184,9 +190,8 @@ class LearningConfig:
     layout_iterations: int = setting(
         40, ge=0, le=100_000, doc="t-SNE iterations of the re-layout after a job"
     )
-    relayout: str = setting(
+    relayout: RelayoutMethod = setting(
         "local",
-        choices=("local", "full"),
         doc='"local": only edited cards and those whose neighbours changed move; "full": all',
     )
     relayout_keep: float = setting(
@@ -252,6 +257,11 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, hint):
             raise SceneError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
         return value
+    if origin is Literal:
+        kinds = tuple({type(c) for c in typing.get_args(hint)})  # the choices are checked as a range
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise SceneError(f"{where}: expected {_type_name(hint)}, got {type(value).__name__} {value!r}")
+        return value
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -263,8 +273,16 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
                 return _check_type(where, value, option)
             except SceneError:
                 continue
-        raise SceneError(f"{where}: value {value!r} has the wrong type")
+        names = " or ".join(dict.fromkeys(_type_name(option) for option in typing.get_args(hint)))
+        raise SceneError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
     return value
+
+
+def _type_name(hint: Any) -> str:
+    """How an error message names a type (a Literal by the type of its words)."""
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(sorted({type(c).__name__ for c in typing.get_args(hint)}))
+    return str(getattr(hint, "__name__", hint))
 
 
 def _shown(value: Any) -> str:
@@ -303,7 +321,7 @@ def scene_from_dict(data: dict[str, Any], source: str = "") -> Scene:
             raise SceneError(f"{label}: [{section}] must be a table")
         target = getattr(scene, section)
         hints = typing.get_type_hints(type(target))
-        rules = {f.name: range_of(f) for f in dataclasses.fields(target)}
+        rules = {f.name: rule_for(f, hints[f.name]) for f in dataclasses.fields(target)}
         for key, value in values.items():
             if key not in hints:
                 known = ", ".join(hints)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from game.core.ranges import range_of
+from game.core.ranges import rule_for
 from game.core.scene import Scene, SceneError, list_scenes, load_scene, scene_from_dict
 
 
@@ -61,6 +61,47 @@ def test_bad_values_are_errors():
         scene_from_dict({"learning": {"relayout_keep": 1.5}})
 
 
+def test_word_choices_come_from_the_literal_types():
+    """dataset.kind, network.arch and learning.relayout are typed Literal[...]: the loader, its
+    error messages and docs/scenes.md take the allowed words from those types (declared once)."""
+    from game.core import scene as scene_module
+
+    for section, key, alias in (
+        ("dataset", "kind", scene_module.DatasetKind),
+        ("network", "arch", scene_module.ArchName),
+        ("learning", "relayout", scene_module.RelayoutMethod),
+    ):
+        words = typing.get_args(alias)
+        rules = {(s, k): rule for s, k, _, rule in FIELDS}
+        assert rules[(section, key)].choices == words
+        for word in words:
+            extra = {"dataset": {"path": "imgs"}} if word == "folder" else {}
+            loaded = scene_from_dict({**extra, section: {**extra.get(section, {}), key: word}})
+            assert getattr(getattr(loaded, section), key) == word
+        with pytest.raises(SceneError) as info:
+            scene_from_dict({section: {key: "nonsense"}}, source="s.toml")
+        text = str(info.value)
+        assert f"{section}.{key} = " in text and all(f'"{w}"' in text for w in words), text
+        with pytest.raises(SceneError, match=rf"{section}\.{key}: expected str"):
+            scene_from_dict({section: {key: 3}})
+    # network.arch is Literal[...] | str: any "torchvision:NAME" too, nothing else.
+    assert (
+        scene_from_dict({"network": {"arch": "torchvision:resnet18"}}).network.arch == "torchvision:resnet18"
+    )
+
+
+def test_choices_declared_both_in_the_type_and_in_setting_are_refused():
+    from game.core.ranges import setting
+
+    @dataclasses.dataclass
+    class Twice:
+        mode: typing.Literal["a", "b"] = setting("a", choices=("a", "b"))
+
+    (f,) = dataclasses.fields(Twice)
+    with pytest.raises(TypeError, match="declared twice"):
+        rule_for(f, typing.get_type_hints(Twice)["mode"])
+
+
 def test_int_is_accepted_for_float():
     scene = scene_from_dict({"layout": {"perplexity": 20}})
     assert scene.layout.perplexity == 20.0 and isinstance(scene.layout.perplexity, float)
@@ -107,7 +148,7 @@ def _fields() -> list[tuple[str, str, object, object]]:
         cls = type(getattr(Scene(), section.name))
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            out.append((section.name, f.name, hints[f.name], range_of(f)))
+            out.append((section.name, f.name, hints[f.name], rule_for(f, hints[f.name])))
     return out
 
 
