@@ -37,12 +37,15 @@ Two updates after fine-tuning:
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 from openTSNE import TSNEEmbedding, affinity
+from openTSNE.nearest_neighbors import Annoy
 from openTSNE.tsne import PartialTSNEEmbedding
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
@@ -113,12 +116,80 @@ LOCAL_MAX_FREE = 0.5  # more moving cards than this fraction: a full update inst
 LOCAL_MAX_GROUPED = 0.5  # ... or when more of the moving cards' new neighbours are moving too
 
 
-class Projector:
-    """Fits and updates 3-D layouts; parameters come from the scene's ``[layout]`` table."""
+EXACT_AFFINITIES_BELOW = 200  # openTSNE's approximate search (annoy) needs more points than this
+EXACT_KNN_BELOW = 5_000  # ``_knn``: exact search below this many points, approximate (annoy) above
 
-    def __init__(self, config: LayoutConfig | None = None, n_jobs: int = 2) -> None:
+
+def available_cores() -> int:
+    """The cores this process may run on (all of them: the layout is the start-up's longest step)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+LARGE_LAYOUT = 5_000  # points above which ``Schedule.for_points`` trades accuracy for time
+LARGE_THETA = 0.8  # Barnes-Hut accuracy at scale (the 10-NN agreement is unchanged; see for_points)
+LARGE_ITERATIONS = 150  # iterations after the early phase at scale (at most)
+LARGE_KNN_TREES = 20  # annoy trees at scale: the 3 x perplexity neighbours it searches for are
+# found among (trees x neighbours) candidates, thousands per point, enough for t-SNE's affinities
+PCA_FIT_ROWS = 10_000  # PCA components fitted on at most this many rows (seeded), applied to all
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a first layout is optimised: Barnes-Hut ``theta`` and the iterations of each phase.
+
+    The learning rate is openTSNE's (``N / exaggeration`` in each phase, i.e. ``N / 12`` in the
+    early phase as Belkina et al. recommend), so larger sets need no more iterations to converge.
+    """
+
+    theta: float
+    early_iterations: int
+    iterations: int
+    knn_trees: int = 50  # annoy's trees for the affinities' neighbour search (openTSNE's default)
+
+    @staticmethod
+    def for_points(config: LayoutConfig, n: int) -> Schedule:
+        """The scene's settings up to ``LARGE_LAYOUT`` points; above, a coarser Barnes-Hut
+        (``LARGE_THETA``) and at most ``LARGE_ITERATIONS`` late iterations, which keep the same
+        10-NN agreement and class separation on 10,000 generated fc7-like points (see
+        docs/benchmarks.md, issue 17) at about half the time; a 3-D Barnes-Hut iteration costs
+        N log N, and 50,000 cards must be laid out in minutes on two cores."""
+        if n <= LARGE_LAYOUT:
+            return Schedule(config.theta, config.early_iterations, config.iterations)
+        return Schedule(
+            max(config.theta, LARGE_THETA),
+            config.early_iterations,
+            min(config.iterations, LARGE_ITERATIONS),
+            LARGE_KNN_TREES,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"theta {self.theta:g}, {self.early_iterations}+{self.iterations} iterations, "
+            f"{self.knn_trees} annoy trees"
+        )
+
+
+class Projector:
+    """Fits and updates 3-D layouts; parameters come from the scene's ``[layout]`` table.
+
+    ``n_jobs``: threads for openTSNE (None: every core this process may use). ``exact_below``:
+    affinities from an exact neighbour search below this many points, approximate (annoy) above;
+    the fine-tune's re-layout raises it, since openTSNE's exact search is several times faster
+    than annoy below a few thousand points (the first layout keeps the default).
+    """
+
+    def __init__(
+        self,
+        config: LayoutConfig | None = None,
+        n_jobs: int | None = None,
+        exact_below: int = EXACT_AFFINITIES_BELOW,
+    ) -> None:
         self.config = config or LayoutConfig()
-        self.n_jobs = n_jobs
+        self.n_jobs = available_cores() if n_jobs is None else n_jobs
+        self.exact_below = exact_below
 
     # --- pieces --------------------------------------------------------------------------------
 
@@ -128,31 +199,49 @@ class Projector:
         dims = min(self.config.pca_dims, x.shape[1], max(len(x) - 1, 1))
         if dims >= x.shape[1]:
             return (x - x.mean(0)).astype(np.float32)
-        return PCA(n_components=dims, random_state=self.config.seed).fit_transform(x).astype(np.float32)
+        pca = PCA(n_components=dims, random_state=self.config.seed)
+        if len(x) <= PCA_FIT_ROWS:
+            return pca.fit_transform(x).astype(np.float32)
+        # The leading components of 10,000 seeded rows are those of all rows to within sampling
+        # noise far below what t-SNE resolves; fitting them costs a fifth at 50,000 rows.
+        rows = np.sort(np.random.default_rng(self.config.seed).choice(len(x), PCA_FIT_ROWS, replace=False))
+        return pca.fit(x[rows]).transform(x).astype(np.float32)
 
     def affinity_method(self, n_points: int) -> str:
-        """openTSNE's neighbour search: exact for tiny sets (annoy needs enough points), else annoy."""
-        return "exact" if n_points < 200 else "annoy"
+        """openTSNE's neighbour search: exact below ``exact_below`` points, else annoy."""
+        return "exact" if n_points < self.exact_below else "annoy"
 
     def affinities(self, reduced: np.ndarray) -> affinity.PerplexityBasedNN:
         perplexity = min(self.config.perplexity, max((len(reduced) - 1) / 3.0, 1.0))
+        method = self.affinity_method(len(reduced))
+        trees = self.schedule(len(reduced)).knn_trees
         return affinity.PerplexityBasedNN(
             reduced,
             perplexity=perplexity,
             n_jobs=self.n_jobs,
             random_state=self.config.seed,
-            method=self.affinity_method(len(reduced)),
+            method=method,
             verbose=False,
+            knn_kwargs={"n_trees": trees} if method == "annoy" else None,
         )
 
+    def schedule(self, n_points: int) -> Schedule:
+        """The optimisation schedule of a first layout of ``n_points`` cards."""
+        return Schedule.for_points(self.config, n_points)
+
     def _optimise(
-        self, init: np.ndarray, aff: affinity.PerplexityBasedNN, early: int, iterations: int
+        self,
+        init: np.ndarray,
+        aff: affinity.PerplexityBasedNN,
+        early: int,
+        iterations: int,
+        theta: float | None = None,
     ) -> TSNEEmbedding:
         emb = TSNEEmbedding(
             init,
             aff,
             negative_gradient_method="bh",
-            theta=self.config.theta,
+            theta=self.config.theta if theta is None else theta,
             n_jobs=self.n_jobs,
             random_state=self.config.seed,
             verbose=False,
@@ -173,7 +262,8 @@ class Projector:
         init = np.zeros((len(reduced), 3))
         init[:, : min(3, reduced.shape[1])] = reduced[:, :3]  # tiny sets have fewer PCA components
         init = init / (np.std(init[:, 0]) + 1e-12) * 1e-4  # openTSNE's recommended PCA init scale
-        emb = self._optimise(init, aff, self.config.early_iterations, self.config.iterations)
+        plan = self.schedule(len(reduced))
+        emb = self._optimise(init, aff, plan.early_iterations, plan.iterations, plan.theta)
         raw = np.asarray(emb, dtype=np.float64)
         tsne: TSNEEmbedding | None = emb
         if self.config.align_axes:
@@ -182,7 +272,8 @@ class Projector:
         center, scale, stretch, offset = self._normalisation(raw)
         state = LayoutState(raw, center, scale, offset, np.empty((0, 3)), reduced.shape[1], 0.0, tsne)
         state.stretch = stretch
-        state.neighbours = _knn(reduced, min(MOBILITY_K, len(reduced) - 1))  # for update_local
+        # For update_local: the neighbours the affinities were built from (no second search).
+        state.neighbours = affinity_neighbours(aff, reduced, min(MOBILITY_K, len(reduced) - 1))
         state.positions = state.to_world(raw)
         state.seconds = time.perf_counter() - start
         return state
@@ -208,7 +299,7 @@ class Projector:
             # A card whose neighbourhood changed starts among its new neighbours (as in
             # update_local): with an exaggeration below 1 the attraction is too weak to carry
             # it across the world in a few warm-started iterations.
-            new_nb = _knn(reduced, old_nb.shape[1])
+            new_nb = affinity_neighbours(aff, reduced, old_nb.shape[1])
             changed = neighbour_overlap(old_nb, new_nb) < 0.5
             if changed.any():
                 init[changed] = np.median(previous.embedding[new_nb[changed]], axis=1)
@@ -245,10 +336,10 @@ class Projector:
         reduced = self.reduce(features)
         n = len(reduced)
         k = min(MOBILITY_K, n - 1)
-        new_nb = _knn(reduced, k)
+        new_nb = _knn(reduced, k, self.n_jobs)
         old_nb = previous.neighbours
         if old_nb is None or old_nb.shape != new_nb.shape:
-            old_nb = _knn(self.reduce(previous_features), k)
+            old_nb = _knn(self.reduce(previous_features), k, self.n_jobs)
         free = neighbour_overlap(old_nb, new_nb) < keep
         if move is not None:
             free[np.asarray(move, dtype=np.int64)] = True
@@ -261,42 +352,107 @@ class Projector:
         raw = previous.embedding.copy()
         free_idx, held_idx = np.flatnonzero(free), np.flatnonzero(~free)
         if len(free_idx):
-            perplexity = min(self.config.perplexity, max((len(held_idx) - 1) / 3.0, 1.0))
-            rows, near = conditional_affinities(reduced[free_idx], reduced[held_idx], perplexity)
             # Start where the updated network puts the card: among its new neighbours.
-            init = np.median(raw[held_idx][near[:, :k]], axis=1)
-            held = np.ascontiguousarray(raw[held_idx])
-            reference = TSNEEmbedding(
-                held,
-                affinity.PrecomputedAffinities(sp.identity(len(held), format="csr"), normalize=False),
-                negative_gradient_method="bh",
-                theta=self.config.theta,
-                n_jobs=self.n_jobs,
-                random_state=self.config.seed,
-                verbose=False,
+            placed = self._place_partial(
+                reduced[free_idx], reduced[held_idx], raw[held_idx], k, n_iter, LOCAL_LEARNING_RATE
             )
-            partial = PartialTSNEEmbedding(
-                init,
-                reference,
-                rows,
-                negative_gradient_method="bh",
-                theta=self.config.theta,
-                n_jobs=self.n_jobs,
-            )
-            if n_iter:
-                partial = partial.optimize(
-                    n_iter,
-                    learning_rate=LOCAL_LEARNING_RATE,
-                    exaggeration=self.config.exaggeration,
-                    momentum=0.8,
-                    max_grad_norm=0.25,
-                )
-            raw[free_idx] = np.asarray(partial, dtype=np.float64)
+            raw[free_idx] = placed
         neighbours = old_nb.copy()
         neighbours[free] = new_nb[free]
         state = previous.successor(raw, reduced.shape[1], neighbours=neighbours, moved=free)
         state.seconds = time.perf_counter() - start
         return state
+
+    def place(self, features: np.ndarray, layout: LayoutState, layout_features: np.ndarray) -> np.ndarray:
+        """World positions of new cards (``features``) in ``layout``, which was made from
+        ``layout_features``; the layout's cards do not move. See ``placer``."""
+        return self.placer(layout, layout_features)(features)
+
+    def placer(self, layout: LayoutState, layout_features: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """A function that places blocks of new cards in ``layout`` (made from ``layout_features``)
+        and returns their world positions; the layout's cards do not move.
+
+        openTSNE's ``transform`` procedure (Poličar et al.): each new card starts at the median
+        position of its nearest laid-out cards and is optimised against them alone, held still,
+        with transform's learning rate 0.1, exaggeration 1.5 and gradient clipping. Only the new
+        cards' affinity rows are computed (``conditional_affinities``, transform's perplexity 5,
+        median over 25 neighbours), so no affinity matrix of the laid-out cards is rebuilt. The
+        new cards are expressed in the PCA fitted to ``layout_features`` (fitted once here, for
+        every block). Cost per iteration (``update_iterations``) grows with the new cards times
+        the log of the laid-out ones.
+        """
+        x = np.asarray(layout_features, dtype=np.float32)
+        dims = min(self.config.pca_dims, x.shape[1], max(len(x) - 1, 1))
+        mean = x.mean(0)
+        pca = None if dims >= x.shape[1] else PCA(n_components=dims, random_state=self.config.seed).fit(x)
+        ref = x - mean if pca is None else pca.transform(x)
+
+        def place(features: np.ndarray) -> np.ndarray:
+            new = np.asarray(features, dtype=np.float32)
+            if len(new) == 0:
+                return np.empty((0, 3), np.float32)
+            pts = new - mean if pca is None else pca.transform(new)
+            raw = self._place_partial(
+                pts,
+                ref,
+                layout.embedding,
+                25,
+                self.config.update_iterations,
+                0.1,
+                perplexity=5.0,
+                exaggeration=1.5,
+            )
+            return layout.to_world(raw)
+
+        return place
+
+    def _place_partial(
+        self,
+        points: np.ndarray,
+        reference: np.ndarray,
+        reference_raw: np.ndarray,
+        k: int,
+        iterations: int,
+        learning_rate: float,
+        perplexity: float | None = None,
+        exaggeration: float | None = None,
+    ) -> np.ndarray:
+        """t-SNE coordinates of ``points`` (reduced features) placed against the ``reference``
+        rows (reduced features, at ``reference_raw``), which are held still: each point starts at
+        the median of its ``k`` nearest reference rows' positions and is optimised with openTSNE's
+        ``PartialTSNEEmbedding`` (interactions among the placed points ignored)."""
+        wanted = self.config.perplexity if perplexity is None else perplexity
+        perplexity = min(wanted, max((len(reference) - 1) / 3.0, 1.0))
+        rows, near = conditional_affinities(points, reference, perplexity)
+        if near.shape[1] < k:  # transform's median looks further than its perplexity's neighbours
+            near = (
+                NearestNeighbors(n_neighbors=min(k, len(reference)))
+                .fit(reference)
+                .kneighbors(points, return_distance=False)
+            )
+        init = np.median(reference_raw[near[:, :k]], axis=1)
+        held = np.ascontiguousarray(reference_raw, dtype=np.float64)
+        base = TSNEEmbedding(
+            held,
+            affinity.PrecomputedAffinities(sp.identity(len(held), format="csr"), normalize=False),
+            negative_gradient_method="bh",
+            theta=self.config.theta,
+            n_jobs=self.n_jobs,
+            random_state=self.config.seed,
+            verbose=False,
+        )
+        partial = PartialTSNEEmbedding(
+            init, base, rows, negative_gradient_method="bh", theta=self.config.theta, n_jobs=self.n_jobs
+        )
+        if iterations:
+            partial = partial.optimize(
+                iterations,
+                learning_rate=learning_rate,
+                exaggeration=self.config.exaggeration if exaggeration is None else exaggeration,
+                momentum=0.8,
+                max_grad_norm=0.25,
+            )
+        return np.asarray(partial, dtype=np.float64)
 
     def _normalisation(self, raw: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
         """Centre, uniform scale, per-axis stretch and offset that put the 1st-99th percentile
@@ -352,15 +508,49 @@ def align(moving: np.ndarray, target: np.ndarray) -> np.ndarray:
     return (a @ rotation) * scale + mu_t
 
 
-def _knn(x: np.ndarray, k: int) -> np.ndarray:
-    """Each row's ``k`` nearest other rows (Euclidean), nearest first."""
-    return NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+def _knn(x: np.ndarray, k: int, n_jobs: int = 1, exact: bool | None = None) -> np.ndarray:
+    """Each row's ``k`` nearest other rows (Euclidean), nearest first.
+
+    Exact below ``EXACT_KNN_BELOW`` rows (or when ``exact``); above, openTSNE's annoy (the search
+    its affinities use), whose cost grows as N log N where brute force grows with N squared.
+    Annoy is asked for ``3 k`` candidates (its search widens with the number asked): the ``k``
+    nearest of them agree with the exact ones for ~0.99 of the neighbours (0.88 when asked for
+    only ``k``; measured on 8,000 clustered 50-d points), and no row falls below one half.
+    """
+    if exact is None:
+        exact = len(x) < EXACT_KNN_BELOW
+    if exact or 3 * k + 1 >= len(x):
+        return NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+    index = Annoy(
+        np.ascontiguousarray(x, dtype=np.float32),
+        3 * k,
+        metric="euclidean",
+        n_jobs=n_jobs,
+        random_state=0,
+        knn_kwargs={"n_trees": 20},
+    )
+    return np.asarray(index.build()[0][:, :k], dtype=np.int64)
+
+
+def affinity_neighbours(aff: affinity.PerplexityBasedNN, x: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` nearest neighbours of each row of ``x`` that openTSNE found for ``aff`` (nearest
+    first), or a search of their own where openTSNE kept too few."""
+    found = getattr(aff, "_PerplexityBasedNN__neighbors", None)  # set by the build; no public name
+    if found is not None and found.shape[0] == len(x) and found.shape[1] >= k:
+        return np.asarray(found[:, :k], dtype=np.int64)
+    return _knn(x, k)
 
 
 def neighbour_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per row, the fraction of the indices in ``a`` that are also in ``b`` (rows of equal length)."""
-    a_sorted, b_sorted = np.sort(a, axis=1), np.sort(b, axis=1)
-    hits = np.array([np.intersect1d(x, y, assume_unique=True).size for x, y in zip(a_sorted, b_sorted)])
+    """Per row, the fraction of the indices in ``a`` that are also in ``b``.
+
+    Vectorised: each row of ``a`` and of ``b`` holds distinct indices, so after sorting the two
+    rows side by side, every index they share appears twice in a row and nothing else does.
+    """
+    if len(a) == 0:
+        return np.zeros(0)
+    both = np.sort(np.concatenate([a, b], axis=1), axis=1)
+    hits = np.count_nonzero(both[:, 1:] == both[:, :-1], axis=1)
     return hits / max(a.shape[1], 1)
 
 
@@ -403,6 +593,7 @@ def neighbour_agreement(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
 
 
 def per_point_agreement(a: np.ndarray, b: np.ndarray, k: int = 10) -> np.ndarray:
-    """Per point, the fraction of its ``k`` nearest neighbours in ``a`` kept in ``b``."""
+    """Per point, the fraction of its ``k`` nearest neighbours in ``a`` kept in ``b`` (exact
+    searches: a measure, not a step of the layout)."""
     k = min(k, len(a) - 1)
-    return neighbour_overlap(_knn(a, k), _knn(b, k))
+    return neighbour_overlap(_knn(a, k, exact=True), _knn(b, k, exact=True))

@@ -253,3 +253,70 @@ def test_local_update_lets_a_group_that_moves_together_form_its_own_cluster(blob
 
     untouched = after.positions[labels == 2]
     assert spread(after.positions[group]) < 2.0 * spread(untouched)
+
+
+def test_place_puts_new_cards_in_their_class_clusters_and_moves_no_laid_out_card(blobs):
+    """openTSNE's transform (``Projector.place``): cards left out of the layout land beside the
+    laid-out cards of their class; the laid-out cards' layout is untouched."""
+    x, labels = blobs
+    shown = np.arange(len(x)) % 4 != 0  # three in four laid out, the rest placed
+    proj = Projector(fast_config())
+    state = proj.fit(x[shown])
+    before = state.positions.copy()
+    placed = proj.place(x[~shown], state, x[shown])
+    assert placed.shape == (int((~shown).sum()), 3) and placed.dtype == np.float32
+    np.testing.assert_array_equal(state.positions, before)
+    d = np.linalg.norm(placed[:, None] - state.positions[None], axis=2)
+    nearest = labels[shown][d.argmin(1)]
+    assert np.mean(nearest == labels[~shown]) > 0.95
+    # Within the laid-out cloud (not flung to its edge): inside the shown cards' bounding box.
+    lo, hi = state.positions.min(0), state.positions.max(0)
+    assert np.all((placed >= lo - 0.1) & (placed <= hi + 0.1))
+
+
+def test_neighbour_overlap_counts_shared_indices_per_row():
+    from game.layout.projector import neighbour_overlap
+
+    a = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [0, 9, 4, 2]])
+    b = np.array([[4, 3, 9, 10], [1, 2, 3, 0], [2, 4, 9, 0]])
+    np.testing.assert_allclose(neighbour_overlap(a, b), [0.5, 0.0, 1.0])
+    assert neighbour_overlap(a[:0], b[:0]).shape == (0,)
+
+
+def test_approximate_neighbours_at_scale_agree_with_exact_ones():
+    """Above ``EXACT_KNN_BELOW`` rows the neighbour search is annoy's; its 10 nearest are the
+    exact ones for nearly every row, and the fit keeps openTSNE's own neighbours (no second
+    search) as each card's record for update_local."""
+    from game.layout.projector import EXACT_KNN_BELOW, _knn, neighbour_overlap
+
+    rng = np.random.default_rng(1)
+    n = EXACT_KNN_BELOW + 500
+    centres = rng.normal(scale=3, size=(30, 20))
+    x = (centres[rng.integers(0, 30, n)] + rng.normal(size=(n, 20))).astype(np.float32)
+    exact = _knn(x, 10, exact=True)
+    approx = _knn(x, 10, n_jobs=2)
+    overlap = neighbour_overlap(exact, approx)
+    assert overlap.mean() > 0.95 and overlap.min() >= 0.5
+
+
+def test_fit_records_the_affinity_neighbours_and_exact_below_is_an_option(blobs):
+    from game.layout.projector import _knn, neighbour_overlap
+
+    x, _ = blobs
+    state = Projector(fast_config()).fit(x)
+    reduced = Projector(fast_config()).reduce(x)
+    assert state.neighbours is not None and state.neighbours.shape == (len(x), 10)
+    assert neighbour_overlap(state.neighbours, _knn(reduced, 10, exact=True)).mean() > 0.95
+    assert Projector(fast_config()).affinity_method(len(x)) == "annoy"
+    assert Projector(fast_config(), exact_below=1000).affinity_method(len(x)) == "exact"
+
+
+def test_large_sets_get_the_coarser_schedule():
+    from game.layout.projector import LARGE_ITERATIONS, LARGE_LAYOUT, LARGE_THETA, Schedule
+
+    config = fast_config(iterations=400, theta=0.5)
+    small = Schedule.for_points(config, LARGE_LAYOUT)
+    assert (small.theta, small.early_iterations, small.iterations) == (0.5, 50, 400)
+    large = Schedule.for_points(config, LARGE_LAYOUT + 1)
+    assert (large.theta, large.early_iterations, large.iterations) == (LARGE_THETA, 50, LARGE_ITERATIONS)
+    assert small.knn_trees == 50 and large.knn_trees < small.knn_trees
