@@ -88,11 +88,12 @@ def validate_classes(labels: np.ndarray, class_names: list[str], name: str = "")
 
 
 def load_dataset(
-    config: DatasetConfig | Scene, image_size: int | None = None, progress: bool = True
+    config: DatasetConfig | Scene, image_size: int | None = None, progress: bool = True, cache: bool = False
 ) -> Dataset:
     """Load the dataset a scene names. ``image_size`` (square side) overrides the config's.
 
-    ``progress`` False: no progress bar (``--quiet``).
+    ``progress`` False: no progress bar (``--quiet``). ``cache``: an image folder's decoded
+    images are reused while its files are unchanged (``load_image_folder``).
     """
     scene = config if isinstance(config, Scene) else None
     cfg = config.dataset if isinstance(config, Scene) else config
@@ -117,6 +118,7 @@ def load_dataset(
             max_pixels=cfg.max_pixels,
             progress=progress,
             allow_outside=getattr(cfg, "labels_outside", False),
+            cache=cache,
         )
     if cfg.max_images and len(data.images) > cfg.max_images:
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(data.images))[: cfg.max_images])
