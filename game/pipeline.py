@@ -20,7 +20,7 @@ from game.layout.projector import LayoutState, Projector
 from game.layout.state_io import layout_from_arrays, layout_to_arrays
 from game.learning.store import ModelStore
 from game.nets.build import build_network
-from game.nets.cache import cache_dir, content_hash
+from game.nets.cache import cache_dir, cached_inference, content_hash
 from game.nets.network import Inference, Network
 
 
@@ -40,6 +40,9 @@ class LoadedScene:
     workspace: Workspace
     timings: dict[str, float] = field(default_factory=dict)
     models: ModelStore = field(default=None, repr=False)  # type: ignore[assignment]
+    # A feature store's cards beyond ``max_cards``, placed but not drawn ([dataset] place_rest):
+    # a ``store_scene.RestPlacement``, else None.
+    rest: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.models is None:
@@ -66,7 +69,7 @@ def open_scene(
         return open_store_scene(scene, progress=progress, use_cache=use_cache)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    data = load_dataset(scene, progress=progress)
+    data = load_dataset(scene, progress=progress, cache=use_cache)
     if progress and data.skip_report():
         print(data.skip_report(), file=sys.stderr)
     is_train = ~data.heldout_mask(scene.dataset.heldout_fraction, scene.dataset.seed)
@@ -77,12 +80,14 @@ def open_scene(
     timings["network"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    inference = network.infer(data.images, batch_size=scene.network.batch_size, progress=progress)
+    inference, features_key = cached_inference(
+        network, data.images, scene.network.batch_size, progress=progress, use_cache=use_cache
+    )
     timings["features"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     projector = Projector(scene.layout)
-    layout = _layout_cached(projector, inference.features, use_cache)
+    layout = _layout_cached(projector, inference.features, use_cache, features_key)
     timings["layout"] = time.perf_counter() - t0
 
     workspace = make_workspace(data, inference, layout, is_train, network.feature_layer)
@@ -108,11 +113,21 @@ def make_workspace(
     )
 
 
-def _layout_cached(projector: Projector, features: np.ndarray, use_cache: bool) -> LayoutState:
-    """Fit the layout, or reuse a cached one for exactly these features and settings."""
+def _layout_cached(
+    projector: Projector, features: np.ndarray, use_cache: bool, features_key: str = ""
+) -> LayoutState:
+    """Fit the layout, or reuse a cached one for exactly these features and settings.
+
+    ``features_key``: a key that already names these features (``cached_inference``'s), so
+    their bytes are not hashed a second time."""
     # v2: coordinates turned to their principal axes, per-axis stretch in the transform (issue 12);
-    # every LayoutConfig field is in the key, so a changed setting never reuses an old layout.
-    key = content_hash("layout-v2", features, sorted(vars(projector.config).items()))
+    # v3: the schedule for large sets (issue 17). Every LayoutConfig field is in the key, so a
+    # changed setting never reuses an old layout.
+    config = sorted(vars(projector.config).items())
+    if features_key:
+        key = content_hash("layout-v3", "features", features_key, config)
+    else:
+        key = content_hash("layout-v3", features, config)
     path = cache_dir("layouts") / f"{key}.npz"
     if use_cache and path.is_file():
         try:
