@@ -190,15 +190,57 @@ def open_store_scene(scene: Scene, progress: bool = True, use_cache: bool = True
     )
     timings["features"] = time.perf_counter() - t0
     n_all = store.n_cards
-    if len(idx) < n_all:
-        print(
-            f"latent-reach: feature store {store.path}: showing {len(idx)} of {n_all} cards "
-            f"(a seeded sample, [dataset] max_cards = {cfg.max_cards}); the other {n_all - len(idx)} are left out",
-            file=sys.stderr,
-        )
     t0 = time.perf_counter()
     projector = Projector(scene.layout)
     layout = _layout_cached(projector, features, use_cache)
     timings["layout"] = time.perf_counter() - t0
+    rest = None
+    if len(idx) < n_all:
+        shown = (
+            f"latent-reach: feature store {store.path}: showing {len(idx)} of {n_all} cards "
+            f"(a seeded sample, [dataset] max_cards = {cfg.max_cards}); the other {n_all - len(idx)}"
+        )
+        if cfg.place_rest:
+            t0 = time.perf_counter()
+            rest = place_rest(projector, store, idx, features, layout)
+            timings["place_rest"] = time.perf_counter() - t0
+            print(
+                f"{shown} are placed by openTSNE's transform against the shown layout in "
+                f"{timings['place_rest']:.0f} s (kept with the scene, not drawn)",
+                file=sys.stderr,
+            )
+        else:
+            print(f"{shown} are left out ([dataset] place_rest = true places them)", file=sys.stderr)
     workspace = make_workspace(data, inference, layout, ~sample.heldout, network.feature_layer)
-    return LoadedScene(scene, data, network, projector, layout, workspace, timings)
+    loaded = LoadedScene(scene, data, network, projector, layout, workspace, timings)
+    loaded.rest = rest
+    return loaded
+
+
+@dataclass
+class RestPlacement:
+    """The store's cards that are not shown, placed in the shown layout's world.
+
+    ``rows``: their store rows; ``positions``: (len(rows), 3) float32 world metres;
+    ``sources`` and ``labels``: the store's, for those rows."""
+
+    rows: np.ndarray
+    positions: np.ndarray
+    sources: list[str]
+    labels: np.ndarray
+
+
+def place_rest(
+    projector: Any, store: FeatureStore, shown: np.ndarray, shown_features: np.ndarray, layout: Any
+) -> RestPlacement:
+    """Place every store row not in ``shown`` by openTSNE's transform (``Projector.place``),
+    in blocks so only one block of the rest's features is in memory beside the shown ones."""
+    rows = np.setdiff1d(np.arange(store.n_cards), shown)
+    positions = np.empty((len(rows), 3), np.float32)
+    place = projector.placer(layout, shown_features)
+    block = 20_000
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        feats = np.ascontiguousarray(store.features[part], dtype=np.float32)
+        positions[start : start + block] = place(feats)
+    return RestPlacement(rows, positions, [store.sources[i] for i in rows], np.asarray(store.labels[rows]))

@@ -158,6 +158,24 @@ def test_features_command_then_the_app_shows_a_sample(tmp_path, loaded_digits, c
     assert np.isfinite(ws.positions).all() and ws.positions.shape == (300, 3)
     err = capsys.readouterr().err
     assert "showing 300 of 1797 cards" in err and "the other 1497 are left out" in err
+    assert loaded.rest is None
+
+    # place_rest: the other cards are placed by openTSNE's transform against the shown layout
+    # (kept with the scene, not drawn), next to the shown cards of their class.
+    (tmp_path / "rest.toml").write_text(
+        '[dataset]\nkind = "digits"\nfeatures = "store"\nmax_cards = 300\nplace_rest = true\n' + FAST
+    )
+    placed = open_scene(str(tmp_path / "rest.toml"), progress=False)
+    assert placed.workspace.n_cards == 300  # the world shows no more than max_cards
+    np.testing.assert_array_equal(placed.workspace.positions, ws.positions)  # the same layout
+    rest = placed.rest
+    assert rest is not None and len(rest.rows) == 1497 and rest.positions.shape == (1497, 3)
+    assert not set(rest.rows.tolist()) & set(rows.tolist())
+    assert np.isfinite(rest.positions).all()
+    d = np.linalg.norm(rest.positions[:, None] - ws.positions[None], axis=2)
+    assert np.mean(ws.labels[d.argmin(1)] == store.labels[rest.rows]) > 0.8
+    err = capsys.readouterr().err
+    assert "the other 1497 are placed by openTSNE's transform" in err and "not drawn" in err
 
     # A session recorded on this scene restores the same sample (replay, verify, export).
     from game.sessions.reader import SessionReader
