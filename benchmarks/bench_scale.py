@@ -19,6 +19,14 @@ timed as part of the path) goes through what the app does with an AlexNet-shaped
 8. one relabel drop -> fine-tune (head only, on the worker thread) -> tween end, frames drawn;
 9. recording close (every event, the new model version), with the session's size.
 
+``--stage layout``: only the initial layout (features -> positions), with features from a
+generator instead of images and a network (AlexNet's fc7 at 50,000 images takes about an hour on
+two cores): ``synthetic_features`` draws fc7-like 4,096-d vectors (6 overlapping classes of 5 sub-clusters
+in a 32-d latent, a random linear map, noise, ReLU). It prints PCA and layout time and memory, and
+the layout's quality: the 10-NN agreement from the 50-d PCA space to 3-D and the class
+separation (the fraction of each card's 10 nearest cards in 3-D that share its class), for ours
+and for the peer.
+
 Each stage prints its wall time and peak memory: the process's resident set (RSS) sampled every
 20 ms during the stage (torch's allocations included), and how far it rose over the stage's
 start. The peer is scikit-learn's ``TSNE(n_components=3)`` (Barnes-Hut) on the same PCA output,
@@ -137,6 +145,39 @@ def write_folder(root: Path, n: int, size: int = 64) -> tuple[int, int]:
     return written, sum(p.stat().st_size for p in root.rglob("*.png"))
 
 
+def synthetic_features(
+    n: int, dims: int = 4096, classes: int = 6, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """fc7-like features without images or a network: (n, dims) float32 >= 0 and (n,) labels.
+
+    Each class is 5 sub-clusters in a 32-d latent; a random linear map to ``dims``, Gaussian
+    noise and a ReLU give the sparse, non-negative, low-rank-plus-noise look of AlexNet's fc7.
+    Built in blocks so the only large array is the result.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    # Overlapping classes: 10-NN class agreement ~0.95 in the 50-d PCA space, so a layout that
+    # loses the classes shows it (well-separated blobs would score 1.0 whatever the layout).
+    centres = rng.normal(scale=1.0, size=(classes, 32))
+    sub = rng.normal(scale=1.0, size=(classes, 5, 32))
+    latent = centres[labels] + sub[labels, rng.integers(0, 5, n)] + rng.normal(scale=1.6, size=(n, 32))
+    mix = (rng.normal(size=(32, dims)) / np.sqrt(32)).astype(np.float32)
+    out = np.empty((n, dims), np.float32)
+    for start in range(0, n, 4096):
+        block = latent[start : start + 4096].astype(np.float32) @ mix
+        block += rng.normal(scale=0.5, size=block.shape).astype(np.float32)
+        out[start : start + 4096] = np.maximum(block, 0.0)
+    return out, labels
+
+
+def class_separation(positions: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """Mean fraction of each point's ``k`` nearest points that share its class."""
+    from sklearn.neighbors import NearestNeighbors
+
+    near = NearestNeighbors(n_neighbors=k + 1).fit(positions).kneighbors(positions, return_distance=False)
+    return float((labels[near[:, 1:]] == labels[:, None]).mean())
+
+
 TSNE_CHILD = textwrap.dedent(
     """
     import json, sys, time
@@ -144,8 +185,9 @@ TSNE_CHILD = textwrap.dedent(
     from sklearn.manifold import TSNE
     x = np.load(sys.argv[1])
     t = time.perf_counter()
-    TSNE(n_components=3, perplexity=float(sys.argv[2]), init="pca", random_state=0,
-         n_jobs=int(sys.argv[3])).fit_transform(x)
+    y = TSNE(n_components=3, perplexity=float(sys.argv[2]), init="pca", random_state=0,
+             n_jobs=int(sys.argv[3])).fit_transform(x)
+    np.save(sys.argv[4], y)
     # VmHWM: this program's own peak (ru_maxrss would carry the parent's from before exec)
     hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")]
     print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": (hwm or [0])[0] / 1024}))
@@ -157,7 +199,8 @@ def sklearn_peer(reduced: np.ndarray, perplexity: float, limit: float, threads: 
     path = tmp / "reduced.npy"
     np.save(path, reduced)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    cmd = [sys.executable, "-c", TSNE_CHILD, str(path), str(perplexity), str(threads)]
+    out_path = tmp / "sklearn_embedding.npy"
+    cmd = [sys.executable, "-c", TSNE_CHILD, str(path), str(perplexity), str(threads), str(out_path)]
     t = time.perf_counter()
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
@@ -165,7 +208,87 @@ def sklearn_peer(reduced: np.ndarray, perplexity: float, limit: float, threads: 
         return {"finished": False, "seconds": time.perf_counter() - t}
     if out.returncode != 0:
         return {"finished": False, "error": out.stderr.strip().splitlines()[-1:], "seconds": 0.0}
-    return {"finished": True, **json.loads(out.stdout.strip().splitlines()[-1])}
+    return {"finished": True, "embedding": str(out_path), **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def layout_stage(args: argparse.Namespace) -> int:
+    """``--stage layout``: generated features -> PCA -> 3-D layout, its quality, and the peer."""
+    from game.core.scene import load_scene
+    from game.layout.projector import Projector, Schedule, neighbour_agreement
+
+    scene = load_scene()
+    stages = Stages()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-layout-"))
+    t = time.perf_counter()
+    features, labels = synthetic_features(args.cards)
+    print(f"(generated {features.shape} features in {time.perf_counter() - t:.1f} s, not timed)", flush=True)
+    projector = Projector(scene.layout, n_jobs=args.threads)
+    if args.plain_schedule:  # the scene's settings at every size (what the layout did before)
+        plain = Schedule(scene.layout.theta, scene.layout.early_iterations, scene.layout.iterations, 50)
+        projector.schedule = lambda n: plain  # type: ignore[method-assign]
+    with stages.stage("PCA") as row:
+        reduced = projector.reduce(features)
+        row["note"] = f"to {reduced.shape[1]} dims"
+    with stages.stage("3-D layout (PCA + openTSNE)") as row:
+        layout = projector.fit(features)
+        row["note"] = projector.schedule(len(features)).describe()
+    del features
+    quality = {
+        "agreement": neighbour_agreement(reduced, layout.embedding),
+        "separation": class_separation(layout.embedding, labels),
+    }
+    print(
+        f"layout quality: 10-NN agreement 50-d PCA -> 3-D {quality['agreement']:.3f}, "
+        f"class separation {quality['separation']:.3f}",
+        flush=True,
+    )
+    layout_s = stages.rows[-1]["seconds"]
+    peer = {"finished": False, "skipped": True}
+    if args.tsne_limit > 0:
+        peer = sklearn_peer(reduced, scene.layout.perplexity, args.tsne_limit, args.threads, tmp)
+    report_peer(peer, reduced, labels, layout_s, args.tsne_limit)
+    print(
+        f"process peak RSS {max(r['peak_rss_mb'] for r in stages.rows):.0f} MB; load average at end {load_average()}"
+    )
+    stages.close()
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "cards": args.cards,
+                    "stage": "layout",
+                    "stages": stages.rows,
+                    "quality": quality,
+                    "peer": peer,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+def report_peer(
+    peer: dict, reduced: np.ndarray, labels: np.ndarray | None, layout_s: float, limit: float
+) -> None:
+    """Print the peer's time (and its layout quality), and how many times faster ours is."""
+    from game.layout.projector import neighbour_agreement
+
+    if peer.get("skipped"):
+        print("peer: scikit-learn TSNE not run (--tsne-limit 0)")
+    elif peer["finished"]:
+        y = np.load(peer.pop("embedding"))
+        peer["agreement"] = neighbour_agreement(reduced, y)
+        quality = f"10-NN agreement {peer['agreement']:.3f}"
+        if labels is not None:
+            peer["separation"] = class_separation(y, labels)
+            quality += f", class separation {peer['separation']:.3f}"
+        print(
+            f"peer: scikit-learn TSNE(n_components=3) on the same {reduced.shape} PCA output: "
+            f"{peer['seconds']:.1f} s, peak RSS {peer['peak_rss_mb']:.0f} MB, {quality} "
+            f"(ours: {layout_s:.1f} s, {peer['seconds'] / layout_s:.1f}x faster)"
+        )
+    else:
+        print(f"peer: scikit-learn TSNE(n_components=3) did not finish within {limit:.0f} s")
 
 
 def main() -> int:
@@ -176,8 +299,26 @@ def main() -> int:
     parser.add_argument("--tsne-limit", type=float, default=600.0, help="seconds for the sklearn peer")
     parser.add_argument("--no-world", action="store_true", help="skip the offscreen world")
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
+    parser.add_argument(
+        "--stage",
+        choices=("all", "layout"),
+        default="all",
+        help="layout: only features -> positions, on generated features (see the module doc)",
+    )
+    parser.add_argument(
+        "--plain-schedule",
+        action="store_true",
+        help="--stage layout: the scene's theta and iterations at every size (no large-set schedule)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.stage == "layout":
+        print(
+            f"bench_scale --stage layout: {args.cards} cards, {args.threads} threads, "
+            f"{os.cpu_count()} cores, load average at start {load_average()}",
+            flush=True,
+        )
+        return layout_stage(args)
     print(
         f"bench_scale: {args.cards} cards, torch {args.threads} threads, {os.cpu_count()} cores, "
         f"load average at start {load_average()}",
@@ -221,13 +362,13 @@ def main() -> int:
     with stages.stage("features (Network.infer)") as row:
         inference = network.infer(data.images, batch_size=args.batch)
         row["note"] = f"{inference.features.shape[1]}-d, batches of {args.batch}"
-    projector = Projector(scene.layout)
+    projector = Projector(scene.layout, n_jobs=args.threads)
     with stages.stage("PCA") as row:
         reduced = projector.reduce(inference.features)
         row["note"] = f"to {reduced.shape[1]} dims"
     with stages.stage("3-D layout (PCA + openTSNE)") as row:
         layout = projector.fit(inference.features)
-        row["note"] = f"{scene.layout.early_iterations}+{scene.layout.iterations} iterations"
+        row["note"] = projector.schedule(len(inference.features)).describe()
     ws = make_workspace(data, inference, layout, is_train, network.feature_layer)
     loaded = LoadedScene(scene, data, network, projector, layout, ws, {})
     accuracy = float(np.mean(ws.predictions[~is_train] == data.labels[~is_train]))
@@ -295,14 +436,7 @@ def main() -> int:
     print(f"held-out accuracy of the briefly trained head: {accuracy:.3f}")
     peer = sklearn_peer(reduced, scene.layout.perplexity, args.tsne_limit, args.threads, tmp)
     layout_s = next(r["seconds"] for r in stages.rows if r["stage"].startswith("3-D layout"))
-    if peer["finished"]:
-        print(
-            f"peer: scikit-learn TSNE(n_components=3) on the same {reduced.shape} PCA output: "
-            f"{peer['seconds']:.1f} s, peak RSS {peer['peak_rss_mb']:.0f} MB "
-            f"(ours: {layout_s:.1f} s, {peer['seconds'] / layout_s:.1f}x faster)"
-        )
-    else:
-        print(f"peer: scikit-learn TSNE(n_components=3) did not finish within {args.tsne_limit:.0f} s")
+    report_peer(peer, reduced, data.labels, layout_s, args.tsne_limit)
     print(
         f"process peak RSS {max(r['peak_rss_mb'] for r in stages.rows):.0f} MB; load average at end {load_average()}"
     )
