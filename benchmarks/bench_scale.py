@@ -27,6 +27,9 @@ the layout's quality: the 10-NN agreement from the 50-d PCA space to 3-D and the
 separation (the fraction of each card's 10 nearest cards in 3-D that share its class), for ours
 and for the peer.
 
+``--stage reopen``: the second launch of a folder scene of N images from the caches (decoded
+images, features, layout, all keyed by content); see ``reopen_stage``.
+
 Each stage prints its wall time and peak memory: the process's resident set (RSS) sampled every
 20 ms during the stage (torch's allocations included), and how far it rose over the stage's
 start. The peer is scikit-learn's ``TSNE(n_components=3)`` (Barnes-Hut) on the same PCA output,
@@ -267,6 +270,99 @@ def layout_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+REOPEN_SCENE = """
+[dataset]
+kind = "folder"
+path = "images"
+image_size = 64
+
+[network]
+arch = "alexnet"
+weights = "alexnet.safetensors"
+batch_size = 64
+
+[layout]
+early_iterations = {early}
+iterations = {late}
+"""
+
+
+def reopen_stage(args: argparse.Namespace) -> int:
+    """``--stage reopen``: a second launch of a folder scene of N images (``open_scene``), from
+    the content-keyed caches of decoded images, features and layout.
+
+    The first launch fills the caches and is not timed; in it the network pass is replaced by
+    ``synthetic_features`` (AlexNet over 50,000 images takes about an hour here) and the layout
+    runs 5+5 iterations (the cached arrays have the same size whatever the iterations). The
+    second launch is the real code with nothing replaced; it counts image decodes and network
+    passes, which must both be zero.
+    """
+    import game.data.folder as folder_mod
+    from game.nets.architectures import AlexNet
+    from game.nets.network import Inference, Network
+    from game.nets.weights import save_weights
+    from game.pipeline import open_scene
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-reopen-"))
+    os.environ["LATENT_REACH_CACHE"] = str(tmp / "cache")
+    t = time.perf_counter()
+    n_files, n_bytes = write_folder(tmp / "images", args.cards)
+    torch.manual_seed(0)
+    save_weights(AlexNet(6), tmp / "alexnet.safetensors")
+    (tmp / "scene.toml").write_text(REOPEN_SCENE.format(early=5, late=5))
+    print(
+        f"(generated {n_files} PNG files, {n_bytes / MB:.1f} MB, in {time.perf_counter() - t:.1f} s)",
+        flush=True,
+    )
+    real_infer = Network.infer
+
+    def generated(self, images, batch_size=256, progress=False):
+        feats, _ = synthetic_features(len(images))
+        top = np.zeros((len(images), 5), np.int64)
+        return Inference(
+            feats, top, np.full((len(images), 5), 0.2, np.float32), np.zeros((len(images), 6), np.float32)
+        )
+
+    stages = Stages()
+    Network.infer = generated  # type: ignore[method-assign]
+    with stages.stage("first launch (fills the caches)") as row:
+        first = open_scene(str(tmp / "scene.toml"), progress=False)
+        row["note"] = "network pass generated, 5+5 layout iterations; not the figure"
+    Network.infer = real_infer  # type: ignore[method-assign]
+    positions = first.workspace.positions.copy()
+    del first
+    calls = {"read": 0, "infer": 0}
+    read = folder_mod.read_image
+
+    def counted_read(*a, **k):
+        calls["read"] += 1
+        return read(*a, **k)
+
+    def counted_infer(self, *a, **k):
+        calls["infer"] += 1
+        return real_infer(self, *a, **k)
+
+    folder_mod.read_image = counted_read
+    Network.infer = counted_infer  # type: ignore[method-assign]
+    with stages.stage("second launch (open_scene, cached)") as row:
+        second = open_scene(str(tmp / "scene.toml"), progress=False)
+        row["note"] = (
+            f"{second.workspace.n_cards} cards; images decoded {calls['read']}, network passes "
+            f"{calls['infer']}; " + ", ".join(f"{k} {v:.1f} s" for k, v in second.timings.items())
+        )
+    same = bool(np.array_equal(second.workspace.positions, positions))
+    print(f"second launch: same positions as the first {same}; load average at end {load_average()}")
+    stages.close()
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {"cards": args.cards, "stage": "reopen", "stages": stages.rows, "same_positions": same},
+                indent=2,
+            )
+        )
+    return 0
+
+
 def report_peer(
     peer: dict, reduced: np.ndarray, labels: np.ndarray | None, layout_s: float, limit: float
 ) -> None:
@@ -301,9 +397,10 @@ def main() -> int:
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
     parser.add_argument(
         "--stage",
-        choices=("all", "layout"),
+        choices=("all", "layout", "reopen"),
         default="all",
-        help="layout: only features -> positions, on generated features (see the module doc)",
+        help="layout: only features -> positions, on generated features; reopen: a second launch "
+        "from the caches (see the module doc)",
     )
     parser.add_argument(
         "--plain-schedule",
@@ -319,6 +416,13 @@ def main() -> int:
             flush=True,
         )
         return layout_stage(args)
+    if args.stage == "reopen":
+        print(
+            f"bench_scale --stage reopen: {args.cards} cards, {os.cpu_count()} cores, "
+            f"load average at start {load_average()}",
+            flush=True,
+        )
+        return reopen_stage(args)
     print(
         f"bench_scale: {args.cards} cards, torch {args.threads} threads, {os.cpu_count()} cores, "
         f"load average at start {load_average()}",
