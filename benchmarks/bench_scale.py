@@ -228,7 +228,7 @@ def layout_stage(args: argparse.Namespace) -> int:
     projector = Projector(scene.layout, n_jobs=args.threads)
     if args.plain_schedule:  # the scene's settings at every size (what the layout did before)
         plain = Schedule(scene.layout.theta, scene.layout.early_iterations, scene.layout.iterations, 50)
-        projector.schedule = lambda n: plain  # type: ignore[method-assign]
+        projector.schedule = lambda n_points: plain  # type: ignore[method-assign]
     with stages.stage("PCA") as row:
         reduced = projector.reduce(features)
         row["note"] = f"to {reduced.shape[1]} dims"
@@ -387,6 +387,49 @@ def report_peer(
         print(f"peer: scikit-learn TSNE(n_components=3) did not finish within {limit:.0f} s")
 
 
+def plot(json_files: list[str], out: str) -> None:
+    """Log-log plot of seconds against N, one line per stage, from ``--json`` outputs (the
+    layout runs' PCA and layout, the peer where it finished, the full runs' other stages)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, dict[int, float]] = {}
+    for name in json_files:
+        run = json.loads(Path(name).read_text())
+        if run.get("plain"):
+            continue
+        n = int(run["cards"])
+        for row in run["stages"]:
+            if row["stage"].startswith("first launch"):
+                continue
+            label = row["stage"].split(" (")[0] if not row["stage"].startswith("second") else "second launch"
+            series.setdefault(label, {})[n] = row["seconds"]
+        peer = run.get("peer") or {}
+        if peer.get("finished"):
+            series.setdefault("scikit-learn TSNE 3-D (peer)", {})[n] = peer["seconds"]
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=110)
+    for label, points in sorted(series.items()):
+        ns = sorted(points)
+        style = "--" if "peer" in label else "-"
+        ax.plot(ns, [points[n] for n in ns], style, marker="o", label=label)
+    ax.axhline(300, color="grey", lw=0.8, ls=":")
+    ax.text(2000, 320, "5 min (initial layout target at 50k)", fontsize=8, color="grey")
+    ax.axhline(30, color="grey", lw=0.8, ls=":")
+    ax.text(2000, 32, "30 s (second launch target at 50k)", fontsize=8, color="grey")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("cards N")
+    ax.set_ylabel("seconds (shared 2-core VM, load in docs/benchmarks.md)")
+    ax.set_title("bench_scale: time per stage against N")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    print(f"wrote {out}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cards", type=int, default=2000)
@@ -407,7 +450,17 @@ def main() -> int:
         action="store_true",
         help="--stage layout: the scene's theta and iterations at every size (no large-set schedule)",
     )
+    parser.add_argument(
+        "--plot",
+        nargs="+",
+        metavar="JSON",
+        default=None,
+        help="instead of running: plot these --json outputs (log-log) to docs/img/bench_scale.png",
+    )
     args = parser.parse_args()
+    if args.plot:
+        plot(args.plot, str(ROOT / "docs" / "img" / "bench_scale.png"))
+        return 0
     torch.set_num_threads(args.threads)
     if args.stage == "layout":
         print(
