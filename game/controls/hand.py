@@ -24,38 +24,63 @@ if TYPE_CHECKING:  # pick_index imports this module
 PositionsSource = Callable[[], np.ndarray]
 
 
-def pick_ray(positions: np.ndarray, origin, direction, radius: float, near: float = 0.0) -> tuple[int, float]:
+def pick_ray(
+    positions: np.ndarray,
+    origin,
+    direction,
+    radius: float,
+    near: float = 0.0,
+    cards: np.ndarray | None = None,
+) -> tuple[int, float]:
     """Nearest card whose bounding sphere (``radius``) the ray hits: (index, distance) or (-1, inf).
 
     Cards face the viewer, so a sphere of about 0.6 card sides around each centre matches the
-    drawn square closely whichever way the ray comes from.
+    drawn square closely whichever way the ray comes from. ``cards``: test only these (a spatial
+    index's candidates, ``PickIndex``); the arithmetic is the same, and equal distances go to the
+    lowest card index either way, so the index answers exactly what the brute force answers.
     """
-    if len(positions) == 0:
+    p = positions if cards is None else positions[cards]
+    if len(p) == 0:
         return -1, float("inf")
     o = np.asarray(origin, dtype=np.float32)
     d = np.asarray(direction, dtype=np.float32)
     d = d / max(float(np.linalg.norm(d)), 1e-12)
-    v = positions - o
+    v = p - o
     t = v @ d
     dist2 = np.einsum("ij,ij->i", v, v) - t * t
     hit = (dist2 <= radius * radius) & (t > near)
     if not hit.any():
         return -1, float("inf")
     t_hit = np.where(hit, t, np.inf)
-    k = int(np.argmin(t_hit))
-    return k, float(t_hit[k])
+    return _lowest_best(t_hit, cards)
 
 
-def pick_nearest(positions: np.ndarray, point, radius: float) -> tuple[int, float]:
-    """Card centre nearest ``point`` within ``radius``: (index, distance) or (-1, inf)."""
-    if len(positions) == 0:
+def pick_nearest(
+    positions: np.ndarray, point, radius: float, cards: np.ndarray | None = None
+) -> tuple[int, float]:
+    """Card centre nearest ``point`` within ``radius``: (index, distance) or (-1, inf).
+
+    ``cards``: test only these, as in ``pick_ray``.
+    """
+    p = positions if cards is None else positions[cards]
+    if len(p) == 0:
         return -1, float("inf")
-    v = positions - np.asarray(point, dtype=np.float32)
+    v = p - np.asarray(point, dtype=np.float32)
     d2 = np.einsum("ij,ij->i", v, v)
-    k = int(np.argmin(d2))
-    if d2[k] > radius * radius:
+    d2 = np.where(d2 <= radius * radius, d2, np.inf)  # also drops hidden (NaN) cards
+    k, best = _lowest_best(d2, cards)
+    if best == np.inf:
         return -1, float("inf")
-    return k, float(np.sqrt(d2[k]))
+    return k, float(np.sqrt(best))
+
+
+def _lowest_best(values: np.ndarray, cards: np.ndarray | None) -> tuple[int, float]:
+    """Index of the smallest value (the lowest card index among equal ones) and the value."""
+    if cards is None:
+        k = int(np.argmin(values))  # the first of equal minima
+        return k, float(values[k])
+    best = values.min()
+    return int(cards[values == best].min()), float(best)
 
 
 def _vec3(p) -> tuple[float, float, float]:

@@ -2,23 +2,32 @@
 
 Testing both controller tips and both lasers against every card costs milliseconds per VR frame
 at 20k-50k cards (out of an 11.1 ms frame at 90 Hz). ``PickIndex`` sorts the cards once into
-cells (a counting-sort order and one start offset per cell, all numpy) and answers the same two
-questions as ``hand.pick_nearest`` and ``hand.pick_ray`` by testing only the cards in the cells
-near the point or along the ray, with the same arithmetic, so the answers are the brute force's.
+cells (a counting-sort order and one start offset per cell, all numpy). The cells of one (x, y)
+column are consecutive, so a query gathers whole runs of a column: a touch looks at the columns
+of a small box, a laser at the columns along its path (one slab of columns per cell it crosses
+in its main horizontal direction), each with the z range the ray passes through there. The cards
+found are tested by ``hand.pick_nearest`` / ``hand.pick_ray`` themselves, so the answers are the
+brute force's.
 
 Cards move (tweens after a fine-tune, the carried card). The index is not rebuilt for every
-move: ``refresh`` measures how far any card is from where it was indexed (one vectorised max),
-queries widen their search by that slack and test the cards' *current* positions. Cards that
-moved further than half a cell are "loose": up to ``MAX_LOOSE`` of them (the carried card, a
-dropped one) are tested one by one with every query; more than that (a tween) rebuilds the grid.
-Still scenes cost one comparison per frame; a tween costs a rebuild every few frames.
+move. With a ``motion`` source (the world's ``Tween``: ``mark()`` / ``moved_since(mark)``), a
+refresh asks how far any card can have gone since the last one and which cards were put
+somewhere by hand, without looking at the cards: a still frame costs one integer compare, a
+carried card is one index, a glide one float. Without it, ``refresh`` compares every position
+with the indexed copy (one vectorised pass). Either way, queries widen their search by the
+``slack`` (how far any card may be from where it was indexed) and test the cards' *current*
+positions; cards put somewhere else ("loose": the carried card, a dropped one, up to
+``MAX_LOOSE``) are tested one by one with every query. The grid is rebuilt when the slack passes
+``rebuild_fraction`` of a cell or there are more loose cards (during a glide: every few frames).
 
 No panda3d: plain numpy, testable and benchmarkable alone.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,6 +38,15 @@ MAX_CELLS_PER_AXIS = 40  # 40**3 cells fit a uint16 key: a linear-time (radix) s
 MAX_LOOSE = 64  # moved cards tested one by one before the grid is rebuilt
 BRUTE_BELOW = 4096  # fewer cards: one vectorised pass over all of them is cheaper than the grid
 SQRT3 = 1.7320509  # per-axis max -> distance bound
+EDGE = 1e-3  # cells: float32 keys vs float64 query cells may disagree at a cell's edge
+
+
+class MotionSource(Protocol):
+    """What moved since a mark (``game.world.tween.Tween``)."""
+
+    def mark(self) -> Any: ...
+
+    def moved_since(self, mark: Any) -> tuple[float, np.ndarray] | None: ...
 
 
 class PickIndex:
@@ -37,7 +55,8 @@ class PickIndex:
     ``min_cell`` (metres) is the smallest cell edge; pass the largest pick radius (the touch
     radius) so a query looks at no more than 3x3x3 cells. ``auto`` (default) checks for moved
     cards on every query; a caller that queries several times per frame (two VR hands) sets it
-    False and calls ``refresh()`` once per frame.
+    False and calls ``refresh()`` once per frame. ``motion`` returns the tracker of the positions
+    (see the module docstring), or None; it may be set after construction.
     """
 
     def __init__(
@@ -47,24 +66,29 @@ class PickIndex:
         *,
         auto: bool = True,
         rebuild_fraction: float = 0.5,
+        motion: Callable[[], MotionSource | None] | None = None,
     ) -> None:
         self._positions = positions
         self._min_cell = min_cell
         self.auto = auto
         self.rebuild_fraction = rebuild_fraction
+        self.motion = motion
         self.builds = 0  # tests and benchmarks: how often the grid was rebuilt
+        self.compares = 0  # tests and benchmarks: refreshes that compared every card
         self.slack = 0.0  # how far any card may be from its indexed cell (metres)
         self.last_candidates = 0  # cards tested by the last query (benchmarks)
         self._loose = np.zeros(0, dtype=np.int64)  # moved too far from their cell: tested always
         self._indexed: np.ndarray | None = None  # positions when built (a copy)
+        self._mark: Any = None  # the motion source's mark at the last refresh
+        self._tracker: MotionSource | None = None  # the motion source that made it
         self._source_id = 0
         self.cell = 0.0
-        self._lo = np.zeros(3, dtype=np.float32)
+        self._lo = np.zeros(3, dtype=np.float64)
         self._dims = np.ones(3, dtype=np.int64)
         self._order = np.zeros(0, dtype=np.int64)
         self._starts = np.zeros(1, dtype=np.int64)
-        self._strides = np.array([1, 1, 1], dtype=np.int64)
-        self._offsets: dict[int, np.ndarray] = {}  # neighbour offsets in key space, by reach in cells
+        self._lo_f = [0.0, 0.0, 0.0]
+        self._dims_i = [1, 1, 1]
 
     # --- building -------------------------------------------------------------------------------
 
@@ -73,7 +97,7 @@ class PickIndex:
         return float(self._min_cell() if callable(self._min_cell) else self._min_cell)
 
     def refresh(self) -> np.ndarray:
-        """Compare the cards with the indexed copy; rebuild when they moved too far. Returns them."""
+        """Note what moved since the last refresh; rebuild when cards moved too far. Returns them."""
         p = self._positions()
         old = self._indexed
         if old is None or id(p) != self._source_id or len(p) != len(old) or self.cell < self.min_cell:
@@ -81,26 +105,52 @@ class PickIndex:
             return p
         if not len(p):
             return p
-        if np.array_equal(p, old):  # the common case: nothing moved (one compare, no temporaries)
-            self.slack, self._loose = 0.0, self._loose[:0]
-            return p
         limit = self.rebuild_fraction * self.cell
+        tracker = self.motion() if self.motion is not None else None
+        moved = tracker.moved_since(self._mark) if tracker is not None and tracker is self._tracker else None
+        if tracker is not None and moved is not None:
+            bound, cards = moved
+            self._mark = tracker.mark()
+            if bound == 0.0 and not len(cards):
+                return p  # nothing moved: the common case
+            slack = self.slack + bound
+            loose = np.union1d(self._loose, cards) if len(cards) else self._loose
+            if slack > limit or len(loose) > MAX_LOOSE:
+                self._build(p)
+            else:
+                self.slack, self._loose = slack, loose
+            return p
+        self._compare(p, old, limit)
+        self._remember(tracker)
+        return p
+
+    def _remember(self, tracker: MotionSource | None) -> None:
+        self._tracker = tracker
+        self._mark = tracker.mark() if tracker is not None else None
+
+    def _compare(self, p: np.ndarray, old: np.ndarray, limit: float) -> None:
+        """No motion source (or it lost track): compare every card with the indexed copy."""
+        self.compares += 1
+        if np.array_equal(p, old):  # nothing moved (one compare, no temporaries)
+            self.slack, self._loose = 0.0, self._loose[:0]
+            return
+        axis_limit = limit / SQRT3
         deviation = np.abs(p - old)
         drift = float(deviation.max())
-        if drift <= limit:
+        if drift <= axis_limit:
             self.slack, self._loose = drift * SQRT3, self._loose[:0]
-            return p
-        loose = np.flatnonzero(deviation.max(axis=1) > limit)
+            return
+        loose = np.flatnonzero(deviation.max(axis=1) > axis_limit)
         if len(loose) > MAX_LOOSE:
             self._build(p)
         else:
-            self.slack, self._loose = limit * SQRT3, loose
-        return p
+            self.slack, self._loose = axis_limit * SQRT3, loose
 
     def _build(self, p: np.ndarray) -> None:
         self.builds += 1
         self._source_id = id(p)
         self._indexed = np.array(p, dtype=np.float32, copy=True)
+        self._remember(self.motion() if self.motion is not None else None)
         self.slack = 0.0
         self._loose = np.zeros(0, dtype=np.int64)
         n = len(p)
@@ -109,30 +159,32 @@ class PickIndex:
             self._order = np.zeros(0, dtype=np.int64)
             self._starts = np.zeros(1, dtype=np.int64)
             return
-        lo = self._indexed.min(axis=0)
-        hi = self._indexed.max(axis=0)
+        # Column by column: numpy's min over axis 0 of an (n, 3) array is 25x slower.
+        cols = [self._indexed[:, axis] for axis in range(3)]
+        lo = np.array([c.min() for c in cols], dtype=np.float32)
+        hi = np.array([c.max() for c in cols], dtype=np.float32)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):  # hidden cards (NaN): not indexed
+            finite = self._indexed[np.isfinite(self._indexed).all(axis=1)]
+            lo = finite.min(axis=0) if len(finite) else np.zeros(3, dtype=np.float32)
+            hi = finite.max(axis=0) if len(finite) else np.zeros(3, dtype=np.float32)
         extent = float((hi - lo).max())
         self.cell = max(self.min_cell, extent / (MAX_CELLS_PER_AXIS - 1), 1e-6)
-        self._lo = lo
+        self._lo = lo.astype(np.float64)
         self._dims = np.minimum(((hi - lo) / self.cell).astype(np.int64) + 1, MAX_CELLS_PER_AXIS)
+        self._lo_f = [float(v) for v in self._lo]  # plain floats and ints for the queries
+        self._dims_i = [int(v) for v in self._dims]
         d = self._dims
-        self._strides = np.array([d[1] * d[2], d[2], 1], dtype=np.int64)
-        self._offsets = {}
         cells = int(np.prod(d))
-        keys = self._keys(self._indexed)
+        with np.errstate(invalid="ignore"):  # hidden (NaN) cards
+            c = ((self._indexed - lo) * np.float32(1.0 / self.cell)).astype(np.int32)  # >= 0: floor
+        np.minimum(c, d.astype(np.int32) - 1, out=c)
+        np.maximum(c, 0, out=c)  # a NaN card's cast is negative: it sits in cell 0, never hit
+        keys = (c[:, 0] * int(d[1]) + c[:, 1]) * int(d[2]) + c[:, 2]  # x, then y, then z: columns
         # 16-bit keys sort in linear time (numpy's radix sort for small integers).
         self._order = np.argsort(keys.astype(np.uint16) if cells <= 65535 else keys, kind="stable")
         counts = np.bincount(keys, minlength=cells)
-        self._starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-
-    def _keys(self, points: np.ndarray) -> np.ndarray:
-        """Cell keys (int64) of points, clamped to the grid (few ufunc calls: this runs per query)."""
-        c = ((points - self._lo) * np.float32(1.0 / self.cell)).astype(np.int64)  # >= 0: floor
-        np.minimum(c, self._dims - 1, out=c)
-        np.maximum(c, 0, out=c)
-        return c @ self._strides
-
-    # --- queries --------------------------------------------------------------------------------
+        self._starts = np.zeros(cells + 1, dtype=np.int64)
+        np.cumsum(counts, out=self._starts[1:])
 
     def _current(self) -> np.ndarray:
         if self.auto or self._indexed is None:
@@ -142,111 +194,128 @@ class PickIndex:
             return self.refresh()
         return p
 
-    def _around(self, points: np.ndarray, reach: float) -> np.ndarray:
-        """Keys of the cells within ``reach`` of any of ``points`` (unique; may include a few more).
+    # --- gathering cells ------------------------------------------------------------------------
+    # Queries cost their numpy calls (about a microsecond each on small arrays), not the cards
+    # they test: scalars are plain Python floats, and each step is one call over all the cells.
 
-        Neighbours are offsets in key space: at the grid's faces an offset may wrap to a cell on
-        the far side, which only adds candidates (every candidate is tested exactly).
-        """
-        k = int(np.ceil(reach / self.cell))
-        offsets = self._offsets.get(k)
-        if offsets is None:
-            r = np.arange(-k, k + 1)
-            d1, d2 = int(self._dims[1]), int(self._dims[2])
-            offsets = (r[:, None, None] * (d1 * d2) + r[None, :, None] * d2 + r[None, None, :]).ravel()
-            self._offsets[k] = offsets
-        near = (self._keys(points)[:, None] + offsets[None, :]).ravel()
-        np.minimum(near, len(self._starts) - 2, out=near)  # wrapped or clamped: only more candidates
-        np.maximum(near, 0, out=near)
-        near.sort()
-        keep = np.empty(len(near), dtype=bool)
-        keep[0] = True
-        np.not_equal(near[1:], near[:-1], out=keep[1:])
-        return near[keep]  # unique (np.unique is several times slower on small arrays)
-
-    def _candidates(self, keys: np.ndarray) -> np.ndarray:
-        starts = self._starts[keys]
-        lengths = self._starts[keys + 1] - starts
-        total = int(lengths.sum())
+    def _gather(self, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """The cards of key runs ``first[i] .. last[i]`` (inclusive), plus the loose cards."""
+        begin = self._starts[first]
+        lengths = self._starts[last + 1] - begin
+        ends = np.cumsum(lengths)
+        total = int(ends[-1]) if len(ends) else 0
         self.last_candidates = total + len(self._loose)
         if total == 0:
             return self._loose
-        # Concatenate the ranges start[i] .. start[i] + length[i] without a Python loop.
-        shift = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
-        found = self._order[shift + np.arange(total)]
+        # Concatenate the runs begin[i] .. begin[i] + length[i] without a Python loop.
+        found = self._order[np.repeat(begin - (ends - lengths), lengths) + np.arange(total)]
         return np.concatenate([found, self._loose]) if len(self._loose) else found
+
+    def _box(self, centre: tuple[float, float, float], reach: float) -> np.ndarray:
+        """Cards indexed in the cells that meet the cube of half-side ``reach`` around ``centre``."""
+        inv, lo, dims = 1.0 / self.cell, self._lo_f, self._dims_i
+        first, last = [], []
+        for axis in range(3):
+            f = max(math.floor((centre[axis] - reach - lo[axis]) * inv - EDGE), 0)
+            g = min(math.floor((centre[axis] + reach - lo[axis]) * inv + EDGE), dims[axis] - 1)
+            if f > g:
+                self.last_candidates = len(self._loose)
+                return self._loose
+            first.append(f)
+            last.append(g)
+        ny, nz = dims[1], dims[2]
+        base = (
+            np.arange(first[0] * ny, (last[0] + 1) * ny, ny)[:, None] + np.arange(first[1], last[1] + 1)
+        ) * nz
+        base = base.ravel()
+        return self._gather(base + first[2], base + last[2])
+
+    def _tube(self, o: list[float], d: list[float], t0: float, t1: float, reach: float) -> np.ndarray:
+        """Cards indexed in the cells that meet the box-shaped tube of half-side ``reach`` around
+        the segment ``o + t d``, t in [t0, t1]: one slab of columns per cell along the main
+        horizontal axis ``a``; in each slab, the columns and the z range that the part of the
+        segment crossing the slab (grown by ``reach``) covers."""
+        a = 0 if abs(d[0]) >= abs(d[1]) else 1
+        b = 1 - a
+        inv, cell, lo, dims = 1.0 / self.cell, self.cell, self._lo_f, self._dims_i
+        ends = (o[a] + t0 * d[a], o[a] + t1 * d[a])
+        s0 = max(math.floor((min(ends) - reach - lo[a]) * inv - EDGE), 0)
+        s1 = min(math.floor((max(ends) + reach - lo[a]) * inv + EDGE), dims[a] - 1)
+        if s0 > s1:
+            self.last_candidates = len(self._loose)
+            return self._loose
+        da = d[a] if d[a] != 0.0 else 1e-30  # a ray along z: every slab's t range is all or none
+        # The t range over which the segment is within reach of each slab, within [t0, t1]
+        # (empty: ta > tb).
+        edges = np.arange(s0, s1 + 2, dtype=np.float64) * (cell / da) + ((lo[a] - o[a]) / da)
+        grow = reach / abs(da)
+        ta, tb = (edges[:-1], edges[1:]) if da > 0 else (edges[1:], edges[:-1])
+        ta = np.maximum(ta - grow, t0)
+        tb = np.minimum(tb + grow, t1)
+        # Per slab: the b and z cell ranges of the segment's part there, grown by the reach.
+        lows, highs = [], []
+        for axis in (b, 2):
+            at_a = ta * (d[axis] * inv) + ((o[axis] - lo[axis]) * inv)
+            at_b = tb * (d[axis] * inv) + ((o[axis] - lo[axis]) * inv)
+            low, high = (at_a, at_b) if d[axis] >= 0 else (at_b, at_a)
+            low -= reach * inv + EDGE
+            high += reach * inv + EDGE
+            lows.append(np.maximum(np.floor(low).astype(np.int64), 0))
+            highs.append(np.minimum(np.floor(high).astype(np.int64), dims[axis] - 1))
+        (b0, z0), (b1, z1) = lows, highs
+        width = int((b1 - b0).max()) + 1
+        if width <= 0:
+            self.last_candidates = len(self._loose)
+            return self._loose
+        col = b0[:, None] + np.arange(width)  # (slabs, width): columns, masked below
+        slabs = np.arange(s0, s1 + 1)[:, None]
+        ny, nz = dims[1], dims[2]
+        base = ((slabs * ny + col) if a == 0 else (col * ny + slabs)) * nz
+        keep = col <= b1[:, None]
+        keep &= ((ta <= tb) & (z0 <= z1))[:, None]
+        first = (base + z0[:, None])[keep]
+        if not len(first):
+            self.last_candidates = len(self._loose)
+            return self._loose
+        return self._gather(first, (base + z1[:, None])[keep])
+
+    # --- queries --------------------------------------------------------------------------------
 
     def nearest(self, point, radius: float) -> tuple[int, float]:
         """Card centre nearest ``point`` within ``radius``: (index, distance) or (-1, inf)."""
         p = self._current()
-        if len(p) == 0:
-            return -1, float("inf")
-        if len(p) < BRUTE_BELOW:
+        if len(p) < max(BRUTE_BELOW, 1):
             self.last_candidates = len(p)
             return pick_nearest(p, point, radius)
-        q = np.asarray(point, dtype=np.float32).reshape(1, 3)
-        cand = self._candidates(self._around(q, radius + self.slack))
-        if len(cand) == 0:
-            return -1, float("inf")
-        v = p[cand] - q[0]
-        d2 = np.einsum("ij,ij->i", v, v)
-        best = d2.min()
-        if best > radius * radius:
-            return -1, float("inf")
-        # Ties (equal distance) go to the lowest card index, as in the brute force.
-        return int(cand[d2 == best].min()), float(np.sqrt(best))
+        x, y, z = (float(v) for v in np.asarray(point, dtype=np.float64).reshape(3))
+        cand = self._box((x, y, z), radius + self.slack)
+        return pick_nearest(p, point, radius, cand)
 
     def ray(self, origin, direction, radius: float, near: float = 0.0) -> tuple[int, float]:
         """Nearest card whose sphere of ``radius`` the ray hits: (index, distance) or (-1, inf)."""
         p = self._current()
-        if len(p) == 0:
-            return -1, float("inf")
-        if len(p) < BRUTE_BELOW:
+        o = [float(v) for v in np.asarray(origin, dtype=np.float64).reshape(3)]
+        d = [float(v) for v in np.asarray(direction, dtype=np.float64).reshape(3)]
+        length = math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+        if len(p) < max(BRUTE_BELOW, 1) or length == 0.0:
             self.last_candidates = len(p)
             return pick_ray(p, origin, direction, radius, near)
-        o = np.asarray(origin, dtype=np.float32)
-        d = np.asarray(direction, dtype=np.float32)
-        d = d / max(float(np.linalg.norm(d)), 1e-12)
+        d = [v / length for v in d]
         reach = radius + self.slack
-        # Clip the ray to the grid's box grown by the reach: samples only where cards can be.
-        t0, t1 = max(near, 0.0), np.inf
+        # Clip the ray to the grid's box grown by the reach: only there can cards be.
+        t0, t1 = max(near, 0.0), math.inf
         for axis in range(3):
-            lo = float(self._lo[axis]) - reach
-            hi = lo + float(self._dims[axis]) * self.cell + 2 * reach
-            oa, da = float(o[axis]), float(d[axis])
-            if da == 0.0:
-                if not lo <= oa <= hi:
-                    t1 = -np.inf
+            lo = self._lo_f[axis] - reach
+            hi = self._lo_f[axis] + self._dims_i[axis] * self.cell + reach
+            if d[axis] == 0.0:
+                if not lo <= o[axis] <= hi:
+                    t1 = -math.inf
                 continue
-            ta, tb = (lo - oa) / da, (hi - oa) / da
+            ta, tb = (lo - o[axis]) / d[axis], (hi - o[axis]) / d[axis]
             t0, t1 = max(t0, min(ta, tb)), min(t1, max(ta, tb))
         if t1 >= t0:
-            # Samples one cell apart: a card within ``reach`` of the ray is within reach + cell/2
-            # of one of them.
-            n = int(np.ceil((t1 - t0) / self.cell)) + 1
-            ts = np.arange(n, dtype=np.float32) * np.float32((t1 - t0) / max(n - 1, 1)) + np.float32(t0)
-            keys = self._around(o + ts[:, None] * d, reach + self.cell / 2)
-            # A round tube, not the samples' square one: only cells whose centre lies within
-            # reach + half a cell diagonal of the line can hold a card the ray passes near.
-            d1, d2 = int(self._dims[1]), int(self._dims[2])
-            cells = np.stack([keys // (d1 * d2), (keys // d2) % d1, keys % d2], axis=1)
-            v = (cells + 0.5) * self.cell + self._lo - o
-            along = v @ d
-            off2 = np.einsum("ij,ij->i", v, v) - along * along
-            keep = off2 <= (reach + 0.8660254 * self.cell) ** 2
-            cand = self._candidates(keys[keep])
+            cand = self._tube(o, d, t0, t1, reach * (1.0 + 1e-6) + 1e-6)
         else:  # the ray misses the grid: only cards that moved out of it can be hit
+            self.last_candidates = len(self._loose)
             cand = self._loose
-        if len(cand) == 0:
-            return -1, float("inf")
-        v = p[cand] - o
-        t = v @ d
-        dist2 = np.einsum("ij,ij->i", v, v) - t * t
-        hit = (dist2 <= radius * radius) & (t > near)
-        if not hit.any():
-            return -1, float("inf")
-        t_hit = np.where(hit, t, np.inf)
-        # Ties (equal distance) go to the lowest card index, as in the brute force.
-        best = float(t_hit.min())
-        k = int(cand[t_hit == best].min())
-        return k, best
+        return pick_ray(p, origin, direction, radius, near, cand)

@@ -128,3 +128,107 @@ def test_haptic_tick_clicks_the_named_controller():
     controls.haptic_tick("mouse")  # not a controller: nothing
     assert pulses == [("right", controls.config.tick_seconds), ("left", controls.config.tick_seconds)]
     assert controls.config.tick_seconds < controls.config.pulse_seconds
+
+
+def test_with_the_tween_as_motion_source_still_frames_compare_nothing():
+    from game.world.tween import Tween
+
+    tw = Tween(cloud(5000, seed=2), duration=1.0)
+    index = PickIndex(lambda: tw.current, min_cell=0.18, auto=False, motion=lambda: tw)
+    for _ in range(5):
+        index.refresh()
+    assert index.builds == 1 and index.compares == 0 and index.slack == 0.0
+    assert agree(index, tw.current, k=20) > 20
+
+
+def test_a_carried_card_is_picked_where_it_is_without_a_rebuild():
+    from game.world.tween import Tween
+
+    tw = Tween(cloud(5000, seed=4), duration=1.0)
+    index = PickIndex(lambda: tw.current, min_cell=0.18, auto=False, motion=lambda: tw)
+    index.refresh()
+    for k in range(30):  # carried a little further every frame, then dropped far away
+        tw.pin(11, (3.0 + 0.1 * k, 3.0, 3.0))
+        index.refresh()
+        assert index.nearest((3.0 + 0.1 * k, 3.0, 3.02), 0.05)[0] == 11
+    tw.pin(11, (-6.0, 0.0, 0.0))
+    index.refresh()
+    assert index.ray((-6.0, -5.0, 0.0), (0.0, 1.0, 0.0), 0.05)[0] == 11
+    assert agree(index, tw.current, k=20, seed=9) > 20
+    assert index.builds == 1 and index.compares == 0
+
+
+def test_picks_are_right_during_and_after_a_glide_with_fewer_rebuilds_than_frames():
+    from game.world.tween import Tween
+
+    start = cloud(6000, seed=5)
+    target = cloud(6000, seed=6)  # every card moves, most by metres
+    tw = Tween(start, duration=1.0)
+    index = PickIndex(lambda: tw.current, min_cell=0.18, auto=False, motion=lambda: tw)
+    index.refresh()
+    tw.retarget(target, now=0.0)
+    frames = 0
+    for now in np.linspace(0.0, 1.0, 91)[1:]:  # a one-second glide at 90 Hz
+        tw.update(float(now))
+        index.refresh()
+        frames += 1
+        if frames % 10 == 0:
+            assert agree(index, tw.current, k=6, seed=frames) > 0
+    tw.update(1.5)
+    index.refresh()
+    np.testing.assert_array_equal(tw.current, target)
+    assert agree(index, target, k=30, seed=77) > 30
+    assert 1 < index.builds < frames and index.compares == 0
+    # Nothing moves any more: no more rebuilds.
+    builds = index.builds
+    for _ in range(5):
+        index.refresh()
+    assert index.builds == builds
+
+
+def test_a_new_tracker_falls_back_to_comparing():
+    """A new scene brings a new world and tween: the old marks mean nothing there."""
+    from game.world.tween import Tween
+
+    worlds = {"tween": Tween(cloud(5000, seed=8))}
+    index = PickIndex(
+        lambda: worlds["tween"].current, min_cell=0.18, auto=False, motion=lambda: worlds["tween"]
+    )
+    index.refresh()
+    worlds["tween"] = Tween(cloud(5000, seed=10))
+    index.refresh()  # a new array: rebuilt
+    assert index.builds == 2
+    worlds["tween"].current[3] = (7.0, 7.0, 7.0)  # written without the tween knowing: still found
+    worlds["tween"].pin(4, (8.0, 8.0, 8.0))
+    index.refresh()
+    assert index.nearest((8.0, 8.0, 8.0), 0.1)[0] == 4
+
+
+def test_rays_in_every_direction_and_hidden_cards_agree_with_the_brute_force():
+    p = cloud(5000, seed=12)
+    p[::97] = np.nan  # hidden cards: never picked, never break the grid
+    index = PickIndex(lambda: p, min_cell=0.12)
+    rng = np.random.default_rng(13)
+    hits = 0
+    axes = [np.eye(3)[i] * s for i in range(3) for s in (1.0, -1.0)]
+    directions = axes + list(rng.normal(size=(40, 3)))
+    for k, direction in enumerate(directions):
+        target = p[(k * 37) % len(p)]
+        if not np.isfinite(target).all():
+            continue
+        origin = target - 3.0 * np.asarray(direction) / np.linalg.norm(direction)
+        for near in (0.0, 1.0):
+            want = pick_ray(p, origin, direction, 0.06, near)
+            got = index.ray(origin, direction, 0.06, near)
+            assert got[0] == want[0] and got[1] == pytest.approx(want[1], rel=1e-5)
+            hits += want[0] >= 0
+        assert index.nearest(target, 0.2)[0] == pick_nearest(p, target, 0.2)[0]
+    assert hits > 30
+
+
+def test_subset_picks_break_ties_towards_the_lowest_card_as_the_full_pass_does():
+    p = np.array([[0, 1, 0], [0, 1, 0], [0, 2, 0], [0, 1, 0]], dtype=np.float32)
+    assert pick_ray(p, (0, 0, 0), (0, 1, 0), 0.1) == (0, 1.0)
+    assert pick_ray(p, (0, 0, 0), (0, 1, 0), 0.1, cards=np.array([3, 2, 1])) == (1, 1.0)
+    assert pick_nearest(p, (0, 1, 0), 0.1, cards=np.array([3, 1])) == (1, 0.0)
+    assert pick_nearest(p, (0, 5, 0), 0.1, cards=np.array([3, 1])) == (-1, float("inf"))

@@ -85,3 +85,59 @@ def test_large_images_shrink_to_tile_cap():
     assert tile == 64
     tiles = atlas.to_rgba_tiles(imgs, tile)
     assert tiles.shape == (2, 64, 64, 4)
+
+
+def test_moved_since_bounds_every_card_through_a_glide_and_names_pinned_cards():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(500, 3)).astype(np.float32)
+    b = (a + rng.normal(scale=2.0, size=a.shape)).astype(np.float32)
+    tw = Tween(a, duration=1.0)
+    mark = tw.mark()
+    assert tw.moved_since(mark) == (0.0, pytest.approx(np.zeros(0)))  # still: nothing moved
+    tw.retarget(b, now=0.0)
+    assert tw.moved_since(mark)[0] == 0.0  # a retarget alone moves nothing
+    frame_mark, frame_pos = tw.mark(), tw.current.copy()
+    for now in (0.1, 0.3, 0.2, 0.6, 0.95, 1.2):  # time may go back (a replay)
+        tw.update(now)
+        for since, pos in ((mark, a), (frame_mark, frame_pos)):
+            bound, cards = tw.moved_since(since)
+            moved = np.linalg.norm(tw.current - pos, axis=1).max()
+            assert len(cards) == 0 and moved <= bound
+        # The bound is tight enough to be useful: within 2x of the true largest step.
+        step = np.linalg.norm(tw.current - frame_pos, axis=1).max()
+        assert tw.moved_since(frame_mark)[0] <= 2 * step + 1e-5
+        frame_mark, frame_pos = tw.mark(), tw.current.copy()
+    # A carried card: named, not counted in the bound.
+    before = tw.mark()
+    tw.pin(7, (50.0, 50.0, 50.0))
+    tw.pin(7, (51.0, 50.0, 50.0))
+    bound, cards = tw.moved_since(before)
+    assert bound == 0.0 and cards.tolist() == [7]
+
+
+def test_moved_since_is_unknown_after_cards_are_added_and_for_a_very_old_mark():
+    tw = Tween(np.zeros((4, 3), np.float32))
+    mark = tw.mark()
+    tw.retarget(np.ones((5, 3), np.float32), now=0.0)  # a card joined
+    assert tw.moved_since(mark) is None
+    mark = tw.mark()
+    for k in range(10_000):  # a long carry: the pin log forgets its oldest half
+        tw.pin(k % 5, (k, 0.0, 0.0))
+    assert tw.moved_since(mark) is None
+    recent = tw.mark()
+    tw.pin(2, (0.0, 1.0, 0.0))
+    assert tw.moved_since(recent)[1].tolist() == [2]
+
+
+def test_a_hidden_card_appearing_at_the_end_of_a_glide_is_named():
+    a = np.zeros((3, 3), np.float32)
+    a[1] = np.nan  # hidden
+    b = np.ones((3, 3), np.float32)
+    tw = Tween(a, duration=1.0)
+    mark = tw.mark()
+    tw.retarget(b, now=0.0)
+    tw.update(0.5)
+    assert tw.moved_since(mark)[1].tolist() == []
+    tw.update(1.5)
+    bound, cards = tw.moved_since(mark)
+    assert cards.tolist() == [1] and bound >= np.sqrt(3) - 1e-6
