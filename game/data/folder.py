@@ -124,8 +124,9 @@ def _cached_folder(key: str, name: str, listed: list[SkippedFile], notes: list[s
     folder = cache_dir("images", key)
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        # Copy-on-write mapping: pages are read when used, and a write never reaches the file.
-        images = np.load(folder / "images.npy", mmap_mode="c", allow_pickle=False)
+        # Copy-on-write mapping: pages are read when used, and a write never reaches the file; a
+        # plain ndarray view of it (no memmap subclass), so it pickles and computes as any array.
+        images = np.asarray(np.load(folder / "images.npy", mmap_mode="c", allow_pickle=False))
         labels = np.asarray(meta["labels"], dtype=np.int64)
         if len(images) != len(labels) or len(meta["sources"]) != len(labels):
             return None

@@ -66,7 +66,12 @@ def cached_inference(
     if key:
         folder = cache_dir("features", key)
         try:
-            arrays = [np.load(folder / f"{n}.npy", mmap_mode="c", allow_pickle=False) for n in FEATURE_ARRAYS]
+            # Plain ndarray views over the mappings (np.asarray drops the memmap subclass): they
+            # pickle and compute as any array, and pages are read only when used.
+            arrays = [
+                np.asarray(np.load(folder / f"{n}.npy", mmap_mode="c", allow_pickle=False))
+                for n in FEATURE_ARRAYS
+            ]
             if all(len(a) == len(images) for a in arrays):
                 return Inference(*arrays), key
         except (OSError, ValueError):  # absent or half-written: compute again
