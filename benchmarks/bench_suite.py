@@ -19,6 +19,9 @@ reproduce; single-K comparisons flipped with the number of BLAS threads before.
 
     nice -n 10 .venv/bin/python benchmarks/bench_suite.py --quick --json out/suite.json
     nice -n 10 .venv/bin/python benchmarks/bench_suite.py --json out/suite_full.json   # hours
+    # or one process per seed, then one result (per-case means over the seeds):
+    .venv/bin/python benchmarks/bench_suite.py --seeds 1 --json out/s1.json   # ... s0, s2
+    .venv/bin/python benchmarks/bench_suite.py --merge out/s0.json,out/s1.json,out/s2.json --json out/suite.json
     .venv/bin/python benchmarks/bench_suite.py --cases digits-15 --seeds 0 --json x.json
     .venv/bin/python benchmarks/bench_suite.py --table out/suite.json   # markdown table only
 """
@@ -276,6 +279,25 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def merge(paths: list[Path]) -> dict[str, Any]:
+    """One result from several runs of the same cases at different seeds (run in parallel, one
+    process per seed): per case, the seeds of every run (the later file wins a seed twice),
+    summarised again. The first file's config, with the seeds and the seconds of all."""
+    results = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    by_name = {c.name: c for c in CASES}
+    seeds: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in results:
+        for row in r["cases"]:
+            for s in row["per_seed"]:
+                seeds.setdefault(row["name"], {})[int(s["seed"])] = s
+    config = dict(results[0]["config"])
+    config["seeds"] = sorted({int(s) for r in results for s in r["config"]["seeds"]})
+    config["seconds"] = [r["config"].get("seconds") for r in results]
+    config["merged_from"] = [str(p) for p in paths]
+    cases = [summarise(by_name[n], [per[k] for k in sorted(per)]) for n, per in seeds.items()]
+    return {"config": config, "cases": cases}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"cases {', '.join(QUICK)}, seed 0")
@@ -295,11 +317,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", default="", metavar="OUT.png", help="default: next to --json")
     parser.add_argument("--table", default="", metavar="JSON", help="print the table of a result and exit")
     parser.add_argument(
+        "--merge",
+        default="",
+        metavar="A.json,B.json",
+        help="merge runs at different seeds into --json (and its plot), then exit",
+    )
+    parser.add_argument(
         "--append", action="store_true", help="keep the cases already in --json that this run does not redo"
     )
     args = parser.parse_args(argv)
     if args.table:
         print(table(json.loads(Path(args.table).read_text(encoding="utf-8"))))
+        return 0
+    if args.merge:
+        merged = merge([Path(p) for p in args.merge.split(",") if p.strip()])
+        out = Path(args.json)
+        out.write_text(json.dumps(merged, indent=1, default=float), encoding="utf-8")
+        write_plot(merged, Path(args.plot) if args.plot else out.with_suffix(".png"))
+        print(table(merged))
         return 0
     import torch
 
