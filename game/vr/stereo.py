@@ -7,10 +7,14 @@ Per frame, in this order:
    fresh as they can be — polls runtime events, and moves the head and hand nodes;
 2. listeners (the VR controls) turn the frame's input into hand actions;
 3. Panda3D draws: the left eye buffer (lower sort), then the right one, then the desktop window;
-4. the right buffer's draw callback, run right after it has drawn, submits the left texture and
-   then the right one (both drawn by then), as OpenGL texture ids, flushes GL (OpenVR asks
-   OpenGL applications to flush after submitting, or the compositor can miss the frame) and
-   calls ``post_present_handoff`` so the compositor starts at once instead of at the next wait.
+   each eye buffer is multisampled (4x) and Panda3D resolves it into the eye texture when that
+   buffer's frame ends, after its draw callbacks;
+4. a third, empty 1x1 buffer sorted after both eyes ("vr-submit") runs a draw callback: both eye
+   textures are resolved by then. It submits the left texture and then the right one, as OpenGL
+   texture ids, flushes GL (OpenVR asks OpenGL applications to flush after submitting, or the
+   compositor can miss the frame) and calls ``post_present_handoff`` so the compositor starts at
+   once instead of at the next wait. (Submitting from the right eye's own callback would hand
+   over its texture before the resolve: last frame's picture, or nothing.)
 
 Runtime events: ``quit`` stops VR at once; the dashboard pauses input; ``ipd_changed``
 re-reads both eye transforms and projections. Backend notices (a submit error, a controller
@@ -21,8 +25,8 @@ it) → ``head`` (HMD pose) → one camera per eye at ``eye_to_head``; ``hands[l
 ``rig``. Each camera has a ``MatrixLens`` holding the backend's projection, already converted to
 OpenGL depth and Panda3D axes by ``game.vr.coords``.
 
-Multisampling is off in the eye buffers: the texture must be resolved before it is submitted,
-and a draw callback runs before Panda3D's resolve.
+Cards in VR face the head position (world up kept) and the head and hands choose the cards
+drawn at full resolution: ``world.set_viewer(head, face=True, hands=...)`` while VR runs.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from game.vr.backend import EYES, HANDS, Eye, FrameState, VRBackend
 
 TASK_SORT = -100  # before every other task: poses first, then the world updates
 Listener = Callable[[FrameState, bool], None]
+MULTISAMPLES = 4  # eye-buffer anti-aliasing (resolved before submit, see the module docstring)
 FALLBACK_AFTER = 90  # frames of "loading" before the fallback model stands in (still polling)
 RETRY_EVERY = 30  # frames between polls once the fallback stands in
 
@@ -110,6 +115,7 @@ class VRStereo:
         near: float = 0.05,
         far: float = 200.0,
         mirror_eye: Eye = "left",
+        multisamples: int = MULTISAMPLES,
         clear_colour: tuple[float, float, float, float] | None = None,
         on_stop: Callable[[str], None] | None = None,
         on_notice: Callable[[str], None] | None = None,
@@ -118,6 +124,7 @@ class VRStereo:
         self.backend = backend
         self.near, self.far = near, far
         self.mirror_eye = mirror_eye
+        self.multisamples = int(multisamples)
         self.clear_colour = clear_colour
         self.on_stop = on_stop
         self.on_notice = on_notice or self._post_notice
@@ -146,6 +153,8 @@ class VRStereo:
         self._model_polls = {h: 0 for h in HANDS}
         self._main_cam_was_active = True
         self._gl_flush = gl_flush_function()
+        self._submit_buffer: GraphicsOutput | None = None
+        self._faced_world: Any = None
 
     @property
     def running(self) -> bool:
@@ -161,6 +170,7 @@ class VRStereo:
             self._make_eye(eye, w, h, sort=-20 + i)
         self.regions["right"].set_draw_callback(PythonCallbackObject(self._after_right))
         self.regions["left"].set_draw_callback(PythonCallbackObject(self._after_left))
+        self._make_submitter(sort=-20 + len(EYES))
         self._make_mirror(w, h)
         self.base.task_mgr.add(self._task, "vr-wait-poses", sort=TASK_SORT)
         self.active = True
@@ -170,6 +180,8 @@ class VRStereo:
         fbp = FrameBufferProperties()
         fbp.set_rgba_bits(8, 8, 8, 8)
         fbp.set_depth_bits(24)
+        if self.multisamples > 1:
+            fbp.set_multisamples(self.multisamples)
         props = WindowProperties.size(w, h)
         buf = base.graphics_engine.make_output(
             base.pipe,
@@ -197,6 +209,39 @@ class VRStereo:
         region.set_camera(cam)
         self.buffers[eye], self.textures[eye], self.cameras[eye] = buf, tex, cam
         self.regions[eye] = region
+
+    def _make_submitter(self, sort: int) -> None:
+        """A 1x1 buffer drawn after both eye buffers: its draw callback submits (see step 4)."""
+        base = self.base
+        fbp = FrameBufferProperties()
+        fbp.set_rgba_bits(8, 8, 8, 8)
+        buf = base.graphics_engine.make_output(
+            base.pipe,
+            "vr-submit",
+            sort,
+            fbp,
+            WindowProperties.size(1, 1),
+            GraphicsPipe.BF_refuse_window,
+            base.win.get_gsg(),
+            base.win,
+        )
+        if buf is None:
+            raise RuntimeError("could not open the VR submit buffer")
+        buf.set_clear_color_active(False)
+        buf.set_clear_depth_active(False)
+        empty = NodePath("vr-submit-scene")
+        cam = empty.attach_new_node(Camera("vr-submit-camera", OrthographicLens()))
+        region = buf.make_display_region()
+        region.set_camera(cam)
+        region.set_draw_callback(PythonCallbackObject(self._submit))
+        self._submit_buffer = buf
+        self.regions["submit"] = region
+
+    @property
+    def eye_multisamples(self) -> int:
+        """Samples the eye buffers got (the driver may give fewer than asked, or none)."""
+        buf = self.buffers.get("left")
+        return int(buf.get_fb_properties().get_multisamples()) if buf is not None else 0
 
     def _read_eye(self, eye: Eye) -> None:
         """Eye offset (IPD) and projection from the runtime: at start and on ``ipd_changed``."""
@@ -249,6 +294,10 @@ class VRStereo:
         for buf in self.buffers.values():
             base.graphics_engine.remove_window(buf)
         self.buffers.clear()
+        if self._submit_buffer is not None:
+            base.graphics_engine.remove_window(self._submit_buffer)
+            self._submit_buffer = None
+        self._give_world_back()
         self.regions.clear()
         if self._mirror is not None:
             base.win.remove_display_region(self._mirror)
@@ -299,6 +348,7 @@ class VRStereo:
             else:
                 node.hide()
         self._poll_models()
+        self._face_world()
         for listener in list(self.listeners):
             listener(state, self.paused)
         self.frames += 1
@@ -313,6 +363,9 @@ class VRStereo:
         cbdata.upcall()
         if self.trace is not None:
             self.trace.append("draw:right")
+
+    def _submit(self, cbdata: Any) -> None:
+        """Both eye buffers have drawn and been resolved into their textures: hand them over."""
         if not self.active:
             return
         for eye in EYES:
@@ -348,6 +401,20 @@ class VRStereo:
         workspace = getattr(self.base, "workspace", None)
         if workspace is not None:
             workspace.post(ev.Message(text=text, level="warning"))
+
+    def _face_world(self) -> None:
+        """The world's cards face the head and load full resolution near head and hands (a new
+        world after a scene switch is told at its first frame)."""
+        world = getattr(self.base, "world", None)
+        if world is None or world is self._faced_world or not hasattr(world, "set_viewer"):
+            return
+        world.set_viewer(self.head, face=True, hands=list(self.hands.values()))
+        self._faced_world = world
+
+    def _give_world_back(self) -> None:
+        world, self._faced_world = self._faced_world, None
+        if world is not None and world is getattr(self.base, "world", None):
+            world.set_viewer(None)
 
     # --- world <-> tracking space -----------------------------------------------------------------
 
