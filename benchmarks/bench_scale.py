@@ -92,15 +92,19 @@ class Stages:
         start_rss = rss()
         self._peak = start_rss
         t = time.perf_counter()
+        cpu = time.process_time()
         row = {"stage": name, **extra}
         yield row
         row["seconds"] = time.perf_counter() - t
+        # CPU seconds of every thread of this process: on a shared machine the wall time says
+        # how busy the others were; CPU / cores is the wall time the stage needs on a quiet one.
+        row["cpu_seconds"] = time.process_time() - cpu
         row["peak_rss_mb"] = max(self._peak, rss()) / MB
         row["rise_mb"] = row["peak_rss_mb"] - start_rss / MB
         self.rows.append(row)
         note = f"  ({row['note']})" if row.get("note") else ""
         print(
-            f"{name:<34} {row['seconds']:8.2f} s   peak RSS {row['peak_rss_mb']:7.0f} MB "
+            f"{name:<34} {row['seconds']:8.2f} s (CPU {row['cpu_seconds']:7.1f} s)   peak RSS {row['peak_rss_mb']:7.0f} MB "
             f"(+{row['rise_mb']:.0f}){note}",
             flush=True,
         )
@@ -193,7 +197,8 @@ TSNE_CHILD = textwrap.dedent(
     np.save(sys.argv[4], y)
     # VmHWM: this program's own peak (ru_maxrss would carry the parent's from before exec)
     hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")]
-    print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": (hwm or [0])[0] / 1024}))
+    print(json.dumps({"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time(),
+                      "peak_rss_mb": (hwm or [0])[0] / 1024}))
     """
 )
 
