@@ -81,15 +81,20 @@ def thumbnails(images: np.ndarray, tile: int, thumb: int, batch: int = 2048) -> 
     for first in range(0, n, batch):
         full = to_rgba_tiles(images[first : first + batch], tile)
         if f > 1:
-            blocks = full.reshape(len(full), thumb, f, thumb, f, 4).astype(np.float32)
-            full = (blocks.mean(axis=(2, 4)) + 0.5).astype(np.uint8)
+            # Box average as a sum of f*f strided views (integer, far faster than a float mean).
+            acc = np.zeros((len(full), thumb, thumb, 4), dtype=np.uint32)
+            for dy in range(f):
+                for dx in range(f):
+                    acc += full[:, dy::f, dx::f]
+            full = ((acc + (f * f) // 2) // (f * f)).astype(np.uint8)
         out[first : first + len(full)] = full
     return out
 
 
-def to_panda_tile(tile: np.ndarray) -> np.ndarray:
-    """One RGBA tile in Panda3D's RAM order (rows bottom-up, BGRA), as ``pack_layers`` writes it."""
-    return tile[::-1, :, [2, 1, 0, 3]]
+def to_panda_tiles(tiles: np.ndarray) -> np.ndarray:
+    """``(N, t, t, 4)`` RGBA tiles in Panda3D's RAM order (rows bottom-up, BGRA), as
+    ``pack_layers`` writes them."""
+    return tiles[:, ::-1, :, [2, 1, 0, 3]]
 
 
 def _resize(imgs: np.ndarray, tile: int) -> np.ndarray:
@@ -111,7 +116,7 @@ def pack_layers(tiles: np.ndarray, layout: AtlasLayout) -> np.ndarray:
     g, t = layout.grid, layout.tile
     total = layout.layers * layout.per_layer
     padded = np.zeros((total, t, t, 4), dtype=np.uint8)
-    padded[: len(tiles)] = tiles[:, ::-1, :, [2, 1, 0, 3]]
+    padded[: len(tiles)] = to_panda_tiles(tiles)
     grid = padded.reshape(layout.layers, g, g, t, t, 4)  # layer, tile y, tile x, row, col
     return np.ascontiguousarray(grid.transpose(0, 1, 3, 2, 4, 5)).reshape(
         layout.layers, layout.side, layout.side, 4

@@ -285,15 +285,15 @@ class CardField:
         if changes.loads:
             slot_ids = np.asarray([s for s, _ in changes.loads], np.int64)
             cards = np.asarray([c for _, c in changes.loads], np.int64)
-            tiles = atlas.to_rgba_tiles(self._images[cards], self.full_tile)
+            tiles = atlas.to_panda_tiles(atlas.to_rgba_tiles(self._images[cards], self.full_tile))
             lay = self.pool_layout
             t = lay.tile
             ram = np.frombuffer(memoryview(self.pool_texture.modify_ram_image()), dtype=np.uint8)
             ram = ram.reshape(lay.layers, lay.side, lay.side, 4)
-            for slot, tile in zip(slot_ids, tiles, strict=True):
-                layer, j = divmod(int(slot), lay.per_layer)
+            for slot, tile in zip(slot_ids.tolist(), tiles, strict=True):
+                layer, j = divmod(slot, lay.per_layer)
                 ty, tx = divmod(j, lay.grid)
-                ram[layer, ty * t : (ty + 1) * t, tx * t : (tx + 1) * t] = atlas.to_panda_tile(tile)
+                ram[layer, ty * t : (ty + 1) * t, tx * t : (tx + 1) * t] = tile
             slots[cards] = slot_ids.astype(np.float32)
             self.pool_loads += len(cards)
         return True
