@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -23,6 +23,10 @@ from game.core import events as ev
 _FILLED_IN_POST_INIT = cast(np.ndarray, None)
 
 Listener = Callable[[ev.Event, "Workspace"], None]
+
+# (model version, feature layer, images) -> features of every image: what recomputes the
+# features an event did not carry (a replayed session's, from that version's stored weights).
+FeatureSource = Callable[[int, str, np.ndarray], np.ndarray]
 
 # Card states shown in the world.
 CARD_NORMAL = 0
@@ -86,16 +90,62 @@ class Workspace:
         self.cluster_revision = 0  # bumped whenever cluster_positions or labels change (cache key)
         self._queue: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
         self._listeners: list[Listener] = []
+        # Features an event did not carry are computed on first read (``features_pending``).
+        self.feature_source: FeatureSource | None = None
+        self._pending_features: tuple[int, str] | None = None
+
+    # --- features not carried by an event (a replayed session) ----------------------------------
+
+    @property
+    def features_pending(self) -> tuple[int, str] | None:
+        """``(model version, layer)`` whose features are computed on the next read of
+        ``features`` (an event without them was applied), or None when they are at hand."""
+        return None if "features" in self.__dict__ else self._pending_features
+
+    def _set_features(self, features: np.ndarray | None, version: int, layer: str) -> None:
+        if features is not None:
+            self.features = np.asarray(features)
+            self._pending_features = None
+        else:  # nothing is computed now: a replay that never reads them never pays for them
+            self.__dict__.pop("features", None)
+            self._pending_features = (int(version), layer)
+
+    def _compute_features(self) -> np.ndarray:
+        """Features of the pending version and layer, from ``feature_source`` (may take a while;
+        a newer event applied meanwhile wins)."""
+        pending = self._pending_features
+        if pending is None:
+            raise AttributeError("features")
+        if self.feature_source is None:
+            raise RuntimeError(
+                f"the features of model v{pending[0]} were not recorded and nothing can recompute them"
+            )
+        features = np.asarray(self.feature_source(pending[0], pending[1], self.images))
+        if len(features) != self.n_cards:
+            raise ValueError(f"recomputed features have {len(features)} rows, images have {self.n_cards}")
+        if self._pending_features is pending:
+            self.features = features
+            self._pending_features = None
+        return features
+
+    if not TYPE_CHECKING:  # hidden from the type checker: ``features`` stays a typed field
+
+        def __getattr__(self, name: str):
+            if name == "features" and self.__dict__.get("_pending_features") is not None:
+                return self._compute_features()
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def copy(self) -> Workspace:
-        """An independent copy with no listeners and no queued events (arrays are copied)."""
-        return Workspace(
+        """An independent copy with no listeners and no queued events (arrays are copied; pending
+        features stay pending, with the same feature source)."""
+        pending = self.features_pending
+        copied = Workspace(
             images=self.images,  # images never change in place; sharing them is safe
             labels=self.labels.copy(),
             class_names=list(self.class_names),
             top5_classes=self.top5_classes.copy(),
             top5_scores=self.top5_scores.copy(),
-            features=self.features.copy(),
+            features=np.zeros((self.n_cards, 0), np.float32) if pending else self.features.copy(),
             positions=self.positions.copy(),
             is_train=self.is_train.copy(),
             sources=list(self.sources),
@@ -106,6 +156,10 @@ class Workspace:
             selected=self.selected,
             cluster_positions=self.cluster_positions.copy(),
         )
+        copied.feature_source = self.feature_source
+        if pending is not None:
+            copied._set_features(None, *pending)
+        return copied
 
     # --- derived views ---------------------------------------------------------------------
 
@@ -214,7 +268,7 @@ class Workspace:
         self.labels = np.asarray(e.labels, dtype=np.int64).copy()
         self.top5_classes = np.asarray(e.top5_classes)
         self.top5_scores = np.asarray(e.top5_scores)
-        self.features = np.asarray(e.features)
+        self._set_features(e.features, e.version, self.feature_layer)
         new_positions = np.asarray(e.positions, dtype=np.float32).copy()
         # Cards dropped but not trained yet are posted where the person dropped them, still under
         # their old label; counted there, they would stretch their old class's cluster towards
@@ -235,7 +289,7 @@ class Workspace:
 
     def _on_layer(self, e: ev.LayerChanged) -> None:
         self.feature_layer = e.layer
-        self.features = np.asarray(e.features)
+        self._set_features(e.features, self.model_version, e.layer)
         self.positions = np.asarray(e.positions, dtype=np.float32).copy()
         self.cluster_positions = self.positions.copy()
         self.cluster_revision += 1
@@ -249,9 +303,10 @@ class Workspace:
         self.original_labels = np.append(self.original_labels, e.label)
         self.top5_classes = np.concatenate([self.top5_classes, np.asarray([e.top5_classes])])
         self.top5_scores = np.concatenate([self.top5_scores, np.asarray([e.top5_scores], dtype=np.float32)])
-        self.features = np.concatenate(
-            [self.features, np.asarray(e.feature, dtype=self.features.dtype)[None]]
-        )
+        if self.features_pending is None:  # pending ones are computed for every image, this too
+            self.features = np.concatenate(
+                [self.features, np.asarray(e.feature, dtype=self.features.dtype)[None]]
+            )
         self.positions = np.concatenate([self.positions, np.asarray([e.position], dtype=np.float32)])
         self.cluster_positions = np.concatenate(
             [self.cluster_positions, np.asarray([e.position], dtype=np.float32)]
