@@ -190,7 +190,10 @@ class ModelUpdated(Event):
     """A job finished: new predictions, features and layout for every card.
 
     ``labels`` carries the labels after the job's relabels so that undo can restore them.
-    ``checkpoint`` names the stored weights of ``version``.
+    ``checkpoint`` names the stored weights of ``version``. ``features`` are those of the
+    workspace's feature layer under ``version``; None means "not carried": a session file stores
+    none when it stores the version's weights (4,096 floats per card for AlexNet fc7, recomputed
+    from the weights on demand), and the workspace then asks its ``feature_source``.
     """
 
     kind: ClassVar[str] = "model"
@@ -201,7 +204,7 @@ class ModelUpdated(Event):
     labels: np.ndarray = field(repr=False)
     top5_classes: np.ndarray = field(repr=False)
     top5_scores: np.ndarray = field(repr=False)
-    features: np.ndarray = field(repr=False)
+    features: np.ndarray | None = field(repr=False)
     positions: np.ndarray = field(repr=False)
     checkpoint: str = ""
     summary: str = ""
@@ -229,12 +232,15 @@ class UndoRequested(Event):
 @register
 @dataclass(frozen=True)
 class LayerChanged(Event):
-    """The feature layer changed; ``features`` and ``positions`` are for the new layer."""
+    """The feature layer changed; ``features`` and ``positions`` are for the new layer.
+
+    ``features`` None: not carried (a session file recomputes them from the weights of the
+    version shown then; see ``ModelUpdated``)."""
 
     kind: ClassVar[str] = "layer"
     changes_state: ClassVar[bool] = True
     layer: str
-    features: np.ndarray = field(repr=False)
+    features: np.ndarray | None = field(repr=False)
     positions: np.ndarray = field(repr=False)
 
 

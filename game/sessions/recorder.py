@@ -8,6 +8,12 @@ base version; per fine-tune only what the job could change, e.g. the head). ``re
 stores given bytes directly. Nothing on the frame loop touches the disk: ``on_event`` puts the event on
 a queue, ``record_pose`` writes one row into a preallocated numpy buffer, and a single writer
 thread owns the SQLite connection, turning the queue into rows and committing each batch at once.
+
+Arrays that can be recomputed from stored weights are not stored twice: a ``ModelUpdated`` or
+``LayerChanged`` of a model version whose weights the file holds is written without its per-card
+features (``features: null``; replay recomputes them on demand, see ``sessions.features``), so a
+fine-tune grows the file by its trainable part plus the small per-card arrays (labels, top-5,
+positions).
 Pose rows are handed to the writer every ``flush_interval`` seconds (0.5 s by default), so a
 killed process loses at most that much pose data and no event the writer had committed, usually
 within a millisecond or two of the frame that applied it.
@@ -242,21 +248,46 @@ class SessionRecorder:
 
     def on_event(self, event: ev.Event, workspace: Any = None) -> None:
         """Workspace listener: queue the event with the current session time (about a microsecond)."""
-        if not self._closed:
-            t = self.now()
-            self._queue.put((_EVENT, t, event))
-            if self._store is not None and isinstance(event, ev.ModelUpdated):
-                self._queue_version(int(event.version), t)
+        if self._closed:
+            return
+        t = self.now()
+        source = None
+        if self._store is not None and isinstance(event, ev.ModelUpdated):
+            version = int(event.version)
+            source = self._version_source(version)
+        self._queue.put((_EVENT, t, event, self._features_recomputable(event, workspace)))
+        if source is not None:
+            self._queue.put((_MODEL, t, version, source))
+
+    def _features_recomputable(self, event: ev.Event, workspace: Any) -> bool:
+        """Whether ``event`` carries per-card features that the file's weights can give again
+        (its model version's weights are stored, or queued to be): those are not written."""
+        if isinstance(event, ev.ModelUpdated):
+            version = int(event.version)
+        elif isinstance(event, ev.LayerChanged):
+            ws = workspace if workspace is not None else self._workspace
+            if ws is None:
+                return False
+            version = int(ws.model_version)  # listeners run after the event is applied
+        else:
+            return False
+        return event.features is not None and version in self._recorded_versions
+
+    def _version_source(self, version: int) -> Callable[[], bytes] | None:
+        """The store's bytes of ``version`` if not recorded yet (marked recorded), else None."""
+        if version in self._recorded_versions or self._closed:
+            return None
+        try:
+            source: Callable[[], bytes] = self._store.weights_source(version)
+        except KeyError:  # not a version of this store (another model's event)
+            return None
+        self._recorded_versions.add(version)
+        return source
 
     def _queue_version(self, version: int, t: float) -> None:
-        if version in self._recorded_versions or self._closed:
-            return
-        try:
-            source = self._store.weights_source(version)
-        except KeyError:  # not a version of this store (another model's event)
-            return
-        self._recorded_versions.add(version)
-        self._queue.put((_MODEL, t, version, source))
+        source = self._version_source(version)
+        if source is not None:
+            self._queue.put((_MODEL, t, version, source))
 
     def record_pose(
         self, t: float | None, head: PoseLike, left: PoseLike = None, right: PoseLike = None
@@ -432,8 +463,10 @@ class SessionRecorder:
     def _write(self, conn: sqlite3.Connection, item: tuple) -> None:
         tag = item[0]
         if tag == _EVENT:
-            _, t, event = item
+            _, t, event, recomputable = item
             fields = event.to_fields()
+            if recomputable:  # the stored weights give them again (see the module docstring)
+                fields["features"] = None
             text, arrays = schema.split_fields(fields)
             card = fields.get("card")
             card = int(card) if isinstance(card, (int, np.integer)) else None

@@ -2,7 +2,9 @@
 
 ``ReplayDriver`` posts recorded events into a ``Workspace`` through ``post``: whoever owns the
 frame loop flushes them as usual, so the world (or a test) cannot tell replay from a person.
-Fine-tunes are not re-run: their recorded ``ModelUpdated`` events carry the results. The camera
+Fine-tunes are not re-run: their recorded ``ModelUpdated`` events carry the results (per-card
+features only in files that did not store the weights; otherwise the workspace recomputes them
+from the weights when read, see ``features``). The camera
 follows the recorded head through a callback, so this module needs no engine.
 
 Per frame: ``driver.update(now)`` (``now`` in seconds on any steady clock). Controls: ``play``,
@@ -187,11 +189,16 @@ class ReplayDriver:
         """Events that bring the live workspace to ``state`` through the normal event path."""
         live = self.workspace
         out: list[ev.Event] = []
+        # Features the file did not store stay unread here: the live workspace gets them pending
+        # too (None in the events), computed only if something reads them.
+        pending = state.features_pending is not None
+        features = None if pending else state.features
         if live.feature_layer != state.feature_layer:
-            out.append(ev.LayerChanged(state.feature_layer, state.features, state.positions))
+            out.append(ev.LayerChanged(state.feature_layer, features, state.positions))
         if state.n_cards < live.n_cards:
             # Seeking back past an added card: the card stays, with its current values.
             state = _pad_state(state, live)
+            features = None if pending else state.features
         for i in range(live.n_cards, state.n_cards):
             x, y, z = (float(p) for p in state.positions[i])
             out.append(
@@ -200,7 +207,7 @@ class ReplayDriver:
                     label=int(state.labels[i]),
                     top5_classes=tuple(int(c) for c in state.top5_classes[i]),
                     top5_scores=tuple(float(s) for s in state.top5_scores[i]),
-                    feature=state.features[i],
+                    feature=_feature_row(features, i, live),
                     position=(x, y, z),
                     source=state.sources[i],
                 )
@@ -211,7 +218,7 @@ class ReplayDriver:
                 labels=state.labels.copy(),
                 top5_classes=state.top5_classes.copy(),
                 top5_scores=state.top5_scores.copy(),
-                features=state.features.copy(),
+                features=None if features is None else features.copy(),
                 positions=state.positions.copy(),
                 summary="replay seek",
             )
@@ -221,11 +228,23 @@ class ReplayDriver:
         return out
 
 
+def _feature_row(features: np.ndarray | None, i: int, live: Workspace) -> np.ndarray:
+    """Card ``i``'s feature for a ``CardAdded``; a placeholder when the state's are pending (the
+    ``ModelUpdated`` after it leaves the live workspace's pending too, so it is never read)."""
+    if features is not None:
+        return features[i]
+    dim = 0 if live.features_pending is not None else live.features.shape[1]
+    return np.zeros(dim, dtype=np.float32)
+
+
 def _pad_state(state: Workspace, live: Workspace) -> Workspace:
     extra = slice(state.n_cards, live.n_cards)
     padded = state.copy()
     padded.images = live.images
-    for name in ("labels", "top5_classes", "top5_scores", "features", "positions", "is_train"):
+    names = ["labels", "top5_classes", "top5_scores", "positions", "is_train"]
+    if state.features_pending is None:  # pending ones are computed for every image, these too
+        names.append("features")
+    for name in names:
         setattr(padded, name, np.concatenate([getattr(state, name), getattr(live, name)[extra]]))
     padded.sources = list(state.sources) + list(live.sources[extra])
     return padded

@@ -3,7 +3,8 @@
 A session file stores card indices, not images, so replay reloads the dataset the scene names
 and checks its fingerprint first: replaying edits onto different images would be nonsense that
 looks plausible. Networks come from the stored weights (never retrained), so a replay sees
-exactly the model the person had.
+exactly the model the person had. Per-card features the file did not store are recomputed from
+those weights when read (``features.SessionFeatures``, the restored workspace's feature source).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from game.sessions.features import SessionFeatures
 from game.sessions.paths import SessionError
 from game.sessions.reader import SessionReader
 from game.sessions.recorder import dataset_fingerprint
@@ -155,6 +157,10 @@ def restore(reader: SessionReader, check_fingerprint: bool = True) -> RestoredSe
         workspace.features = net.infer(
             dataset.images, batch_size=scene.network.batch_size, progress=False
         ).features
+    # Features the file left out of its events (schema 3) are recomputed when something reads them.
+    workspace.feature_source = SessionFeatures(
+        session, workspace.features, int(workspace.model_version), workspace.feature_layer
+    )
     return session
 
 

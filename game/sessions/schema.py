@@ -4,7 +4,8 @@ Why SQLite: a session is written while the game runs and must survive a crash. I
 commit is an append to the ``-wal`` file, so a killed process loses only what it had not yet
 committed, and a reader can open the file while it is still being written.
 
-Layout (schema version 2; version 1 lacks the checksum columns and is still read)::
+Layout (schema version 3; version 1 lacks the checksum columns, and 1 and 2 always carry the
+features in ``model`` and ``layer`` events; all are still read)::
 
     meta(key, value)                      text: schema, app version, scene TOML, scene JSON, ...
     initial_state(name, npy, digest)      the workspace's per-card arrays when recording began
@@ -13,6 +14,12 @@ Layout (schema version 2; version 1 lacks the checksum columns and is still read
     poses(t_start, t_end, n, times, values, chain)  a chunk of frames: float64 times, float32 rows
     weights(sha256, data)                 safetensors bytes, stored once per distinct content
     models(id, version, t, sha256, chain) which weights each model version had
+
+What is not stored (schema 3): the per-card features of a ``ModelUpdated`` or ``LayerChanged``
+whose model version's weights the file stores. Their ``features`` field is JSON ``null``; they
+are recomputed from that version's weights when something reads them (``sessions.features``).
+For AlexNet fc7 on 2,000 images that is 33 MB per fine-tune, half again the trainable weights.
+The starting features are stored as before (up to ``recorder.MAX_INITIAL_FEATURES_BYTES``).
 
 Checksums (why: a session is evidence of what a person did; a deleted or edited row must not
 replay as if nothing happened). ``meta.integrity`` hashes the meta keys and initial arrays
@@ -38,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: event features may be null (recomputed from the stored weights)
 CHECKSUM_SCHEMA = 2  # the first schema whose rows carry checksums
 APPLICATION_ID = 0x4C524331  # "LRC1": marks the file as a Latent Reach session for `file(1)` & co.
 

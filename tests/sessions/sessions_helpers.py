@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 
 import numpy as np
@@ -29,6 +30,9 @@ def tiny_workspace(n: int = 24, classes: int = 3, seed: int = 0) -> Workspace:
 
 def _sample_value(name: str, hint, ws: Workspace, rng: np.random.Generator):
     n = ws.n_cards
+    optional = [h for h in typing.get_args(hint) if h is not type(None)]
+    if isinstance(hint, types.UnionType) and len(optional) == 1:  # ``X | None``: a value of X
+        hint = optional[0]
     if hint is np.ndarray:
         per_card = {
             "labels": lambda: rng.integers(0, ws.n_classes, n).astype(np.int64),

@@ -1,0 +1,116 @@
+"""A session that stores a version's weights leaves that version's per-card features out of its
+events; a restored replay recomputes them from the weights, only when something reads them."""
+
+import copy
+
+import numpy as np
+
+from game.core import events as ev
+from game.core.worker import Worker
+from game.learning.controller import FineTuneController
+from game.learning.headless import apply_moves
+from game.learning.layers import layer_choices, next_layer, switch_loaded_layer
+from game.sessions.reader import SessionReader
+from game.sessions.recorder import SessionRecorder
+from game.sessions.replay import ReplayDriver
+from game.sessions.restore import restore
+
+
+def _record(loaded, folder):
+    """Two fine-tunes, a layer switch after the second; returns (path, live features by seq)."""
+    ws = loaded.workspace
+    recorder = SessionRecorder.start(
+        loaded.scene, ws, folder=folder, store=loaded.models, layout=loaded.layout
+    )
+    live: list[tuple[str, int, np.ndarray]] = []
+
+    def keep(event, w):
+        if isinstance(event, ev.ModelUpdated | ev.LayerChanged):
+            live.append((event.kind, int(w.model_version), np.asarray(event.features).copy()))
+
+    ws.subscribe(keep)
+    worker = Worker(torch_threads=1)
+    ctl = FineTuneController(loaded, worker, job_process=False)
+    try:
+        cards = [int(c) for c in (ws.is_train & (ws.predictions == ws.labels)).nonzero()[0][:2]]
+        apply_moves(loaded, [(cards[0], (int(ws.labels[cards[0]]) + 1) % 10)], controller=ctl)
+        apply_moves(loaded, [(cards[1], (int(ws.labels[cards[1]]) + 2) % 10)], controller=ctl)
+        module = loaded.models.network().module
+        assert len(layer_choices(module)) > 1
+        switch = switch_loaded_layer(loaded, next_layer(module, ws.feature_layer))
+        ws.post(switch.event)
+        ws.flush()
+    finally:
+        ws.unsubscribe(keep)
+        ctl.close()
+        worker.close(wait=True, timeout=30)
+        path = recorder.close()
+    return path, live
+
+
+def test_model_and_layer_events_store_no_features_and_replay_recomputes_them(fresh_digits, tmp_path):
+    loaded = fresh_digits
+    loaded.scene = copy.deepcopy(loaded.scene)
+    path, live = _record(loaded, tmp_path)
+    assert [k for k, _, _ in live] == ["model", "model", "layer"]
+    assert live[2][2].shape[1] != live[1][2].shape[1]  # the other layer's width
+
+    with SessionReader(path) as reader:
+        assert reader.schema_version == 3 and reader.integrity.damage is None
+        stored = {
+            seq: {
+                name
+                for (name,) in reader._conn.execute("SELECT name FROM event_arrays WHERE seq = ?", (seq,))
+            }
+            for (seq,) in reader._conn.execute("SELECT seq FROM events WHERE kind IN ('model', 'layer')")
+        }
+        assert len(stored) == 3 and all("features" not in names for names in stored.values())
+        assert all("positions" in names for names in stored.values())  # the layout is kept exactly
+        recorded = [r.event for r in reader.events() if r.event.kind in ("model", "layer")]
+        assert all(e.features is None for e in recorded)
+
+        restored = restore(reader)
+        ws = restored.workspace
+        source = ws.feature_source
+        driver = ReplayDriver(reader, ws, auto_flush=True)
+        seen = []
+        while (item := driver.step()) is not None:
+            if item.event.kind in ("model", "layer"):
+                assert ws.features_pending == (ws.model_version, ws.feature_layer)
+                seen.append(ws)
+                np.testing.assert_array_equal(ws.positions, item.event.positions)
+                kind, version, features = live[len(seen) - 1]
+                assert (kind, version) == (item.event.kind, ws.model_version)
+                passes = source.passes
+                got = ws.features  # the first read recomputes them from the stored weights
+                assert source.passes == passes + 1 and ws.features_pending is None
+                np.testing.assert_allclose(got, features, rtol=1e-4, atol=1e-4)
+        assert len(seen) == 3
+
+        # A seek lands on pending features too, and a read gives the same numbers.
+        driver.seek(0.0)
+        assert ws.model_version == 0 and ws.features_pending is None
+        driver.seek(driver.duration)
+        assert ws.features_pending == (2, ws.feature_layer)
+        np.testing.assert_allclose(ws.features, live[2][2], rtol=1e-4, atol=1e-4)
+
+
+def test_unrecorded_weights_keep_the_features(tmp_path):
+    """Without the version's weights in the file, the features are stored as before."""
+    from sessions_helpers import tiny_workspace
+
+    ws = tiny_workspace()
+    rec = SessionRecorder(tmp_path / "s.sqlite", None, ws)
+    rec.attach(ws)
+    rec.record_model(0, b"weights of v0")
+    features = np.ones_like(ws.features)
+    model = ev.ModelUpdated(1, ws.labels, ws.top5_classes, ws.top5_scores, features, ws.positions)
+    layer = ev.LayerChanged("other", features * 2, ws.positions)
+    ws.post(layer)  # at v0, whose weights are stored: left out
+    ws.post(model)  # v1: no weights stored, kept
+    ws.flush()
+    rec.close()
+    with SessionReader(tmp_path / "s.sqlite") as reader:
+        got = [r.event for r in reader.events()]
+    assert got[0].features is None
+    np.testing.assert_array_equal(got[1].features, features)
