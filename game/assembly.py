@@ -198,9 +198,10 @@ class GameSystems:
     def on_scene(self, loaded: LoadedScene) -> None:
         """The start menu opened another scene: the app has its new world and workspace."""
         self.modes.reset()  # the old drag, painting and menu belong to the old world
-        parts = SceneParts.of(loaded, self.app.world)
-        for part in (self.controls, self.explain, self.guidance, self.menu):
-            if part is not None:
+        bound = [p for p in (self.controls, self.explain, self.guidance, self.menu) if p is not None]
+        if bound:
+            parts = SceneParts.of(loaded, self.app.world)
+            for part in bound:
                 part.rebind(parts)
         if self.learning is not None:
             self.learning.restart(loaded)
@@ -284,9 +285,10 @@ def assemble_game(
                 raise UserError(f"VR required but unavailable: {exc}") from None
             print(f"VR unavailable ({exc}); running in desktop mode.", file=sys.stderr)
     # What the controls get instead of the app (see game/controls/services.py).
-    view, parts = AppViewport(app), scene_parts(app)
+    view = AppViewport(app)
+    parts = scene_parts(app) if controls or menu else None
     desktop = explain = guidance = None
-    if controls:
+    if controls and parts is not None:
         from game.controls.desktop import DesktopControls
         from game.controls.explain_controls import ExplainControls
         from game.controls.guidance_controls import GuidanceControls
@@ -299,7 +301,7 @@ def assemble_game(
         guidance = GuidanceControls(view, parts, app.worker, modes=modes)  # N suspects, L layers
         app.frame_hooks.append(guidance)
     menu_ctl = None
-    if menu:
+    if menu and parts is not None:
         from game.controls.menu import MenuController
 
         menu_ctl = MenuController(

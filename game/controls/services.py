@@ -68,17 +68,32 @@ class Viewport(Protocol):
 
 @dataclass(frozen=True)
 class SceneParts:
-    """The scene on show, as the controls see it; replaced (never changed) by a scene switch."""
+    """The scene on show, as the controls see it; replaced (never changed) by a scene switch.
+
+    The model store, settings and projector are read from the start-up bundle when asked for
+    (a headless or VR test may start a game on a bundle without a network)."""
 
     workspace: Workspace
     world: World  # the drawing: cards, centroid markers, the info panel, the HUD
-    models: ModelStore  # the live network and layout (``models.network()``)
-    settings: Scene  # the scene's settings as loaded
-    projector: Projector
+    loaded: LoadedScene  # read only through the properties below
 
     @classmethod
     def of(cls, loaded: LoadedScene, world: World) -> SceneParts:
-        return cls(loaded.workspace, world, loaded.models, loaded.scene, loaded.projector)
+        return cls(loaded.workspace, world, loaded)
+
+    @property
+    def models(self) -> ModelStore:
+        """The live network and layout (``models.network()``)."""
+        return self.loaded.models
+
+    @property
+    def settings(self) -> Scene:
+        """The scene's settings as loaded."""
+        return self.loaded.scene
+
+    @property
+    def projector(self) -> Projector:
+        return self.loaded.projector
 
     @property
     def panel(self) -> InfoPanel:
