@@ -101,9 +101,10 @@ def load_image_folder(
 
 
 def folder_identity(entries: Entries, class_names: list[str], image_size: int, max_pixels: int) -> str:
-    """A key for what reading ``entries`` gives: every file's path, label, size and modification
-    time (ns), the class names and the reading settings. A file that is added, removed, renamed,
-    relabelled or rewritten changes it; an ``os.stat`` per file is all it costs. Empty when a file
+    """A key for what reading ``entries`` gives: every file's path, label, size, modification and
+    status-change times (ns), the class names and the reading settings. A file that is added,
+    removed, renamed, relabelled, rewritten or made unreadable (chmod changes the status time)
+    changes it; an ``os.stat`` per file is all it costs. Empty when a file
     cannot be stat'ed (then nothing is cached: the read reports it)."""
     from game.nets.cache import content_hash
 
@@ -113,7 +114,7 @@ def folder_identity(entries: Entries, class_names: list[str], image_size: int, m
             st = path.stat()
         except OSError:
             return ""
-        ids.append((str(path), label, st.st_size, st.st_mtime_ns))
+        ids.append((str(path), label, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     return content_hash("images-v1", image_size, max_pixels, list(class_names), ids)
 
 
