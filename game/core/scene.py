@@ -184,8 +184,9 @@ class LearningConfig:
         ge=0.0,
         le=100.0,
         doc="head-only: the preconditioner's damping (relative to the mean eigenvalue); 0: derived "
-        "from the data, the smallest value at which held-out images are amplified at most 2.5 times "
-        "as much as training images (digits: 0.005; fewer images than dimensions: more)",
+        "from the data, the smallest value (0.005 to 0.64, continuous) at which held-out images are "
+        "amplified at most 2 times as much as training images (digits: about 0.01; fewer images "
+        "than dimensions: more)",
     )
     layout_iterations: int = setting(
         40, ge=0, le=100_000, doc="t-SNE iterations of the re-layout after a job"
@@ -195,7 +196,7 @@ class LearningConfig:
         doc='"local": only edited cards and those whose neighbours changed move; "full": all',
     )
     relayout_keep: float = setting(
-        0.5, ge=0.0, le=1.0, doc="local: a card moves when it kept fewer of its 10 feature neighbours"
+        0.2, ge=0.0, le=1.0, doc="local: a card moves when it kept fewer of its 10 feature neighbours"
     )
     anchor_edits: bool = True  # full re-layout: start edited cards at their drop positions
     exact_affinities_below: int = setting(
