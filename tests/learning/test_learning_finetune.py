@@ -196,6 +196,38 @@ def test_loss_terms_by_hand():
     assert edits_learned(torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]), terms2, t2)
 
 
+def test_pull_stops_at_the_drop_neighbours_radius():
+    """The pull is a hinge at the neighbours' mean distance from their own mean: an edit already
+    that near is not dragged onto the mean (which collapses a class's natural spread)."""
+    from game.learning.loss import LossWeights, StepTargets, finetune_loss
+
+    def terms(edit, pull_inside):
+        space = torch.tensor(
+            [edit, [1.0, 0.0], [3.0, 0.0], [0.0, 5.0]]
+        )  # drop neighbours: mean (2, 0), radius 1
+        t = StepTargets(
+            labels=torch.tensor([1, 1, 1, 0]),
+            weights=torch.ones(4),
+            n_edits=1,
+            edit_labels=torch.tensor([1]),
+            edit_weights=torch.ones(1),
+            is_relabel=torch.tensor([False]),
+            drop_rows=torch.tensor([[1, 2]]),
+            old_rows=torch.tensor([[3, 3]]),
+            reference=space[1:],
+            pull_spread=1.0,
+            spread=1.0,
+        )
+        return finetune_loss(torch.zeros(4, 2), space, space, t, LossWeights(1.0, 0.5, 1.0, pull_inside))
+
+    far = terms([-2.0, 0.0], 1.0)  # 4 from the mean, 3 beyond the radius
+    assert torch.isclose(far.to_target, torch.tensor([4.0])).all()
+    assert torch.isclose(far.feature, torch.tensor(9.0))
+    assert torch.isclose(terms([-2.0, 0.0], 0.0).feature, torch.tensor(16.0))  # the old pull: onto the mean
+    assert terms([1.5, 0.5], 1.0).feature == 0.0  # inside the radius: no pull
+    assert LossWeights().pull_inside == 1.0  # the method's default
+
+
 def test_loss_can_be_swapped(loaded_digits, stem):
     """A loss passed to ``run_finetune`` replaces the built-in one: cross-entropy alone gives the
     same result as switching the other terms off in the settings, bit for bit."""
