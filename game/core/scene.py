@@ -139,7 +139,11 @@ class LearningConfig:
     )
     learning_rate: float = setting(0.001, gt=0.0, le=100.0, doc="optimiser learning rate")
     feature_weight: float = setting(
-        1.0, ge=0.0, le=1e6, doc="weight of the feature-space pull toward the drop's neighbours"
+        1.0,
+        ge=0.0,
+        le=1e6,
+        doc="weight of the feature-space pull toward the drop's neighbours (a hinge: it stops once "
+        "the edit is as near their mean as they are on average, a radius measured per edit)",
     )
     neighbours: int = setting(
         10, ge=1, le=10_000, doc="k: cards around the drop (and the old place) that define the pull"
