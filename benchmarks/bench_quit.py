@@ -5,15 +5,16 @@ Run: ``.venv/bin/python benchmarks/bench_quit.py [--how ctrl-q|menu|close] [--ro
 Starts ``latent-reach run --no-record`` in a real X window on a virtual display (Xvfb), waits
 until the window is mapped and the first frames are drawn, sends the quit input through the X
 server with xdotool (Ctrl+Q; the start menu's "Quit" row chosen with Up + Enter; or the window
-manager's close request, WM_DELETE_WINDOW, sent through Xlib) and reports the seconds until the window is gone and
-until the process has ended. Needs ``Xvfb`` and ``xdotool`` (Debian packages).
+manager's close request, WM_DELETE_WINDOW, sent through Xlib) and reports the seconds until the
+window is gone and until the process has ended. Needs ``Xvfb``, ``xdotool`` and ``xwd`` (Debian
+packages); the display, input and close request are the desktop tests' own helpers
+(``tests/desktop/desktop_helpers.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -21,126 +22,60 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The real-window helpers the desktop tests use (Xvfb, XTEST input, WM_DELETE_WINDOW): one copy.
+sys.path.insert(0, str(ROOT / "tests" / "desktop"))
+
+from desktop_helpers import VirtualDisplay, X, latent_reach_command, missing_tools  # noqa: E402
+
 LOG = subprocess.DEVNULL if not os.environ.get("BENCH_QUIT_LOG") else open(os.environ["BENCH_QUIT_LOG"], "ab")  # noqa: SIM115
 
 
-def _start_display(number: int) -> subprocess.Popen[bytes]:
-    xvfb = subprocess.Popen(
-        ["Xvfb", f":{number}", "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if Path(f"/tmp/.X11-unix/X{number}").exists():
-            return xvfb
-        time.sleep(0.05)
-    xvfb.kill()
-    raise RuntimeError("Xvfb did not start")
-
-
-def _window(env: dict[str, str], pid: int) -> str | None:
-    out = subprocess.run(
-        ["xdotool", "search", "--onlyvisible", "--pid", str(pid), "--name", "."],
-        env=env,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    return out[0] if out else None
-
-
-def _drag(env: dict[str, str], win: str) -> None:
+def _drag(x: X, win: int) -> None:
     """Drag from the window's centre 150 px to the left: a card there is moved and a fine-tune starts."""
-    geo = subprocess.run(
-        ["xdotool", "getwindowgeometry", "--shell", win], env=env, capture_output=True, text=True
-    )
-    g = dict(line.split("=", 1) for line in geo.stdout.split())
-    x, y = int(g["X"]) + int(g["WIDTH"]) // 2 - 80, int(g["Y"]) + int(g["HEIGHT"]) // 2
-    steps = [["mousemove", str(x), str(y)], ["mousedown", "1"]]
-    steps += [["mousemove", str(x - 10 * k), str(y)] for k in range(1, 16)]
-    steps += [["mouseup", "1"]]
-    for step in steps:
-        subprocess.run(["xdotool", *step], env=env, check=True)
+    left, top, width, height = x.geometry(win)
+    cx, cy = left + width // 2 - 80, top + height // 2
+    x.move(cx, cy)
+    x.press(1)
+    for k in range(1, 16):
         time.sleep(0.05)
-
-
-def _close_request(display: str, win: str) -> None:
-    """Send WM_DELETE_WINDOW (what a window manager's close button sends) through Xlib."""
-    import ctypes
-    import ctypes.util
-
-    xlib = ctypes.cdll.LoadLibrary(ctypes.util.find_library("X11") or "libX11.so.6")
-    xlib.XOpenDisplay.restype = ctypes.c_void_p
-    xlib.XOpenDisplay.argtypes = [ctypes.c_char_p]
-    xlib.XInternAtom.restype = ctypes.c_ulong
-    xlib.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
-    xlib.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
-    xlib.XFlush.argtypes = [ctypes.c_void_p]
-    xlib.XCloseDisplay.argtypes = [ctypes.c_void_p]
-
-    class ClientMessage(ctypes.Structure):
-        _fields_ = [
-            ("type", ctypes.c_int),
-            ("serial", ctypes.c_ulong),
-            ("send_event", ctypes.c_int),
-            ("display", ctypes.c_void_p),
-            ("window", ctypes.c_ulong),
-            ("message_type", ctypes.c_ulong),
-            ("format", ctypes.c_int),
-            ("data", ctypes.c_long * 5),
-            ("pad", ctypes.c_long * 24),  # XEvent is a union of 24 longs; room to spare
-        ]
-
-    dpy = xlib.XOpenDisplay(display.encode())
-    if not dpy:
-        raise RuntimeError(f"cannot open display {display}")
-    try:
-        msg = ClientMessage()
-        msg.type = 33  # ClientMessage
-        msg.window = int(win)
-        msg.message_type = xlib.XInternAtom(dpy, b"WM_PROTOCOLS", 0)
-        msg.format = 32
-        msg.data[0] = xlib.XInternAtom(dpy, b"WM_DELETE_WINDOW", 0)
-        msg.data[1] = 0  # CurrentTime
-        xlib.XSendEvent(dpy, int(win), 0, 0, ctypes.byref(msg))
-        xlib.XFlush(dpy)
-    finally:
-        xlib.XCloseDisplay(dpy)
+        x.move(cx - 10 * k, cy)
+    time.sleep(0.05)
+    x.release(1)
 
 
 def one_round(
-    how: str, menu: bool, display: str, warmup: float, drag: float | None = None
+    how: str, menu: bool, display: VirtualDisplay, warmup: float, drag: float | None = None
 ) -> tuple[float, float]:
-    env = dict(os.environ, DISPLAY=display, OMP_NUM_THREADS="1")
-    exe = str(ROOT / ".venv" / "bin" / "latent-reach")
-    cmd = [exe, "run", "--no-record", "--quiet", "--size", "800x500"] + ([] if menu else ["--no-menu"])
+    x = X(display)
+    env = dict(display.env(), OMP_NUM_THREADS="1")
+    cmd = [*latent_reach_command(), "run", "--no-record", "--quiet", "--size", "800x500"]
+    cmd += [] if menu else ["--no-menu"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=LOG)
     try:
         deadline = time.monotonic() + 300
-        win = None
-        while win is None and time.monotonic() < deadline and proc.poll() is None:
-            win = _window(env, proc.pid)
+        wins: list[int] = []
+        while not wins and time.monotonic() < deadline and proc.poll() is None:
+            wins = x.windows()
             time.sleep(0.2)
-        if win is None:
-            raise RuntimeError(
-                f"no window appeared: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
-            )
+        if not wins:
+            raise RuntimeError("no window appeared (set BENCH_QUIT_LOG=FILE for the game's errors)")
+        win = wins[0]
         time.sleep(warmup)  # let the first frames (and the fine-tune process start) happen
         # No window manager on Xvfb: give the window the input focus; keys then go through XTEST.
-        subprocess.run(["xdotool", "windowfocus", "--sync", win], env=env, capture_output=True)
+        x.xdotool("windowfocus", "--sync", str(win))
         if drag is not None:
-            _drag(env, win)
+            _drag(x, win)
             time.sleep(drag)  # quit while the drop's fine-tune is waiting or running
         t0 = time.monotonic()
         if how == "ctrl-q":
-            subprocess.run(["xdotool", "key", "ctrl+q"], env=env, check=True)
+            x.key("ctrl+q")
         elif how == "menu":
-            subprocess.run(["xdotool", "key", "Up", "Return"], env=env, check=True)
+            x.key("Up", "Return")
         else:
-            _close_request(display, win)
+            x.close_window(win)
         closed = None
         while proc.poll() is None and time.monotonic() - t0 < 60:
-            if closed is None and _window(env, proc.pid) is None:
+            if closed is None and win not in x.windows():
                 closed = time.monotonic() - t0
             time.sleep(0.02)
         ended = time.monotonic() - t0
@@ -166,17 +101,16 @@ def main() -> int:
         metavar="S",
         help="drag a card first, quit S seconds after the drop",
     )
-    parser.add_argument("--display", type=int, default=97)
     args = parser.parse_args()
-    for tool in ("Xvfb", "xdotool"):
-        if shutil.which(tool) is None:
-            print(f"{tool} not found (apt-get install xvfb xdotool)", file=sys.stderr)
-            return 2
-    xvfb = _start_display(args.display)
+    missing = missing_tools()
+    if missing:
+        print(f"{', '.join(missing)} not found (apt-get install xvfb xdotool x11-apps)", file=sys.stderr)
+        return 2
+    display = VirtualDisplay()  # picks a free display number itself
     try:
         closed, ended = [], []
         for i in range(args.rounds):
-            c, e = one_round(args.how, not args.no_menu, f":{args.display}", args.warmup, args.drag)
+            c, e = one_round(args.how, not args.no_menu, display, args.warmup, args.drag)
             closed.append(c)
             ended.append(e)
             print(f"round {i + 1}: window closed after {c:.2f} s, process ended after {e:.2f} s")
@@ -186,8 +120,7 @@ def main() -> int:
             f"{statistics.median(ended):.2f} s (max {max(ended):.2f})"
         )
     finally:
-        xvfb.terminate()
-        xvfb.wait()
+        display.close()
     return 0
 
 
