@@ -42,6 +42,7 @@ RING = 0.14  # marker ring width, fraction of the card side
 FRAME = 0.07  # class-colour frame width, fraction of the card side
 THUMB_SIDE = 32  # every card's image at most this many texels a side ...
 POOL_SLOTS = 512  # ... and this many cards (selected, hovered, nearest) at full resolution
+LOADS_PER_FRAME = 64  # full-resolution tiles converted and uploaded per frame at most
 
 
 class CardField:
@@ -165,6 +166,7 @@ class CardField:
             # Never sampled (every slot is -1); bound because the shader declares it.
             self.pool_texture = self._textures[0] if self._textures else Texture("card-pool")
         self.near = NearPool(n, slots)
+        self._pending: list[tuple[int, int]] = []  # (slot, card) tiles still to load
         self.lod_texture = Texture("card-lod")
         self.lod_texture.setup_buffer_texture(max(1, n), Texture.T_float, Texture.F_r32, GeomEnums.UH_dynamic)
         self._lod_slots()[:] = -1.0
@@ -239,7 +241,7 @@ class CardField:
         self.root.set_shader_input("selected", self.selected)
         self.root.set_shader_input("hovered", self.hovered)
         if self.lod:
-            self._apply_pool(self.near.pin([self.selected, self.hovered]))
+            self._apply_pool(self.near.pin([self.selected, self.hovered]), now=True)
 
     # --- viewer: orientation and level of detail -----------------------------------------------
 
@@ -261,8 +263,10 @@ class CardField:
         Bounded work whatever N (see ``card_lod``): a comparison when nothing moved, a slice of a
         scan otherwise, and an upload of the pool only when a scan ends with other cards.
         """
-        if not self.lod or self.viewer is None:
+        if not self.lod:
             return False
+        if self.viewer is None:
+            return self._apply_pool(PoolChanges())
         v = self.viewer
         eye = v.get_pos(self.root)
         fwd = self.root.get_relative_vector(v, (0, 1, 0))
@@ -275,16 +279,26 @@ class CardField:
         )
         return self._apply_pool(changes)
 
-    def _apply_pool(self, changes: PoolChanges) -> bool:
-        """Upload the tiles of newly pooled cards and point their slots at them."""
-        if not changes:
-            return False
-        slots = self._lod_slots()
+    def _apply_pool(self, changes: PoolChanges, *, now: bool = False) -> bool:
+        """Point cleared cards back at their thumbnails, and load newly pooled cards' tiles: at
+        most ``LOADS_PER_FRAME`` a frame (the rest wait, drawn from their thumbnails meanwhile),
+        so a scan that changes many cards (a jump, a scene switch) costs no long frame.
+        ``now``: load at once (the selected and hovered cards)."""
         if changes.cleared:
-            slots[np.asarray(changes.cleared, np.int64)] = -1.0
-        if changes.loads:
-            slot_ids = np.asarray([s for s, _ in changes.loads], np.int64)
-            cards = np.asarray([c for _, c in changes.loads], np.int64)
+            self._lod_slots()[np.asarray(changes.cleared, np.int64)] = -1.0
+        if now:
+            self._pending = changes.loads + self._pending
+        else:
+            self._pending.extend(changes.loads)
+        if not self._pending:
+            return bool(changes)
+        limit = max(len(changes.loads), LOADS_PER_FRAME) if now else LOADS_PER_FRAME
+        batch, self._pending = self._pending[:limit], self._pending[limit:]
+        held = self.near.slot_card
+        batch = [(s, c) for s, c in batch if held[s] == c]  # a later scan may have moved it on
+        if batch:
+            slot_ids = np.asarray([s for s, _ in batch], np.int64)
+            cards = np.asarray([c for _, c in batch], np.int64)
             tiles = atlas.to_panda_tiles(atlas.to_rgba_tiles(self._images[cards], self.full_tile))
             lay = self.pool_layout
             t = lay.tile
@@ -294,14 +308,23 @@ class CardField:
                 layer, j = divmod(slot, lay.per_layer)
                 ty, tx = divmod(j, lay.grid)
                 ram[layer, ty * t : (ty + 1) * t, tx * t : (tx + 1) * t] = tile
-            slots[cards] = slot_ids.astype(np.float32)
+            self._lod_slots()[cards] = slot_ids.astype(np.float32)
             self.pool_loads += len(cards)
         return True
 
     @property
     def full_res_cards(self) -> np.ndarray:
         """Cards drawn from a full-resolution tile now (all cards when there is no level of detail)."""
-        return self.near.full_res_cards if self.lod else np.arange(self.n)
+        if not self.lod:
+            return np.arange(self.n)
+        cards = self.near.full_res_cards
+        waiting = [c for _, c in self._pending]
+        return cards[~np.isin(cards, waiting)] if waiting else cards
+
+    @property
+    def tiles_waiting(self) -> int:
+        """Full-resolution tiles chosen but not loaded yet (``LOADS_PER_FRAME`` go each frame)."""
+        return len(self._pending)
 
     def texture_bytes(self) -> dict[str, int]:
         """Texture memory of the card field, by part (what GL allocates, mip levels included)."""
