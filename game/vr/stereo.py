@@ -412,7 +412,8 @@ class VRStereo:
         self._faced_world = world
 
     def _give_world_back(self) -> None:
-        world, self._faced_world = self._faced_world, None
+        world: Any = self._faced_world
+        self._faced_world = None
         if world is not None and world is getattr(self.base, "world", None):
             world.set_viewer(None)
 
