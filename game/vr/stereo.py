@@ -412,10 +412,11 @@ class VRStereo:
         self._faced_world = world
 
     def _give_world_back(self) -> None:
-        world: Any = self._faced_world
+        world = self._faced_world
         self._faced_world = None
-        if world is not None and world is getattr(self.base, "world", None):
-            world.set_viewer(None)
+        current: Any = getattr(self.base, "world", None)
+        if world is not None and current is world:
+            current.set_viewer(None)
 
     # --- world <-> tracking space -----------------------------------------------------------------
 
