@@ -11,6 +11,11 @@ one; the first difference beyond the tolerance is reported by event number and t
 Tolerance (``DEFAULT_TOLERANCE``): edits and labels must match exactly; top-1 predictions may
 differ on at most 0.5 % of the cards, top-5 scores by 1e-3, and card positions by 5 cm
 (t-SNE's multi-threaded gradient sums are not bitwise reproducible; the training step is).
+Per-card features are not compared (files since schema 3 do not store them: they follow from the
+weights). Instead each re-run version's trainable weights are compared with the stored ones:
+the largest difference is reported as ``weights_abs`` (0 when bitwise equal) and counted in
+``identical_weights``; it is not a divergence on its own (a different torch thread count may
+sum in another order), the predictions and layout above decide.
 
 A recording that ends while a fine-tune runs (the app was killed) has no result to compare that
 job with: the re-run job is cancelled, the report says so, and the worker thread is joined before
@@ -54,6 +59,8 @@ class VerifyReport:
     session: str
     checked_edits: int = 0
     checked_models: int = 0
+    identical_weights: int = 0  # re-run versions whose trainable weights equal the stored bitwise
+    compared_weights: int = 0
     divergences: list[Divergence] = field(default_factory=list)
     worst: dict[str, float] = field(default_factory=dict)
     tolerance: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
@@ -73,6 +80,11 @@ class VerifyReport:
         head = f"verify {self.session}: {self.checked_edits} edits and {self.checked_models} model versions re-run"
         worst = ", ".join(f"{k} {v:.3g}" for k, v in self.worst.items())
         lines = [head, f"  largest differences: {worst or 'none'}"]
+        if self.compared_weights:
+            lines.append(
+                f"  trainable weights bitwise equal to the stored ones: {self.identical_weights} of "
+                f"{self.compared_weights} versions"
+            )
         lines.append("  tolerance: " + ", ".join(f"{k} {v:g}" for k, v in self.tolerance.items()))
         if self.note:
             lines.append(f"  note: {self.note}")
@@ -128,6 +140,36 @@ def compare_models(
             f"card {card} is {moved.max():.3f} m from its recorded position (median {np.median(moved):.4f} m)"
         )
     return None
+
+
+def compare_weights(recorded: bytes, produced: bytes) -> float:
+    """The largest absolute difference between two safetensors blobs' common tensors (0.0 when
+    the bytes are equal; inf when their names or shapes differ)."""
+    if recorded == produced:
+        return 0.0
+    from game.nets.weights import state_from_bytes
+
+    a, b = state_from_bytes(recorded), state_from_bytes(produced)
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        return float("inf")
+    return max((float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].numel()), default=0.0)
+
+
+def _check_weights(report: VerifyReport, reader: Any, store: Any, version: int) -> None:
+    """Compare the re-run's trainable weights of ``version`` with the file's (see module docs)."""
+    from game.sessions.paths import SessionError
+
+    if version == store.base_version:
+        return  # not re-run (and its bytes are the whole network)
+    try:
+        produced = store.weights(version)
+        recorded = reader.model_weights(version)
+    except (KeyError, SessionError):
+        return
+    diff = compare_weights(recorded, produced)
+    report.compared_weights += 1
+    report.identical_weights += int(diff == 0.0)
+    _bump(report.worst, "weights_abs", diff)
 
 
 def _starts_finetune(status: ev.JobStatus) -> bool:
@@ -213,6 +255,7 @@ def verify_session(
                     continue
                 why = compare_models(e, models.popleft(), tol, report.worst)
                 report.checked_models += 1
+                _check_weights(report, reader, controller.store, e.version)
                 if progress:
                     print(f"\rverified model v{e.version} ({report.checked_models})", end="", file=sys.stderr)
                 if why and diverge(

@@ -14,6 +14,7 @@ from game.sessions.reader import SessionReader
 from game.sessions.recorder import SessionRecorder
 from game.sessions.replay import ReplayDriver
 from game.sessions.restore import restore
+from game.sessions.verify import verify_session
 
 
 def _record(loaded, folder):
@@ -93,6 +94,14 @@ def test_model_and_layer_events_store_no_features_and_replay_recomputes_them(fre
         driver.seek(driver.duration)
         assert ws.features_pending == (2, ws.feature_layer)
         np.testing.assert_allclose(ws.features, live[2][2], rtol=1e-4, atol=1e-4)
+
+    # --verify re-runs both fine-tunes on a fresh restore; with no features stored it compares
+    # the re-run's trainable weights with the stored ones (and predictions, layout as before).
+    with SessionReader(path) as reader:
+        report = verify_session(restore(reader), progress=False)
+    assert report.ok, report.text()
+    assert report.checked_models == 2 and report.compared_weights == 2
+    assert report.identical_weights == 2 and report.worst["weights_abs"] == 0.0
 
 
 def test_unrecorded_weights_keep_the_features(tmp_path):
