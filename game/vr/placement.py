@@ -4,9 +4,14 @@ The desktop's framing shows the whole cloud from outside; in a headset that is a
 two metres away, with nothing readable at arm's length. ``room_scale_start`` instead scales the
 person so a card looks at least ``READABLE`` (10 cm) across, stands the head nearest the cloud's
 centre where no card is in the face but one is within arm's reach, and turns it towards the
-nearest cluster, so
-clusters are around and a step or two away. Locomotion and the two-hand scale gesture still show
-the whole cloud. ``readability`` measures what the head sees from a start place.
+nearest cluster, so clusters are around and a step or two away. Locomotion and the two-hand
+scale gesture still show the whole cloud. ``readability`` measures what the head sees from a
+start place.
+
+The desktop holds the class labels in a row above the whole cloud (seen from outside, no card
+is in front of them); from inside at room scale that row floats 2.6-2.9 m above the floor and a
+standing person looks up to read it. ``LabelPlacement`` puts each class's marker by its own
+cluster instead, on the side facing the start place, between chest and eye height.
 
 Pure numpy (no panda3d): tested and measured headless.
 """
@@ -23,6 +28,10 @@ ARM = 0.6  # metres: arm's length
 STEP = 0.75  # metres: one step
 EYE_HEIGHT = 1.6  # metres above the floor in tracking space (a standing person)
 CLEARANCE = 0.35  # metres (as the person sees them) from the head to the nearest card
+# Class markers in VR, in the person's metres above the floor: the sphere no lower than the
+# chest, the label over it a little under the eyes (a slightly lowered gaze is the comfortable one).
+MARKER_LOW = 1.0
+MARKER_HIGH = 1.3
 
 
 @dataclass(frozen=True)
@@ -110,3 +119,42 @@ def readability(
         "clusters_within_two_steps": float((cdist <= 2 * STEP).sum()),
         "readable_fraction": float((dist <= readable_within).mean()) if len(dist) else 0.0,
     }
+
+
+@dataclass(frozen=True)
+class LabelPlacement:
+    """Where the class markers stand in VR: by their clusters, at a comfortable height.
+
+    Called as ``CentroidMarkers``' placement: ``(centroids, radii) -> offsets`` from each
+    centroid to its marker (world metres). Horizontally the marker moves from the centroid
+    towards ``head`` by the cluster's radius (at most half the way to the head), so it stands at
+    the cluster's near side instead of among its cards; its height is the centroid's, held
+    between ``MARKER_LOW`` and ``MARKER_HIGH`` person-metres above ``floor`` (world z).
+    """
+
+    head: np.ndarray
+    floor: float
+    scale: float
+    low: float = MARKER_LOW
+    high: float = MARKER_HIGH
+
+    @classmethod
+    def at(cls, place: StartPlace, eye_height: float = EYE_HEIGHT) -> LabelPlacement:
+        return cls(place.head(eye_height), float(place.position[2]), place.scale)
+
+    def __call__(self, centroids: np.ndarray, radii: np.ndarray | None = None) -> np.ndarray:
+        c = np.asarray(centroids, dtype=np.float64)
+        offsets = np.zeros_like(c)
+        valid = np.isfinite(c).all(axis=1)
+        if not valid.any():
+            return offsets
+        cv = c[valid]
+        towards = np.asarray(self.head, dtype=np.float64) - cv
+        towards[:, 2] = 0.0
+        dist = np.linalg.norm(towards, axis=1)
+        r = np.zeros(len(cv)) if radii is None else np.nan_to_num(np.asarray(radii, dtype=np.float64)[valid])
+        pull = np.minimum(r, dist / 2)
+        offsets[valid, :2] = (towards[:, :2] / np.maximum(dist, 1e-9)[:, None]) * pull[:, None]
+        z = np.clip(cv[:, 2], self.floor + self.low * self.scale, self.floor + self.high * self.scale)
+        offsets[valid, 2] = z - cv[:, 2]
+        return offsets

@@ -5,10 +5,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from vr_helpers import close_app, make_app, synthetic_loaded
 
 from game.vr.launch import attach
-from game.vr.placement import CLEARANCE, READABLE, STEP, readability, room_scale_start
+from game.vr.placement import (
+    CLEARANCE,
+    MARKER_HIGH,
+    MARKER_LOW,
+    READABLE,
+    STEP,
+    LabelPlacement,
+    readability,
+    room_scale_start,
+)
 from game.vr.simulated import SimulatedBackend
 
 
@@ -68,5 +78,61 @@ def test_a_vr_session_starts_at_the_room_scale_place():
         head = session.controls.head_position()
         assert np.allclose(head, place.head(), atol=1e-4)
         session.stop()
+    finally:
+        close_app(app)
+
+
+def test_vr_labels_stand_by_their_clusters_between_chest_and_eye_height():
+    positions, labels = digits_like()
+    card = 0.045
+    place = room_scale_start(positions, card, labels)
+    floor = float(place.position[2])
+    centres = np.stack([positions[labels == c].mean(axis=0) for c in range(10)])
+    radii = np.array(
+        [np.percentile(np.linalg.norm(positions[labels == c] - centres[c], axis=1), 90) for c in range(10)]
+    )
+    # The desktop's row above the whole cloud, as the person inside sees it: far overhead.
+    top = positions[:, 2].max() + 0.75 * card + 0.06 + 0.05
+    assert (top - floor) / place.scale > 2.0
+    markers = centres + LabelPlacement.at(place)(centres, radii)
+    height = (markers[:, 2] - floor) / place.scale  # the person's metres above the floor
+    assert np.all(height >= MARKER_LOW - 1e-9) and np.all(height <= MARKER_HIGH + 1e-9)
+    # Near their own cluster: moved sideways by at most the cluster's radius, towards the head.
+    flat = markers[:, :2] - centres[:, :2]
+    moved = np.linalg.norm(flat, axis=1)
+    assert np.all(moved <= radii + 1e-9)
+    towards = place.head()[:2] - centres[:, :2]
+    assert np.all(np.einsum("ij,ij->i", flat, towards) >= 0)
+    # At the cluster's near side (not among its cards) where the head is far enough away.
+    far = np.linalg.norm(towards, axis=1) > 2 * radii
+    assert far.any() and np.allclose(moved[far], radii[far])
+    # Classes without cards are left alone (hidden by the markers).
+    centres[4] = np.nan
+    assert np.all(LabelPlacement.at(place)(centres, None)[4] == 0.0)
+
+
+def test_a_vr_session_places_the_labels_and_gives_the_desktop_row_back():
+    loaded = synthetic_loaded(n=60)
+    loaded.scene.world.card_size = 0.05
+    backend = SimulatedBackend([{"head": {"pos": [0.0, 0.0, 1.6]}, "frames": 2}], size=(48, 32))
+    backend.start()
+    app = make_app(loaded)
+    try:
+        markers = app.world.centroid_markers
+        app.step()
+        row = [float(s.get_z(app.render)) for s in markers.markers]
+        session = attach(app, backend)
+        app.step()
+        assert isinstance(markers.placement, LabelPlacement)
+        floor, scale = float(session.controls.rig.position[2]), session.controls.rig.scale
+        for k, sphere in enumerate(markers.markers):
+            if markers.spheres[k].is_hidden():
+                continue
+            height = (sphere.get_z(app.render) - floor) / scale
+            assert MARKER_LOW - 1e-6 <= height <= MARKER_HIGH + 1e-6
+        session.stop()
+        app.step()
+        assert markers.placement is None
+        assert [float(s.get_z(app.render)) for s in markers.markers] == pytest.approx(row)
     finally:
         close_app(app)
