@@ -137,6 +137,7 @@ class VRSession:
         self.stereo.listeners.append(self._on_frame)
         self.stereo.start()
         self.stereo.set_rig(self.controls.rig.matrix())
+        self._place_labels()
         app.scene_listeners.append(self._on_scene)
         # Closing the window must still hand the headset back to SteamVR.
         app.finalExitCallbacks.append(lambda: self.stop("exit"))
@@ -148,7 +149,14 @@ class VRSession:
 
         world = self.app.world
         place = room_scale_start(world.positions, world.config.card_size, self.app.workspace.labels)
+        self.place = place
         return place.position, place.heading, place.scale
+
+    def _place_labels(self, on: bool = True) -> None:
+        """Class labels by their clusters at a comfortable height (the desktop's row is high)."""
+        from game.vr.placement import LabelPlacement
+
+        self.app.world.centroid_markers.set_placement(LabelPlacement.at(self.place) if on else None)
 
     def _on_frame(self, state, paused: bool) -> None:
         app = self.app
@@ -169,10 +177,12 @@ class VRSession:
             hand.workspace = loaded.workspace
         self.controls.workspace = loaded.workspace
         self.ui.rebind()
+        self._place_labels()
 
     def _stopped(self, reason: str) -> None:
         self.stopped_reason = reason
         self.ui.restore()
+        self._place_labels(on=False)
         self.app.workspace.post(ev.Message(text=reason, level="warning"))
 
     def stop(self, reason: str = "VR stopped") -> None:
