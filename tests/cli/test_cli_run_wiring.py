@@ -89,6 +89,8 @@ def test_scene_switch_rebuilds_learning_and_rebinds_controls(fresh_digits, tmp_p
         assert old_recorder.closed and game.recorder is not None and not game.recorder.closed
         assert game.controls.hand.workspace is other.workspace
         assert game.explain._workspace is other.workspace and game.guidance._workspace is other.workspace
+        assert game.menu.scene.workspace is other.workspace and game.menu.scene.world is app.world
+        assert game.menu.prestart is not None  # a game that fine-tunes prestarts the next scene's child
     finally:
         app.destroy()
     assert len(sorted(tmp_path.glob("*.sqlite"))) == 2  # one session per scene shown
@@ -304,6 +306,7 @@ def test_controls_get_narrow_services_not_the_app(fresh_digits):
 
     game = open_game(fresh_digits, offscreen=True, size=(160, 100), multisamples=0, controls=True, menu=True)
     try:
+        assert game.menu is not None and game.menu.prestart is None  # no learning: no child to prestart
         for part in (game.controls, game.explain, game.guidance, game.menu):
             assert part is not None
             held = [name for name, value in vars(part).items() if isinstance(value, ShowBase)]
