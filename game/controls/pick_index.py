@@ -18,7 +18,9 @@ with the indexed copy (one vectorised pass). Either way, queries widen their sea
 ``slack`` (how far any card may be from where it was indexed) and test the cards' *current*
 positions; cards put somewhere else ("loose": the carried card, a dropped one, up to
 ``MAX_LOOSE``) are tested one by one with every query. The grid is rebuilt when the slack passes
-``rebuild_fraction`` of a cell or there are more loose cards (during a glide: every few frames).
+``rebuild_fraction`` of a cell or there are more loose cards (during a glide: every two or three
+frames; a cell of slack doubles the cards a laser tests, a rebuild costs a millisecond at 50k),
+and once when a glide ends, so still frames query a tight grid.
 
 No panda3d: plain numpy, testable and benchmarkable alone.
 """
@@ -65,7 +67,7 @@ class PickIndex:
         min_cell: float | Callable[[], float] = 0.1,
         *,
         auto: bool = True,
-        rebuild_fraction: float = 0.5,
+        rebuild_fraction: float = 1.0,
         motion: Callable[[], MotionSource | None] | None = None,
     ) -> None:
         self._positions = positions
@@ -112,6 +114,8 @@ class PickIndex:
             bound, cards = moved
             self._mark = tracker.mark()
             if bound == 0.0 and not len(cards):
+                if self.slack > 0.0:  # a glide has ended: one tight rebuild for the still frames
+                    self._build(p)
                 return p  # nothing moved: the common case
             slack = self.slack + bound
             loose = np.union1d(self._loose, cards) if len(cards) else self._loose

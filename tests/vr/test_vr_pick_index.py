@@ -179,11 +179,13 @@ def test_picks_are_right_during_and_after_a_glide_with_fewer_rebuilds_than_frame
     np.testing.assert_array_equal(tw.current, target)
     assert agree(index, target, k=30, seed=77) > 30
     assert 1 < index.builds < frames and index.compares == 0
-    # Nothing moves any more: no more rebuilds.
+    # Nothing moves any more: at most one rebuild (a tight grid for the still frames), then none.
+    index.refresh()
     builds = index.builds
+    assert index.slack == 0.0
     for _ in range(5):
         index.refresh()
-    assert index.builds == builds
+    assert index.builds == builds and index.compares == 0
 
 
 def test_a_new_tracker_falls_back_to_comparing():
