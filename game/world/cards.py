@@ -42,7 +42,7 @@ RING = 0.14  # marker ring width, fraction of the card side
 FRAME = 0.07  # class-colour frame width, fraction of the card side
 THUMB_SIDE = 32  # every card's image at most this many texels a side ...
 POOL_SLOTS = 512  # ... and this many cards (selected, hovered, nearest) at full resolution
-LOADS_PER_FRAME = 64  # full-resolution tiles converted and uploaded per frame at most
+LOADS_PER_FRAME = 32  # full-resolution tiles converted and uploaded per frame at most
 
 
 class CardField:
@@ -299,15 +299,22 @@ class CardField:
         if batch:
             slot_ids = np.asarray([s for s, _ in batch], np.int64)
             cards = np.asarray([c for _, c in batch], np.int64)
-            tiles = atlas.to_panda_tiles(atlas.to_rgba_tiles(self._images[cards], self.full_tile))
             lay = self.pool_layout
             t = lay.tile
             ram = np.frombuffer(memoryview(self.pool_texture.modify_ram_image()), dtype=np.uint8)
             ram = ram.reshape(lay.layers, lay.side, lay.side, 4)
-            for slot, tile in zip(slot_ids.tolist(), tiles, strict=True):
+            images = self._images
+            direct = images.ndim == 4 and images.shape[1:] == (t, t, 3)  # RGB at the tile size
+            tiles = None if direct else atlas.to_panda_tiles(atlas.to_rgba_tiles(images[cards], t))
+            for i, (slot, card) in enumerate(zip(slot_ids.tolist(), cards.tolist(), strict=True)):
                 layer, j = divmod(slot, lay.per_layer)
                 ty, tx = divmod(j, lay.grid)
-                ram[layer, ty * t : (ty + 1) * t, tx * t : (tx + 1) * t] = tile
+                block = ram[layer, ty * t : (ty + 1) * t, tx * t : (tx + 1) * t]
+                if tiles is None:  # one copy: rows bottom-up, RGB -> BGR, opaque
+                    block[..., :3] = images[card, ::-1, :, ::-1]
+                    block[..., 3] = 255
+                else:
+                    block[...] = tiles[i]
             self._lod_slots()[cards] = slot_ids.astype(np.float32)
             self.pool_loads += len(cards)
         return True

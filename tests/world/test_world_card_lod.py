@@ -249,3 +249,28 @@ def test_selected_card_at_true_depth_in_vr_mode(base):
         assert counts[True] < counts[False] / 4  # mostly behind the card in front
     finally:
         field.destroy()
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (100, 80, 1)])
+def test_pool_tile_is_the_full_image_in_panda_order(shape):
+    """Both ways a tile reaches the pool (RGB at the tile size: one copy; anything else through
+    ``to_rgba_tiles``) write what the atlas packing would."""
+    from panda3d.core import NodePath
+
+    from game.world import atlas
+    from game.world.cards import CardField
+
+    imgs = np.random.default_rng(4).integers(0, 255, (6, *shape), dtype=np.uint8)
+    field = CardField(NodePath("root"), imgs, np.zeros((6, 3), np.float32), np.ones((6, 4), np.float32))
+    field.set_highlight(selected=4)
+    slot = int(field.near.card_slot[4])
+    lay = field.pool_layout
+    ram = np.frombuffer(bytes(field.pool_texture.get_ram_image()), np.uint8)
+    ram = ram.reshape(lay.layers, lay.side, lay.side, 4)
+    layer, j = divmod(slot, lay.per_layer)
+    ty, tx = divmod(j, lay.grid)
+    t = lay.tile
+    got = ram[layer, ty * t : (ty + 1) * t, tx * t : (tx + 1) * t]
+    want = atlas.to_panda_tiles(atlas.to_rgba_tiles(imgs[4:5], t))[0]
+    np.testing.assert_array_equal(got, want)
+    assert 4 in field.full_res_cards.tolist()
