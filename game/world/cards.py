@@ -287,13 +287,15 @@ class CardField:
         if changes.cleared:
             self._lod_slots()[np.asarray(changes.cleared, np.int64)] = -1.0
         if now:
-            self._pending = changes.loads + self._pending
+            # Pinned cards a scan chose but whose tiles still wait are loaded now as well.
+            pinned = set(self.near.pinned)
+            batch = changes.loads + [e for e in self._pending if e[1] in pinned]
+            self._pending = [e for e in self._pending if e[1] not in pinned]
         else:
             self._pending.extend(changes.loads)
-        if not self._pending:
+            batch, self._pending = self._pending[:LOADS_PER_FRAME], self._pending[LOADS_PER_FRAME:]
+        if not batch:
             return bool(changes)
-        limit = max(len(changes.loads), LOADS_PER_FRAME) if now else LOADS_PER_FRAME
-        batch, self._pending = self._pending[:limit], self._pending[limit:]
         held = self.near.slot_card
         batch = [(s, c) for s, c in batch if held[s] == c]  # a later scan may have moved it on
         if batch:

@@ -274,3 +274,23 @@ def test_pool_tile_is_the_full_image_in_panda_order(shape):
     want = atlas.to_panda_tiles(atlas.to_rgba_tiles(imgs[4:5], t))[0]
     np.testing.assert_array_equal(got, want)
     assert 4 in field.full_res_cards.tolist()
+
+
+def test_selecting_a_card_whose_tile_still_waits_loads_it_at_once():
+    from panda3d.core import NodePath
+
+    from game.world.cards import LOADS_PER_FRAME, CardField
+
+    n = 400
+    imgs = checkerboards(n)
+    pos = np.random.default_rng(5).uniform(-1, 1, (n, 3)).astype(np.float32)
+    render = NodePath("render")
+    field = CardField(render, imgs, pos, np.ones((n, 4), np.float32))
+    field.set_viewer(render.attach_new_node("camera"))
+    field.update_lod()  # one scan (400 cards): 400 chosen, LOADS_PER_FRAME loaded
+    assert field.tiles_waiting == n - LOADS_PER_FRAME
+    waiting = field._pending[-1][1]
+    assert waiting not in field.full_res_cards.tolist()
+    field.set_highlight(selected=waiting)
+    assert waiting in field.full_res_cards.tolist()
+    assert field.tiles_waiting == n - LOADS_PER_FRAME - 1
