@@ -16,8 +16,8 @@ Per frame (``update(state, paused, dt)``, called right after ``wait_poses``):
   hand that carries a card puts the card back where it was (the desktop's Esc during a drag).
 - ray targets (``targets``: the wrist menu, the info panel's image) see each free hand's ray
   before the cards do: the first that takes it (returns the distance to its hit) gets the
-  trigger and the laser, which then shows without the trigger and stops at the hit. A tip
-  touching a card keeps precedence (grab by touch works next to the menu).
+  trigger and the laser, which then shows without the trigger and stops at the hit. The grip
+  still grabs a card the tip touches (the trigger goes where the laser visibly points).
 - ``go_to(point)`` and ``see_all()``: the VR forms of the desktop's F (frame the selection) and
   C (frame the whole cloud): a teleport that puts a card in front of the eyes, and a zoomed-out
   overview of the whole cloud that a second call undoes.
@@ -211,19 +211,20 @@ class VRControls:
                 self.haptic(name, self.config.pulse_seconds)
             return
         before = hand.hovered
-        if hand.touch(tip) < 0:
-            hit = self._target_ray(name, origin, forward, c.trigger, c.trigger and not prev.trigger)
-            if hit is not None:  # the menu or the panel has the ray: no card hovered or picked
-                self.lasers[name] = (origin, forward)
-                self.laser_length[name] = hit
+        touching = hand.touch(tip) >= 0
+        hit = self._target_ray(name, origin, forward, c.trigger, c.trigger and not prev.trigger)
+        if hit is not None:
+            # The menu or the panel has the ray: the trigger went to it; the grip still grabs a
+            # card the tip touches, and no card is picked along the ray.
+            self.lasers[name] = (origin, forward)
+            self.laser_length[name] = hit
+            if not touching:
                 hand.hovered = -1
-                if self.on_hover is not None and hand.hovered != before:
-                    self.on_hover(name, hand.hovered)
-                return
-            if c.trigger or c.grip:
+        else:
+            if not touching and (c.trigger or c.grip):
                 hand.point(origin, forward)
-        if c.trigger and not prev.trigger:
-            hand.select()
+            if c.trigger and not prev.trigger:
+                hand.select()
         if c.grip and not prev.grip and hand.hovered >= 0 and hand.grab():
             card = np.append(np.asarray(hand.position, dtype=np.float64), 1.0)
             self._grab_offset[name] = np.linalg.inv(m) @ card
