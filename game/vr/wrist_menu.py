@@ -109,7 +109,7 @@ class MenuButton:
 
     key: str
     label: Callable[[], str]
-    action: Callable[[], None]
+    action: Callable[[], object]  # what it returns is ignored
     hint: str
     enabled: Callable[[], bool] = field(default=lambda: True)
 
