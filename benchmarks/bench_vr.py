@@ -19,7 +19,12 @@ the in-world UI) plus the submit callback (texture names, two submits, GL flush,
 around those calls while both controllers hold their triggers and sweep their lasers and tips
 through the cloud (a touch and a ray pick per hand per frame). Each count runs with the
 ``PickIndex`` and with the brute-force pick it replaced; the eye buffers are tiny, as rendering is
-not what is measured.
+not what is measured. "pick cpu" is the picking inside that (both hands' touch and ray, and the
+index's once-a-frame refresh). Still frames first; then gliding frames: the cards glide to
+another layout and back twice (what a re-layout after a fine-tune does), where the world's update
+(the tween, the position upload, the class markers) is added to the frame's Python work, since
+during a glide it is O(N) by nature. ``--profile`` prints cProfile tables of both (wall-clock
+based: on a loaded machine read them as proportions).
 """
 
 from __future__ import annotations
@@ -156,7 +161,9 @@ def _clocks() -> np.ndarray:
     return np.array([time.perf_counter(), time.thread_time()])
 
 
-def python_work(n: int, frames: int, index: bool = True) -> dict[str, float]:
+def python_work(
+    n: int, frames: int, index: bool = True, profile: bool = False, glides: int = 2
+) -> dict[str, float]:
     """Per-frame Python work of the VR path at ``n`` cards (see the module docstring)."""
     from panda3d.core import PythonCallbackObject
 
@@ -187,7 +194,7 @@ def python_work(n: int, frames: int, index: bool = True) -> dict[str, float]:
             for hand in session.controls.hands.values():
                 hand.index = None
         stereo = session.stereo
-        spent = {"poses": np.zeros(2), "submit": np.zeros(2), "flush": np.zeros(2)}
+        spent = {k: np.zeros(2) for k in ("poses", "submit", "flush", "pick", "world")}
         per_frame: list[float] = []
 
         def timed(name, fn):
@@ -223,6 +230,11 @@ def python_work(n: int, frames: int, index: bool = True) -> dict[str, float]:
                 spent["flush"] += took
 
             stereo._gl_flush = timed_flush
+        for hand in session.controls.hands.values():  # picking, timed inside the pose task
+            hand.point = timed("pick", hand.point)
+            hand.touch = timed("pick", hand.touch)
+        session.controls.index.refresh = timed("pick", session.controls.index.refresh)
+        app.world.update = timed("world", app.world.update)  # the tween and the position upload
         after_right = timed("submit", stereo._after_right)
         stereo.step_poses = timed("poses", stereo.step_poses)
         stereo.regions["right"].set_draw_callback(PythonCallbackObject(lambda cb: after_right(Drawn(cb))))
@@ -230,18 +242,64 @@ def python_work(n: int, frames: int, index: bool = True) -> dict[str, float]:
             app.step()
         hovered = 0
         poses_only: list[float] = []
-        for _ in range(frames):
-            before, before_poses = spent["poses"] + spent["submit"], spent["poses"].copy()
+        picks: list[float] = []
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        worlds: list[float] = []
+
+        def frame() -> None:
+            before = {k: v.copy() for k, v in spent.items()}
             app.step()
-            per_frame.append(spent["poses"] + spent["submit"] - before)
-            poses_only.append(spent["poses"] - before_poses)
+            per_frame.append(spent["poses"] + spent["submit"] - before["poses"] - before["submit"])
+            poses_only.append(spent["poses"] - before["poses"])
+            picks.append(spent["pick"] - before["pick"])
+            worlds.append(spent["world"] - before["world"])
+
+        for _ in range(frames):
+            frame()
             hovered += sum(h.hovered >= 0 for h in session.controls.hands.values())
+        steady = len(per_frame)
+        if profiler is not None:
+            import pstats
+
+            profiler.disable()
+            print(f"--- cProfile, {n} cards, {frames} frames ({'PickIndex' if index else 'brute force'})")
+            pstats.Stats(profiler).sort_stats("cumtime").print_stats("game/|numpy|stereo|vr", 40)
         builds = session.controls.index.builds
+        # Gliding frames: the cards glide to another layout and back (a re-layout after a
+        # fine-tune), while both hands keep picking.
+        other = synthetic(n, seed=1).workspace.positions
+        for layout in (other, loaded.workspace.positions) * glides:
+            app.world.retarget(layout)
+            frame()
+            while app.world.tween.active:
+                frame()
+        glide_builds = session.controls.index.builds - builds
+        if profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+            app.world.retarget(other)
+            frame()
+            while app.world.tween.active:
+                frame()
+            profiler.disable()
+            print(f"--- cProfile, {n} cards, one glide")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         session.stop()
     finally:
         app.task_mgr.remove("latent-reach-frame")
         app.destroy()
-    ms = 1000 * np.array(per_frame)  # (frames, 2): wall, main-thread CPU
+    all_ms = 1000 * np.array(per_frame)  # (frames, 2): wall, main-thread CPU
+    ms = all_ms[:steady]
+    glide = all_ms[steady:, 1] + 1000 * np.array(worlds)[steady:, 1]
+    world_ms = 1000 * np.array(worlds)[:, 1]
     return {
         "cards": n,
         "index": index,
@@ -249,12 +307,25 @@ def python_work(n: int, frames: int, index: bool = True) -> dict[str, float]:
         "cpu_p95_ms": float(np.percentile(ms[:, 1], 95)),
         "cpu_max_ms": float(ms[:, 1].max()),
         "median_ms": float(np.median(ms[:, 0])),
-        "pose_task_cpu_median_ms": float(np.median(1000 * np.array(poses_only)[:, 1])),
+        "pose_task_cpu_median_ms": float(np.median(1000 * np.array(poses_only)[:steady, 1])),
+        "pick_cpu_median_ms": float(np.median(1000 * np.array(picks)[:steady, 1])),
+        "glide_pick_cpu_median_ms": float(np.median(1000 * np.array(picks)[steady:, 1]))
+        if len(glide)
+        else 0.0,
         "flush_ms_per_frame": float(1000 * spent["flush"][0] / max(frames + 10, 1)),
         "p95_ms": float(np.percentile(ms[:, 0], 95)),
         "max_ms": float(ms[:, 0].max()),
         "hovered_hand_frames": int(hovered),
         "index_builds": int(builds),
+        "world_update_cpu_median_ms": float(np.median(world_ms[:steady])),
+        "glide_frames": int(len(glide)),
+        "glide_cpu_median_ms": float(np.median(glide)) if len(glide) else float("nan"),
+        "glide_cpu_p95_ms": float(np.percentile(glide, 95)) if len(glide) else float("nan"),
+        "glide_cpu_max_ms": float(glide.max()) if len(glide) else float("nan"),
+        "glide_world_update_cpu_median_ms": float(np.median(world_ms[steady:]))
+        if len(glide)
+        else float("nan"),
+        "glide_index_builds": int(glide_builds),
     }
 
 
@@ -268,6 +339,7 @@ def main() -> int:
     parser.add_argument(
         "--python-work", default=None, metavar="N,N,...", help="per-frame Python work at these card counts"
     )
+    parser.add_argument("--profile", action="store_true", help="cProfile the timed frames (PickIndex only)")
     args = parser.parse_args()
     w, h = (int(v) for v in args.eye.lower().split("x"))
     import torch  # noqa: F401 - imported here so the app's worker thread does not import it mid-timing
@@ -279,18 +351,34 @@ def main() -> int:
         frames = max(args.frames, 60)
         rows = []
         for n in (int(v) for v in args.python_work.split(",")):
-            for use_index in (True, False):
-                rows.append(python_work(n, frames, index=use_index))
+            for use_index in (True,) if args.profile else (True, False):
+                rows.append(python_work(n, frames, index=use_index, profile=args.profile))
         print(f"Python work per VR frame (pose task + submit callback), {frames} frames, both hands picking")
         print(
             f"{'cards':>7}{'picking':>14}{'cpu median':>12}{'cpu p95':>9}{'cpu max':>9}"
-            f"{'wall median':>13}{'wall p95':>10}{'hover frames':>14}"
+            f"{'wall median':>13}{'wall p95':>10}{'hover frames':>14}{'pick cpu':>10}"
         )
         for r in rows:
             kind = "PickIndex" if r["index"] else "brute force"
             print(
                 f"{r['cards']:>7}{kind:>14}{r['cpu_median_ms']:>12.3f}{r['cpu_p95_ms']:>9.3f}"
-                f"{r['cpu_max_ms']:>9.3f}{r['median_ms']:>13.3f}{r['p95_ms']:>10.3f}{r['hovered_hand_frames']:>14}"
+                f"{r['cpu_max_ms']:>9.3f}{r['median_ms']:>13.3f}{r['p95_ms']:>10.3f}{r['hovered_hand_frames']:>14}{r['pick_cpu_median_ms']:>10.3f}"
+            )
+        print(
+            "\nGliding frames (a re-layout: every card moves for the tween's duration), CPU ms of the"
+            " pose task + submit + the world's update (tween and position upload)"
+        )
+        print(
+            f"{'cards':>7}{'picking':>14}{'frames':>8}{'median':>9}{'p95':>9}{'max':>9}"
+            f"{'world upd':>11}{'steady world upd':>18}{'rebuilds':>10}"
+        )
+        for r in rows:
+            kind = "PickIndex" if r["index"] else "brute force"
+            print(
+                f"{r['cards']:>7}{kind:>14}{r['glide_frames']:>8}{r['glide_cpu_median_ms']:>9.3f}"
+                f"{r['glide_cpu_p95_ms']:>9.3f}{r['glide_cpu_max_ms']:>9.3f}"
+                f"{r['glide_world_update_cpu_median_ms']:>11.3f}{r['world_update_cpu_median_ms']:>18.3f}"
+                f"{r['glide_index_builds']:>10}"
             )
         print(json.dumps(rows, indent=1))
         return 0
