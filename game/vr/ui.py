@@ -31,6 +31,9 @@ class VRWorldUI:
         self.hud_anchor.set_light_off(1)
         self._lasers = app.render.attach_new_node("vr-lasers")
         self._lasers.set_light_off(1)
+        self._lasers.set_bin(
+            "fixed", 80
+        )  # after the wrist menu (drawn over the world): the beam's end shows on it
         self._beams: dict[str, NodePath] = {}
         self._panel_at: tuple[np.ndarray, np.ndarray, float] | None = None  # selected, head, scale
         self.hud_lift = 0.0  # metres more above the left hand (the wrist menu is open there)
@@ -69,7 +72,8 @@ class VRWorldUI:
             n = float(np.linalg.norm(to_head))
             to_head = to_head / n if n > 1e-6 else np.array([0.0, -1.0, 0.0])
             side = np.array([-to_head[1], to_head[0], 0.0])  # to the right, seen from the head
-            where = selected + (0.25 * to_head - 0.3 * side + np.array([0.0, 0.0, 0.05])) * s
+            # Beside the card, a little nearer (at arm's length after the wrist menu's go-to).
+            where = selected + (0.1 * to_head - 0.32 * side + np.array([0.0, 0.0, 0.05])) * s
             panel.place_in_world(self.app.render, tuple(map(float, where)), look_at=h, scale=PANEL_SCALE * s)
         self._draw_lasers(lasers)
 

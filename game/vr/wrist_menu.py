@@ -182,6 +182,10 @@ class WristMenu:
         self.root.set_light_off(1)
         self.root.set_two_sided(True)
         self.root.set_transparency(TransparencyAttrib.M_alpha)
+        # Drawn over the world (fixed bin, after the cards; no depth test): standing inside a
+        # cluster, a card between the eyes and the hand must not hide the buttons.
+        self.root.set_depth_test(False)
+        self.root.set_depth_write(False)
         self.root.hide()
         self._build()
 
