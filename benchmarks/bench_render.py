@@ -127,8 +127,11 @@ def texture_memory(args, w: int, h: int) -> int:
             for name, (eye, target) in views.items():
                 base.camera.set_pos(*eye)
                 base.camera.look_at(*target)
-                for _ in range(n // field.near.budget + 2 * field.near.min_frames + 2):
+                scans = field.near.scans_done
+                for _ in range(1000):  # until a scan from here ended and its tiles are loaded
                     field.update_lod()
+                    if not field.lod or (field.near.scans_done > scans and not field.tiles_waiting):
+                        break
                 frame()
                 shots[mode][name] = frame()
             mem = field.texture_bytes()
