@@ -116,7 +116,8 @@ def texture_memory(args, w: int, h: int) -> int:
         colours = palette[rng.integers(0, 10, n)]
         row: dict = {}
         shots: dict[str, dict[str, np.ndarray]] = {}
-        modes = [("after", 32)] if n > args.before_max else [("before", None), ("after", 32)]
+        after = ("after", args.thumb)
+        modes = [after] if n > args.before_max else [("before", None), after]
         for mode, thumb in modes:
             t0 = time.perf_counter()
             field = CardField(base.render, images, positions, colours, 0.08, thumb_side=thumb)
@@ -178,7 +179,7 @@ def texture_memory(args, w: int, h: int) -> int:
 
                     for mode in shots:
                         im = Image.fromarray(shots[mode][name].astype(np.uint8))
-                        im.save(Path(args.shots) / f"lod-{n}-{name}-{mode}.png")
+                        im.save(Path(args.shots) / f"lod-{n}-{name}-{mode}-{args.thumb}.png")
             print(f"{n:>6} cards screenshot difference: {row['screenshot_difference']}", flush=True)
         results["cards"][n] = row
     if args.json:
@@ -196,6 +197,7 @@ def main() -> int:
     parser.add_argument("--texture-memory", action="store_true", help="issue 17: LOD texture memory")
     parser.add_argument("--before-max", type=int, default=50000, help="largest N for the 'before' field")
     parser.add_argument("--shots", default="", help="--texture-memory: write screenshots to this folder")
+    parser.add_argument("--thumb", type=int, default=32, help="--texture-memory: thumbnail side (px)")
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     if args.texture_memory:
