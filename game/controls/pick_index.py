@@ -158,7 +158,7 @@ class PickIndex:
         self.slack = 0.0
         self._loose = np.zeros(0, dtype=np.int64)
         n = len(p)
-        if n == 0:
+        if n < max(BRUTE_BELOW, 1):  # queries take the brute force: no grid to keep
             self.cell = self.min_cell
             self._order = np.zeros(0, dtype=np.int64)
             self._starts = np.zeros(1, dtype=np.int64)
@@ -293,6 +293,8 @@ class PickIndex:
             return pick_nearest(p, point, radius)
         x, y, z = (float(v) for v in np.asarray(point, dtype=np.float64).reshape(3))
         cand = self._box((x, y, z), radius + self.slack)
+        if not len(cand):
+            return -1, float("inf")
         return pick_nearest(p, point, radius, cand)
 
     def ray(self, origin, direction, radius: float, near: float = 0.0) -> tuple[int, float]:
@@ -322,4 +324,6 @@ class PickIndex:
         else:  # the ray misses the grid: only cards that moved out of it can be hit
             self.last_candidates = len(self._loose)
             cand = self._loose
+        if not len(cand):
+            return -1, float("inf")
         return pick_ray(p, origin, direction, radius, near, cand)
