@@ -196,6 +196,7 @@ class WristMenu:
             label.root.set_pos((left + right) / 2, -0.002, (bottom + top) / 2)
             self._cells.append((bg, label))
         self._shown: list[tuple[str, tuple[float, ...]] | None] = [None] * len(self._cells)
+        self._fitted: dict[str, str] = {}  # a label's text -> as it fits its button
 
     # --- open / close ---------------------------------------------------------------------------
 
@@ -295,9 +296,12 @@ class WristMenu:
                 colour = (0.3, 0.5, 0.9, 1.0)
             else:
                 colour = (0.16, 0.2, 0.3, 1.0)
-            text = "\n".join(
-                fit_text(label.node, line, (BUTTON_W - 0.006) / TEXT) for line in b.label().split("\n")
-            )
+            raw = b.label()
+            text = self._fitted.get(raw)
+            if text is None:  # measuring text costs; a label has a few texts at most
+                width = (BUTTON_W - 0.006) / TEXT
+                text = "\n".join(fit_text(label.node, line, width) for line in raw.split("\n"))
+                self._fitted[raw] = text
             state = (text, colour + (float(enabled),))
             if self._shown[slot] == state:
                 continue  # text is only rebuilt when it changes
