@@ -42,7 +42,9 @@ RING = 0.14  # marker ring width, fraction of the card side
 FRAME = 0.07  # class-colour frame width, fraction of the card side
 THUMB_SIDE = 32  # every card's image at most this many texels a side ...
 POOL_SLOTS = 512  # ... and this many cards (selected, hovered, nearest) at full resolution
-LOADS_PER_FRAME = 32  # full-resolution tiles converted and uploaded per frame at most
+LOADS_PER_FRAME = (
+    128  # full-resolution tiles converted per frame at most (each frame with loads uploads the pool)
+)
 
 
 class CardField:
