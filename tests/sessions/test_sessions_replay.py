@@ -44,8 +44,11 @@ def _model_event(
     )
 
 
-def record_session(path, seed: int = 0):
-    """A scripted session on a tiny workspace; returns (initial copy, final live workspace)."""
+def record_session(path, seed: int = 0, weights_for: tuple[int, ...] = ()):
+    """A scripted session on a tiny workspace; returns (initial copy, final live workspace).
+
+    ``weights_for``: model versions whose (stand-in) weights the file stores, so their model and
+    layer events are written without features (the replay then needs a feature source)."""
     rng = np.random.default_rng(seed)
     ws = tiny_workspace()
     initial = ws.copy()
@@ -76,6 +79,8 @@ def record_session(path, seed: int = 0):
         at(t + 1.0, ev.JobStatus(round_, "running"))
         if round_ != 2:
             version += 1
+            if version in weights_for:
+                rec.record_model(version, f"weights of v{version}".encode())
             at(t + 1.5, _model_event(ws, version, rng, {card: target}), ev.JobStatus(round_, "done"))
         t += 2.0
     at(t, ev.UndoRequested())
