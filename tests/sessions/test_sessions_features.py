@@ -123,3 +123,31 @@ def test_unrecorded_weights_keep_the_features(tmp_path):
         got = [r.event for r in reader.events()]
     assert got[0].features is None
     np.testing.assert_array_equal(got[1].features, features)
+
+
+def test_a_schema_2_file_with_features_in_its_events_still_replays(tmp_path):
+    """Files from before schema 3 carry every model event's features; they replay as recorded."""
+    import sqlite3
+
+    from sessions_helpers import tiny_workspace
+
+    ws = tiny_workspace()
+    initial = ws.copy()
+    rec = SessionRecorder(tmp_path / "old.sqlite", None, ws)
+    rec.attach(ws)
+    features = np.full_like(ws.features, 0.25)
+    ws.post(ev.ModelUpdated(1, ws.labels, ws.top5_classes, ws.top5_scores, features, ws.positions))
+    ws.flush()
+    rec.close()
+    conn = sqlite3.connect(tmp_path / "old.sqlite")
+    conn.execute("PRAGMA user_version=2")
+    conn.commit()
+    conn.close()
+    with SessionReader(tmp_path / "old.sqlite") as reader:
+        assert reader.schema_version == 2 and reader.damage is None
+        replayed = reader.initial_workspace(initial.images)
+        driver = ReplayDriver(reader, replayed, auto_flush=True)
+        while driver.step() is not None:
+            pass
+    assert replayed.model_version == 1 and replayed.features_pending is None
+    np.testing.assert_array_equal(replayed.features, features)
