@@ -332,7 +332,8 @@ def assemble_game(
     if vr is not None:
         from game.vr.wrist_menu import attach_wrist_menu
 
-        attach_wrist_menu(vr, explain=explain, guidance=guidance)  # the desktop's keys in the hand
+        # The desktop's keys in the hand; the start menu (if this run has one) by the laser.
+        attach_wrist_menu(vr, explain=explain, guidance=guidance, start_menu=menu_ctl)
     modes.on_base_escape = systems.escape_in_world
     app.scene_listeners.append(systems.on_scene)
     app.finalExitCallbacks.append(systems.destroy)
