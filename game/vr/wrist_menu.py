@@ -143,11 +143,95 @@ class PanelPainter:
         return distance
 
 
+class StartMenuActions(Protocol):
+    """What the laser uses of the start menu (``MenuController``: scenes, sessions, settings)."""
+
+    root: Any
+    index: int
+    items: list[Any]
+
+    @property
+    def visible(self) -> bool: ...
+
+    def show_start(self) -> None: ...
+
+    def hide(self) -> None: ...
+
+    def move(self, delta: int) -> None: ...
+
+    def activate(self) -> None: ...
+
+    def adjust(self, delta: int) -> None: ...
+
+    def item_at(self, origin: Any, direction: Any) -> int: ...
+
+
+START_MENU_DISTANCE = 0.8  # metres (the person's) from the eyes to the start menu in VR
+START_MENU_SCALE = 0.45  # the menu's units to the person's metres: its rows' text 2.7 cm at 0.8 m
+
+
+class StartMenuLaser:
+    """The start menu (scenes, recent sessions, settings, quit) in VR: placed before the eyes when
+    it opens, its rows hovered by the laser and activated by the trigger; on a setting the
+    trigger on the row's left half lowers it, on the right half raises it (the desktop's
+    Left / Right)."""
+
+    def __init__(self, menu: StartMenuActions) -> None:
+        self.menu = menu
+        self._placed = False
+
+    def place(self, controls: VRControls) -> None:
+        if not self.menu.visible:
+            self._placed = False
+            return
+        if self._placed:
+            return
+        scale = controls.rig.scale
+        head = controls.head_world[:3, 3]
+        forward = controls.head_world[:3, 1].copy()
+        forward[2] = 0.0
+        n = float(np.linalg.norm(forward))
+        forward = forward / n if n > 1e-6 else np.array([0.0, 1.0, 0.0])
+        # Its top row near eye height: the menu's origin is its top edge.
+        where = head + forward * START_MENU_DISTANCE * scale + np.array([0.0, 0.0, 0.12 * scale])
+        root = self.menu.root
+        root.set_pos(*map(float, where))
+        root.set_hpr(float(np.degrees(np.arctan2(-forward[0], forward[1]))), 0.0, 0.0)
+        root.set_scale(START_MENU_SCALE * scale)
+        self._placed = True
+
+    def ray(
+        self, hand: str, origin: np.ndarray, forward: np.ndarray, trigger: bool, pressed: bool
+    ) -> float | None:
+        menu = self.menu
+        if not menu.visible or not self._placed:
+            return None
+        row = menu.item_at(origin, forward)
+        if row < 0:
+            return None
+        root = menu.root
+        parent = root.get_parent()
+        o = root.get_relative_point(parent, Point3(*map(float, origin)))
+        e = root.get_relative_point(parent, Point3(*map(float, np.asarray(origin) + forward)))
+        t = -o[1] / (e[1] - o[1])
+        x = o[0] + t * (e[0] - o[0])
+        if row != menu.index:
+            menu.move(row - menu.index)
+        if pressed:
+            item = menu.items[row]
+            if getattr(item, "adjust", None) is not None and getattr(item, "activate", None) is None:
+                menu.adjust(-1 if x < 0 else +1)
+            else:
+                menu.activate()
+        return float(t * np.linalg.norm(forward))
+
+
 def wrist_buttons(
     session: VRSession,
     explain: ExplainActions | None,
     guidance: GuidanceActions | None,
     menu: Callable[[], WristMenu],
+    start_menu: StartMenuActions | None = None,
 ) -> list[MenuButton]:
     """The desktop's keys as buttons, in the help overlay's order; ``menu`` gives the menu they
     sit on (for the pointing hand and the help page)."""
@@ -205,6 +289,10 @@ def wrist_buttons(
             menu().page = name
 
         return show
+
+    def toggle_start_menu() -> None:
+        if start_menu is not None:
+            start_menu.hide() if start_menu.visible else start_menu.show_start()
 
     def can_explain() -> bool:
         return explain is not None and has_card()
@@ -297,14 +385,25 @@ def wrist_buttons(
         ),
         MenuButton("help", _fixed("Help"), page("help"), "What each controller button does (H)"),
         MenuButton("back", _fixed("Back"), page("main"), "Back to the buttons"),
+        MenuButton(
+            "scenes",
+            _fixed("Scenes,\nsettings"),
+            toggle_start_menu,
+            "The start menu (M): scenes, sessions, settings",
+            lambda: start_menu is not None,
+        ),
         MenuButton("quit", quit_label, quit_app, "Quit Latent Reach (Ctrl+Q): click twice"),
     ]
 
 
 def attach_wrist_menu(
-    session: VRSession, explain: ExplainActions | None = None, guidance: GuidanceActions | None = None
+    session: VRSession,
+    explain: ExplainActions | None = None,
+    guidance: GuidanceActions | None = None,
+    start_menu: StartMenuActions | None = None,
 ) -> WristMenu:
-    """Give a running VR session the wrist menu (menu button) and laser painting on the panel."""
+    """Give a running VR session the wrist menu (menu button), laser painting on the panel and,
+    where the game has one, the start menu before the eyes (laser + trigger)."""
     holder: list[WristMenu] = []
 
     def lift_hud(hand: str | None) -> None:
@@ -312,12 +411,14 @@ def attach_wrist_menu(
 
     menu = WristMenu(
         session.app.render,
-        wrist_buttons(session, explain, guidance, lambda: holder[0]),
+        wrist_buttons(session, explain, guidance, lambda: holder[0], start_menu),
         haptic=session.controls.haptic,
         on_open=lift_hud,
     )
     holder.append(menu)
     controls = session.controls
+    if start_menu is not None:
+        controls.targets.append(StartMenuLaser(start_menu))  # before the eyes, over everything
     controls.targets.append(menu)
     if explain is not None:
         controls.targets.append(PanelPainter(session, explain))

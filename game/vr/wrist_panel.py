@@ -36,6 +36,7 @@ HINT_H = 0.046
 LIFT = 0.05  # from the controller up to the panel's lower edge
 WIDTH = COLUMNS * BUTTON_W + (COLUMNS + 1) * GAP
 
+HELP_PAGE = ("back", "scenes", "quit")  # the buttons under the help text
 HELP_TEXT = (
     "Grip: grab, carry, release drops\n"
     "Menu or undo while carrying: put it back\n"
@@ -140,8 +141,8 @@ class WristMenu:
 
     def page_buttons(self) -> list[MenuButton]:
         if self.page == "help":
-            return [b for b in self.buttons if b.key in ("back", "quit")]
-        return [b for b in self.buttons if b.key not in ("back", "quit")]
+            return [b for b in self.buttons if b.key in HELP_PAGE]
+        return [b for b in self.buttons if b.key not in HELP_PAGE]
 
     def slots(self) -> list[tuple[int, MenuButton]]:
         """(grid slot, button) for this page; the help page's buttons sit on the last row."""

@@ -1,0 +1,77 @@
+"""The start menu (scenes, sessions, settings) in VR: before the eyes when it opens, rows hovered
+by the laser and activated by the trigger (a setting's left / right half lowers / raises it), and
+brought back from the wrist menu's help page."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from panda3d.core import Point3
+from test_vr_wrist_menu import HEAD, LEFT, RIGHT, SIZE, aim, click, close_menu, play, wrist
+
+from game.vr.simulated import SimulatedBackend
+
+
+@pytest.fixture(scope="module")
+def vr_game_with_menu(loaded_digits):
+    """A VR game that also has the start menu (shown at launch, as on the desktop)."""
+    from game.assembly import open_game
+
+    backend = SimulatedBackend(
+        [{"head": {"pos": HEAD, "hpr": [0, -5, 0]}, "left": {"pos": LEFT}, "right": {"pos": RIGHT}}],
+        size=SIZE,
+    )
+    backend.start()
+    game = open_game(
+        loaded_digits, offscreen=True, size=SIZE, controls=True, menu=True, vr_backend=backend, multisamples=0
+    )
+    game.backend = backend
+    game.app.step()
+    yield game
+    game.destroy()
+    game.app.destroy()
+
+
+def row_point(menu, i: int, x: float = 0.0) -> np.ndarray:
+    """A world point on the start menu's row ``i`` (x in the menu's units, 0 = the middle)."""
+    local = Point3(x, 0.0, menu._row_z(i) + 0.02)
+    return np.array(menu.root.get_parent().get_relative_point(menu.root, local), dtype=np.float64)
+
+
+def press_row(game, i: int, x: float = 0.0) -> None:
+    point = row_point(game.menu, i, x)
+    play(game, aim(game, point))
+    assert game.menu.index == i  # the laser hovers the row
+    play(game, aim(game, point, trigger=True), aim(game, point, trigger=False))
+
+
+def test_start_menu_before_the_eyes_driven_by_the_laser(vr_game_with_menu):
+    game = vr_game_with_menu
+    app, menu, controls = game.app, game.menu, game.vr.controls
+    play(game, {})
+    assert menu.visible
+    # Before the eyes, at reading distance for the person, facing them.
+    head = controls.head_position()
+    offset = np.array(menu.root.get_pos(app.render)) - head
+    assert np.hypot(offset[0], offset[1]) / controls.rig.scale == pytest.approx(0.8, rel=0.02)
+    forward = controls.head_world[:3, 1]
+    assert float(offset[:2] @ forward[:2]) > 0
+    texts = [item.text() for item in menu.items]
+    press_row(game, texts.index("Settings"))
+    assert menu.page == "settings"
+    size_row = next(i for i, item in enumerate(menu.items) if item.text().startswith("Card size"))
+    size0 = app.world.config.card_size
+    press_row(game, size_row, x=+0.4)  # the right half raises it
+    assert app.world.config.card_size > size0
+    press_row(game, size_row, x=-0.4)  # the left half lowers it
+    assert app.world.config.card_size == pytest.approx(size0)
+    press_row(game, [item.text() for item in menu.items].index("Back"))
+    assert menu.page == "start"
+    press_row(game, [item.text() for item in menu.items].index("Resume"))
+    assert not menu.visible
+    # The wrist menu's help page brings it back.
+    click(game, "help")
+    click(game, "scenes")
+    play(game, {})
+    assert menu.visible and wrist(game).clicked[-2:] == ["help", "scenes"]
+    close_menu(game)
