@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             out=Path(args.out),
             record=not args.no_record and not headless,
             sessions=args.sessions,
+            menu=not args.no_menu and not headless,
         )
     if headless:
         rc = _run_headless(loaded, Path(args.out), size, forced=args.offscreen)
@@ -123,13 +124,15 @@ def run_app_with_vr(
     headless_frames: int = 240,
     record: bool = False,
     sessions: str | Path | None = None,
+    menu: bool = False,
 ) -> int:
     """Open the app for ``backend`` and run it. Headless (no display): play the simulated script
     (or ``headless_frames`` frames), then write the mirrored eye to ``out/vr-mirror.png``.
 
-    Assembled like the desktop game (controls on the mirror window, no start menu), so a card
-    moved by a controller teaches the network exactly as a mouse drop does; ``record`` also
-    records the session. A backend that refuses to connect leaves the desktop game running.
+    Assembled like the desktop game (controls on the mirror window), so a card moved by a
+    controller teaches the network exactly as a mouse drop does; ``record`` also records the
+    session; ``menu``: the start menu, shown before the eyes at launch and driven by the laser
+    (``game.vr.wrist_menu``; headless runs have none, so the mirror shows the world). A backend that refuses to connect leaves the desktop game running.
     """
     from game.assembly import open_game
     from game.commands._session_world import session_recording
@@ -142,6 +145,7 @@ def run_app_with_vr(
         controls=True,
         learning=True,
         recording=session_recording(sessions) if record else None,
+        menu=menu,
         vr_backend=backend,
     )
     app, session = game.app, game.vr
