@@ -177,6 +177,10 @@ class VRSession:
             hand.workspace = loaded.workspace
         self.controls.workspace = loaded.workspace
         self.ui.rebind()
+        # Another cloud (the start menu opened a scene): stand inside it, as at the start.
+        rig = self.controls.rig
+        rig.position, rig.heading, rig.scale = self._start_place()
+        self.stereo.set_rig(rig.matrix())
         self._place_labels()
 
     def _stopped(self, reason: str) -> None:
