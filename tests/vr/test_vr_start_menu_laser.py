@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from panda3d.core import Point3
-from test_vr_wrist_menu import HEAD, LEFT, RIGHT, SIZE, aim, click, close_menu, play, wrist
+from test_vr_wrist_menu import HEAD, LEFT, RIGHT, SIZE, aim, click, close_menu, play, settle, wrist
 
 from game.vr.simulated import SimulatedBackend
 
@@ -74,4 +74,27 @@ def test_start_menu_before_the_eyes_driven_by_the_laser(vr_game_with_menu):
     click(game, "scenes")
     play(game, {})
     assert menu.visible and wrist(game).clicked[-2:] == ["help", "scenes"]
+    close_menu(game)
+
+
+def test_a_scene_opened_in_vr_puts_the_person_inside_the_new_cloud(vr_game_with_menu):
+    """What the start menu's scene rows end in (``app.switch_scene``): a new world elsewhere."""
+    from game.pipeline import LoadedScene
+
+    game = vr_game_with_menu
+    app, controls = game.app, game.vr.controls
+    src = app.loaded
+    ws = src.workspace.copy()
+    ws.positions = ws.positions + np.array([25.0, -10.0, 0.0], dtype=np.float32)  # far from the old one
+    other = LoadedScene(src.scene, src.dataset, src.network.clone(), src.projector, src.layout, ws, {})
+    app.switch_scene(other)
+    play(game, {}, {})
+    head = controls.head_position()
+    lo, hi = ws.positions.min(axis=0), ws.positions.max(axis=0)
+    assert (lo[:2] <= head[:2]).all() and (head[:2] <= hi[:2]).all()  # standing inside it
+    # The wrist menu and the laser still act on the new world.
+    settle(game, 2)  # the new scene's suspicion scores
+    click(game, "suspect")
+    settle(game, 1)
+    assert app.workspace is ws and 0 <= ws.selected < ws.n_cards
     close_menu(game)
