@@ -10,6 +10,7 @@ No panda3d import here: the hand is plain maths plus ``workspace.post``, testabl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -44,7 +45,7 @@ def pick_ray(
         return -1, float("inf")
     o = np.asarray(origin, dtype=np.float32)
     d = np.asarray(direction, dtype=np.float32)
-    d = d / max(float(np.linalg.norm(d)), 1e-12)
+    d = d / max(math.sqrt(float(d @ d)), 1e-12)  # np.linalg.norm costs 3x more on 3 values
     v = p - o
     t = v @ d
     dist2 = np.einsum("ij,ij->i", v, v) - t * t

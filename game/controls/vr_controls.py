@@ -153,6 +153,7 @@ class VRControls:
         self.triggers: dict[str, bool] = {h: False for h in HANDS}  # held this frame (ray targets)
         self.hand_world: dict[str, np.ndarray] = {h: np.eye(4) for h in HANDS}
         self.head_world = np.eye(4)
+        self._world = np.eye(4)  # the rig's matrix for this frame (update)
         self._head_tracking = np.eye(4)
         self._before_overview: Rig | None = None
 
@@ -160,6 +161,7 @@ class VRControls:
 
     def update(self, state: FrameState, paused: bool = False, dt: float = 1.0 / 90.0) -> None:
         world = self.rig.matrix()
+        self._world = world  # once per frame: the tip poses below use it too
         self._head_tracking = state.head.matrix
         self.head_world = world @ state.head.matrix
         for h in HANDS:
@@ -194,13 +196,13 @@ class VRControls:
         m = self.hand_world[name]
         if c.tip is not None and c.tip.valid:
             # SteamVR's tip pose: the laser starts there and points where the controller points.
-            t = self.rig.matrix() @ c.tip.matrix
+            t = self._world @ c.tip.matrix  # the rig as this frame's hand poses saw it
             origin = t[:3, 3]
-            forward = t[:3, 1] / max(float(np.linalg.norm(t[:3, 1])), 1e-9)
+            forward = t[:3, 1] / max(math.hypot(*t[:3, 1]), 1e-9)
             tip = origin
         else:
             origin = m[:3, 3]
-            forward = m[:3, 1] / max(float(np.linalg.norm(m[:3, 1])), 1e-9)
+            forward = m[:3, 1] / max(math.hypot(*m[:3, 1]), 1e-9)
             tip = origin + forward * TIP * self.rig.scale
         self.lasers[name] = (origin, forward) if c.trigger else None
         if hand.dragging:
