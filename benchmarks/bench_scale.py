@@ -419,7 +419,7 @@ def plot(json_files: list[str], out: str) -> None:
             wall.setdefault("scikit-learn TSNE 3-D (peer)", {})[n] = peer["seconds"]
             if "cpu_seconds" in peer:
                 cpu.setdefault("scikit-learn TSNE 3-D (peer)", {})[n] = peer["cpu_seconds"]
-    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 5.2), dpi=110)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, label in enumerate(sorted(wall)):
         colour = colours[i % len(colours)]
@@ -436,9 +436,11 @@ def plot(json_files: list[str], out: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("cards N")
     ax.set_ylabel("seconds")
-    ax.set_title("bench_scale on the shared 2-core VM (load 14-23): wall and CPU seconds", fontsize=10)
+    ax.set_title(
+        "bench_scale on the shared 2-core VM: wall and CPU seconds (loads: docs/benchmarks.md)", fontsize=10
+    )
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(out)
     print(f"wrote {out}")
