@@ -38,6 +38,7 @@ import contextlib
 import copy
 import ctypes
 import dataclasses
+import io
 import itertools
 import multiprocessing
 import os
@@ -52,6 +53,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
+from torch import nn
 
 from game.core.worker import stop_at_exit
 from game.learning.finetune import FineTuneCancelled, FineTuneRequest, FineTuneResult
@@ -128,17 +130,48 @@ def _put(conn: Connection, message: Any) -> None:
     conn.send_bytes(_pickled(message))
 
 
-def _pickled(message: Any, tries: int = 40, wait_s: float = 0.05) -> bytes:
-    """``message`` pickled, waiting out another thread's pass through the same network.
+def _rebuild_module(cls: type, state: dict[str, Any]) -> Any:
+    module = cls.__new__(cls)
+    module.__setstate__(state)
+    return module
 
-    A forward pass elsewhere (explanations, guidance, a stem cache) registers a hook on the
-    shared module for its duration; a hook is a local function, which pickle refuses ("Can't
-    pickle local object"), and the hook dicts may change size mid-pickle. Both last one pass, so
-    a few short retries get a clean copy; a message that never pickles still raises.
+
+class _HooklessPickler(pickle.Pickler):
+    """Pickles torch modules without their forward/backward hooks.
+
+    A pass elsewhere (explanations, guidance, a stem cache, a feature capture) registers a hook
+    on the shared module for its duration. Those hooks are local functions, which pickle refuses,
+    and they belong to that pass, not to the network: the child must not get them. Before this,
+    the message waited up to 2 s for such a pass to end and then fell back to a thread (seen on
+    the suite's 2,000-image stem caches).
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if not isinstance(obj, nn.Module):
+            return NotImplemented
+        state = obj.__dict__.copy()
+        for key, value in state.items():
+            if key.startswith(("_forward", "_backward")) and "hooks" in key:
+                state[key] = type(value)()
+        return _rebuild_module, (type(obj), state)
+
+
+def _dumps(message: Any) -> bytes:
+    buffer = io.BytesIO()
+    _HooklessPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(message)
+    return buffer.getvalue()
+
+
+def _pickled(message: Any, tries: int = 40, wait_s: float = 0.05) -> bytes:
+    """``message`` pickled without the passing hooks of other threads (``_HooklessPickler``).
+
+    A hook registered or removed by another thread mid-pickle can still make a dict change size;
+    that lasts an instant, so a few short retries get a clean copy; a message that never pickles
+    still raises.
     """
     for attempt in range(tries):
         try:
-            return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+            return _dumps(message)
         except (AttributeError, RuntimeError, pickle.PicklingError, TypeError) as exc:
             passing = "local object" in str(exc) or "changed size" in str(exc)
             if not passing or attempt == tries - 1:

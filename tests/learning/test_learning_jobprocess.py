@@ -5,6 +5,7 @@ run on Linux exactly what those platforms run.
 """
 
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -156,24 +157,28 @@ def test_priority_is_lowered_through_a_portable_call(monkeypatch):
     assert jobprocess.lower_priority(5) is False  # no AttributeError where os.nice is missing
 
 
-def test_a_message_pickles_once_another_threads_hook_is_gone():
+def test_a_message_pickles_without_another_threads_passing_hooks():
     """A pass elsewhere hangs a local-function hook on the shared module for its duration; the
-    job process's message waits it out instead of failing (and falling back to a thread)."""
-    import threading
+    job process's message leaves such hooks out at once (no wait, no fallback to a thread), the
+    weights travel unchanged, and the live module keeps its hook."""
+    import pickle
 
     import torch
 
     from game.learning.jobprocess import _pickled
 
-    module = torch.nn.Linear(3, 2)
-    handle = module.register_forward_hook(lambda _m, _i, _o: None)
-    threading.Timer(0.2, handle.remove).start()
-    data = _pickled({"network": module}, tries=100, wait_s=0.02)
-    assert isinstance(data, bytes) and len(module._forward_hooks) == 0
-    never = torch.nn.Linear(3, 2)
-    never.register_forward_hook(lambda _m, _i, _o: None)
-    with pytest.raises(AttributeError):
-        _pickled(never, tries=2, wait_s=0.0)
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    seen: list[int] = []
+    module[2].register_forward_pre_hook(lambda _m, _a: seen.append(1))
+    module.register_forward_hook(lambda _m, _i, _o: seen.append(2))
+    data = _pickled({"network": module}, tries=1, wait_s=0.0)
+    copy = pickle.loads(data)["network"]
+    assert len(copy._forward_hooks) == 0 and len(copy[2]._forward_pre_hooks) == 0
+    assert len(module._forward_hooks) == 1 and len(module[2]._forward_pre_hooks) == 1
+    x = torch.randn(5, 3)
+    assert torch.equal(copy(x), module(x))
+    assert seen == [1, 2]  # only the live module's pass ran the hooks
     lock = threading.Lock()  # never picklable: refused at the first try, not after the retries
     with pytest.raises(TypeError):
         _pickled(lock, tries=10_000, wait_s=1.0)
