@@ -130,7 +130,7 @@ def _put(conn: Connection, message: Any) -> None:
     conn.send_bytes(_pickled(message))
 
 
-def _rebuild_module(cls: type, state: dict[str, Any]) -> Any:
+def _rebuild_module(cls: type[nn.Module], state: dict[str, Any]) -> nn.Module:
     module = cls.__new__(cls)
     module.__setstate__(state)
     return module
