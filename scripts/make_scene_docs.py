@@ -43,6 +43,8 @@ def field_comments() -> dict[tuple[str, str], str]:
 def allowed(f: dataclasses.Field, hint: object, value: object) -> str:
     """The declared range in words (types without one: any text, true/false)."""
     rule = rule_for(f, hint)
+    if isinstance(value, bool):
+        return "true, false"  # a bool declared with setting() only for its doc has no range
     if rule is not None:
         return rule.describe().replace("<=", "≤").replace("|", "\\|")
     if isinstance(value, bool):

@@ -67,7 +67,9 @@ class DatasetConfig:
     max_cards: int = setting(
         20_000, ge=2, le=10**8, doc="with features: cards shown, a seeded sample (the rest are left out)"
     )
-    place_rest: bool = False  # with features: place the cards beyond max_cards by openTSNE's transform (kept, not drawn)
+    place_rest: bool = setting(
+        False, doc="with features: place the cards beyond max_cards by openTSNE's transform (kept, not drawn)"
+    )
 
 
 @dataclass
