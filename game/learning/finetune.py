@@ -627,7 +627,7 @@ def relayout(
     faster than its approximate ones below a few thousand points; the first layout is unaffected).
     """
     if len(features) < cfg.exact_affinities_below:  # also for a local update's full fallback
-        projector = _ExactAffinityProjector(projector.config, projector.n_jobs)
+        projector = Projector(projector.config, projector.n_jobs, exact_below=cfg.exact_affinities_below)
     if cfg.relayout == "local" and previous_features is not None:
         return projector.update_local(
             features,
@@ -639,11 +639,6 @@ def relayout(
             anchors=anchors,
         )
     return projector.update(features, previous, iterations=cfg.layout_iterations, anchors=anchors)
-
-
-class _ExactAffinityProjector(Projector):
-    def affinity_method(self, n_points: int) -> str:
-        return "exact"
 
 
 def _outcome(
