@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,7 +134,9 @@ def _layout_cached(
         try:
             with np.load(path, allow_pickle=False) as z:
                 return layout_from_arrays(z)
-        except (OSError, KeyError, ValueError):
+        # EOFError: an empty file; BadZipFile: a truncated one (a crash before the data reached
+        # the disk): both are refitted, not a crash at launch.
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             path.unlink(missing_ok=True)
     state = projector.fit(features)
     if use_cache:
@@ -141,6 +144,9 @@ def _layout_cached(
         # With the feature-space neighbours: what update_local compares to.
         # Typed Any so numpy's stub does not read a key as its ``allow_pickle`` flag.
         arrays: dict[str, Any] = layout_to_arrays(state)
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        try:
+            np.savez(tmp, **arrays)
+            tmp.replace(path)
+        except OSError:  # a full or read-only cache disk: the fit itself succeeded
+            pass
     return state

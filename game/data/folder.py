@@ -133,7 +133,8 @@ def _cached_folder(key: str, name: str, listed: list[SkippedFile], notes: list[s
             return None
         skipped = listed + [SkippedFile(p, r) for p, r in meta["read_skipped"]]
         return Dataset(images, labels, meta["class_names"], meta["sources"], skipped, name=name, notes=notes)
-    except (OSError, ValueError, KeyError, TypeError):  # absent, half-written or damaged: read again
+    # EOFError: an empty images.npy (a crash before the data reached the disk leaves one).
+    except (OSError, ValueError, KeyError, TypeError, EOFError):  # absent, half-written or damaged
         return None
 
 

@@ -74,7 +74,7 @@ def cached_inference(
             ]
             if all(len(a) == len(images) for a in arrays):
                 return Inference(*arrays), key
-        except (OSError, ValueError):  # absent or half-written: compute again
+        except (OSError, ValueError, EOFError):  # absent, half-written or emptied: compute again
             pass
     inference = network.infer(images, batch_size=batch_size, progress=progress)
     if key:

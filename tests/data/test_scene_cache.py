@@ -107,3 +107,29 @@ def test_use_cache_false_neither_reads_nor_writes_the_caches(folder_scene, monke
     calls = _counting(monkeypatch)
     open_scene(str(folder_scene / "scene.toml"), progress=False, use_cache=False)
     assert calls["read"] == 24 and calls["infer"] >= 1
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated"])
+def test_damaged_cache_files_are_recomputed_not_a_crash(folder_scene, monkeypatch, kind):
+    """A crash before a cache file's data reached the disk can leave it empty (the rename was
+    journalled, the data was not) or cut short: the next launch reads, computes and fits again."""
+    from game.pipeline import open_scene
+
+    scene = str(folder_scene / "scene.toml")
+    first = open_scene(scene, progress=False)
+    cache = folder_scene / "cache"
+    damaged = [
+        *cache.glob("images/*/images.npy"),
+        *cache.glob("features/*/features.npy"),
+        *cache.glob("layouts/*.npz"),
+    ]
+    assert len(damaged) == 3
+    for path in damaged:
+        data = path.read_bytes()
+        path.write_bytes(b"" if kind == "empty" else data[: len(data) // 2])
+    calls = _counting(monkeypatch)
+    again = open_scene(scene, progress=False)
+    assert calls["read"] == 24 and calls["infer"] >= 1
+    np.testing.assert_array_equal(again.workspace.images, first.workspace.images)
+    np.testing.assert_array_equal(again.workspace.features, first.workspace.features)
+    assert again.workspace.positions.shape == first.workspace.positions.shape
