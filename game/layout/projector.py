@@ -79,10 +79,12 @@ class LayoutState:
         return self.scale * np.asarray(self.stretch, dtype=np.float64)
 
     def to_world(self, raw: np.ndarray) -> np.ndarray:
-        return ((raw - self.center) * self.axis_scale + self.offset).astype(np.float32)
+        world: np.ndarray = ((raw - self.center) * self.axis_scale + self.offset).astype(np.float32)
+        return world
 
     def to_raw(self, world: np.ndarray) -> np.ndarray:
-        return (np.asarray(world, dtype=np.float64) - self.offset) / self.axis_scale + self.center
+        raw: np.ndarray = (np.asarray(world, dtype=np.float64) - self.offset) / self.axis_scale + self.center
+        return raw
 
     def successor(
         self,
@@ -199,14 +201,17 @@ class Projector:
         x = np.asarray(features, dtype=np.float32)
         dims = min(self.config.pca_dims, x.shape[1], max(len(x) - 1, 1))
         if dims >= x.shape[1]:
-            return (x - x.mean(0)).astype(np.float32)
+            centred: np.ndarray = (x - x.mean(0)).astype(np.float32)
+            return centred
         pca = PCA(n_components=dims, random_state=self.config.seed)
         if len(x) <= PCA_FIT_ROWS:
-            return pca.fit_transform(x).astype(np.float32)
+            reduced: np.ndarray = pca.fit_transform(x).astype(np.float32)
+            return reduced
         # The leading components of 10,000 seeded rows are those of all rows to within sampling
         # noise far below what t-SNE resolves; fitting them costs a fifth at 50,000 rows.
         rows = np.sort(np.random.default_rng(self.config.seed).choice(len(x), PCA_FIT_ROWS, replace=False))
-        return pca.fit(x[rows]).transform(x).astype(np.float32)
+        projected: np.ndarray = pca.fit(x[rows]).transform(x).astype(np.float32)
+        return projected
 
     def affinity_method(self, n_points: int) -> str:
         """openTSNE's neighbour search: exact below ``exact_below`` points, else annoy."""
@@ -487,14 +492,15 @@ def principal_axes(raw: np.ndarray) -> np.ndarray:
     A proper rotation (no mirror: a mirrored world would confuse people who know it), so t-SNE
     distances, and the layout as the network's neighbourhoods made it, are unchanged.
     """
-    centred = raw - raw.mean(0)
+    centred: np.ndarray = raw - raw.mean(0)
     if len(raw) < 3:
         return centred
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     rotation = vt.T
     if np.linalg.det(rotation) < 0:
         rotation[:, -1] *= -1
-    return centred @ rotation
+    turned: np.ndarray = centred @ rotation
+    return turned
 
 
 def align(moving: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -506,7 +512,8 @@ def align(moving: np.ndarray, target: np.ndarray) -> np.ndarray:
     correction = np.diag([1.0] * (a.shape[1] - 1) + [d])
     rotation = u @ correction @ vt
     scale = float((s * np.diag(correction)).sum() / max((a**2).sum(), 1e-12))
-    return (a @ rotation) * scale + mu_t
+    aligned: np.ndarray = (a @ rotation) * scale + mu_t
+    return aligned
 
 
 def _knn(x: np.ndarray, k: int, n_jobs: int = 1, exact: bool | None = None) -> np.ndarray:
@@ -521,7 +528,8 @@ def _knn(x: np.ndarray, k: int, n_jobs: int = 1, exact: bool | None = None) -> n
     if exact is None:
         exact = len(x) < EXACT_KNN_BELOW
     if exact or 3 * k + 1 >= len(x):
-        return NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+        nearest: np.ndarray = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)
+        return nearest[:, 1:]
     index = Annoy(
         np.ascontiguousarray(x, dtype=np.float32),
         3 * k,
@@ -552,7 +560,8 @@ def neighbour_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.zeros(0)
     both = np.sort(np.concatenate([a, b], axis=1), axis=1)
     hits = np.count_nonzero(both[:, 1:] == both[:, :-1], axis=1)
-    return hits / max(a.shape[1], 1)
+    overlap: np.ndarray = hits / max(a.shape[1], 1)
+    return overlap
 
 
 def conditional_affinities(

@@ -252,7 +252,7 @@ class FallbackBackend:
         self.fallback = fallback
         self.on_fallback = on_fallback
         self.thread_first = thread_first
-        self._last_prepare: tuple | None = None
+        self._last_prepare: tuple[Network, np.ndarray, np.ndarray] | None = None
         self._announced = False
         primary.on_failed = self._announce
 
@@ -357,6 +357,6 @@ def warm_up_optimisers() -> None:
 
     p = torch.nn.Parameter(torch.zeros(2))
     for opt in (torch.optim.Adam([p], lr=1e-3), torch.optim.SGD([p], lr=1e-3)):
-        (p * p).sum().backward()
+        torch.autograd.backward((p * p).sum())  # Tensor.backward() is untyped
         opt.step()
         opt.zero_grad()

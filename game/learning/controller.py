@@ -473,6 +473,6 @@ def _small(network: Any) -> bool:
     """Whether the parent can prepare a thread for the first jobs in a moment (the digits CNN:
     yes; AlexNet, whose frozen stem takes a minute on a CPU: no, it waits for the child)."""
     try:
-        return sum(p.numel() for p in network.module.parameters()) <= THREAD_FIRST_MAX_PARAMETERS
+        return bool(sum(p.numel() for p in network.module.parameters()) <= THREAD_FIRST_MAX_PARAMETERS)
     except AttributeError:
         return False

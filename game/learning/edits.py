@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from game.core.events import CardDropped, EditAction, EditQueued
 from game.core.scene import LearningConfig
@@ -122,7 +123,7 @@ class DropJudge:
 
     def __init__(self, config: LearningConfig) -> None:
         self.config = config
-        self._key: tuple | None = None
+        self._key: tuple[int, int, int, int] | None = None
         self._geometry: tuple[np.ndarray, np.ndarray] | None = None
 
     def geometry(self, workspace: Workspace, card: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +138,7 @@ class DropJudge:
             self._key = key
         return self._geometry
 
-    def judge(self, workspace: Workspace, card: int, position) -> EditQueued:
+    def judge(self, workspace: Workspace, card: int, position: npt.ArrayLike) -> EditQueued:
         """The edit a release of ``card`` at ``position`` means."""
         if not 0 <= card < workspace.n_cards:
             raise ValueError(f"dropped card {card} is not one of the {workspace.n_cards} cards")
@@ -150,7 +151,7 @@ class DropJudge:
         return self.judge(workspace, drop.card, drop.position)
 
     def cluster_on_ray(
-        self, workspace: Workspace, card: int, origin, direction
+        self, workspace: Workspace, card: int, origin: npt.ArrayLike, direction: npt.ArrayLike
     ) -> tuple[int, np.ndarray] | None:
         """The cluster the person points at, and where on the ray to put the card inside it.
 

@@ -493,7 +493,7 @@ def train(
             return Training(steps, True, losses)
         optimiser.zero_grad()
         optimiser.before_backward(runner)
-        terms.total.backward()
+        torch.autograd.backward(terms.total)  # what Tensor.backward() does; that one is untyped
         optimiser.step(runner, rows)
         steps = step + 1
         if progress is not None:

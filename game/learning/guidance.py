@@ -27,12 +27,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
+
+if TYPE_CHECKING:
+    from game.core.workspace import Workspace
 
 DEFAULT_FOLDS = 5
 DEFAULT_NEIGHBOURS = 10
@@ -47,7 +51,8 @@ def _reduce(features: np.ndarray, dims: int, seed: int) -> np.ndarray:
     if dims < x.shape[1]:
         x = PCA(n_components=dims, random_state=seed).fit_transform(x)
     std = x.std(0)
-    return x / np.where(std > 1e-12, std, 1.0)
+    scaled: np.ndarray = x / np.where(std > 1e-12, std, 1.0)
+    return scaled
 
 
 def _folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -104,7 +109,8 @@ def _neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def _disagreement(dist: np.ndarray, idx: np.ndarray, labels: np.ndarray) -> np.ndarray:
     w = 1.0 / (dist + 1e-6 + np.median(dist[:, :1]))
     differs = labels[idx] != labels[:, None]
-    return (w * differs).sum(1) / w.sum(1)
+    share: np.ndarray = (w * differs).sum(1) / w.sum(1)
+    return share
 
 
 def knn_disagreement(
@@ -193,7 +199,7 @@ def _percent(p: float) -> str:
 
 
 def explain_suspect(
-    workspace,
+    workspace: Workspace,
     card: int,
     details: Suspicion | None = None,
     seed: int = 0,

@@ -88,7 +88,8 @@ def drop_position(
     )
     direction = rng.normal(size=3)
     direction /= np.linalg.norm(direction) + 1e-12
-    return (centroids[target] + direction * offset * radii[target]).astype(np.float32)
+    point: np.ndarray = (centroids[target] + direction * offset * radii[target]).astype(np.float32)
+    return point
 
 
 def heldout_accuracy(

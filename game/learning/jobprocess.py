@@ -48,7 +48,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -132,7 +132,9 @@ def _put(conn: Connection, message: Any) -> None:
 
 def _rebuild_module(cls: type[nn.Module], state: dict[str, Any]) -> nn.Module:
     module = cls.__new__(cls)
-    module.__setstate__(state)
+    # nn.Module.__setstate__ takes the state dict and returns None, but torch leaves it unannotated.
+    setstate = cast(Callable[[dict[str, Any]], None], module.__setstate__)
+    setstate(state)
     return module
 
 
@@ -217,7 +219,7 @@ class JobProcess:
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
-        self._init_args: tuple | None = None
+        self._init_args: tuple[Any, np.ndarray, np.ndarray, bool, int, Any] | None = None
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self._cancel: Any = None  # shared c_uint32: the job number the parent asked to stop
@@ -367,7 +369,7 @@ class JobProcess:
         key = self._key(network)
         self._init_args = (network, images, is_train, full, head_layers, stem)
         self._send(InitMessage(key, network, images, images.strides, is_train, full, head_layers, stem))
-        info = self._receive()
+        info: dict[str, float] = self._receive()
         self._known.add(key)
         return info
 

@@ -50,13 +50,13 @@ def derive_damping(x: torch.Tensor, seed: int = 0) -> float:
     n = len(x)
     lo, hi = DAMPING_GRID[0], DAMPING_GRID[-1]
     if n < 4:
-        return hi
+        return float(hi)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     a, b = x[order[: n // 2]], x[order[n // 2 :]]
     moment = a.T @ a / len(a)
     mu = float(moment.diagonal().mean())
     if mu <= 0:
-        return lo
+        return float(lo)
     s, u = torch.linalg.eigh(moment)
     seen, unseen = ((a @ u) ** 2).mean(0), ((b @ u) ** 2).mean(0)
 
@@ -66,9 +66,9 @@ def derive_damping(x: torch.Tensor, seed: int = 0) -> float:
         return float(torch.log(unseen @ w) - torch.log(seen @ w)) - float(np.log(LEVERAGE_RATIO))
 
     if excess(lo) <= 0:
-        return lo
+        return float(lo)
     if excess(hi) > 0:
-        return hi
+        return float(hi)
     log_lo, log_hi = np.log(lo), np.log(hi)
     for _ in range(40):  # the bracket shrinks to 2^-40 of a factor 128: far below any effect
         mid = 0.5 * (log_lo + log_hi)
@@ -156,11 +156,7 @@ def head_parameter_names(module: nn.Module, start: int) -> list[str]:
     head = _classifier(module)
     assert head is not None
     names = list(head._modules)[start:]
-    return [
-        f"classifier.{n}.{p}"
-        for n in names
-        for p, _ in head._modules[n].named_parameters()  # type: ignore[union-attr]
-    ]
+    return [f"classifier.{n}.{p}" for n in names for p, _ in head._modules[n].named_parameters()]
 
 
 def frozen_stem_names(network: Network, stem: StemCache | None, full: bool) -> list[str]:
@@ -322,4 +318,5 @@ def protect_lookalikes(
     b_inv = torch.eye(len(u), dtype=p.dtype) * (len(u) / max(weight, 1e-12))
     pu = p @ u.T  # (D, r)
     middle = torch.linalg.solve(b_inv + u @ pu, pu.T)  # (r, D)
-    return (p - pu @ middle).float()
+    inverse: torch.Tensor = (p - pu @ middle).float()
+    return inverse

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -157,7 +157,7 @@ class ModelStore:
             return lambda: data
         return lambda: self.weights(cp.version)
 
-    def full_state(self, version: int | None = None) -> dict:
+    def full_state(self, version: int | None = None) -> dict[str, Any]:
         """The whole state dict of ``version`` (tensors of the frozen part are the base's)."""
         return self.network(version).module.state_dict()
 

@@ -71,4 +71,5 @@ class SessionFeatures:
             network = network.with_layer(layer)
         batch = int(getattr(getattr(self._restored.scene, "network", None), "batch_size", 256) or 256)
         self.passes += 1
-        return network.infer(images, batch_size=batch, progress=False).features
+        features: np.ndarray = network.infer(images, batch_size=batch, progress=False).features
+        return features

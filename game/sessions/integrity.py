@@ -14,6 +14,7 @@ import math
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from game.sessions import schema
 
@@ -39,7 +40,7 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
 
-def _json_object(text: object, what: str) -> dict:
+def _json_object(text: object, what: str) -> dict[str, Any]:
     try:
         value = json.loads(text) if isinstance(text, str) else None
     except ValueError:
@@ -91,7 +92,7 @@ def _damage(out: Integrity, why: str) -> None:
         out.damage = why
 
 
-def _batches(conn: sqlite3.Connection, sql: str) -> Iterator[tuple]:
+def _batches(conn: sqlite3.Connection, sql: str) -> Iterator[tuple[Any, ...]]:
     """Rows in key order, 256 at a time: a torn page deep in a table still yields every row before
     it (one query over the whole table fails at its first step when an interior page is lost)."""
     last = -(2**63)

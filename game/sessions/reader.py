@@ -56,13 +56,15 @@ class PoseTrack:
             return None
         i = int(np.searchsorted(self.times, t))
         if i <= 0:
-            return self.values[0].copy()
+            first: np.ndarray = self.values[0].copy()
+            return first
         if i >= len(self.times):
-            return self.values[-1].copy()
+            last: np.ndarray = self.values[-1].copy()
+            return last
         t0, t1 = self.times[i - 1], self.times[i]
         a = 0.0 if t1 <= t0 else float((t - t0) / (t1 - t0))
         v0, v1 = self.values[i - 1], self.values[i]
-        out = v0 + (v1 - v0) * a
+        out: np.ndarray = v0 + (v1 - v0) * a
         for k in range(len(schema.POSE_DEVICES)):
             q0 = v0[k * 7 + 3 : k * 7 + 7]
             q1 = v1[k * 7 + 3 : k * 7 + 7]
@@ -261,7 +263,8 @@ class SessionReader:
 
     @property
     def scene_dict(self) -> dict[str, Any]:
-        return self.meta_json("scene_json", {}, dict)
+        scene: dict[str, Any] = self.meta_json("scene_json", {}, dict)
+        return scene
 
     def scene(self) -> Any:
         """The scene as it was resolved when recording began (a ``Scene``)."""
@@ -278,7 +281,7 @@ class SessionReader:
 
     @property
     def class_names(self) -> list[str]:
-        names = self.meta_json("class_names", [], list)
+        names: list[str] = self.meta_json("class_names", [], list)
         if not all(isinstance(n, str) for n in names):
             raise SessionError(f"{self.path} is damaged: meta class_names holds non-text names")
         return names
@@ -336,7 +339,7 @@ class SessionReader:
 
     # --- events --------------------------------------------------------------------------------
 
-    def _scalar(self, sql: str, args: tuple = ()) -> Any:
+    def _scalar(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         try:
             row = self._conn.execute(sql, args).fetchone()
         except sqlite3.DatabaseError as exc:
@@ -364,9 +367,10 @@ class SessionReader:
 
     def seek(self, t: float) -> int | None:
         """The sequence number of the first event at or after time ``t`` (None: none left)."""
-        return self._scalar(
+        seq: int | None = self._scalar(
             "SELECT seq FROM events WHERE t >= ? AND seq <= ? ORDER BY t, seq LIMIT 1", (float(t), self._good)
         )
+        return seq
 
     def last_seq_at(self, t: float) -> int:
         """The sequence number of the last event at or before time ``t`` (0: none yet)."""

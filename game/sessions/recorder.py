@@ -155,7 +155,7 @@ class SessionRecorder:
         self._pose_values = np.full((pose_capacity, schema.POSE_COLUMNS), np.nan, dtype=np.float32)
         self._n_poses = 0
         self._poses_handed_at = 0.0
-        self._queue: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._writer, name="session-recorder", daemon=True)
         self._thread.start()
@@ -460,7 +460,7 @@ class SessionRecorder:
             self.error = exc
             print(f"latent-reach: session recording stopped ({self.path}): {exc}", file=sys.stderr)
 
-    def _write(self, conn: sqlite3.Connection, item: tuple) -> None:
+    def _write(self, conn: sqlite3.Connection, item: tuple[Any, ...]) -> None:
         tag = item[0]
         if tag == _EVENT:
             _, t, event, recomputable = item

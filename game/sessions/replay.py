@@ -232,7 +232,8 @@ def _feature_row(features: np.ndarray | None, i: int, live: Workspace) -> np.nda
     """Card ``i``'s feature for a ``CardAdded``; a placeholder when the state's are pending (the
     ``ModelUpdated`` after it leaves the live workspace's pending too, so it is never read)."""
     if features is not None:
-        return features[i]
+        row: np.ndarray = features[i]
+        return row
     dim = 0 if live.features_pending is not None else live.features.shape[1]
     return np.zeros(dim, dtype=np.float32)
 

@@ -115,7 +115,8 @@ def array_to_npy(array: np.ndarray) -> bytes:
 
 def npy_to_array(blob: bytes) -> np.ndarray:
     """``.npy`` bytes back to an array, never unpickling anything."""
-    return np.load(io.BytesIO(blob), allow_pickle=False)
+    array: np.ndarray = np.load(io.BytesIO(blob), allow_pickle=False)
+    return array
 
 
 def _plain(value: Any) -> Any:
