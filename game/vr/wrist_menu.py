@@ -167,6 +167,7 @@ class StartMenuActions(Protocol):
 
 
 START_MENU_DISTANCE = 0.8  # metres (the person's) from the eyes to the start menu in VR
+MODAL_LASER_METRES = 1.5  # the laser's drawn length while the start menu holds it, pointing away
 START_MENU_SCALE = 0.45  # the menu's units to the person's metres: its rows' text 2.7 cm at 0.8 m
 
 
@@ -179,6 +180,7 @@ class StartMenuLaser:
     def __init__(self, menu: StartMenuActions) -> None:
         self.menu = menu
         self._placed = False
+        self._scale = 1.0
 
     def place(self, controls: VRControls) -> None:
         if not self.menu.visible:
@@ -187,6 +189,7 @@ class StartMenuLaser:
         if self._placed:
             return
         scale = controls.rig.scale
+        self._scale = scale
         head = controls.head_world[:3, 3]
         forward = controls.head_world[:3, 1].copy()
         forward[2] = 0.0
@@ -206,14 +209,15 @@ class StartMenuLaser:
         menu = self.menu
         if not menu.visible or not self._placed:
             return None
-        row = menu.item_at(origin, forward)
-        if row < 0:
-            return None
         root = menu.root
         parent = root.get_parent()
         o = root.get_relative_point(parent, Point3(*map(float, origin)))
         e = root.get_relative_point(parent, Point3(*map(float, np.asarray(origin) + forward)))
-        t = -o[1] / (e[1] - o[1])
+        depth = e[1] - o[1]
+        t = -o[1] / depth if abs(depth) > 1e-9 else -1.0
+        row = menu.item_at(origin, forward)
+        if row < 0:
+            return None  # the wrist menu and the panel may still take it; else StartMenuShield
         x = o[0] + t * (e[0] - o[0])
         if row != menu.index:
             menu.move(row - menu.index)
@@ -224,6 +228,34 @@ class StartMenuLaser:
             else:
                 menu.activate()
         return float(t * np.linalg.norm(forward))
+
+
+class StartMenuShield:
+    """The start menu is modal, as on the desktop: while it is shown, a ray that no row, wrist
+    button or panel took stops here, so a trigger beside or between the menu's rows never
+    selects a card in the world behind it. The last of the ray targets."""
+
+    def __init__(self, laser: StartMenuLaser) -> None:
+        self.laser = laser
+
+    def place(self, controls: VRControls) -> None:
+        pass  # the laser places the menu
+
+    def ray(
+        self, hand: str, origin: np.ndarray, forward: np.ndarray, trigger: bool, pressed: bool
+    ) -> float | None:
+        laser = self.laser
+        if not laser.menu.visible or not laser._placed:
+            return None
+        root = laser.menu.root
+        parent = root.get_parent()
+        o = root.get_relative_point(parent, Point3(*map(float, origin)))
+        e = root.get_relative_point(parent, Point3(*map(float, np.asarray(origin) + forward)))
+        depth = e[1] - o[1]
+        t = -o[1] / depth if abs(depth) > 1e-9 else -1.0
+        if t > 0:
+            return float(t * np.linalg.norm(forward))  # the laser ends on the menu's plane
+        return MODAL_LASER_METRES * laser._scale
 
 
 def wrist_buttons(
@@ -417,11 +449,14 @@ def attach_wrist_menu(
     )
     holder.append(menu)
     controls = session.controls
-    if start_menu is not None:
-        controls.targets.append(StartMenuLaser(start_menu))  # before the eyes, over everything
+    laser = StartMenuLaser(start_menu) if start_menu is not None else None
+    if laser is not None:
+        controls.targets.append(laser)  # before the eyes, over everything
     controls.targets.append(menu)
     if explain is not None:
         controls.targets.append(PanelPainter(session, explain))
+    if laser is not None:
+        controls.targets.append(StartMenuShield(laser))  # last: what nothing else took
     controls.on_menu = menu.toggle
 
     def after_frame(state: Any, paused: bool) -> None:

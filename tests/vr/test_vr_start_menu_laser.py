@@ -9,6 +9,7 @@ import pytest
 from panda3d.core import Point3
 from test_vr_wrist_menu import HEAD, LEFT, RIGHT, SIZE, aim, click, close_menu, play, settle, wrist
 
+from game.core import events as ev
 from game.vr.simulated import SimulatedBackend
 
 
@@ -98,3 +99,26 @@ def test_a_scene_opened_in_vr_puts_the_person_inside_the_new_cloud(vr_game_with_
     settle(game, 1)
     assert app.workspace is ws and 0 <= ws.selected < ws.n_cards
     close_menu(game)
+
+
+def test_the_start_menu_keeps_the_trigger_while_it_is_shown(vr_game_with_menu):
+    """Modal as on the desktop: a trigger that misses every row (here aimed at a card of the world)
+    selects nothing behind the menu; once the menu is closed the same aim selects the card."""
+    game = vr_game_with_menu
+    app, menu, ws = game.app, game.menu, game.app.world.workspace
+    play(game, {})
+    if not menu.visible:
+        menu.show()
+        play(game, {})
+    assert menu.visible
+    head = game.vr.controls.head_position()
+    positions = np.asarray(app.world.positions)
+    distance = np.linalg.norm(positions - head, axis=1)
+    card = int(np.argmin(np.where(np.isfinite(distance), distance, np.inf)))
+    target = positions[card]
+    ws.post(ev.CardSelected(card=-1, hand="test"))
+    play(game, aim(game, target, trigger=True), aim(game, target, trigger=False))
+    assert ws.selected == -1
+    menu.hide()
+    play(game, aim(game, target, trigger=True), aim(game, target, trigger=False))
+    assert ws.selected >= 0  # the laser picks a card again (the nearest along the ray)
