@@ -100,10 +100,16 @@ def drag(game: GameProcess, card: int, start, end, steps: int = DRAG_STEPS) -> N
         raise AssertionError(f"{exc}; last report: carried {(game.report() or {}).get('carried')}") from None
 
 
-def colour_pixels(img: np.ndarray, box, rgb, tol: int = 40) -> int:
+def colour_pixels(img: np.ndarray, box, rgb, tol: int = 40, tinted: bool = False) -> int:
+    """Pixels within ``tol`` of ``rgb`` in ``box``. ``tinted``: only those about as colourful as
+    ``rgb`` too, since a pale tint is also within ``tol`` of the light grey of the digit cards."""
     x0, y0, x1, y1 = (int(v) for v in box)
     region = img[max(0, y0) : y1, max(0, x0) : x1].astype(np.int16)
-    return int((np.abs(region - np.asarray(rgb, np.int16)).max(axis=2) <= tol).sum())
+    near = np.abs(region - np.asarray(rgb, np.int16)).max(axis=2) <= tol
+    if tinted:
+        chroma = region.max(axis=2) - region.min(axis=2)
+        near &= chroma >= (max(rgb) - min(rgb)) // 2
+    return int(near.sum())
 
 
 def test_h_shows_and_hides_the_help(game, shoot):
@@ -202,8 +208,8 @@ def test_card_dragged_onto_another_cluster_as_drawn_is_relabelled(game, shoot):
     lx, ly = preview["label_px"]
     text_box = (lx - 320, ly - 40, lx + 320, ly + 20)
     colour, text_colour = target["colour"], preview["text_colour"]  # the text: a light tint of it
-    text_now = colour_pixels(carrying, text_box, text_colour)
-    text_before = colour_pixels(before, text_box, text_colour)
+    text_now = colour_pixels(carrying, text_box, text_colour, tinted=True)
+    text_before = colour_pixels(before, text_box, text_colour, tinted=True)
     assert text_now > text_before + 40, (preview, text_colour, text_now, text_before)
     # The target is lit: its ring, in its colour, around its centroid as drawn.
     tx, ty = preview["ring_px"]
