@@ -342,9 +342,11 @@ class ExplainControls:
         card = self.card
         label = int(ws.labels[card])
         network = self.scene.models.network()
-        features, positions = ws.features, ws.positions  # read only on the worker
 
         def job():
+            # Read here, on the worker: in a replay the features may still be pending (recomputed
+            # from the stored weights on first read, a pass over every card).
+            features, positions = ws.features, ws.positions
             return new_card_event(
                 network, result.edited, features, positions, label, f"what-if of card #{card}"
             )

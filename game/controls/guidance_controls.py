@@ -38,6 +38,10 @@ HELP_LINES = ("N: next suspicious card (label probably wrong)   L: switch featur
 LEGEND = "? = label probably wrong: {n} suspects, press N (next, and why)"
 
 
+class _CardsChanged(Exception):
+    """A card joined between the request for scores and the worker's read of the features."""
+
+
 class GuidanceControls:
     """Suspect markers, N to visit the next suspect, L to cycle the feature layer."""
 
@@ -100,16 +104,21 @@ class GuidanceControls:
 
     def _request_scores(self) -> None:
         ws = self.scene.workspace
-        features, labels, n_classes = ws.features.copy(), ws.labels.copy(), ws.n_classes
+        labels, n_classes = ws.labels.copy(), ws.n_classes
         seed = int(self.scene.settings.learning.seed)
         self._pending_scores = True
         self._stale = False
+
+        def scores() -> Suspicion:
+            # The features are read here, on the worker: in a replay they may still be pending
+            # (recomputed from the stored weights on first read, a pass over every card).
+            features = ws.features.copy()
+            if len(features) != len(labels):
+                raise _CardsChanged
+            return suspicion(features, labels, n_classes, seed)
+
         self.worker.submit(
-            suspicion,  # the scores and what explains them (look-alikes, held-out view)
-            features,
-            labels,
-            n_classes,
-            seed,
+            scores,  # the scores and what explains them (look-alikes, held-out view)
             name="guidance-scores",
             lane="interactive",
             on_done=lambda job: self._scores_done(job.result, len(labels)),
@@ -130,6 +139,9 @@ class GuidanceControls:
 
     def _scores_failed(self, error: BaseException | None) -> None:
         self._pending_scores = False
+        if isinstance(error, _CardsChanged):
+            self._stale = True  # a card joined between the request and the read: ask again
+            return
         self.scene.workspace.post(ev.Message(f"guidance failed: {error}", level="error"))
 
     def _ranked(self) -> np.ndarray:
