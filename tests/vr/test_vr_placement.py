@@ -64,12 +64,17 @@ def test_large_cards_keep_the_person_life_size():
     assert room_scale_start(positions, 0.2, labels).scale == 1.0
 
 
-def test_a_vr_session_starts_at_the_room_scale_place():
+def small_cards_app():
+    """60 cards of 5 cm and a started headset standing at 1.6 m: (loaded, backend, app)."""
     loaded = synthetic_loaded(n=60)
     loaded.scene.world.card_size = 0.05
     backend = SimulatedBackend([{"head": {"pos": [0.0, 0.0, 1.6]}, "frames": 2}], size=(48, 32))
     backend.start()
-    app = make_app(loaded)
+    return loaded, backend, make_app(loaded)
+
+
+def test_a_vr_session_starts_at_the_room_scale_place():
+    loaded, backend, app = small_cards_app()
     try:
         session = attach(app, backend)
         app.step()
@@ -112,11 +117,7 @@ def test_vr_labels_stand_by_their_clusters_between_chest_and_eye_height():
 
 
 def test_a_vr_session_places_the_labels_and_gives_the_desktop_row_back():
-    loaded = synthetic_loaded(n=60)
-    loaded.scene.world.card_size = 0.05
-    backend = SimulatedBackend([{"head": {"pos": [0.0, 0.0, 1.6]}, "frames": 2}], size=(48, 32))
-    backend.start()
-    app = make_app(loaded)
+    _, backend, app = small_cards_app()
     try:
         markers = app.world.centroid_markers
         app.step()
