@@ -88,13 +88,14 @@ def finetune_loss(
     ne = t.n_edits
     ce = (F.cross_entropy(logits, t.labels, reduction="none") * t.weights).sum() / t.weights.sum()
     f_edit = space[:ne]
-    target = space[t.drop_rows].mean(1).detach()
+    drop = space[t.drop_rows].detach()  # the drop neighbours, gathered once (mean and radius)
+    target = drop.mean(1)
     old = space[t.old_rows].mean(1).detach()
     d_t = (f_edit - target).norm(dim=1) / t.pull_spread
     d_o = (f_edit - old).norm(dim=1) / t.pull_spread
     push = torch.where(t.is_relabel, F.relu(weights.feature_margin + d_t - d_o), torch.zeros_like(d_t))
     if weights.pull_inside > 0:
-        radius = (space[t.drop_rows] - target[:, None, :]).norm(dim=2).mean(1).detach() / t.pull_spread
+        radius = (drop - target[:, None, :]).norm(dim=2).mean(1) / t.pull_spread
         pull = F.relu(d_t - weights.pull_inside * radius) ** 2
     else:
         pull = d_t**2
