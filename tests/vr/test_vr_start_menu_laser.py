@@ -7,30 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from panda3d.core import Point3
-from test_vr_wrist_menu import HEAD, LEFT, RIGHT, SIZE, aim, click, close_menu, play, settle, wrist
+from test_vr_wrist_menu import aim, click, close_menu, open_vr_game, play, settle, wrist
 
 from game.core import events as ev
-from game.vr.simulated import SimulatedBackend
 
 
 @pytest.fixture(scope="module")
 def vr_game_with_menu(loaded_digits):
     """A VR game that also has the start menu (shown at launch, as on the desktop)."""
-    from game.assembly import open_game
-
-    backend = SimulatedBackend(
-        [{"head": {"pos": HEAD, "hpr": [0, -5, 0]}, "left": {"pos": LEFT}, "right": {"pos": RIGHT}}],
-        size=SIZE,
-    )
-    backend.start()
-    game = open_game(
-        loaded_digits, offscreen=True, size=SIZE, controls=True, menu=True, vr_backend=backend, multisamples=0
-    )
-    game.backend = backend
-    game.app.step()
-    yield game
-    game.destroy()
-    game.app.destroy()
+    yield from open_vr_game(loaded_digits, pitch=-5, menu=True)
 
 
 def row_point(menu, i: int, x: float = 0.0) -> np.ndarray:

@@ -25,20 +25,27 @@ RIGHT = [0.18, 0.2, 1.25]  # the pointing hand, lower right
 
 @pytest.fixture(scope="module")
 def vr_game(loaded_digits):
-    from game.assembly import open_game
     from game.pipeline import LoadedScene
 
     src = loaded_digits
     loaded = LoadedScene(
         src.scene, src.dataset, src.network.clone(), src.projector, src.layout, src.workspace.copy(), {}
     )
+    yield from open_vr_game(loaded, pitch=-14, learning=True)
+
+
+def open_vr_game(loaded, pitch: float, **options):
+    """Yields a game on the simulated headset (head tilted by ``pitch`` degrees, hands at LEFT /
+    RIGHT) after one step, ``game.backend`` set; destroys it when resumed (a fixture's body)."""
+    from game.assembly import open_game
+
     backend = SimulatedBackend(
-        [{"head": {"pos": HEAD, "hpr": [0, -14, 0]}, "left": {"pos": LEFT}, "right": {"pos": RIGHT}}],
+        [{"head": {"pos": HEAD, "hpr": [0, pitch, 0]}, "left": {"pos": LEFT}, "right": {"pos": RIGHT}}],
         size=SIZE,
     )
     backend.start()
     game = open_game(
-        loaded, offscreen=True, size=SIZE, controls=True, learning=True, vr_backend=backend, multisamples=0
+        loaded, offscreen=True, size=SIZE, controls=True, vr_backend=backend, multisamples=0, **options
     )
     assert game.vr is not None
     game.backend = backend
