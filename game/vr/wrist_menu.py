@@ -203,22 +203,27 @@ class StartMenuLaser:
         root.set_scale(START_MENU_SCALE * scale)
         self._placed = True
 
+    def plane_hit(self, origin: np.ndarray, forward: np.ndarray) -> tuple[float, float]:
+        """Where the ray meets the menu's plane: (ray parameter, negative when behind the
+        origin; x across the menu in its units)."""
+        root = self.menu.root
+        parent = root.get_parent()
+        o = root.get_relative_point(parent, Point3(*map(float, origin)))
+        e = root.get_relative_point(parent, Point3(*map(float, np.asarray(origin) + forward)))
+        depth = e[1] - o[1]
+        t = -o[1] / depth if abs(depth) > 1e-9 else -1.0
+        return float(t), float(o[0] + t * (e[0] - o[0]))
+
     def ray(
         self, hand: str, origin: np.ndarray, forward: np.ndarray, trigger: bool, pressed: bool
     ) -> float | None:
         menu = self.menu
         if not menu.visible or not self._placed:
             return None
-        root = menu.root
-        parent = root.get_parent()
-        o = root.get_relative_point(parent, Point3(*map(float, origin)))
-        e = root.get_relative_point(parent, Point3(*map(float, np.asarray(origin) + forward)))
-        depth = e[1] - o[1]
-        t = -o[1] / depth if abs(depth) > 1e-9 else -1.0
         row = menu.item_at(origin, forward)
         if row < 0:
             return None  # the wrist menu and the panel may still take it; else StartMenuShield
-        x = o[0] + t * (e[0] - o[0])
+        t, x = self.plane_hit(origin, forward)
         if row != menu.index:
             menu.move(row - menu.index)
         if pressed:
@@ -247,12 +252,7 @@ class StartMenuShield:
         laser = self.laser
         if not laser.menu.visible or not laser._placed:
             return None
-        root = laser.menu.root
-        parent = root.get_parent()
-        o = root.get_relative_point(parent, Point3(*map(float, origin)))
-        e = root.get_relative_point(parent, Point3(*map(float, np.asarray(origin) + forward)))
-        depth = e[1] - o[1]
-        t = -o[1] / depth if abs(depth) > 1e-9 else -1.0
+        t, _ = laser.plane_hit(origin, forward)
         if t > 0:
             return float(t * np.linalg.norm(forward))  # the laser ends on the menu's plane
         return MODAL_LASER_METRES * laser._scale
