@@ -85,12 +85,10 @@ class PickIndex:
         self._tracker: MotionSource | None = None  # the motion source that made it
         self._source_id = 0
         self.cell = 0.0
-        self._lo = np.zeros(3, dtype=np.float64)
-        self._dims = np.ones(3, dtype=np.int64)
         self._order = np.zeros(0, dtype=np.int64)
         self._starts = np.zeros(1, dtype=np.int64)
-        self._lo_f = [0.0, 0.0, 0.0]
-        self._dims_i = [1, 1, 1]
+        self._lo_f = [0.0, 0.0, 0.0]  # the grid's low corner and cells per axis, as plain floats
+        self._dims_i = [1, 1, 1]  # and ints (the queries' scalar arithmetic)
 
     # --- building -------------------------------------------------------------------------------
 
@@ -173,11 +171,9 @@ class PickIndex:
             hi = finite.max(axis=0) if len(finite) else np.zeros(3, dtype=np.float32)
         extent = float((hi - lo).max())
         self.cell = max(self.min_cell, extent / (MAX_CELLS_PER_AXIS - 1), 1e-6)
-        self._lo = lo.astype(np.float64)
-        self._dims = np.minimum(((hi - lo) / self.cell).astype(np.int64) + 1, MAX_CELLS_PER_AXIS)
-        self._lo_f = [float(v) for v in self._lo]  # plain floats and ints for the queries
-        self._dims_i = [int(v) for v in self._dims]
-        d = self._dims
+        d = np.minimum(((hi - lo) / self.cell).astype(np.int64) + 1, MAX_CELLS_PER_AXIS)
+        self._lo_f = [float(v) for v in lo]
+        self._dims_i = [int(v) for v in d]
         cells = int(np.prod(d))
         with np.errstate(invalid="ignore"):  # hidden (NaN) cards
             c = ((self._indexed - lo) * np.float32(1.0 / self.cell)).astype(np.int32)  # >= 0: floor
