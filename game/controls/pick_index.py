@@ -211,6 +211,11 @@ class PickIndex:
         found = self._order[np.repeat(begin - (ends - lengths), lengths) + np.arange(total)]
         return np.concatenate([found, self._loose]) if len(self._loose) else found
 
+    def _only_loose(self) -> np.ndarray:
+        """No indexed cell in reach: the loose cards are the only candidates."""
+        self.last_candidates = len(self._loose)
+        return self._loose
+
     def _box(self, centre: tuple[float, float, float], reach: float) -> np.ndarray:
         """Cards indexed in the cells that meet the cube of half-side ``reach`` around ``centre``."""
         inv, lo, dims = 1.0 / self.cell, self._lo_f, self._dims_i
@@ -219,8 +224,7 @@ class PickIndex:
             f = max(math.floor((centre[axis] - reach - lo[axis]) * inv - EDGE), 0)
             g = min(math.floor((centre[axis] + reach - lo[axis]) * inv + EDGE), dims[axis] - 1)
             if f > g:
-                self.last_candidates = len(self._loose)
-                return self._loose
+                return self._only_loose()
             first.append(f)
             last.append(g)
         ny, nz = dims[1], dims[2]
@@ -242,8 +246,7 @@ class PickIndex:
         s0 = max(math.floor((min(ends) - reach - lo[a]) * inv - EDGE), 0)
         s1 = min(math.floor((max(ends) + reach - lo[a]) * inv + EDGE), dims[a] - 1)
         if s0 > s1:
-            self.last_candidates = len(self._loose)
-            return self._loose
+            return self._only_loose()
         da = d[a] if d[a] != 0.0 else 1e-30  # a ray along z: every slab's t range is all or none
         # The t range over which the segment is within reach of each slab, within [t0, t1]
         # (empty: ta > tb).
@@ -269,8 +272,7 @@ class PickIndex:
         (b0, z0), (b1, z1) = lows, highs
         width = int((b1 - b0).max()) + 1
         if width <= 0:
-            self.last_candidates = len(self._loose)
-            return self._loose
+            return self._only_loose()
         col = b0[:, None] + np.arange(width)  # (slabs, width): columns, masked below
         slabs = np.arange(s0, s1 + 1)[:, None]
         ny, nz = dims[1], dims[2]
@@ -279,8 +281,7 @@ class PickIndex:
         keep &= ((ta <= tb) & (z0 <= z1))[:, None]
         first = (base + z0[:, None])[keep]
         if not len(first):
-            self.last_candidates = len(self._loose)
-            return self._loose
+            return self._only_loose()
         return self._gather(first, (base + z1[:, None])[keep])
 
     # --- queries --------------------------------------------------------------------------------
@@ -322,8 +323,7 @@ class PickIndex:
         if t1 >= t0:
             cand = self._tube(o, d, t0, t1, reach * (1.0 + 1e-6) + 1e-6)
         else:  # the ray misses the grid: only cards that moved out of it can be hit
-            self.last_candidates = len(self._loose)
-            cand = self._loose
+            cand = self._only_loose()
         if not len(cand):
             return -1, float("inf")
         return pick_ray(p, origin, direction, radius, near, cand)
