@@ -12,6 +12,18 @@ from game.core import events as ev
 from game.core.workspace import Workspace
 
 
+def fine_tune_twice(loaded, controller) -> list[int]:
+    """Moves two training cards the network gets right to a wrong class, one fine-tune each (the
+    first by one class, the second by two); returns the two cards."""
+    from game.learning.headless import apply_moves
+
+    ws = loaded.workspace
+    cards = [int(c) for c in (ws.is_train & (ws.predictions == ws.labels)).nonzero()[0][:2]]
+    apply_moves(loaded, [(cards[0], (int(ws.labels[cards[0]]) + 1) % 10)], controller=controller)
+    apply_moves(loaded, [(cards[1], (int(ws.labels[cards[1]]) + 2) % 10)], controller=controller)
+    return cards
+
+
 def tiny_workspace(n: int = 24, classes: int = 3, seed: int = 0) -> Workspace:
     rng = np.random.default_rng(seed)
     top5 = np.stack([(np.arange(n) + k) % classes for k in range(classes)], axis=1).astype(np.int64)

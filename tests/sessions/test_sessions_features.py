@@ -4,11 +4,11 @@ events; a restored replay recomputes them from the weights, only when something 
 import copy
 
 import numpy as np
+from sessions_helpers import fine_tune_twice
 
 from game.core import events as ev
 from game.core.worker import Worker
 from game.learning.controller import FineTuneController
-from game.learning.headless import apply_moves
 from game.learning.layers import layer_choices, next_layer, switch_loaded_layer
 from game.sessions.reader import SessionReader
 from game.sessions.recorder import SessionRecorder
@@ -33,9 +33,7 @@ def _record(loaded, folder):
     worker = Worker(torch_threads=1)
     ctl = FineTuneController(loaded, worker, job_process=False)
     try:
-        cards = [int(c) for c in (ws.is_train & (ws.predictions == ws.labels)).nonzero()[0][:2]]
-        apply_moves(loaded, [(cards[0], (int(ws.labels[cards[0]]) + 1) % 10)], controller=ctl)
-        apply_moves(loaded, [(cards[1], (int(ws.labels[cards[1]]) + 2) % 10)], controller=ctl)
+        fine_tune_twice(loaded, ctl)
         module = loaded.models.network().module
         assert len(layer_choices(module)) > 1
         switch = switch_loaded_layer(loaded, next_layer(module, ws.feature_layer))

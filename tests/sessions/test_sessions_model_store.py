@@ -4,11 +4,11 @@ part; restore rebuilds any version exactly."""
 import copy
 
 import torch
+from sessions_helpers import fine_tune_twice
 
 from game.core import events as ev
 from game.core.worker import Worker
 from game.learning.controller import FineTuneController
-from game.learning.headless import apply_moves
 from game.nets.weights import state_from_bytes
 from game.sessions.reader import SessionReader
 from game.sessions.recorder import SessionRecorder
@@ -25,9 +25,7 @@ def test_session_stores_the_trainable_part_per_version_and_restores_each(fresh_d
     worker = Worker(torch_threads=1)
     ctl = FineTuneController(loaded, worker, job_process=False)
     try:
-        cards = [int(c) for c in (ws.is_train & (ws.predictions == ws.labels)).nonzero()[0][:2]]
-        apply_moves(loaded, [(cards[0], (int(ws.labels[cards[0]]) + 1) % 10)], controller=ctl)
-        apply_moves(loaded, [(cards[1], (int(ws.labels[cards[1]]) + 2) % 10)], controller=ctl)
+        fine_tune_twice(loaded, ctl)
         assert ws.model_version == 2
         live = {v: loaded.models.network(v).module.state_dict() for v in (0, 1, 2)}
         ws.post(ev.UndoRequested())  # back to v1: already stored, not stored again
