@@ -536,7 +536,7 @@ def _knn(x: np.ndarray, k: int, n_jobs: int = 1, exact: bool | None = None) -> n
         metric="euclidean",
         n_jobs=n_jobs,
         random_state=0,
-        knn_kwargs={"n_trees": 20},
+        knn_kwargs={"n_trees": LARGE_KNN_TREES},
     )
     return np.asarray(index.build()[0][:, :k], dtype=np.int64)
 
