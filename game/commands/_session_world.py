@@ -24,6 +24,7 @@ import numpy as np
 from game.commands._session_export import FRAME_SIZE
 from game.sessions.recorder import SessionRecorder
 from game.sessions.replay import MAX_SPEED, MIN_SPEED, ReplayDriver
+from game.sessions.replay_models import ReplayModelFollower
 
 if TYPE_CHECKING:
     from game.app import LatentReachApp
@@ -216,7 +217,13 @@ def play_in_window(reader: Any, speed: float = 1.0, start: float = 0.0, free_cam
     if start:
         driver.seek(start)
     app.frame_hooks.append(ReplayHook(app, driver))
+    # Free camera: the explanations read the network of the version shown, not the starting one.
+    models = ReplayModelFollower(reader, app.loaded.models, app.workspace)
+    app.frame_hooks.append(models)
     print(f"replaying {reader.path.name} ({driver.duration:.1f} s); keys: {ReplayHook.KEYS}")
     driver.play()
-    app.run()
+    try:
+        app.run()
+    finally:
+        models.close()
     return 0

@@ -183,6 +183,14 @@ class ModelStore:
             self._live_network = network
         return dropped
 
+    def show(self, version: int, network: Network) -> None:
+        """Make ``network`` the one read as live without a checkpoint: a replay shows recorded
+        versions in any order (seeking back included), and its explanations must read the network
+        of the moment shown, while the history stays the session's starting point."""
+        with self._lock:
+            self._live_network = network
+            self._live_version = int(version)
+
     def pad(self, workspace: Workspace) -> None:
         """Cards joined the workspace: every kept checkpoint gets their rows (see ``pad_checkpoint``)."""
         with self._lock:
