@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,12 +15,21 @@ import numpy as np
 
 from game.core.scene import Scene, load_scene
 from game.core.workspace import Workspace
+from game.data.cache_files import (
+    cache_dir,
+    content_hash,
+    load_arrays,
+    report_damaged,
+    save_arrays,
+    stored,
+    touch,
+)
 from game.data.dataset import Dataset, load_dataset
 from game.layout.projector import LayoutState, Projector
 from game.layout.state_io import layout_from_arrays, layout_to_arrays
 from game.learning.store import ModelStore
 from game.nets.build import build_network
-from game.nets.cache import cache_dir, cached_inference, content_hash
+from game.nets.cache import cached_inference
 from game.nets.network import Inference, Network
 
 
@@ -82,7 +90,12 @@ def open_scene(
 
     t0 = time.perf_counter()
     inference, features_key = cached_inference(
-        network, data.images, scene.network.batch_size, progress=progress, use_cache=use_cache
+        network,
+        data.images,
+        scene.network.batch_size,
+        progress=progress,
+        use_cache=use_cache,
+        images_key=data.content_key,
     )
     timings["features"] = time.perf_counter() - t0
 
@@ -130,23 +143,20 @@ def _layout_cached(
     else:
         key = content_hash("layout-v3", features, config)
     path = cache_dir("layouts") / f"{key}.npz"
-    if use_cache and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return layout_from_arrays(z)
-        # EOFError: an empty file; BadZipFile: a truncated one (a crash before the data reached
-        # the disk): both are refitted, not a crash at launch.
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-            path.unlink(missing_ok=True)
-    state = projector.fit(features)
     if use_cache:
-        tmp = path.with_suffix(".tmp.npz")
-        # With the feature-space neighbours: what update_local compares to.
-        # Typed Any so numpy's stub does not read a key as its ``allow_pickle`` flag.
-        arrays: dict[str, Any] = layout_to_arrays(state)
-        try:
-            np.savez(tmp, **arrays)
-            tmp.replace(path)
-        except OSError:  # a full or read-only cache disk: the fit itself succeeded
-            pass
+        # A damaged file (empty or truncated: a crash before the data reached the disk) is said
+        # and refitted, not a crash at launch.
+        arrays = load_arrays(path)
+        if arrays is not None:
+            try:
+                state = layout_from_arrays(arrays)
+                touch(path)
+                return state
+            except (KeyError, ValueError, TypeError) as exc:
+                report_damaged(path, exc)
+    state = projector.fit(features)
+    # With the feature-space neighbours: what update_local compares to. A full or read-only cache
+    # disk stores nothing: the fit itself succeeded.
+    if use_cache and save_arrays(path, layout_to_arrays(state)):
+        stored(path)
     return state

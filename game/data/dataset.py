@@ -35,6 +35,9 @@ class Dataset:
     skipped: list[SkippedFile] = field(default_factory=list)
     name: str = ""
     notes: list[str] = field(default_factory=list)  # things used with a caveat (extra CSV columns)
+    # A key that names exactly these images (an image folder's files and reading settings), so
+    # the features cache need not hash their bytes; "" when none is known (then it hashes them).
+    content_key: str = ""
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != np.uint8:

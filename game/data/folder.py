@@ -24,6 +24,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from game.data.cache_files import (
+    cache_dir,
+    content_hash,
+    load_array,
+    load_text,
+    report_damaged,
+    save_array,
+    save_text,
+    stored,
+    touch,
+)
 from game.data.dataset import Dataset, DatasetError, SkippedFile
 from game.data.images import ImageSkipped, read_image
 from game.data.names import display_path
@@ -68,6 +79,7 @@ def load_image_folder(
     if key:
         hit = _cached_folder(key, display_path(root), skipped, notes)
         if hit is not None:
+            hit.content_key = key
             return hit
     images, labels, sources = [], [], []
     listed_skips = len(skipped)
@@ -96,6 +108,7 @@ def load_image_folder(
     names = [class_names[i] for i in used]
     data = Dataset(stack, remap[labels_arr], names, sources, skipped, name=display_path(root), notes=notes)
     if key:
+        data.content_key = key
         _store_folder(key, data, skipped[listed_skips:])
     return data
 
@@ -105,8 +118,10 @@ def folder_identity(entries: Entries, class_names: list[str], image_size: int, m
     status-change times (ns), the class names and the reading settings. A file that is added,
     removed, renamed, relabelled, rewritten or made unreadable (chmod changes the status time)
     changes it; an ``os.stat`` per file is all it costs. Empty when a file
-    cannot be stat'ed (then nothing is cached: the read reports it)."""
-    from game.nets.cache import content_hash
+    cannot be stat'ed (then nothing is cached: the read reports it).
+
+    The decoded images are a function of what it covers, so it also names them for the features
+    cache (``Dataset.content_key``): their 600 MB at 50,000 images are not hashed at a launch."""
 
     ids = []
     for path, label in entries:
@@ -119,44 +134,39 @@ def folder_identity(entries: Entries, class_names: list[str], image_size: int, m
 
 
 def _cached_folder(key: str, name: str, listed: list[SkippedFile], notes: list[str]) -> Dataset | None:
-    """The ``Dataset`` stored under ``key`` (images memory-mapped), or None."""
-    from game.nets.cache import cache_dir
-
+    """The ``Dataset`` stored under ``key`` (images memory-mapped), or None (absent, unfinished,
+    or damaged: a damaged file is said on stderr and read again)."""
     folder = cache_dir("images", key)
+    text = load_text(folder / "meta.json")  # written last: absent while the entry is unfinished
+    if text is None:
+        return None
+    images = load_array(folder / "images.npy")
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        # Copy-on-write mapping: pages are read when used, and a write never reaches the file; a
-        # plain ndarray view of it (no memmap subclass), so it pickles and computes as any array.
-        images = np.asarray(np.load(folder / "images.npy", mmap_mode="c", allow_pickle=False))
+        meta = json.loads(text)
         labels = np.asarray(meta["labels"], dtype=np.int64)
-        if len(images) != len(labels) or len(meta["sources"]) != len(labels):
+        if images is None or len(images) != len(labels) or len(meta["sources"]) != len(labels):
             return None
         skipped = listed + [SkippedFile(p, r) for p, r in meta["read_skipped"]]
-        return Dataset(images, labels, meta["class_names"], meta["sources"], skipped, name=name, notes=notes)
-    # EOFError: an empty images.npy (a crash before the data reached the disk leaves one).
-    except (OSError, ValueError, KeyError, TypeError, EOFError):  # absent, half-written or damaged
+        data = Dataset(images, labels, meta["class_names"], meta["sources"], skipped, name=name, notes=notes)
+    except (ValueError, KeyError, TypeError) as exc:  # a damaged meta.json (or a mismatch)
+        report_damaged(folder / "meta.json", exc)
         return None
+    touch(folder)
+    return data
 
 
 def _store_folder(key: str, data: Dataset, read_skipped: list[SkippedFile]) -> None:
     """Write ``data`` under ``key``; meta.json last, so a half-written entry is never used."""
-    from game.nets.cache import cache_dir
-
     folder = cache_dir("images", key)
-    try:
-        tmp = folder / "images.tmp.npy"
-        np.save(tmp, data.images)
-        tmp.replace(folder / "images.npy")
-        meta = {
-            "labels": data.labels.tolist(),
-            "class_names": list(data.class_names),
-            "sources": list(data.sources),
-            "read_skipped": [[s.path, s.reason] for s in read_skipped],
-        }
-        (folder / "meta.tmp.json").write_text(json.dumps(meta), encoding="utf-8")
-        (folder / "meta.tmp.json").replace(folder / "meta.json")
-    except OSError:  # a full or read-only cache disk: the read itself succeeded
-        pass
+    meta = {
+        "labels": data.labels.tolist(),
+        "class_names": list(data.class_names),
+        "sources": list(data.sources),
+        "read_skipped": [[s.path, s.reason] for s in read_skipped],
+    }
+    # A full or read-only cache disk: the read itself succeeded, nothing is stored.
+    if save_array(folder / "images.npy", data.images) and save_text(folder / "meta.json", json.dumps(meta)):
+        stored(folder)
 
 
 def _file_id(st: os.stat_result) -> tuple[int, int]:
