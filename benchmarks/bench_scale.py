@@ -78,6 +78,7 @@ class Stages:
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
+        self.on_row = lambda: None  # called after every stage (the --json file is kept current)
         self._peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -102,6 +103,7 @@ class Stages:
         row["peak_rss_mb"] = max(self._peak, rss()) / MB
         row["rise_mb"] = row["peak_rss_mb"] - start_rss / MB
         self.rows.append(row)
+        self.on_row()
         note = f"  ({row['note']})" if row.get("note") else ""
         print(
             f"{name:<34} {row['seconds']:8.2f} s (CPU {row['cpu_seconds']:7.1f} s)   peak RSS {row['peak_rss_mb']:7.0f} MB "
@@ -451,7 +453,15 @@ def main() -> int:
     parser.add_argument("--cards", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64, help="images per feature batch")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--tsne-limit", type=float, default=600.0, help="seconds for the sklearn peer")
+    parser.add_argument(
+        "--tsne-limit", type=float, default=600.0, help="seconds for the sklearn peer (0: not run)"
+    )
+    parser.add_argument(
+        "--head-epochs",
+        type=int,
+        default=3,
+        help="setup, not timed: epochs of the head on the stem outputs before the path (default 3)",
+    )
     parser.add_argument("--no-world", action="store_true", help="skip the offscreen world")
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
     parser.add_argument(
@@ -511,6 +521,14 @@ def main() -> int:
     from game.sessions.recorder import SessionRecorder
 
     stages = Stages()
+    arrays: dict[str, float] = {}  # the large arrays of the path, MB: what bounds the memory
+
+    def save_json(done: bool = False) -> None:
+        if args.json:
+            figures = {"cards": args.cards, "stages": stages.rows, "arrays_mb": arrays, "complete": done}
+            Path(args.json).write_text(json.dumps({**figures, "peer": peer} if done else figures, indent=2))
+
+    stages.on_row = save_json
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     t = time.perf_counter()
     n_files, n_bytes = write_folder(tmp / "images", args.cards)
@@ -522,6 +540,7 @@ def main() -> int:
     with stages.stage("reading images") as row:
         data = load_image_folder(tmp / "images", image_size=64, progress=False)
         row["note"] = f"{len(data.images)} images {data.images.shape[1:]}"
+        arrays["images (uint8)"] = data.images.nbytes / MB
     is_train = ~data.heldout_mask(0.2, 0)
     torch.manual_seed(0)
     network = Network(AlexNet(data.n_classes), "alexnet", data.n_classes, 3, 224, "", "imagenet")
@@ -529,12 +548,20 @@ def main() -> int:
         stem = compute_stem_cache(network, data.images, scene.learning.head_layers, batch_size=args.batch)
         assert stem is not None
         row["note"] = f"stem outputs {tuple(stem.inputs.shape)}"
+        arrays["stem outputs (fine-tune inputs)"] = stem.inputs.numel() * stem.inputs.element_size() / MB
     t = time.perf_counter()
-    train_head(network, stem, data.labels, is_train, 3)
-    print(f"(setup: head trained 3 epochs on the stem outputs in {time.perf_counter() - t:.1f} s)")
+    train_head(network, stem, data.labels, is_train, args.head_epochs)
+    print(
+        f"(setup: head trained {args.head_epochs} epoch(s) on the stem outputs in {time.perf_counter() - t:.1f} s)",
+        flush=True,
+    )
     with stages.stage("features (Network.infer)") as row:
         inference = network.infer(data.images, batch_size=args.batch)
         row["note"] = f"{inference.features.shape[1]}-d, batches of {args.batch}"
+        arrays["features"] = inference.features.nbytes / MB
+        arrays["logits, top-5"] = (
+            sum(a.nbytes for a in (inference.logits, inference.top5_classes, inference.top5_scores)) / MB
+        )
     projector = Projector(scene.layout, n_jobs=args.threads)
     with stages.stage("PCA") as row:
         reduced = projector.reduce(inference.features)
@@ -607,17 +634,17 @@ def main() -> int:
     worker.close(wait=True, timeout=60)
 
     print(f"held-out accuracy of the briefly trained head: {accuracy:.3f}")
-    peer = sklearn_peer(reduced, scene.layout.perplexity, args.tsne_limit, args.threads, tmp)
+    print("large arrays (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in arrays.items()), flush=True)
+    peer = {"finished": False, "skipped": True}
+    if args.tsne_limit > 0:
+        peer = sklearn_peer(reduced, scene.layout.perplexity, args.tsne_limit, args.threads, tmp)
     layout_s = next(r["seconds"] for r in stages.rows if r["stage"].startswith("3-D layout"))
     report_peer(peer, reduced, data.labels, layout_s, args.tsne_limit)
     print(
         f"process peak RSS {max(r['peak_rss_mb'] for r in stages.rows):.0f} MB; load average at end {load_average()}"
     )
     stages.close()
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"cards": args.cards, "stages": stages.rows, "peer": peer}, indent=2)
-        )
+    save_json(done=True)
     return 0
 
 
