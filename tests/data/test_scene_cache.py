@@ -110,9 +110,10 @@ def test_use_cache_false_neither_reads_nor_writes_the_caches(folder_scene, monke
 
 
 @pytest.mark.parametrize("kind", ["empty", "truncated"])
-def test_damaged_cache_files_are_recomputed_not_a_crash(folder_scene, monkeypatch, kind):
+def test_damaged_cache_files_are_recomputed_not_a_crash(folder_scene, monkeypatch, capsys, kind):
     """A crash before a cache file's data reached the disk can leave it empty (the rename was
-    journalled, the data was not) or cut short: the next launch reads, computes and fits again."""
+    journalled, the data was not) or cut short: the next launch says so, reads, computes and fits
+    again, and stores whole files (the launch after maps them)."""
     from game.pipeline import open_scene
 
     scene = str(folder_scene / "scene.toml")
@@ -127,9 +128,17 @@ def test_damaged_cache_files_are_recomputed_not_a_crash(folder_scene, monkeypatc
     for path in damaged:
         data = path.read_bytes()
         path.write_bytes(b"" if kind == "empty" else data[: len(data) // 2])
+    capsys.readouterr()
     calls = _counting(monkeypatch)
     again = open_scene(scene, progress=False)
     assert calls["read"] == 24 and calls["infer"] >= 1
+    err = capsys.readouterr().err
+    for path in damaged:
+        assert f"cache file {path} is damaged" in err
     np.testing.assert_array_equal(again.workspace.images, first.workspace.images)
     np.testing.assert_array_equal(again.workspace.features, first.workspace.features)
     assert again.workspace.positions.shape == first.workspace.positions.shape
+    calls["read"] = calls["infer"] = 0
+    third = open_scene(scene, progress=False)  # rebuilt entries: nothing decoded or computed
+    assert calls == {"read": 0, "infer": 0} and "damaged" not in capsys.readouterr().err
+    np.testing.assert_array_equal(third.workspace.positions, again.workspace.positions)
