@@ -56,9 +56,10 @@ def cached_inference(
         folder = cache_dir("features", key)
         # features.npy first: it is written last, so its absence means an unfinished entry.
         arrays = [load_array(folder / f"{n}.npy") for n in FEATURE_ARRAYS]
-        if all(a is not None and len(a) == len(images) for a in arrays):
+        found = [a for a in arrays if a is not None and len(a) == len(images)]
+        if len(found) == len(FEATURE_ARRAYS):
             touch(folder)
-            return Inference(*arrays), key
+            return Inference(*found), key
     inference = network.infer(images, batch_size=batch_size, progress=progress)
     if key:
         # features.npy last: its presence with the right length is what a later load checks.
