@@ -161,6 +161,18 @@ def _clocks() -> np.ndarray:
     return np.array([time.perf_counter(), time.thread_time()])
 
 
+PARTS = (
+    # (name, object path from the session, attribute): timed apart (nested in the frame's sum)
+    ("wait_poses", "backend", "wait_poses"),
+    ("nodes+models", "stereo", "_poll_models"),
+    ("controls", "controls", "update"),
+    ("touch", "index", "nearest"),
+    ("ray", "index", "ray"),
+    ("touch+ray", "index", "touch_or_ray"),
+    ("in-world ui", "ui", "update"),
+)
+
+
 def python_work(
     n: int, frames: int, index: bool = True, profile: bool = False, glides: int = 2
 ) -> dict[str, float]:
@@ -195,6 +207,7 @@ def python_work(
                 hand.index = None
         stereo = session.stereo
         spent = {k: np.zeros(2) for k in ("poses", "submit", "flush", "pick", "world")}
+        spent.update({name: np.zeros(2) for name, _, _ in PARTS})
         per_frame: list[float] = []
 
         def timed(name, fn):
@@ -203,11 +216,11 @@ def python_work(
             wall, cpu = time.perf_counter, time.thread_time
             acc = spent[name]
 
-            def run(*args):
+            def run(*args, **kwargs):
                 w0 = wall()
                 c0 = cpu()
                 try:
-                    return fn(*args)
+                    return fn(*args, **kwargs)
                 finally:
                     c1 = cpu()
                     acc[0] += wall() - w0
@@ -242,6 +255,15 @@ def python_work(
             hand.point = timed("pick", hand.point)
             hand.touch = timed("pick", hand.touch)
         session.controls.index.refresh = timed("pick", session.controls.index.refresh)
+        owners = {
+            "backend": backend,
+            "stereo": stereo,
+            "controls": session.controls,
+            "index": session.controls.index,
+            "ui": session.ui,
+        }
+        for name, owner, attr in PARTS:  # where the frame's time goes (--python-work's table)
+            setattr(owners[owner], attr, timed(name, getattr(owners[owner], attr)))
         app.world.update = timed("world", app.world.update)  # the tween and the position upload
         after_right = timed("submit", stereo._after_right)
         stereo.step_poses = timed("poses", stereo.step_poses)
@@ -258,10 +280,13 @@ def python_work(
             profiler = cProfile.Profile()
             profiler.enable()
         worlds: list[float] = []
+        parts: dict[str, list[float]] = {name: [] for name, _, _ in PARTS}
 
         def frame() -> None:
             before = {k: v.copy() for k, v in spent.items()}
             app.step()
+            for name in parts:
+                parts[name].append(float(spent[name][1] - before[name][1]))
             per_frame.append(spent["poses"] + spent["submit"] - before["poses"] - before["submit"])
             poses_only.append(spent["poses"] - before["poses"])
             picks.append(spent["pick"] - before["pick"])
@@ -311,6 +336,7 @@ def python_work(
     return {
         "cards": n,
         "index": index,
+        "parts_cpu_median_ms": {k: 1000 * float(np.median(v[:steady])) for k, v in parts.items()},
         "cpu_median_ms": float(np.median(ms[:, 1])),
         "cpu_p95_ms": float(np.percentile(ms[:, 1], 95)),
         "cpu_max_ms": float(ms[:, 1].max()),
@@ -372,6 +398,13 @@ def main() -> int:
                 f"{r['cards']:>7}{kind:>14}{r['cpu_median_ms']:>12.3f}{r['cpu_p95_ms']:>9.3f}"
                 f"{r['cpu_max_ms']:>9.3f}{r['median_ms']:>13.3f}{r['p95_ms']:>10.3f}{r['hovered_hand_frames']:>14}{r['pick_cpu_median_ms']:>10.3f}"
             )
+        print("\nWhere a still frame's CPU goes (medians, ms; touch and ray are inside controls)")
+        names = [name for name, _, _ in PARTS]
+        print(f"{'cards':>7}{'picking':>14}" + "".join(f"{name:>14}" for name in names))
+        for r in rows:
+            kind = "PickIndex" if r["index"] else "brute force"
+            parts = r["parts_cpu_median_ms"]
+            print(f"{r['cards']:>7}{kind:>14}" + "".join(f"{parts[name]:>14.3f}" for name in names))
         print(
             "\nGliding frames (a re-layout: every card moves for the tween's duration), CPU ms of the"
             " pose task + submit + the world's update (tween and position upload)"

@@ -43,17 +43,8 @@ def pick_ray(
     p = positions if cards is None else positions[cards]
     if len(p) == 0:
         return -1, float("inf")
-    o = np.asarray(origin, dtype=np.float32)
-    d = np.asarray(direction, dtype=np.float32)
-    d = d / max(math.sqrt(float(d @ d)), 1e-12)  # np.linalg.norm costs 3x more on 3 values
-    v = p - o
-    t = v @ d
-    dist2 = np.einsum("ij,ij->i", v, v) - t * t
-    hit = (dist2 <= radius * radius) & (t > near)
-    if not hit.any():
-        return -1, float("inf")
-    t_hit = np.where(hit, t, np.inf)
-    return _lowest_best(t_hit, cards)
+    v = p - np.asarray(origin, dtype=np.float32)
+    return _first_along(v, np.einsum("ij,ij->i", v, v), _unit32(direction), radius, near, cards)
 
 
 def pick_nearest(
@@ -67,8 +58,60 @@ def pick_nearest(
     if len(p) == 0:
         return -1, float("inf")
     v = p - np.asarray(point, dtype=np.float32)
-    d2 = np.einsum("ij,ij->i", v, v)
-    d2 = np.where(d2 <= radius * radius, d2, np.inf)  # also drops hidden (NaN) cards
+    return _nearest_within(np.einsum("ij,ij->i", v, v), radius, cards)
+
+
+def pick_touch_or_ray(
+    positions: np.ndarray,
+    point,
+    touch_radius: float,
+    origin,
+    direction,
+    ray_radius: float,
+    near: float = 0.0,
+    cards: np.ndarray | None = None,
+) -> tuple[tuple[int, float], tuple[int, float] | None]:
+    """``pick_nearest(point, touch_radius)``, then, when nothing is touched, ``pick_ray`` from
+    ``origin``: ``(touch answer, ray answer or None when a card is touched)``.
+
+    A controller touches with its tip and points from it or from just behind it: both tests share
+    the cards they look at (one gathering, ``cards`` a superset of both tests' candidates) and,
+    when ``origin is point``, the cards' offsets and their squared lengths. The arithmetic is
+    that of the two functions, so the answers are theirs exactly.
+    """
+    p = positions if cards is None else positions[cards]
+    if len(p) == 0:
+        return (-1, float("inf")), (-1, float("inf"))
+    v = p - np.asarray(point, dtype=np.float32)
+    vv = np.einsum("ij,ij->i", v, v)
+    touched = _nearest_within(vv, touch_radius, cards)
+    if touched[0] >= 0:
+        return touched, None
+    if origin is not point:
+        v = p - np.asarray(origin, dtype=np.float32)
+        vv = np.einsum("ij,ij->i", v, v)
+    return touched, _first_along(v, vv, _unit32(direction), ray_radius, near, cards)
+
+
+def _unit32(direction) -> np.ndarray:
+    d = np.asarray(direction, dtype=np.float32)
+    return d / max(math.sqrt(float(d @ d)), 1e-12)  # np.linalg.norm costs 3x more on 3 values
+
+
+def _first_along(
+    v: np.ndarray, vv: np.ndarray, d: np.ndarray, radius: float, near: float, cards: np.ndarray | None
+) -> tuple[int, float]:
+    """The ray test of ``pick_ray`` on offsets ``v`` from the origin (``vv``: their squares)."""
+    t = v @ d
+    hit = (vv - t * t <= radius * radius) & (t > near)
+    if not hit.any():
+        return -1, float("inf")
+    return _lowest_best(np.where(hit, t, np.inf), cards)
+
+
+def _nearest_within(vv: np.ndarray, radius: float, cards: np.ndarray | None) -> tuple[int, float]:
+    """The touch test of ``pick_nearest`` on squared distances ``vv``."""
+    d2 = np.where(vv <= radius * radius, vv, np.inf)  # also drops hidden (NaN) cards
     k, best = _lowest_best(d2, cards)
     if best == np.inf:
         return -1, float("inf")
@@ -122,6 +165,8 @@ class Hand:
         # A game.controls.pick_index.PickIndex over the same positions: the same answers as the
         # brute force below at a cost independent of the card count (the VR hands use one).
         self.index: PickIndex | None = None
+        # touch(..., ray=...)'s answer for the laser: (origin, direction, (card, distance)).
+        self._ray_ready: tuple[object, object, tuple[int, float]] | None = None
 
     @property
     def card_size(self) -> float:
@@ -137,20 +182,41 @@ class Hand:
         """Hover the nearest card along a ray (mouse ray or controller laser)."""
         if self.dragging:
             return self.hovered
-        radius = self.pick_factor * self.card_size
-        if self.index is not None:
-            k, t = self.index.ray(origin, direction, radius)
+        ready, self._ray_ready = self._ray_ready, None
+        if ready is not None and ready[0] is origin and ready[1] is direction:
+            k, t = ready[2]  # answered by this frame's touch (``touch(..., ray=...)``)
         else:
-            k, t = pick_ray(self._positions(), origin, direction, radius)
+            radius = self.pick_factor * self.card_size
+            if self.index is not None:
+                k, t = self.index.ray(origin, direction, radius)
+            else:
+                k, t = pick_ray(self._positions(), origin, direction, radius)
         self.hovered, self.hover_distance = k, t
         return k
 
-    def touch(self, position, radius: float | None = None) -> int:
-        """Hover the card nearest a point (a controller tip), within ``radius`` metres."""
+    def touch(self, position, radius: float | None = None, ray=None) -> int:
+        """Hover the card nearest a point (a controller tip), within ``radius`` metres.
+
+        ``ray``: ``(origin, direction)`` of the laser that ``point`` may test next when nothing
+        is touched (a controller's): both tests then share one gathering of cards, and ``point``
+        called with these same two objects takes the answer (the same as its own).
+        """
+        self._ray_ready = None
         if self.dragging:
             return self.hovered
         r = self.touch_factor * self.card_size if radius is None else radius
-        if self.index is not None:
+        if ray is not None:
+            origin, direction = ray
+            ray_radius = self.pick_factor * self.card_size
+            if self.index is not None:
+                (k, d), along = self.index.touch_or_ray(position, r, origin, direction, ray_radius)
+            else:
+                (k, d), along = pick_touch_or_ray(
+                    self._positions(), position, r, origin, direction, ray_radius
+                )
+            if along is not None:
+                self._ray_ready = (origin, direction, along)
+        elif self.index is not None:
             k, d = self.index.nearest(position, r)
         else:
             k, d = pick_nearest(self._positions(), position, r)

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from game.controls.hand import pick_nearest, pick_ray
+from game.controls.hand import pick_nearest, pick_ray, pick_touch_or_ray
 
 PositionsSource = Callable[[], np.ndarray]
+Runs = tuple[np.ndarray, np.ndarray] | None  # first and last keys of runs of cells; None: no cell
 MAX_CELLS_PER_AXIS = 40  # 40**3 cells fit a uint16 key: a linear-time (radix) sort
 MAX_LOOSE = 64  # moved cards tested one by one before the grid is rebuilt
 BRUTE_BELOW = 4096  # fewer cards: one vectorised pass over all of them is cheaper than the grid
@@ -216,15 +217,19 @@ class PickIndex:
         self.last_candidates = len(self._loose)
         return self._loose
 
-    def _box(self, centre: tuple[float, float, float], reach: float) -> np.ndarray:
-        """Cards indexed in the cells that meet the cube of half-side ``reach`` around ``centre``."""
+    def _runs(self, runs: Runs) -> np.ndarray:
+        return self._only_loose() if runs is None else self._gather(*runs)
+
+    def _box(self, centre: list[float], reach: float) -> Runs:
+        """Key runs of the cells that meet the cube of half-side ``reach`` around ``centre``
+        (None: no indexed cell there)."""
         inv, lo, dims = 1.0 / self.cell, self._lo_f, self._dims_i
         first, last = [], []
         for axis in range(3):
             f = max(math.floor((centre[axis] - reach - lo[axis]) * inv - EDGE), 0)
             g = min(math.floor((centre[axis] + reach - lo[axis]) * inv + EDGE), dims[axis] - 1)
             if f > g:
-                return self._only_loose()
+                return None
             first.append(f)
             last.append(g)
         ny, nz = dims[1], dims[2]
@@ -232,10 +237,10 @@ class PickIndex:
             np.arange(first[0] * ny, (last[0] + 1) * ny, ny)[:, None] + np.arange(first[1], last[1] + 1)
         ) * nz
         base = base.ravel()
-        return self._gather(base + first[2], base + last[2])
+        return base + first[2], base + last[2]
 
-    def _tube(self, o: list[float], d: list[float], t0: float, t1: float, reach: float) -> np.ndarray:
-        """Cards indexed in the cells that meet the box-shaped tube of half-side ``reach`` around
+    def _tube(self, o: list[float], d: list[float], t0: float, t1: float, reach: float) -> Runs:
+        """Key runs of the cells that meet the box-shaped tube of half-side ``reach`` around
         the segment ``o + t d``, t in [t0, t1]: one slab of columns per cell along the main
         horizontal axis ``a``; in each slab, the columns and the z range that the part of the
         segment crossing the slab (grown by ``reach``) covers."""
@@ -246,7 +251,7 @@ class PickIndex:
         s0 = max(math.floor((min(ends) - reach - lo[a]) * inv - EDGE), 0)
         s1 = min(math.floor((max(ends) + reach - lo[a]) * inv + EDGE), dims[a] - 1)
         if s0 > s1:
-            return self._only_loose()
+            return None
         da = d[a] if d[a] != 0.0 else 1e-30  # a ray along z: every slab's t range is all or none
         # The t range over which the segment is within reach of each slab, within [t0, t1]
         # (empty: ta > tb).
@@ -272,7 +277,7 @@ class PickIndex:
         (b0, z0), (b1, z1) = lows, highs
         width = int((b1 - b0).max()) + 1
         if width <= 0:
-            return self._only_loose()
+            return None
         col = b0[:, None] + np.arange(width)  # (slabs, width): columns, masked below
         slabs = np.arange(s0, s1 + 1)[:, None]
         ny, nz = dims[1], dims[2]
@@ -281,8 +286,8 @@ class PickIndex:
         keep &= ((ta <= tb) & (z0 <= z1))[:, None]
         first = (base + z0[:, None])[keep]
         if not len(first):
-            return self._only_loose()
-        return self._gather(first, (base + z1[:, None])[keep])
+            return None
+        return first, (base + z1[:, None])[keep]
 
     # --- queries --------------------------------------------------------------------------------
 
@@ -292,8 +297,7 @@ class PickIndex:
         if len(p) < max(BRUTE_BELOW, 1):
             self.last_candidates = len(p)
             return pick_nearest(p, point, radius)
-        x, y, z = np.asarray(point, dtype=np.float64).reshape(3).tolist()
-        cand = self._box((x, y, z), radius + self.slack)
+        cand = self._runs(self._box(_floats(point), radius + self.slack))
         if not len(cand):
             return -1, float("inf")
         return pick_nearest(p, point, radius, cand)
@@ -301,12 +305,49 @@ class PickIndex:
     def ray(self, origin, direction, radius: float, near: float = 0.0) -> tuple[int, float]:
         """Nearest card whose sphere of ``radius`` the ray hits: (index, distance) or (-1, inf)."""
         p = self._current()
-        o = np.asarray(origin, dtype=np.float64).reshape(3).tolist()
-        d = np.asarray(direction, dtype=np.float64).reshape(3).tolist()
-        length = math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
-        if len(p) < max(BRUTE_BELOW, 1) or length == 0.0:
+        if len(p) < max(BRUTE_BELOW, 1):
             self.last_candidates = len(p)
             return pick_ray(p, origin, direction, radius, near)
+        runs = self._ray(_floats(origin), _floats(direction), radius, near)
+        if runs is False:  # a zero direction: the brute force's answer
+            self.last_candidates = len(p)
+            return pick_ray(p, origin, direction, radius, near)
+        cand = self._runs(runs)
+        if not len(cand):
+            return -1, float("inf")
+        return pick_ray(p, origin, direction, radius, near, cand)
+
+    def touch_or_ray(
+        self, point, touch_radius: float, origin, direction, ray_radius: float, near: float = 0.0
+    ) -> tuple[tuple[int, float], tuple[int, float] | None]:
+        """``nearest(point, touch_radius)`` and, when nothing is touched, ``ray(origin, ...)``,
+        from one gathering of the cells of both (``hand.pick_touch_or_ray``): (touch answer, ray
+        answer or None when a card is touched); the same answers as the two queries."""
+        p = self._current()
+        if len(p) < max(BRUTE_BELOW, 1):
+            self.last_candidates = len(p)
+            return pick_touch_or_ray(p, point, touch_radius, origin, direction, ray_radius, near)
+        box = self._box(_floats(point), touch_radius + self.slack)
+        tube = self._ray(_floats(origin), _floats(direction), ray_radius, near)
+        if tube is False:  # a zero direction: the brute force's answer, as ray() gives
+            touched = self.nearest(point, touch_radius)
+            if touched[0] >= 0:
+                return touched, None
+            self.last_candidates = len(p)
+            return touched, pick_ray(p, origin, direction, ray_radius, near)
+        if box is None or tube is None:
+            cand = self._runs(box if tube is None else tube)
+        else:
+            cand = self._gather(np.concatenate((box[0], tube[0])), np.concatenate((box[1], tube[1])))
+        if not len(cand):
+            return (-1, float("inf")), (-1, float("inf"))
+        return pick_touch_or_ray(p, point, touch_radius, origin, direction, ray_radius, near, cand)
+
+    def _ray(self, o: list[float], d: list[float], radius: float, near: float) -> Runs | Literal[False]:
+        """Key runs of the cells along a ray (None: none in reach; False: a zero direction)."""
+        length = math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+        if length == 0.0:
+            return False
         d = [v / length for v in d]
         reach = radius + self.slack
         # Clip the ray to the grid's box grown by the reach: only there can cards be.
@@ -320,10 +361,13 @@ class PickIndex:
                 continue
             ta, tb = (lo - o[axis]) / d[axis], (hi - o[axis]) / d[axis]
             t0, t1 = max(t0, min(ta, tb)), min(t1, max(ta, tb))
-        if t1 >= t0:
-            cand = self._tube(o, d, t0, t1, reach * (1.0 + 1e-6) + 1e-6)
-        else:  # the ray misses the grid: only cards that moved out of it can be hit
-            cand = self._only_loose()
-        if not len(cand):
-            return -1, float("inf")
-        return pick_ray(p, origin, direction, radius, near, cand)
+        if t1 < t0:  # the ray misses the grid: only cards that moved out of it can be hit
+            return None
+        return self._tube(o, d, t0, t1, reach * (1.0 + 1e-6) + 1e-6)
+
+
+def _floats(v) -> list[float]:
+    """Three plain floats (the queries' scalar arithmetic) from a 3-vector of any kind."""
+    if isinstance(v, np.ndarray):
+        return [float(x) for x in v.reshape(3).tolist()]
+    return [float(x) for x in v]

@@ -213,7 +213,9 @@ class VRControls:
                 self.haptic(name, self.config.pulse_seconds)
             return
         before = hand.hovered
-        touching = hand.touch(tip) >= 0
+        # The laser is tested only when nothing is touched, with the trigger or the grip: then
+        # one gathering of cards serves both tests (``Hand.touch``'s ray).
+        touching = hand.touch(tip, ray=(origin, forward) if c.trigger or c.grip else None) >= 0
         hit = self._target_ray(name, origin, forward, c.trigger, c.trigger and not prev.trigger)
         if hit is not None:
             # The menu or the panel has the ray: the trigger went to it; the grip still grabs a
