@@ -396,53 +396,96 @@ def report_peer(
 
 
 def plot(json_files: list[str], out: str) -> None:
-    """Log-log plot of seconds against N from ``--json`` outputs: per stage, the wall time
-    (solid) and the CPU time (dotted; on a shared machine the steadier figure), and the peer's."""
+    """Log-log plots against N from ``--json`` outputs. Left: the layout and reopen stages and the
+    peer; middle: every stage of the whole path (``--stage all``); per stage the wall time (solid)
+    and the CPU time (dotted; on a shared machine the steadier figure). Right: each run's peak
+    RSS against the 8 GB target (a run stopped by its timeout is drawn hollow)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    wall: dict[str, dict[int, float]] = {}
-    cpu: dict[str, dict[int, float]] = {}
+    Series = dict[str, dict[int, float]]
+    wall: Series = {}
+    cpu: Series = {}
+    path_wall: Series = {}
+    path_cpu: Series = {}
+    peak: Series = {}
+    partial: set[int] = set()
     for name in json_files:
         run = json.loads(Path(name).read_text())
         n = int(run["cards"])
+        kind = run.get("stage", "all")
+        to_wall, to_cpu = (path_wall, path_cpu) if kind == "all" else (wall, cpu)
         if not run.get("plain"):
             for row in run.get("stages", []):
                 if row["stage"].startswith("first launch"):
                     continue
                 label = "second launch" if row["stage"].startswith("second") else row["stage"].split(" (")[0]
-                wall.setdefault(label, {})[n] = row["seconds"]
+                to_wall.setdefault(label, {})[n] = row["seconds"]
                 if "cpu_seconds" in row:
-                    cpu.setdefault(label, {})[n] = row["cpu_seconds"]
+                    to_cpu.setdefault(label, {})[n] = row["cpu_seconds"]
+            rows = [r["peak_rss_mb"] for r in run.get("stages", []) if not r["stage"].startswith("first")]
+            if rows:
+                peak.setdefault({"all": "whole path"}.get(kind, f"{kind} stage"), {})[n] = max(rows) / 1024
+            if kind == "all" and not run.get("complete", True):
+                partial.add(n)
         peer = run.get("peer") or {}
         if peer.get("finished"):
             wall.setdefault("scikit-learn TSNE 3-D (peer)", {})[n] = peer["seconds"]
             if "cpu_seconds" in peer:
                 cpu.setdefault("scikit-learn TSNE 3-D (peer)", {})[n] = peer["cpu_seconds"]
-    fig, ax = plt.subplots(figsize=(10, 5.2), dpi=110)
+    fig, (ax, ax_path, ax_mem) = plt.subplots(
+        1, 3, figsize=(18, 7.5), dpi=100, gridspec_kw={"width_ratios": [1, 1, 0.6]}
+    )
+    ticks = [2000, 5000, 10_000, 20_000, 50_000]
+
+    def n_axis(axis) -> None:
+        axis.set_xscale("log")
+        axis.set_xlim(1500, 70_000)
+        axis.set_xticks(ticks, [f"{t // 1000}k" for t in ticks])
+        axis.minorticks_off()
+        axis.set_xlabel("cards N")
+
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, label in enumerate(sorted(wall)):
-        colour = colours[i % len(colours)]
-        ns = sorted(wall[label])
-        ax.plot(ns, [wall[label][n] for n in ns], "-", marker="o", color=colour, label=f"{label}, wall")
-        if label in cpu:
-            ns = sorted(cpu[label])
-            ax.plot(ns, [cpu[label][n] for n in ns], ":", marker="s", color=colour, label=f"{label}, CPU")
+    for axis, w, c in ((ax, wall, cpu), (ax_path, path_wall, path_cpu)):
+        for i, label in enumerate(sorted(w)):
+            colour = colours[i % len(colours)]
+            ns = sorted(w[label])
+            axis.plot(ns, [w[label][n] for n in ns], "-", marker="o", color=colour, label=f"{label}, wall")
+            if label in c:
+                ns = sorted(c[label])
+                axis.plot(ns, [c[label][n] for n in ns], ":", marker="s", color=colour, label=f"{label}, CPU")
+        n_axis(axis)
+        axis.set_yscale("log")
+        axis.set_ylabel("seconds")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     ax.axhline(300, color="grey", lw=0.8, ls="--")
     ax.text(1900, 320, "5 min: initial layout target at 50k", fontsize=8, color="grey")
     ax.axhline(30, color="grey", lw=0.8, ls="--")
     ax.text(1900, 32, "30 s: second launch target at 50k", fontsize=8, color="grey")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("cards N")
-    ax.set_ylabel("seconds")
-    ax.set_title(
-        "bench_scale on the shared 2-core VM: wall and CPU seconds (loads: docs/benchmarks.md)", fontsize=10
-    )
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title("layout and reopen stages, scikit-learn peer", fontsize=10)
+    ax_path.axhline(3, color="grey", lw=0.8, ls="--")
+    ax_path.text(1900, 3.2, "3 s: drop -> tween target at 50k", fontsize=8, color="grey")
+    ax_path.set_title("whole path (AlexNet at 224 px, fc7), per stage", fontsize=10)
+    for i, label in enumerate(sorted(peak)):
+        ns = sorted(peak[label])
+        ax_mem.plot(ns, [peak[label][n] for n in ns], "-", color=colours[i % len(colours)], label=label)
+        for n in ns:
+            hollow = label == "whole path" and n in partial
+            ax_mem.plot(
+                [n], [peak[label][n]], "o", color=colours[i % len(colours)], mfc="white" if hollow else None
+            )
+    ax_mem.axhline(8, color="red", lw=0.8, ls="--")
+    ax_mem.text(1900, 8.3, "8 GB target at 50k", fontsize=8, color="red")
+    n_axis(ax_mem)
+    ax_mem.set_ylim(0, 10)
+    ax_mem.set_ylabel("peak RSS, GB")
+    ax_mem.set_title("peak memory (hollow: run stopped early)", fontsize=10)
+    ax_mem.grid(True, which="both", alpha=0.3)
+    ax_mem.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    fig.suptitle("bench_scale on the shared 2-core VM (loads: docs/benchmarks.md)", fontsize=11)
     fig.tight_layout()
     fig.savefig(out)
     print(f"wrote {out}")
