@@ -234,3 +234,121 @@ def test_subset_picks_break_ties_towards_the_lowest_card_as_the_full_pass_does()
     assert pick_ray(p, (0, 0, 0), (0, 1, 0), 0.1, cards=np.array([3, 2, 1])) == (1, 1.0)
     assert pick_nearest(p, (0, 1, 0), 0.1, cards=np.array([3, 1])) == (1, 0.0)
     assert pick_nearest(p, (0, 5, 0), 0.1, cards=np.array([3, 1])) == (-1, float("inf"))
+
+
+def brute_touch_then_ray(p, point, touch_r, origin, direction, ray_r, near=0.0):
+    """What a hand did before the shared gathering: a touch, then (nothing touched) a ray."""
+    touched = pick_nearest(p, point, touch_r)
+    return touched, None if touched[0] >= 0 else pick_ray(p, origin, direction, ray_r, near)
+
+
+def same(got, want) -> None:
+    (k, d), ray = got
+    assert k == want[0][0] and d == pytest.approx(want[0][1], rel=1e-5)
+    if want[1] is None:
+        assert ray is None
+    else:
+        assert ray is not None and ray[0] == want[1][0]
+        assert ray[1] == pytest.approx(want[1][1], rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", [20, 21, 22])
+def test_one_gathering_for_touch_and_laser_answers_as_the_two_queries(seed):
+    """Random clouds with hidden cards, tips inside and outside the cloud, the laser from the tip
+    itself (a tip pose) or from behind it, near limits, moving and carried cards."""
+    from game.controls.hand import pick_touch_or_ray
+    from game.world.tween import Tween
+
+    rng = np.random.default_rng(seed)
+    p = cloud(6000, seed=seed)
+    p[rng.integers(0, len(p), 60)] = np.nan
+    tw = Tween(p.copy(), duration=1.0)
+    index = PickIndex(lambda: tw.current, min_cell=0.18, auto=False, motion=lambda: tw)
+    index.refresh()
+    touches = rays = 0
+    for k in range(120):
+        if k == 60:  # a card carried far off and the whole cloud mid-glide: slack, loose cards
+            tw.pin(5, (6.0, 6.0, 6.0))
+            shifted = tw.current + rng.normal(scale=0.01, size=tw.current.shape).astype(np.float32)
+            tw.retarget(shifted, now=0.0)
+            tw.update(0.3)
+            index.refresh()
+            assert index.slack > 0.0 and len(index._loose)
+        q = tw.current
+        shown = q[np.isfinite(q).all(axis=1)]
+        target = shown[rng.integers(len(shown))]
+        if k % 7 == 0:
+            target = rng.uniform(-5, 5, size=3)  # often outside the grid's box
+        tip = (target + rng.normal(scale=0.3, size=3)).astype(np.float64)
+        # Half the lasers aim at a card (hits), half anywhere.
+        direction = shown[rng.integers(len(shown))] - tip if k % 4 < 2 else rng.normal(size=3)
+        origin = tip if k % 2 else tip - 0.06 * direction / np.linalg.norm(direction)
+        near = 0.0 if k % 3 else 0.5
+        want = brute_touch_then_ray(q, tip, 0.12, origin, direction, 0.05, near)
+        same(index.touch_or_ray(tip, 0.12, origin, direction, 0.05, near), want)
+        same(pick_touch_or_ray(q, tip, 0.12, origin, direction, 0.05, near), want)
+        touches += want[0][0] >= 0
+        rays += want[1] is not None and want[1][0] >= 0
+    assert touches > 20 and rays > 20  # both branches were taken and hit
+    assert index.builds == 1
+
+
+def test_zero_direction_and_empty_clouds_answer_as_the_two_queries():
+    p = cloud(5000, seed=30)
+    index = PickIndex(lambda: p, min_cell=0.18)
+    for point in (p[3], np.array([0.5, 0.5, 0.5])):
+        want = brute_touch_then_ray(p, point, 0.1, point, (0, 0, 0), 0.05)
+        same(index.touch_or_ray(point, 0.1, point, (0, 0, 0), 0.05), want)
+    empty = np.zeros((0, 3), dtype=np.float32)
+    index = PickIndex(lambda: empty, min_cell=0.18)
+    assert index.touch_or_ray((0, 0, 0), 0.1, (0, 0, 0), (0, 1, 0), 0.05)[0] == (-1, float("inf"))
+
+
+def vr_frame(right: np.ndarray, left: np.ndarray, trigger: bool) -> FrameState:
+    hands = {}
+    for name, m in (("left", left), ("right", right)):
+        hands[name] = ControllerState(pose=Pose(m, True), connected=True, trigger=trigger)
+    return FrameState(1, Pose(np.eye(4), True), hands)
+
+
+def aim(rng, positions: np.ndarray) -> np.ndarray:
+    """A controller pose near a card, pointing somewhere random (its +Y)."""
+    m = np.eye(4)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    m[:3, :3] = q * np.sign(np.linalg.det(q))
+    m[:3, 3] = positions[rng.integers(len(positions))] + rng.normal(scale=0.3, size=3)
+    return m
+
+
+def test_both_vr_hands_hover_what_a_touch_then_a_ray_by_brute_force_hovers():
+    """Through VRControls: both hands, triggers held, tips without a tip pose (the laser starts
+    behind the tip) and with one (the laser starts at the tip); hidden cards."""
+    from game.controls.vr_controls import TIP
+
+    loaded = synthetic_loaded(n=300)
+    ws = loaded.workspace
+    p = cloud(5000, seed=40)
+    p[::53] = np.nan
+    controls = VRControls(ws, lambda: p, 0.08)
+    brute = Hand(ws, lambda: p, 0.08)
+    rng = np.random.default_rng(41)
+    hovered = {"touch": 0, "ray": 0}
+    for frame in range(80):
+        poses = {h: aim(rng, p[np.isfinite(p).all(axis=1)]) for h in ("left", "right")}
+        state = vr_frame(poses["right"], poses["left"], trigger=True)
+        if frame % 2:
+            for h in ("left", "right"):
+                state.hands[h].tip = Pose(poses[h].copy(), True)
+        controls.update(state)
+        for h in ("left", "right"):
+            m = poses[h]
+            origin, forward = m[:3, 3], m[:3, 1] / np.linalg.norm(m[:3, 1])
+            tip = origin if frame % 2 else origin + forward * TIP
+            want = brute.touch(tip)
+            if want < 0:
+                want = brute.point(origin, forward)
+                hovered["ray"] += want >= 0
+            else:
+                hovered["touch"] += 1
+            assert controls.hands[h].hovered == want
+    assert hovered["touch"] > 10 and hovered["ray"] > 10
