@@ -24,6 +24,7 @@ from game.learning.finetune import (
     compute_stem_cache,
     run_finetune,
 )
+from game.learning.stem import prime_pre_activations
 
 if TYPE_CHECKING:
     from game.nets.network import Network
@@ -95,6 +96,7 @@ class ThreadBackend:
                 self.stem = compute_stem_cache(network, images, self.head_layers)
             if self.stem is not None:
                 self.stem.preconditioned_inputs(is_train)
+                prime_pre_activations(network, len(images), self.stem)
         finally:
             self._ready.set()
 

@@ -468,6 +468,7 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
     import torch
 
     from game.learning.finetune import compute_stem_cache, run_finetune
+    from game.learning.stem import prime_pre_activations
     from game.nets.weights import state_from_bytes
 
     torch.set_num_threads(torch_threads)
@@ -498,6 +499,8 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     stem = compute_stem_cache(message.network, images, message.head_layers)
                 if stem is not None:
                     stem.preconditioned_inputs(is_train)
+                    # The start network's pre-activations: its first job re-infers by a low-rank update.
+                    prime_pre_activations(message.network, len(images), stem)
                 _warm_up()
                 send(OkMessage({"stem_seconds": float(stem.seconds) if stem is not None else 0.0}))
             elif isinstance(message, JobMessage):

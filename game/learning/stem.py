@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from game.nets.network import Inference, Network, top_k
+
+if TYPE_CHECKING:
+    from game.learning.head_update import PreActivations
 
 DEFAULT_DAMPING = 0.005  # the damping digits was tuned with (the derived damping's smallest value)
 DAMPING_GRID = tuple(DEFAULT_DAMPING * 2**k for k in range(8))  # 0.005 ... 0.64 (the derived range)
@@ -238,6 +242,9 @@ class Runner:
         self._preprocessed: torch.Tensor | None = None
         self.last_pre_activation: torch.Tensor | None = None  # first head layer's output, last forward
         self.own_first_gradient = False  # True: autograd leaves the first head layer's weight alone
+        self.last_infer_low_rank: int | None = None  # rank of the last infer_all's update (None: full)
+        # The kept pre-activations of the weights this job starts from (``head_update``), if any.
+        self.base_pre_activations = _find_base(network, self.stem)
         if self.stem is None and images[:1].size * len(images) <= 50_000_000:
             self._preprocessed = network.preprocess(images)  # small datasets: preprocess once
 
@@ -283,10 +290,69 @@ class Runner:
 
     @torch.no_grad()
     def infer_all(self, batch_size: int = 1024) -> Inference:
-        """Features and top-5 of every image under the current weights (``Network.infer``'s output)."""
+        """Features and top-5 of every image under the current weights (``Network.infer``'s output).
+
+        With the stem cached, the first head layer's outputs come from the pre-activations kept
+        for the network the job started from plus a low-rank update (``head_update``: the same
+        within float noise at a fraction of the cost), when they are kept and the weight change
+        is of low rank; otherwise from the full pass. Either way the new pre-activations are kept
+        for the next job.
+        """
         self.network.module.eval()
         if self.stem is None:
             return self.network.infer(self.images)
+        from game.learning import head_update
+
+        head = _classifier(self.network.module)
+        assert head is not None
+        first = head[self.stem.start]
+        if not isinstance(first, nn.Linear):
+            return self._infer_all_full(batch_size)
+        n = len(self.images)
+        weight = first.weight.detach()
+        bias = first.bias.detach() if first.bias is not None else None
+        if n * weight.numel() < head_update.MIN_MULTIPLY_ADDS:
+            return self._infer_all_full(batch_size)
+        base = self.base_pre_activations
+        factors = None
+        if base is not None and base.pre.shape == (n, weight.shape[0]) and base.chain < head_update.MAX_CHAIN:
+            factors = head_update.low_rank_difference(
+                weight, base.weight, max_rank=head_update.paying_rank(*weight.shape)
+            )
+        layer = dict(self.network.module.named_modules())[self.network.feature_layer]
+        rest = list(head)[self.stem.start + 1 :]
+        x_all = self.stem.inputs
+        pre = torch.empty(n, weight.shape[0])
+        features: np.ndarray | None = None
+        logits_all: np.ndarray | None = None
+        for s in range(0, n, batch_size):
+            e = min(s + batch_size, n)
+            if factors is not None and base is not None:
+                u, v = factors
+                z = base.pre[s:e].clone()
+                if u.shape[1]:
+                    z.addmm_(x_all[s:e] @ v, u.T)
+                if bias is not None and base.bias is not None:
+                    z += bias - base.bias
+            else:
+                z = F.linear(x_all[s:e], weight, bias)
+            pre[s:e] = z
+            logits, f = _run_rest(z, first, rest, layer)
+            if features is None or logits_all is None:
+                features = np.empty((n, f.shape[1]), np.float32)
+                logits_all = np.empty((n, logits.shape[1]), np.float32)
+            features[s:e] = f.float().numpy()
+            logits_all[s:e] = logits.float().numpy()
+        assert features is not None and logits_all is not None
+        chain = base.chain + 1 if factors is not None and base is not None else 0
+        state = head_update.PreActivations(weight.clone(), None if bias is None else bias.clone(), pre, chain)
+        head_update.cache_for(self.stem).put(state, base)
+        self.last_infer_low_rank = None if factors is None else int(factors[0].shape[1])
+        return Inference(features, *top_k(logits_all), logits_all)
+
+    @torch.no_grad()
+    def _infer_all_full(self, batch_size: int) -> Inference:
+        """Every card through the whole head, in batches (the pass before ``head_update``)."""
         feats, logits_all = [], []
         n = len(self.images)
         for s in range(0, n, batch_size):
@@ -295,6 +361,44 @@ class Runner:
             logits_all.append(logits.float().numpy())
         all_logits = np.concatenate(logits_all).astype(np.float32)
         return Inference(np.concatenate(feats).astype(np.float32), *top_k(all_logits), all_logits)
+
+
+def _find_base(network: Network, stem: StemCache | None) -> PreActivations | None:
+    """The kept pre-activations computed with the network's current first head layer, if any
+    (the job's base: its training changes the weight in place, so this is looked up first)."""
+    if stem is None:
+        return None
+    from game.learning import head_update
+
+    head = _classifier(network.module)
+    first = head[stem.start] if head is not None else None
+    if not isinstance(first, nn.Linear):
+        return None
+    bias = first.bias.detach() if first.bias is not None else None
+    return head_update.cache_for(stem).find(first.weight.detach(), bias)
+
+
+def _run_rest(
+    z: torch.Tensor, first: nn.Module, rest: list[nn.Module], layer: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's layers after the first on its outputs ``z``: logits and the feature layer's
+    output (flattened), as ``Runner.forward`` gives them."""
+    feature = z if layer is first else None
+    x = z
+    for m in rest:
+        x = m(x)
+        if m is layer:
+            feature = x
+    assert feature is not None, "the feature layer is not in the head"
+    return x, feature.flatten(1)
+
+
+def prime_pre_activations(network: Network, n_images: int, stem: StemCache) -> None:
+    """Keep the first head layer's outputs of ``network`` for every card (a full pass), so the
+    first job's re-inference is a low-rank update too (``Runner.infer_all``). Backends call it
+    when they prepare, after the stem cache."""
+    runner = Runner(network, np.empty((n_images, 0), np.uint8), stem, False)
+    runner.infer_all()
 
 
 def protect_lookalikes(

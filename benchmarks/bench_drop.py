@@ -1,0 +1,234 @@
+"""Drop -> tween start at N cards (issue 17, "drop -> tween <= 3 s at 50k, head-only"), per part.
+
+Run: ``nice -n 10 .venv/bin/python benchmarks/bench_drop.py --cards 50000 [--thread] [--drops 2]``
+
+The real path from a relabel drop to the world's tween, with the frame loop's calls made
+headless: ``Workspace.post(CardDropped)`` -> ``FineTuneController`` (drop judge, edit queue,
+``delay_seconds``) -> the training backend (the job process by default, as the scene has it;
+``--thread``: the worker thread) -> ``run_finetune`` (prepare, train, head re-inference,
+``Projector.update_local``) -> result back, checkpoint pushed, ``ModelUpdated`` -> the
+workspace applies it -> a ``Tween`` (``game.world.tween``, what the world runs) is retargeted.
+
+What is generated instead of computed (setup, not timed): the frozen stem's outputs of an
+AlexNet-shaped network (fc6's 4,096 non-negative activations) come from ``synthetic_features``
+(bench_scale: classes of sub-clusters in a low-rank latent, noise, ReLU), since the real stem over
+50,000 images takes hours on two cores; the head (fc7, fc8) is trained a few epochs on a subset so
+predictions follow the labels; the first layout is ``Projector.fit`` with few iterations (its
+quality does not change what the update costs: that depends on the features). Images are 8x8
+placeholders (the head-only path never reads them). The setup is cached under ``--cache`` by N.
+
+Printed per drop: drop -> job start (the queue's delay), the job's parts inside ``run_finetune``
+(``FineTuneResult.seconds``: prepare, train, infer, layout, and the rest), the transfer to and from
+the job process (the backend's wall time minus the job's), the main thread's apply (checkpoint,
+``ModelUpdated``), and drop -> tween start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_finetune import load_average  # noqa: E402
+from bench_scale import rss, synthetic_features  # noqa: E402
+
+from game.core import events as ev  # noqa: E402
+
+MB = 1024 * 1024
+
+
+def build_setup(n: int, cache: Path, classes: int = 6):
+    """Stem outputs, a trained head, the first inference and a cheap first layout (cached by N)."""
+    from game.core.scene import load_scene
+    from game.layout.projector import Projector
+    from game.learning.stem import Runner, StemCache, head_start
+    from game.nets.architectures import AlexNet
+    from game.nets.network import Network
+    from game.nets.weights import read_state_dict, save_weights
+
+    scene = load_scene()
+    torch.manual_seed(0)
+    network = Network(AlexNet(classes), "alexnet", classes, 3, 224, "", "imagenet")
+    start = head_start(network.module, scene.learning.head_layers)
+    assert start is not None
+    cache.mkdir(parents=True, exist_ok=True)
+    arrays, weights = cache / f"drop-setup-{n}.npz", cache / f"drop-head-{n}.safetensors"
+    x, labels = synthetic_features(n, 4096, classes, seed=1)
+    stem = StemCache(start, torch.from_numpy(x))
+    if arrays.exists() and weights.exists():
+        network.module.load_state_dict(read_state_dict(weights), strict=False)
+        saved = np.load(arrays)
+        return scene, network, stem, labels, dict(saved)
+    from bench_scale import train_head
+
+    is_train = np.random.default_rng(0).random(n) >= 0.2
+    sub = np.zeros(n, bool)
+    sub[np.random.default_rng(1).choice(np.flatnonzero(is_train), min(4000, int(is_train.sum())), False)] = (
+        True
+    )
+    train_head(network, stem, labels, sub, 3)
+    save_weights(network.module, weights)
+    runner = Runner(network, np.zeros((n, 1, 1, 1), np.uint8), stem, False)
+    inference = runner.infer_all()
+    scene.layout.early_iterations, scene.layout.iterations = 25, 25
+    layout = Projector(scene.layout, n_jobs=2).fit(inference.features)
+    out = {
+        "is_train": is_train,
+        "features": inference.features,
+        "top5_classes": inference.top5_classes,
+        "top5_scores": inference.top5_scores,
+        "embedding": layout.embedding,
+        "center": layout.center,
+        "scale": np.array(layout.scale),
+        "offset": layout.offset,
+        "stretch": layout.stretch,
+        "neighbours": layout.neighbours,
+        "pca_dims": np.array(layout.pca_dims),
+    }
+    np.savez(arrays, **out)
+    return scene, network, stem, labels, out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cards", type=int, default=2000)
+    parser.add_argument("--drops", type=int, default=2, help="drops measured one after another")
+    parser.add_argument(
+        "--thread", action="store_true", help="jobs on the worker thread, not the job process"
+    )
+    parser.add_argument(
+        "--torch-threads", type=int, default=0, help="the job's torch threads (0: the scene's)"
+    )
+    parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "latent-reach-bench-drop"))
+    args = parser.parse_args()
+
+    from game.core.worker import Worker
+    from game.data.dataset import Dataset
+    from game.layout.projector import LayoutState, Projector
+    from game.learning.controller import FineTuneController
+    from game.learning.headless import drop_position
+    from game.nets.network import Inference
+    from game.pipeline import LoadedScene, make_workspace
+    from game.world.tween import Tween
+
+    t = time.perf_counter()
+    scene, network, stem, labels, s = build_setup(args.cards, Path(args.cache))
+    n = args.cards
+    print(f"(setup {time.perf_counter() - t:.1f} s, not timed)", flush=True)
+    if args.torch_threads:
+        scene.learning.torch_threads = args.torch_threads
+    scene.learning.job_process = not args.thread
+    torch.set_num_threads(scene.learning.torch_threads)
+    names = [f"class{i}" for i in range(6)]
+    data = Dataset(np.zeros((n, 8, 8, 3), np.uint8), labels, names, [f"gen:{i}" for i in range(n)])
+    inference = Inference(s["features"], s["top5_classes"], s["top5_scores"], None)
+    layout = LayoutState(
+        s["embedding"], s["center"], float(s["scale"]), s["offset"], np.empty((0, 3)), int(s["pca_dims"])
+    )
+    layout.stretch, layout.neighbours = s["stretch"], s["neighbours"]
+    layout.positions = layout.to_world(layout.embedding)
+    projector = Projector(scene.layout, n_jobs=2)
+    ws = make_workspace(data, inference, layout, s["is_train"], network.feature_layer)
+    loaded = LoadedScene(scene, data, network, projector, layout, ws, {})
+    worker = Worker()
+    controller = FineTuneController(loaded, worker, clock=time.perf_counter, stem=stem)
+    t = time.perf_counter()
+    if not controller.wait_ready(1200):
+        raise SystemExit("the backend did not get ready")
+    print(
+        f"bench_drop: {n} cards, backend {controller.backend.name}, job torch threads "
+        f"{scene.learning.torch_threads}, {os.cpu_count()} cores, ready in {time.perf_counter() - t:.1f} s, "
+        f"RSS {rss() / MB:.0f} MB, load {load_average()}",
+        flush=True,
+    )
+
+    tween = Tween(ws.positions, scene.world.tween_seconds)
+    marks: dict[str, float] = {}
+    run_wall: list[float] = []
+    real_run = controller.backend.run
+
+    def timed_run(request, progress, cancelled):
+        t0 = time.perf_counter()
+        marks.setdefault("job start", t0)
+        try:
+            return real_run(request, progress, cancelled)
+        finally:
+            run_wall.append(time.perf_counter() - t0)
+
+    controller.backend.run = timed_run  # type: ignore[method-assign]
+
+    def listen(e: ev.Event, _ws) -> None:
+        if isinstance(e, ev.ModelUpdated):
+            # The world's handler: retarget every card's tween to the new positions.
+            t0 = time.perf_counter()
+            tween.retarget(np.asarray(e.positions), t0, scene.world.tween_seconds)
+            marks["tween start"] = time.perf_counter()
+            marks["retarget"] = marks["tween start"] - t0
+
+    ws.subscribe(listen)
+    rng = np.random.default_rng(0)
+    rows = []
+    for d in range(args.drops):
+        choices = np.flatnonzero(
+            ws.is_train & (ws.predictions == ws.labels) & (ws.labels == ws.original_labels)
+        )
+        card = int(rng.choice(choices))
+        target = int((ws.labels[card] + 1) % ws.n_classes)
+        marks.clear()
+        applied_before = controller.last_result
+        t0 = time.perf_counter()
+        ws.post(ws.drop_event(card, drop_position(loaded, card, target, rng)))
+        while "tween start" not in marks and time.perf_counter() - t0 < 600:
+            worker.poll()
+            ws.flush()
+            controller.update()
+            tween.update(time.perf_counter())
+            time.sleep(1 / 120)
+        result = controller.last_result
+        if result is None or result is applied_before:
+            raise SystemExit(f"drop {d}: no model update ({controller.failures})")
+        sec = result.seconds
+        inner = sec["total"]
+        row = {
+            "queue delay": marks["job start"] - t0,
+            "prepare": sec["prepare"],
+            "train": sec["train"],
+            "infer": sec["infer"],
+            "layout": sec["layout"],
+            "job rest": inner - sec["prepare"] - sec["train"] - sec["infer"] - sec["layout"],
+            "transfer": run_wall[-1] - inner,
+            "apply": marks["tween start"] - marks["job start"] - run_wall[-1],
+            "drop -> tween": marks["tween start"] - t0,
+        }
+        rows.append(row)
+        flipped = int(ws.predictions[card]) == target
+        moved = int(result.layout.moved.sum()) if result.layout.moved is not None else -1
+        print(
+            f"drop {d + 1}: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in row.items())
+            + f" s; {result.steps} steps, flipped {flipped}, cards re-placed {moved}, RSS {rss() / MB:.0f} MB",
+            flush=True,
+        )
+    best = min(rows, key=lambda r: r["drop -> tween"])
+    print(
+        f"best drop -> tween at {n} cards: {best['drop -> tween']:.2f} s "
+        f"(infer {best['infer']:.2f}, layout {best['layout']:.2f}, train {best['train']:.2f}); "
+        f"load at end {load_average()}"
+    )
+    controller.close()
+    worker.close(wait=True, timeout=60)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

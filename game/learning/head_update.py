@@ -1,0 +1,167 @@
+"""Re-inference after a head-only fine-tune as a low-rank update of the kept pre-activations.
+
+Why: after a fine-tune every card's features change, and passing every card's stem output through
+the first head layer again costs ``N x in x out`` multiply-adds (AlexNet's fc7 at 50,000 cards:
+0.84 T, 10-30 s on two cores). But the job changes that layer's weight by a matrix of low rank:
+its update is preconditioned SGD (``finetune.HeadOptimiser``: no momentum, no weight decay), so
+``W_new - W_old = sum over steps of G^T (X_rows P)``, whose rank is at most the number of distinct
+rows the job trained on (a few hundred: edits, their neighbours, the replay pool). With the old
+pre-activations ``Z_old = X W_old^T + b_old`` kept, the new ones are
+
+    Z_new = Z_old + (X V) U^T + (b_new - b_old),    W_new - W_old = U V^T (rank r),
+
+which costs ``N x r x (in + out)``: at r = 250 about an eighth of the full pass.
+
+The factorisation is found numerically, not taken from the optimiser, so it holds whatever the
+training did: a randomised range finder (Halko, Martinsson and Tropp 2011) grows an orthonormal
+basis of ``W_new - W_old``'s columns in blocks until an a-posteriori estimate of what it misses is
+below ``RELATIVE_TOLERANCE`` of ``|W_new|`` (float32 rounding of the weights is about 3e-8 of it;
+what is dropped is at that level, so the result equals the full pass within float noise, asserted
+in tests/learning/test_head_update.py). When the rank would exceed ``MAX_RANK`` (a base the cache
+does not hold, e.g. after an undo), the caller makes the full pass instead.
+
+Memory: the kept state is one ``(N, out)`` float32 array (50,000 x 4,096: 0.8 GB) plus a copy of
+the layer's weight (64 MB), per stem cache; a job briefly holds the old and the new one.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+RELATIVE_TOLERANCE = 2e-7  # of |W_new|_F: what the factorisation may leave out (float32 eps: 6e-8)
+MAX_RANK = 768  # beyond this the full pass is not much slower: give up and make it
+# ... and never beyond this fraction of the rank at which the update costs what the full pass
+# does (``in x out / (in + out)``; AlexNet's fc7: 2,048).
+PAYING_RANK_FRACTION = 0.5
+BLOCK = 128  # columns added to the range finder's basis at a time
+PROBES = 10  # Gaussian probes of the a-posteriori error estimate
+MAX_CHAIN = 50  # updates in a row before a full pass starts the chain afresh (rounding adds up)
+SEED = 1729  # the sketches' seed: the same job gives the same factorisation
+# Heads smaller than this (cards x in x out multiply-adds) always make the full pass: it takes
+# well under a second there, and their results stay bitwise what they were (the digits scenes
+# and their recorded sessions). AlexNet's fc7 passes it from 120 cards on.
+MIN_MULTIPLY_ADDS = 2_000_000_000
+KEEP = 2  # states kept: the latest job's and its base's (a cancelled job or an undo finds the base)
+
+
+@dataclass
+class PreActivations:
+    """The first head layer's outputs for every card under one weight and bias."""
+
+    weight: torch.Tensor  # (out, in) a copy of the weight these were computed with
+    bias: torch.Tensor | None  # (out,) a copy, or None
+    pre: torch.Tensor  # (N, out) float32: X W^T + b
+    chain: int = 0  # low-rank updates since the last full pass
+
+
+def low_rank_difference(
+    new: torch.Tensor, old: torch.Tensor, tolerance: float = RELATIVE_TOLERANCE, max_rank: int = MAX_RANK
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(U, V)`` with ``new - old = U V^T`` up to ``tolerance * |new|_F``, or None when the rank
+    needed exceeds ``max_rank``. U is ``(out, r)``, V is ``(in, r)``, both float32.
+
+    Works in float64: the difference of two float32 weights is exact there, and the basis stays
+    orthonormal to rounding far below the tolerance.
+    """
+    delta = new.double() - old.double()
+    out_dim, in_dim = delta.shape
+    scale = float(torch.linalg.vector_norm(new.double()))
+    if scale == 0.0:
+        return None
+    limit = tolerance * scale
+    gen = torch.Generator().manual_seed(SEED)
+    probes = torch.randn(in_dim, PROBES, generator=gen, dtype=torch.float64)
+    probed = delta @ probes  # (out, PROBES): the difference applied to the probes
+    if float(torch.linalg.vector_norm(probed)) / PROBES**0.5 <= limit:
+        return delta.new_zeros(out_dim, 0).float(), delta.new_zeros(in_dim, 0).float()
+    basis = delta.new_zeros(out_dim, 0)
+    most = min(max_rank, out_dim, in_dim)
+    while basis.shape[1] < most:
+        omega = torch.randn(in_dim, min(BLOCK, most - basis.shape[1]), generator=gen, dtype=torch.float64)
+        y = delta @ omega
+        for _ in range(2):  # block Gram-Schmidt, twice (one pass loses orthogonality)
+            y -= basis @ (basis.T @ y)
+        q, _ = torch.linalg.qr(y)
+        basis = torch.cat([basis, q], dim=1)
+        missed = probed - basis @ (basis.T @ probed)
+        # E|M w|^2 = |M|_F^2 for a Gaussian w: the mean over the probes estimates |missed|_F.
+        if float(torch.linalg.vector_norm(missed)) / PROBES**0.5 <= limit:
+            coefficients = basis.T @ delta  # (k, in): delta = basis @ coefficients
+            # Compress to the rank the tolerance needs (the basis was grown in whole blocks).
+            u_c, s, vt = torch.linalg.svd(coefficients, full_matrices=False)
+            tail = torch.sqrt(torch.flip(torch.cumsum(torch.flip(s**2, [0]), 0), [0]))  # |s[i:]|
+            keep = int((tail > limit * 0.5).sum())
+            u = (basis @ u_c[:, :keep]) * s[:keep]
+            return u.float().contiguous(), vt[:keep].T.float().contiguous()
+    return None
+
+
+def paying_rank(out_dim: int, in_dim: int) -> int:
+    """The largest rank worth factorising for a layer of this shape (``MAX_RANK`` at most)."""
+    return min(MAX_RANK, int(PAYING_RANK_FRACTION * out_dim * in_dim / max(out_dim + in_dim, 1)))
+
+
+class PreActivationCache:
+    """The pre-activations of the last ``KEEP`` networks a job started from or produced, for one
+    stem cache; see the module docstring. Thread-safe; never pickled with its contents."""
+
+    def __init__(self) -> None:
+        self._states: list[PreActivations] = []
+        self._lock = threading.Lock()
+
+    def find(self, weight: torch.Tensor, bias: torch.Tensor | None) -> PreActivations | None:
+        """The state computed with exactly this weight and bias, if kept."""
+        with self._lock:
+            states = list(self._states)
+        for state in states:
+            if state.weight.shape != weight.shape or (state.bias is None) != (bias is None):
+                continue
+            same_bias = bias is None or (state.bias is not None and torch.equal(state.bias, bias))
+            if same_bias and torch.equal(state.weight, weight):
+                return state
+        return None
+
+    def put(self, state: PreActivations, base: PreActivations | None = None) -> None:
+        """Keep ``state`` (newest first) and ``base`` after it; older ones go."""
+        with self._lock:
+            kept = [state] + ([base] if base is not None and base is not state else [])
+            kept += [s for s in self._states if all(s is not k for k in kept)]
+            self._states = kept[:KEEP]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._states = []
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {}  # 0.8 GB at 50k cards: a copy elsewhere starts empty
+
+    def __setstate__(self, _state: dict[str, object]) -> None:
+        self._states = []
+        self._lock = threading.Lock()
+
+
+_CACHES: dict[int, PreActivationCache] = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def cache_for(stem: object) -> PreActivationCache:
+    """The cache that belongs to ``stem`` (a ``StemCache``), made on first use and dropped with it."""
+    key = id(stem)
+    with _CACHES_LOCK:
+        cache = _CACHES.get(key)
+        if cache is None:
+            cache = _CACHES[key] = PreActivationCache()
+            weakref.finalize(stem, _forget, key)
+    return cache
+
+
+def _forget(key: int) -> None:
+    with _CACHES_LOCK:
+        _CACHES.pop(key, None)

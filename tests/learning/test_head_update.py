@@ -1,0 +1,166 @@
+"""Re-inference after a head-only fine-tune as a low-rank update (``head_update``): the same
+features as the full pass within float noise, the full pass where the update is not low-rank."""
+
+import numpy as np
+import pytest
+import torch
+
+from game.learning import head_update
+from game.learning.edits import cluster_geometry, interpret
+from game.learning.finetune import FineTuneRequest, Runner, compute_stem_cache, run_finetune
+from game.learning.head_update import cache_for, low_rank_difference
+from game.learning.stem import prime_pre_activations
+
+
+def test_low_rank_difference_finds_the_rank_and_the_factors():
+    gen = torch.Generator().manual_seed(0)
+    old = torch.randn(300, 200, generator=gen)
+    delta = torch.randn(300, 9, generator=gen) @ torch.randn(9, 200, generator=gen) * 0.01
+    new = old + delta  # float32: the sum is rounded, the factorisation need not carry that
+    factors = low_rank_difference(new, old)
+    assert factors is not None
+    u, v = factors
+    assert u.shape == (300, 9) and v.shape == (200, 9)
+    missed = (new.double() - old.double() - u.double() @ v.double().T).norm()
+    assert missed <= 2 * head_update.RELATIVE_TOLERANCE * new.double().norm()
+
+
+def test_low_rank_difference_gives_up_on_a_full_rank_change_and_sees_no_change():
+    gen = torch.Generator().manual_seed(1)
+    old = torch.randn(300, 200, generator=gen)
+    assert low_rank_difference(old + torch.randn(300, 200, generator=gen), old, max_rank=64) is None
+    u, v = low_rank_difference(old.clone(), old)
+    assert u.shape == (300, 0) and v.shape == (200, 0)
+
+
+def _first_layer(network):
+    return network.module.classifier.fc1
+
+
+def test_runner_low_rank_pass_matches_the_full_pass(loaded_digits, monkeypatch):
+    monkeypatch.setattr(head_update, "MIN_MULTIPLY_ADDS", 0)
+    base = loaded_digits.network
+    images = loaded_digits.workspace.images
+    stem = compute_stem_cache(base, images, 2)
+    prime_pre_activations(base, len(images), stem)
+    assert len(cache_for(stem)) == 1
+    net = base.clone()
+    runner = Runner(net, images, stem, full=False)
+    assert runner.base_pre_activations is not None  # found by the first layer's weights
+    fc1 = _first_layer(net)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # what a job does: a low-rank change of the weight, any change of the bias
+        out_dim, in_dim = fc1.weight.shape
+        fc1.weight += torch.randn(out_dim, 5, generator=gen) @ torch.randn(5, in_dim, generator=gen) * 0.02
+        fc1.bias += 0.01
+    fast = runner.infer_all()
+    assert runner.last_infer_low_rank == 5
+    full = Runner(net, images, compute_stem_cache(net, images, 2), full=False)._infer_all_full(1024)
+    # Against the float64 truth, the low-rank pass is as close as the full float32 pass is.
+    x = stem.inputs.double()
+    truth = torch.relu(x @ fc1.weight.detach().double().T + fc1.bias.detach().double()).numpy()
+    full_error = np.abs(full.features - truth).max()
+    fast_error = np.abs(fast.features - truth).max()
+    assert fast_error <= 4 * full_error + 1e-6, (fast_error, full_error)
+    np.testing.assert_allclose(fast.features, full.features, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast.logits, full.logits, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(fast.top5_classes[:, 0], full.top5_classes[:, 0])
+    # The new pre-activations are kept (newest first), with the base for an undo or a cancel.
+    assert len(cache_for(stem)) == 2
+    again = Runner(net, images, stem, full=False)
+    assert again.base_pre_activations is not None and again.base_pre_activations.chain == 1
+
+
+def test_runner_full_pass_when_the_change_is_not_low_rank(loaded_digits, monkeypatch):
+    monkeypatch.setattr(head_update, "MIN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(head_update, "MAX_RANK", 16)
+    base = loaded_digits.network
+    images = loaded_digits.workspace.images[:400]
+    stem = compute_stem_cache(base, images, 2)
+    prime_pre_activations(base, len(images), stem)
+    net = base.clone()
+    runner = Runner(net, images, stem, full=False)
+    with torch.no_grad():
+        fc1 = _first_layer(net)
+        fc1.weight += torch.randn(fc1.weight.shape, generator=torch.Generator().manual_seed(3)) * 0.01
+    result = runner.infer_all()
+    assert runner.last_infer_low_rank is None
+    reference = Runner(net, images, stem, full=False)._infer_all_full(1024)
+    np.testing.assert_array_equal(result.features, reference.features)
+
+
+def _relabel(loaded, seed):
+    ws = loaded.workspace
+    rng = np.random.default_rng(seed)
+    card = int(rng.choice(np.flatnonzero(ws.is_train & (ws.predictions == ws.labels))))
+    new = (int(ws.labels[card]) + 3) % ws.n_classes
+    cfg = loaded.scene.learning
+    centroids, radii = cluster_geometry(
+        loaded.layout.positions, ws.labels, ws.n_classes, cfg.cluster_percentile, card
+    )
+    return interpret(card, centroids[new], int(ws.labels[card]), centroids, radii, cfg)
+
+
+def _request(loaded, edit, stem, network=None, features=None):
+    ws = loaded.workspace
+    return FineTuneRequest(
+        version=1,
+        network=network or loaded.network,
+        images=ws.images,
+        labels=ws.labels,
+        is_train=ws.is_train,
+        features=ws.features if features is None else features,
+        layout=loaded.layout,
+        edits=[edit],
+        config=loaded.scene.learning,
+        projector=loaded.projector,
+        n_classes=ws.n_classes,
+        stem=stem,
+        seed=7,
+    )
+
+
+@pytest.mark.parametrize("seed", [3, 5])
+def test_finetune_low_rank_reinference_matches_the_full_pass(loaded_digits, monkeypatch, seed):
+    """A real job (training as it is) twice: once re-inferred by the low-rank update from the
+    primed start network, once by the full pass; then a second job from the first's result."""
+    monkeypatch.setattr(head_update, "MIN_MULTIPLY_ADDS", 0)
+    # The digits head's first layer has 128 outputs, fewer than the rows a job trains on: any
+    # rank up to all 128 is taken here (AlexNet's fc7 update has a few hundred of 4,096).
+    monkeypatch.setattr(head_update, "PAYING_RANK_FRACTION", 2.0)
+    net, images = loaded_digits.network, loaded_digits.workspace.images
+    edit = _relabel(loaded_digits, seed)
+    fast_stem = compute_stem_cache(net, images, 2)
+    prime_pre_activations(net, len(images), fast_stem)
+    fast = run_finetune(_request(loaded_digits, edit, fast_stem))
+    kept = cache_for(fast_stem).find(
+        _first_layer(fast.network).weight.detach(), _first_layer(fast.network).bias
+    )
+    assert kept is not None and kept.chain == 1  # made by the low-rank update
+    full = run_finetune(_request(loaded_digits, edit, compute_stem_cache(net, images, 2)))
+    assert fast.weights == full.weights  # training is untouched; only the re-inference differs
+    np.testing.assert_allclose(fast.inference.features, full.inference.features, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast.inference.top5_scores, full.inference.top5_scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(fast.inference.top5_classes, full.inference.top5_classes)
+    np.testing.assert_array_equal(fast.labels, full.labels)
+    # A second job from the first's result chains on the kept state.
+    second = _relabel(loaded_digits, seed + 10)
+    again = run_finetune(_request(loaded_digits, second, fast_stem, fast.network, fast.inference.features))
+    chained = cache_for(fast_stem).find(
+        _first_layer(again.network).weight.detach(), _first_layer(again.network).bias
+    )
+    assert chained is not None and chained.chain == 2
+    reference = Runner(again.network, images, fast_stem, full=False)._infer_all_full(1024)
+    np.testing.assert_allclose(again.inference.features, reference.features, rtol=1e-5, atol=2e-5)
+    np.testing.assert_array_equal(again.inference.top5_classes[:, 0], reference.top5_classes[:, 0])
+
+
+def test_small_heads_keep_the_full_pass(loaded_digits):
+    """Below MIN_MULTIPLY_ADDS nothing is kept and the re-inference is the full pass, bitwise."""
+    net, images = loaded_digits.network, loaded_digits.workspace.images
+    stem = compute_stem_cache(net, images, 2)
+    prime_pre_activations(net, len(images), stem)
+    assert len(cache_for(stem)) == 0
+    runner = Runner(net.clone(), images, stem, full=False)
+    np.testing.assert_array_equal(runner.infer_all().features, runner._infer_all_full(1024).features)
+    assert runner.last_infer_low_rank is None
