@@ -109,8 +109,13 @@ def main() -> int:
     parser.add_argument(
         "--torch-threads", type=int, default=0, help="the job's torch threads (0: the scene's)"
     )
+    parser.add_argument(
+        "--full-pass", action="store_true", help="re-infer by the full head pass (no low-rank update)"
+    )
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "latent-reach-bench-drop"))
     args = parser.parse_args()
+    if args.full_pass:  # before game.learning imports it; the job process inherits it
+        os.environ["LATENT_REACH_HEAD_UPDATE"] = "off"
 
     from game.core.worker import Worker
     from game.data.dataset import Dataset

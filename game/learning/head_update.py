@@ -26,6 +26,7 @@ the layer's weight (64 MB), per stem cache; a job briefly holds the old and the 
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -98,6 +99,12 @@ def low_rank_difference(
             u = (basis @ u_c[:, :keep]) * s[:keep]
             return u.float().contiguous(), vt[:keep].T.float().contiguous()
     return None
+
+
+def enabled() -> bool:
+    """False when ``LATENT_REACH_HEAD_UPDATE=off``: always the full pass (benchmarks compare the
+    two; a job process inherits the variable)."""
+    return os.environ.get("LATENT_REACH_HEAD_UPDATE", "on").lower() != "off"
 
 
 def paying_rank(out_dim: int, in_dim: int) -> int:

@@ -311,7 +311,7 @@ class Runner:
         n = len(self.images)
         weight = first.weight.detach()
         bias = first.bias.detach() if first.bias is not None else None
-        if n * weight.numel() < head_update.MIN_MULTIPLY_ADDS:
+        if not head_update.enabled() or n * weight.numel() < head_update.MIN_MULTIPLY_ADDS:
             return self._infer_all_full(batch_size)
         base = self.base_pre_activations
         factors = None
