@@ -268,6 +268,9 @@ def python_work(
         after_right = timed("submit", stereo._after_right)
         stereo.step_poses = timed("poses", stereo.step_poses)
         stereo.regions["right"].set_draw_callback(PythonCallbackObject(lambda cb: after_right(Drawn(cb))))
+        # The submit itself runs in its own buffer's draw callback, after both eyes (texture
+        # names, two submits, the GL flush, the handoff).
+        stereo.regions["submit"].set_draw_callback(PythonCallbackObject(timed("submit", stereo._submit)))
         for _ in range(10):
             app.step()
         hovered = 0

@@ -111,7 +111,10 @@ def _first_along(
 
 def _nearest_within(vv: np.ndarray, radius: float, cards: np.ndarray | None) -> tuple[int, float]:
     """The touch test of ``pick_nearest`` on squared distances ``vv``."""
-    d2 = np.where(vv <= radius * radius, vv, np.inf)  # also drops hidden (NaN) cards
+    inside = vv <= radius * radius  # False for hidden (NaN) cards
+    if not inside.any():  # the usual answer while pointing: two numpy calls, not six
+        return -1, float("inf")
+    d2 = np.where(inside, vv, np.inf)
     k, best = _lowest_best(d2, cards)
     if best == np.inf:
         return -1, float("inf")

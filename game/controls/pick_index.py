@@ -202,7 +202,7 @@ class PickIndex:
     def _gather(self, first: np.ndarray, last: np.ndarray) -> np.ndarray:
         """The cards of key runs ``first[i] .. last[i]`` (inclusive), plus the loose cards."""
         begin = self._starts[first]
-        lengths = self._starts[last + 1] - begin
+        lengths = self._starts[1:][last] - begin
         ends = np.cumsum(lengths)
         total = int(ends[-1]) if len(ends) else 0
         self.last_candidates = total + len(self._loose)
