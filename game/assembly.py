@@ -38,6 +38,7 @@ from direct.showbase.DirectObject import DirectObject
 from game.app import LatentReachApp
 from game.controls.modes import InputModes
 from game.controls.services import SceneParts
+from game.controls.wording import Wording
 from game.core import events as ev
 from game.core.errors import UserError
 from game.core.worker import Worker
@@ -272,6 +273,7 @@ def assemble_game(
     windowed run.
     """
     modes = InputModes()
+    wording = Wording()  # the texts' words for the input device: keys, or controller and wrist menu
     wants_learning = learning or recording is not None
     vr: VRSession | None = None
     if vr_backend is not None:
@@ -284,6 +286,9 @@ def assemble_game(
             if getattr(vr_backend, "required", False):
                 raise UserError(f"VR required but unavailable: {exc}") from None
             print(f"VR unavailable ({exc}); running in desktop mode.", file=sys.stderr)
+    if vr is not None:
+        wording.set_device("vr")
+        vr.stop_listeners.append(lambda reason: wording.set_device("desktop"))
     # What the controls get instead of the app (see game/controls/services.py).
     view = AppViewport(app)
     parts = scene_parts(app) if controls or menu else None
@@ -296,9 +301,9 @@ def assemble_game(
         desktop = DesktopControls(view, parts, modes)
         app.frame_hooks.insert(0, desktop)
         app.camera_listeners.append(desktop.sync_from_camera)
-        explain = ExplainControls(view, parts, app.worker, modes=modes)  # X heat maps, P what-if, G
+        explain = ExplainControls(view, parts, app.worker, modes=modes, wording=wording)  # X, P, G
         app.frame_hooks.append(explain)
-        guidance = GuidanceControls(view, parts, app.worker, modes=modes)  # N suspects, L layers
+        guidance = GuidanceControls(view, parts, app.worker, modes=modes, wording=wording)  # N, L
         app.frame_hooks.append(guidance)
     menu_ctl = None
     if menu and parts is not None:
@@ -313,6 +318,7 @@ def assemble_game(
             prestart=prestart_learning if wants_learning else None,
             modes=modes,
             flight=desktop,
+            wording=wording,
         )
     slot = None
     if wants_learning:

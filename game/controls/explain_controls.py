@@ -21,6 +21,7 @@ panel image (u right, v down, 0..1).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from panda3d.core import Point3, TextNode
 
 from game.controls.modes import InputModes, Mode
 from game.controls.services import SceneParts, Viewport
+from game.controls.wording import Wording
 from game.core import events as ev
 from game.core.worker import Worker
 from game.core.workspace import Workspace
@@ -61,9 +63,16 @@ class ExplainControls:
         worker: Worker,
         service: ExplainService | None = None,
         modes: InputModes | None = None,
+        wording: Wording | None = None,
     ) -> None:
         assert set(CYCLE) == set(METHODS)
         self.view = view
+        # The status line names keys on the desktop, wrist-menu buttons in VR; a line on show
+        # is said again when the device changes (``_say`` keeps how to say it).
+        self.wording = wording if wording is not None else Wording()
+        self._status: Callable[[], str] = lambda: ""
+        self._reword = lambda device: self._say(self._status)
+        self.wording.listeners.append(self._reword)
         self.scene = scene
         self.worker = worker
         # Keys act unless the menu is on top; painting pushes PAINT (clicks paint, Esc stops).
@@ -109,6 +118,7 @@ class ExplainControls:
         self.method, self.editor, self.painting = None, None, False
         self.modes.pop(Mode.PAINT)
         self._centroid_cards = {}  # the old world (and its cards) is gone
+        self._status = lambda: ""  # the new panel shows no status yet
         self._make_text()
 
     def _make_text(self) -> None:
@@ -119,8 +129,10 @@ class ExplainControls:
     def card(self) -> int:
         return int(self.scene.workspace.selected)
 
-    def _say(self, text: str) -> None:
-        self.scene.panel.set_status(text)
+    def _say(self, text: str | Callable[[], str]) -> None:
+        """Show a status line; a callable is asked again when the input device changes."""
+        self._status = text if callable(text) else (lambda: text)
+        self.scene.panel.set_status(self._status())
 
     def _on_event(self, event: ev.Event, ws) -> None:
         if isinstance(event, ev.CardSelected):
@@ -183,7 +195,7 @@ class ExplainControls:
                 bar_labels=("low", "high"),
             )
             ms = result.explanation.seconds * 1000
-            self._say(f"{ms:.0f} ms   X: next method   T: next top-5 class")
+            self._say(lambda: f"{ms:.0f} ms   {self.wording.say('explain_keys')}")
 
         self.service.request_map(
             self.scene.models.network(),
@@ -215,7 +227,11 @@ class ExplainControls:
         self.scene.panel.root.show()
         self.scene.panel.clear_aside()
         self.modes.push(Mode.PAINT, on_escape=self.toggle_paint)  # clicks paint, not grab cards
-        self._say("what-if: drag on the image to paint   P: done")
+        self._say(self._paint_prompt)
+
+    def _paint_prompt(self) -> str:
+        w = self.wording
+        return f"what-if: {w.say('paint_how')}   {w.say('paint_done')}"
 
     def _stop_paint(self) -> None:
         if not self.painting:
@@ -297,7 +313,7 @@ class ExplainControls:
             self.service.cancel("whatif")
             self.last_whatif = None
             panel.clear_aside()
-            self._say("what-if: drag on the image to paint   P: done")
+            self._say(self._paint_prompt)
             return
         panel.set_overlay(upscale(mask_layer(ed.mask), DISPLAY_SIDE))  # the brush shows at once
         image, mask, method, version = ed.snapshot()
@@ -321,7 +337,7 @@ class ExplainControls:
             verdict = (
                 f"still {names[a]}" if a == b else f"{names[b]} -> {names[a]}"
             ) + f" ({percent(float(result.after_scores[0]))})"
-            self._say(f"what-if: {verdict}\nBksp undo  Del clear  I {other}  K keep  P done")
+            self._say(lambda: f"what-if: {verdict}\n{self.wording.say('paint_keys', other=other)}")
 
         self.service.request_whatif(
             self.scene.models.network(),
@@ -435,6 +451,8 @@ class ExplainControls:
 
     def destroy(self) -> None:
         self._events.ignore_all()
+        with contextlib.suppress(ValueError):
+            self.wording.listeners.remove(self._reword)
         self.service.cancel("map")
         self.service.cancel("whatif")
         if self._workspace is not None:

@@ -27,6 +27,7 @@ from direct.showbase.DirectObject import DirectObject
 
 from game.controls.modes import InputModes, Mode
 from game.controls.services import SceneParts, Viewport
+from game.controls.wording import Wording
 from game.core import events as ev
 from game.core.worker import Worker
 from game.core.workspace import Workspace
@@ -35,7 +36,7 @@ from game.learning.layers import layer_label, next_layer, switch_layer
 from game.world.suspect_markers import SuspectMarkers, label_rects
 
 HELP_LINES = ("N: next suspicious card (label probably wrong)   L: switch feature layer",)
-LEGEND = "? = label probably wrong: {n} suspects, press N (next, and why)"
+LEGEND = "? = label probably wrong: {n} suspects, {next} (next, and why)"  # next: Wording's
 
 
 class _CardsChanged(Exception):
@@ -52,8 +53,13 @@ class GuidanceControls:
         worker: Worker,
         top_k: int = 10,
         modes: InputModes | None = None,
+        wording: Wording | None = None,
     ) -> None:
         self.view = view
+        # The legend names the key on the desktop, the wrist-menu button in VR.
+        self.wording = wording if wording is not None else Wording()
+        self._reword = lambda device: self._show_legend()
+        self.wording.listeners.append(self._reword)
         self.scene = scene
         self.worker = worker
         self.modes = modes if modes is not None else InputModes()  # keys are quiet under the menu
@@ -159,9 +165,13 @@ class GuidanceControls:
     def _rebuild_markers(self) -> None:
         self._marker_set.set_cards(self.suspects)
         self._markers = self._marker_set.nodes
-        n = len(self.suspects)
-        self.scene.hud.set_legend(LEGEND.format(n=n) if n else "")  # what the "?" means
+        self._show_legend()
         self._place_markers()
+
+    def _show_legend(self) -> None:
+        """What the "?" means and how to visit the next one (in the input device's words)."""
+        n = len(self.suspects)
+        self.scene.hud.set_legend(LEGEND.format(n=n, next=self.wording.say("next_suspect")) if n else "")
 
     def _place_markers(self) -> None:
         """Constant size on screen, at a card corner that leaves the class labels readable."""
@@ -251,6 +261,8 @@ class GuidanceControls:
 
     def destroy(self) -> None:
         self._events.ignore_all()
+        with contextlib.suppress(ValueError):
+            self.wording.listeners.remove(self._reword)
         if self._workspace is not None:
             with contextlib.suppress(ValueError):
                 self._workspace.unsubscribe(self._on_event)

@@ -22,6 +22,7 @@ from panda3d.core import CardMaker, NodePath, Point3, TextNode, TransparencyAttr
 
 from game.controls.modes import InputModes, Mode
 from game.controls.services import Flight, SceneParts, Viewport
+from game.controls.wording import Wording
 from game.core import events as ev
 from game.core.scene import Scene, list_scenes, load_scene
 from game.core.worker import Worker
@@ -61,8 +62,13 @@ class MenuController:
         prestart: Callable[[Scene], None] | None = None,
         modes: InputModes | None = None,
         flight: Flight | None = None,
+        wording: Wording | None = None,
     ) -> None:
         self.view = view
+        # The hint names keys on the desktop, the laser and trigger in VR.
+        self.wording = wording if wording is not None else Wording()
+        self._hint: Label | None = None
+        self.wording.listeners.append(self._reword)
         self.scene = scene  # game.assembly passes the next one to ``rebind`` after a switch
         self.worker = worker
         self.switch_scene = switch_scene  # shows a scene loaded here (the app's ``switch_scene``)
@@ -170,6 +176,7 @@ class MenuController:
         for node in self._nodes:
             node.remove_node()
         self._nodes.clear()
+        self._hint = None
         title = "Latent Reach" if self.page == "start" else "Settings"
         height = ROW * (len(self.items) + 2.5)
         cm = CardMaker("menu-bg")
@@ -185,9 +192,10 @@ class MenuController:
         head.root.set_pos(-WIDTH / 2 + 0.06, -0.001, -0.1)
         self._nodes.append(head.root)
         hint = Label(self.root, "menu-hint", 0.04, (0.7, 0.72, 0.8, 1), backing=None, sort=60)
-        hint.set_text("Up/Down + Enter, Left/Right to change, Esc to close; or click")
+        hint.set_text(self.wording.say("menu_keys"))
         hint.root.set_pos(-WIDTH / 2 + 0.06, -0.001, -height + 0.04)
         self._nodes.append(hint.root)
+        self._hint = hint
         self._rows: list[Label] = []
         for i, item in enumerate(self.items):
             row = Label(self.root, f"menu-item-{i}", 0.06, (1, 1, 1, 1), backing=None, sort=60)
@@ -347,7 +355,14 @@ class MenuController:
                 ev.Message(text=f"replay it with: latent-reach replay {path.name}", level="info")
             )
 
+    def _reword(self, device: str) -> None:
+        """The input device changed (VR started or stopped): the hint on show follows."""
+        if self._hint is not None:
+            self._hint.set_text(self.wording.say("menu_keys"))
+
     def destroy(self) -> None:
         self._events.ignore_all()
+        if self._reword in self.wording.listeners:
+            self.wording.listeners.remove(self._reword)
         self.modes.pop(Mode.MENU)
         self.root.remove_node()

@@ -20,6 +20,7 @@ and exit callbacks, ``frame_dt``).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -142,6 +143,8 @@ class VRSession:
         # Closing the window must still hand the headset back to SteamVR.
         app.finalExitCallbacks.append(lambda: self.stop("exit"))
         self.stopped_reason: str | None = None
+        # Told the reason when VR stops (game.assembly: the texts go back to desktop words).
+        self.stop_listeners: list[Callable[[str], None]] = []
 
     def _start_place(self) -> tuple[np.ndarray, float, float]:
         """Inside the cloud at room scale, cards readable at arm's length (game.vr.placement)."""
@@ -188,6 +191,8 @@ class VRSession:
         self.ui.restore()
         self._place_labels(on=False)
         self.app.workspace.post(ev.Message(text=reason, level="warning"))
+        for listener in list(self.stop_listeners):
+            listener(reason)
 
     def stop(self, reason: str = "VR stopped") -> None:
         self.stereo.stop(reason)

@@ -50,7 +50,8 @@ HELP_TEXT = (
 
 @dataclass
 class MenuButton:
-    """One button: ``label`` may change (``\\n`` for a second line), ``hint`` names the desktop key."""
+    """One button: ``label`` may change (``\\n`` for a second line), ``hint`` says what it does
+    (in VR words: no desktop key, no keyboard is in sight)."""
 
     key: str
     label: Callable[[], str]
