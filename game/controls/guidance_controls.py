@@ -36,7 +36,7 @@ from game.learning.layers import layer_label, next_layer, switch_layer
 from game.world.suspect_markers import SuspectMarkers, label_rects
 
 HELP_LINES = ("N: next suspicious card (label probably wrong)   L: switch feature layer",)
-LEGEND = "? = label probably wrong: {n} suspects, {next} (next, and why)"  # next: Wording's
+LEGEND = "? = label probably wrong: {n} suspects, {next}"  # next: the Wording's next_suspect
 
 
 class _CardsChanged(Exception):

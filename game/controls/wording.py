@@ -21,13 +21,13 @@ DEVICES: tuple[Device, ...] = ("desktop", "vr")
 
 # action -> (desktop words, VR words). VR words name wrist-menu buttons by their drawn labels.
 WORDS: dict[str, tuple[str, str]] = {
-    "next_suspect": ("press N", "wrist menu: Next suspect"),
+    "next_suspect": ("press N (next, and why)", "wrist menu: Next suspect"),
     "explain_keys": ("X: next method   T: next top-5 class", "wrist menu: Heat map, Next class"),
     "paint_how": ("drag on the image to paint", "hold the trigger on the image to paint"),
     "paint_done": ("P: done", "wrist menu: Painting done"),
     "paint_keys": (
         "Bksp undo  Del clear  I {other}  K keep  P done",
-        "wrist menu: Undo stroke, Clear mask, {other}, Keep, Painting done",
+        "wrist menu: Undo stroke, Clear mask, Telea / Nav.-Stokes, Keep as new card, Painting done",
     ),
     "menu_keys": (
         "Up/Down + Enter, Left/Right to change, Esc to close; or click",
