@@ -328,12 +328,7 @@ class VRControls:
 
     def _snap(self, degrees: float) -> None:
         """Turn about the head's vertical axis (the person stays where they stand)."""
-        head = self.head_world[:3, 3].copy()
-        self.rig.heading += degrees
-        a = math.radians(degrees)
-        c, s = math.cos(a), math.sin(a)
-        d = self.rig.position - head
-        self.rig.position = head + np.array([c * d[0] - s * d[1], s * d[0] + c * d[1], d[2]])
+        self._turn_about_head(degrees)
         self._rig_changed()
 
     # --- teleports: the desktop's F and C --------------------------------------------------------
@@ -346,16 +341,59 @@ class VRControls:
         return forward / n if n > 1e-6 else np.array([0.0, 1.0, 0.0])
 
     def go_to(self, point: np.ndarray) -> None:
-        """Move (a teleport, no turn) so that ``point`` is ``go_to_distance`` ahead of the eyes
-        at eye height: the VR form of framing the selection."""
+        """Move so that ``point`` is ``go_to_distance`` ahead of the eyes at eye height: the VR
+        form of framing the selection. A teleport without a turn, unless every place straight
+        ahead of the card has another card in the face (a dense cluster): then the place turns
+        around the card, the person with it (``_approach``)."""
+        point = np.asarray(point, dtype=np.float64)
+        turn, distance = self._approach(point)
+        if turn:
+            self._turn_about_head(turn)
         head = self.head_world[:3, 3].copy()
-        goal = np.asarray(point, dtype=np.float64) - self._heading_forward() * (
-            self.config.go_to_distance * self.rig.scale
-        )
+        goal = point - self._heading_forward() * (distance * self.rig.scale)
         self.rig.position = self.rig.position + (goal - head)
         self.head_world = self.rig.matrix() @ self._head_tracking
         self._before_overview = None
         self._rig_changed()
+
+    def _approach(self, point: np.ndarray) -> tuple[float, float]:
+        """(turn in degrees, distance in the person's metres) of the first place, in order of
+        preference, that no card is nearer the head than the start place allows
+        (``placement.CLEARANCE``): straight ahead at arm's length, a little further back, then
+        turned around the card; the clearest of them when none is clear."""
+        from game.vr.placement import CLEARANCE, nearest_card
+
+        base = self.config.go_to_distance
+        distances = (base, base * 1.25, base * 1.5)
+        turns = (0.0, 30.0, -30.0, 60.0, -60.0, 90.0, -90.0, 120.0, -120.0, 150.0, -150.0, 180.0)
+        options = [(t, d) for t in turns for d in distances]
+        s = self.rig.scale
+        forward = self._heading_forward()
+        goals = []
+        for turn, distance in options:
+            a = math.radians(turn)
+            c, n = math.cos(a), math.sin(a)
+            f = np.array([c * forward[0] - n * forward[1], n * forward[0] + c * forward[1], 0.0])
+            goals.append(point - f * distance * s)
+        # Only the cards near the card can be in the face at any of these places.
+        p = np.asarray(self.positions(), dtype=np.float64)
+        reach = (max(distances) + CLEARANCE) * s
+        with np.errstate(invalid="ignore"):
+            near = p[np.abs(p - point).max(axis=1) <= reach]
+        clearance = nearest_card(np.array(goals), near)
+        clear = np.flatnonzero(clearance >= CLEARANCE * s)
+        best = int(clear[0]) if len(clear) else int(np.argmax(clearance))
+        return options[best]
+
+    def _turn_about_head(self, degrees: float) -> None:
+        """Turn the rig about the head's vertical axis (the head stays where it is)."""
+        head = self.head_world[:3, 3].copy()
+        self.rig.heading += degrees
+        a = math.radians(degrees)
+        c, s = math.cos(a), math.sin(a)
+        d = self.rig.position - head
+        self.rig.position = head + np.array([c * d[0] - s * d[1], s * d[0] + c * d[1], d[2]])
+        self.head_world = self.rig.matrix() @ self._head_tracking
 
     @property
     def overview(self) -> bool:

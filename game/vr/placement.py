@@ -71,7 +71,7 @@ def room_scale_start(
     r = np.linspace(-1.0, 1.0, 9) * spread
     grid = np.stack(np.meshgrid(r, r, r * 0.5, indexing="ij"), axis=-1).reshape(-1, 3) + centre
     sample = p if len(p) <= 5000 else p[np.random.default_rng(0).choice(len(p), 5000, replace=False)]
-    nearest = np.sqrt(((grid[:, None, :] - sample[None, :, :]) ** 2).sum(axis=2).min(axis=1))
+    nearest = nearest_card(grid, sample)
     clear = nearest >= CLEARANCE * scale
     # Best: clear of the face yet with a card within arm's reach; then merely clear; nearest the
     # centre either way.
@@ -90,6 +90,18 @@ def room_scale_start(
     dx, dy = float(d[k, 0]), float(d[k, 1])
     heading = math.degrees(math.atan2(-dx, dy)) if dist[k] > 1e-6 else 0.0  # Panda: h=0 faces +Y
     return StartPlace(head - np.array([0.0, 0.0, eye_height * scale]), heading, scale)
+
+
+def nearest_card(points: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Distance from each of ``points`` to the nearest card centre (inf without one; hidden, NaN
+    cards ignored): the "no card in the face" test of a head position (``CLEARANCE``), used for
+    the start place and for the wrist menu's "Go to card" (``VRControls.go_to``)."""
+    q = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    p = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    p = p[np.isfinite(p).all(axis=1)]
+    if not len(p):
+        return np.full(len(q), np.inf)
+    return np.sqrt(((q[:, None, :] - p[None, :, :]) ** 2).sum(axis=2).min(axis=1))
 
 
 def readability(

@@ -141,3 +141,44 @@ def test_see_all_shows_the_whole_cloud_in_front_and_a_second_call_goes_back():
     assert cos.min() > np.cos(np.radians(30))
     assert not c.see_all() and not c.overview
     assert np.allclose(c.rig.position, before[0]) and (c.rig.heading, c.rig.scale) == before[1:]
+
+
+def test_go_to_in_a_dense_cluster_keeps_every_other_card_out_of_the_face():
+    """A card with neighbours all around where the eyes would land straight ahead of it: the
+    place keeps the start place's clearance, the card still ahead of the eyes at eye height."""
+    from game.vr.placement import CLEARANCE, nearest_card
+
+    c, ws, _seen = _controls()
+    c.rig = Rig(np.array([0.0, -3.0, 0.0]), heading=0.0, scale=1.0)
+    c.update(_state(head=(0.0, 0.0, 1.6)))
+    card = np.array([0.0, 0.0, 1.6])
+    rng = np.random.default_rng(3)
+    # Neighbours: a thick wall across the straight-ahead approach (where the eyes would be at
+    # 0.6 to 0.9 m from the card), open to the sides; hidden cards too.
+    wall = np.column_stack(
+        [rng.uniform(-0.5, 0.5, 400), rng.uniform(-1.05, -0.45, 400), rng.uniform(1.3, 1.9, 400)]
+    )
+    cloud = np.vstack([card[None], wall, np.full((5, 3), np.nan)]).astype(np.float32)
+    c.positions = lambda: cloud
+    straight = card - c._heading_forward() * c.config.go_to_distance
+    assert nearest_card(straight[None], cloud)[0] < CLEARANCE  # the old place: a card in the face
+    c.go_to(card)
+    c.update(_state(head=(0.0, 0.0, 1.6)))
+    head = c.head_position()
+    assert nearest_card(head[None], cloud[1:])[0] >= CLEARANCE  # no neighbour in the face
+    offset = card - head
+    assert offset[2] == pytest.approx(0.0, abs=1e-6)  # at eye height
+    forward = c._heading_forward()
+    assert np.allclose(offset / np.linalg.norm(offset), forward, atol=1e-6)  # ahead of the eyes
+    assert c.config.go_to_distance <= np.linalg.norm(offset) <= 1.5 * c.config.go_to_distance + 1e-9
+
+
+def test_go_to_with_room_straight_ahead_neither_turns_nor_steps_back():
+    c, _ws, _seen = _controls()
+    c.update(_state())
+    card = np.array([5.0, 5.0, 1.0])
+    c.positions = lambda: np.array([card, card + (0.0, 0.0, 3.0)], dtype=np.float32)
+    heading = c.rig.heading
+    c.go_to(card)
+    assert c.rig.heading == heading
+    assert np.linalg.norm(card - c.head_position()) == pytest.approx(c.config.go_to_distance)
