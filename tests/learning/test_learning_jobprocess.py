@@ -62,11 +62,21 @@ def test_process_job_is_bitwise_the_thread_job(loaded_digits, process):
         return req
 
     here2 = run_finetune(dataclass_with_stem(on_top(here, here.network), stem))
-    there2 = process.run(on_top(there, there.network))
+    sent: list = []
+    send = process._send
+    process._send = lambda message: (sent.append(message), send(message))[1]
+    try:
+        there2 = process.run(on_top(there, there.network))
+        # ... and a network it never saw (e.g. restored by undo) travels as weights.
+        there3 = process.run(on_top(there, there.network.clone()))
+    finally:
+        del process._send
     _same(here2, there2)
-    # ... and a network it never saw (e.g. restored by undo) travels as weights.
-    there3 = process.run(on_top(there, there.network.clone()))
     _same(here2, there3)
+    # The second job's base is the child's last result: its features stayed there (0.8 GB at 50k
+    # cards); the third's base is a network the child never made, so its features travel.
+    assert [m.features_kept for m in sent] == [True, False]
+    assert sent[0].request.features is None and sent[1].request.features is not None
 
 
 def dataclass_with_stem(req: FineTuneRequest, stem) -> FineTuneRequest:
