@@ -359,14 +359,14 @@ class VRControls:
     def _approach(self, point: np.ndarray) -> tuple[float, float]:
         """(turn in degrees, distance in the person's metres) of the first place, in order of
         preference, that no card is nearer the head than the start place allows
-        (``placement.CLEARANCE``): straight ahead at arm's length, a little further back, then
-        turned around the card; the clearest of them when none is clear."""
+        (``placement.CLEARANCE``): straight ahead at arm's length, a quarter further back, the
+        same turned around the card, then half as far again; the clearest when none is clear."""
         from game.vr.placement import CLEARANCE, nearest_card
 
         base = self.config.go_to_distance
-        distances = (base, base * 1.25, base * 1.5)
         turns = (0.0, 30.0, -30.0, 60.0, -60.0, 90.0, -90.0, 120.0, -120.0, 150.0, -150.0, 180.0)
-        options = [(t, d) for t in turns for d in distances]
+        # A step back (a quarter more) before a turn; further back only if no turn helps.
+        options = [(t, d) for t in turns for d in (base, base * 1.25)] + [(t, base * 1.5) for t in turns]
         s = self.rig.scale
         forward = self._heading_forward()
         goals = []
@@ -377,7 +377,7 @@ class VRControls:
             goals.append(point - f * distance * s)
         # Only the cards near the card can be in the face at any of these places.
         p = np.asarray(self.positions(), dtype=np.float64)
-        reach = (max(distances) + CLEARANCE) * s
+        reach = (base * 1.5 + CLEARANCE) * s
         with np.errstate(invalid="ignore"):
             near = p[np.abs(p - point).max(axis=1) <= reach]
         clearance = nearest_card(np.array(goals), near)

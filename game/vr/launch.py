@@ -120,6 +120,7 @@ class VRSession:
 
         self.app = app
         self.backend = backend
+        self._hovered: int | None = None  # a hover change this frame, drawn after the controls
         self.stereo = VRStereo(
             app, backend, clear_colour=tuple(app.win.get_clear_color()), on_stop=self._stopped
         )
@@ -164,6 +165,9 @@ class VRSession:
     def _on_frame(self, state, paused: bool) -> None:
         app = self.app
         self.controls.update(state, paused, app.frame_dt())
+        if self._hovered is not None:  # once a frame, whichever hands changed what they hover
+            app.world.cards.set_highlight(hovered=self._hovered)
+            self._hovered = None
         ws = app.workspace
         selected = None
         if 0 <= ws.selected < len(app.world.positions):
@@ -173,7 +177,7 @@ class VRSession:
         )
 
     def _hover(self, hand: str, card: int) -> None:
-        self.app.world.cards.set_highlight(hovered=card)
+        self._hovered = card  # the last change wins, as it did when each one was drawn at once
 
     def _on_scene(self, loaded: Any) -> None:
         for hand in self.controls.hands.values():

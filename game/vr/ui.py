@@ -35,7 +35,7 @@ class VRWorldUI:
             "fixed", 80
         )  # after the wrist menu (drawn over the world): the beam's end shows on it
         self._beams: dict[str, NodePath] = {}
-        self._panel_at: tuple[np.ndarray, np.ndarray, float] | None = None  # selected, head, scale
+        self._panel_at: tuple[list[float], list[float], float] | None = None  # selected, head, scale
         self.hud_lift = 0.0  # metres more above the left hand (the wrist menu is open there)
         self._attach()
 
@@ -79,16 +79,14 @@ class VRWorldUI:
 
     def _panel_still(self, selected: np.ndarray, head: np.ndarray, scale: float = 1.0) -> bool:
         """True when neither the card nor the head moved 5 mm (the person's) since the panel was
-        placed, and the person's scale is the same."""
+        placed, and the person's scale is the same (plain floats: two 3-vectors a frame)."""
+        now = ([float(v) for v in selected], [float(v) for v in head], scale)
         last = self._panel_at
-        if (
-            last is not None
-            and last[2] == scale
-            and np.abs(last[0] - selected).max() < 0.005 * scale
-            and np.abs(last[1] - head).max() < 0.005 * scale
-        ):
-            return True
-        self._panel_at = (np.array(selected, dtype=np.float64), np.array(head, dtype=np.float64), scale)
+        if last is not None and last[2] == scale:
+            limit = 0.005 * scale
+            if all(abs(a - b) < limit for was, is_ in zip(last[:2], now[:2]) for a, b in zip(was, is_)):
+                return True
+        self._panel_at = now
         return False
 
     def _beam(self, hand: str) -> NodePath:
