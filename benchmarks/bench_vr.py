@@ -15,16 +15,18 @@ measured by this script on software OpenGL.
 
 ``--python-work 2000,20000,50000`` (issue 16) measures instead the Python work of a VR frame at
 each card count: the pose task (``wait_poses``, events, both hands' controls with their picking,
-the in-world UI) plus the submit callback (texture names, two submits, GL flush, handoff), timed
-around those calls while both controllers hold their triggers and sweep their lasers and tips
+the in-world UI) plus the submit buffer's callback (texture names, two submits, the handoff; the
+GL flush, where llvmpipe rasterises, is timed apart and left out), timed around those calls while both controllers hold their triggers and sweep their lasers and tips
 through the cloud (a touch and a ray pick per hand per frame). Each count runs with the
 ``PickIndex`` and with the brute-force pick it replaced; the eye buffers are tiny, as rendering is
 not what is measured. "pick cpu" is the picking inside that (both hands' touch and ray, and the
 index's once-a-frame refresh). Still frames first; then gliding frames: the cards glide to
 another layout and back twice (what a re-layout after a fine-tune does), where the world's update
 (the tween, the position upload, the class markers) is added to the frame's Python work, since
-during a glide it is O(N) by nature. ``--profile`` prints cProfile tables of both (wall-clock
-based: on a loaded machine read them as proportions).
+during a glide it is O(N) by nature. ``--parts`` also times the parts of a still frame (poses,
+controls, the picks, the in-world UI, refresh, submit; each wrapper adds its clock reads to the
+total, so the headline figures come from runs without it). ``--profile`` prints cProfile tables
+of both (wall-clock based: on a loaded machine read them as proportions).
 """
 
 from __future__ import annotations
@@ -174,7 +176,7 @@ PARTS = (
 
 
 def python_work(
-    n: int, frames: int, index: bool = True, profile: bool = False, glides: int = 2
+    n: int, frames: int, index: bool = True, profile: bool = False, glides: int = 2, parts: bool = False
 ) -> dict[str, float]:
     """Per-frame Python work of the VR path at ``n`` cards (see the module docstring)."""
     from panda3d.core import PythonCallbackObject
@@ -262,7 +264,8 @@ def python_work(
             "index": session.controls.index,
             "ui": session.ui,
         }
-        for name, owner, attr in PARTS:  # where the frame's time goes (--python-work's table)
+        # Where the frame's time goes (--parts): each wrapper adds its clock reads to the total.
+        for name, owner, attr in PARTS if parts else ():
             setattr(owners[owner], attr, timed(name, getattr(owners[owner], attr)))
         app.world.update = timed("world", app.world.update)  # the tween and the position upload
         after_right = timed("submit", stereo._after_right)
@@ -283,13 +286,13 @@ def python_work(
             profiler = cProfile.Profile()
             profiler.enable()
         worlds: list[float] = []
-        parts: dict[str, list[float]] = {name: [] for name, _, _ in PARTS}
+        split: dict[str, list[float]] = {name: [] for name, _, _ in PARTS}
 
         def frame() -> None:
             before = {k: v.copy() for k, v in spent.items()}
             app.step()
-            for name in parts:
-                parts[name].append(float(spent[name][1] - before[name][1]))
+            for name in split:
+                split[name].append(float(spent[name][1] - before[name][1]))
             per_frame.append(spent["poses"] + spent["submit"] - before["poses"] - before["submit"])
             poses_only.append(spent["poses"] - before["poses"])
             picks.append(spent["pick"] - before["pick"])
@@ -339,7 +342,7 @@ def python_work(
     return {
         "cards": n,
         "index": index,
-        "parts_cpu_median_ms": {k: 1000 * float(np.median(v[:steady])) for k, v in parts.items()},
+        "parts_cpu_median_ms": {k: 1000 * float(np.median(v[:steady])) for k, v in split.items()},
         "cpu_median_ms": float(np.median(ms[:, 1])),
         "cpu_p95_ms": float(np.percentile(ms[:, 1], 95)),
         "cpu_max_ms": float(ms[:, 1].max()),
@@ -377,6 +380,11 @@ def main() -> int:
         "--python-work", default=None, metavar="N,N,...", help="per-frame Python work at these card counts"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the timed frames (PickIndex only)")
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="with --python-work: time the parts of a frame too (adds clock reads)",
+    )
     args = parser.parse_args()
     w, h = (int(v) for v in args.eye.lower().split("x"))
     import torch  # noqa: F401 - imported here so the app's worker thread does not import it mid-timing
@@ -389,7 +397,7 @@ def main() -> int:
         rows = []
         for n in (int(v) for v in args.python_work.split(",")):
             for use_index in (True,) if args.profile else (True, False):
-                rows.append(python_work(n, frames, index=use_index, profile=args.profile))
+                rows.append(python_work(n, frames, index=use_index, profile=args.profile, parts=args.parts))
         print(f"Python work per VR frame (pose task + submit callback), {frames} frames, both hands picking")
         print(
             f"{'cards':>7}{'picking':>14}{'cpu median':>12}{'cpu p95':>9}{'cpu max':>9}"
@@ -401,10 +409,11 @@ def main() -> int:
                 f"{r['cards']:>7}{kind:>14}{r['cpu_median_ms']:>12.3f}{r['cpu_p95_ms']:>9.3f}"
                 f"{r['cpu_max_ms']:>9.3f}{r['median_ms']:>13.3f}{r['p95_ms']:>10.3f}{r['hovered_hand_frames']:>14}{r['pick_cpu_median_ms']:>10.3f}"
             )
-        print("\nWhere a still frame's CPU goes (medians, ms; touch and ray are inside controls)")
         names = [name for name, _, _ in PARTS]
-        print(f"{'cards':>7}{'picking':>14}" + "".join(f"{name:>14}" for name in names))
-        for r in rows:
+        if args.parts:
+            print("\nWhere a still frame's CPU goes (medians, ms; the picks are inside controls)")
+            print(f"{'cards':>7}{'picking':>14}" + "".join(f"{name:>14}" for name in names))
+        for r in rows if args.parts else ():
             kind = "PickIndex" if r["index"] else "brute force"
             parts = r["parts_cpu_median_ms"]
             print(f"{r['cards']:>7}{kind:>14}" + "".join(f"{parts[name]:>14.3f}" for name in names))
