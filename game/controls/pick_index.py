@@ -7,7 +7,9 @@ column are consecutive, so a query gathers whole runs of a column: a touch looks
 of a small box, a laser at the columns along its path (one slab of columns per cell it crosses
 in its main horizontal direction), each with the z range the ray passes through there. The cards
 found are tested by ``hand.pick_nearest`` / ``hand.pick_ray`` themselves, so the answers are the
-brute force's.
+brute force's. A VR hand touches with its tip and, when nothing is touched, points its laser from
+there: ``touch_or_ray`` gathers the cells of both at once and tests them in one pass
+(``hand.pick_touch_or_ray``; a query's cost is its numpy calls, not its cards).
 
 Cards move (tweens after a fine-tune, the carried card). The index is not rebuilt for every
 move. With a ``motion`` source (the world's ``Tween``: ``mark()`` / ``moved_since(mark)``), a
