@@ -253,6 +253,7 @@ def simulate(
                         "landed": m.nearest_class == names[target],
                         "kept": m.neighbours_kept,
                         "heldout_change": (acc - acc_before) / len(queue),
+                        "steps": m.steps,
                     }
                 )
             for i, (card, _) in enumerate(queue):

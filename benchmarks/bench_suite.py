@@ -148,6 +148,7 @@ def run_seed(
         run = bench_edits.simulate(base, args, settings or None, 1, f"{case.name}/s{seed}/{key}")
         out[key] = {str(k): _at(run["curve"], k) for k in KS}
         out[key]["curve"] = run["curve"]
+        out[key]["steps"] = [m["steps"] for m in run["moves"]]  # training steps of each edit's job
         if key == "full":
             moves = run["moves"]
             loss = np.array([-100.0 * m["heldout_change"] for m in moves]) if moves else np.zeros(1)

@@ -442,6 +442,19 @@ class Training:
     losses: list[float]
 
 
+@torch.no_grad()
+def label_agreement(runner: Runner, batch: EditBatch) -> torch.Tensor:
+    """(N,) 1.0 where the network (at the job's start) predicts a card's current label, else 0.0;
+    only the neighbours and the replay pool are looked at (others stay 1.0)."""
+    rows = np.unique(np.concatenate([batch.neighbour_cards, batch.replay_pool]))
+    out = torch.ones(len(batch.labels))
+    if len(rows):
+        logits, _ = runner.forward(rows)
+        idx = torch.from_numpy(rows)
+        out[idx] = (logits.argmax(1) == batch.labels[idx]).float()
+    return out
+
+
 def train(
     runner: Runner,
     batch: EditBatch,
@@ -460,6 +473,9 @@ def train(
     edit_labels, edit_weights = torch.from_numpy(batch.targets), torch.from_numpy(batch.repeats)
     pool, size = batch.replay_pool, batch.replay_batch
     runner.network.module.eval()  # no dropout: deterministic, and the features match inference
+    trusted = label_agreement(runner, batch) if cfg.skip_disputed else None
+    if trusted is not None:
+        fixed_w = fixed_w * trusted[torch.from_numpy(fixed_rows)]
     losses: list[float] = []
     steps = 0
     for step in range(cfg.max_steps):
@@ -468,7 +484,9 @@ def train(
         rows = np.concatenate([fixed_rows, replay])
         targets = StepTargets(
             labels=torch.cat([fixed_y, batch.labels[torch.from_numpy(replay)]]),
-            weights=torch.cat([fixed_w, torch.ones(len(replay))]),
+            weights=torch.cat(
+                [fixed_w, torch.ones(len(replay)) if trusted is None else trusted[torch.from_numpy(replay)]]
+            ),
             n_edits=batch.n_edits,
             edit_labels=edit_labels,
             edit_weights=edit_weights,
