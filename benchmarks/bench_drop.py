@@ -17,7 +17,8 @@ predictions follow the labels; the first layout is ``Projector.fit`` with few it
 quality does not change what the update costs: that depends on the features). Images are 8x8
 placeholders (the head-only path never reads them). The setup is cached under ``--cache`` by N.
 
-Printed per drop: drop -> job start (the queue's delay), the job's parts inside ``run_finetune``
+Printed per drop (wall seconds; "CPU": this process's and the job process's CPU seconds from
+the drop to the tween, the steadier figure on a shared machine): drop -> job start (the queue's delay), the job's parts inside ``run_finetune``
 (``FineTuneResult.seconds``: prepare, train, infer, layout, and the rest), the transfer to and from
 the job process (the backend's wall time minus the job's), the main thread's apply (checkpoint,
 ``ModelUpdated``), and drop -> tween start.
@@ -45,6 +46,18 @@ from bench_scale import rss, synthetic_features  # noqa: E402
 from game.core import events as ev  # noqa: E402
 
 MB = 1024 * 1024
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; 0 elsewhere)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def build_setup(n: int, cache: Path, classes: int = 6):
@@ -114,8 +127,8 @@ def main() -> int:
     )
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "latent-reach-bench-drop"))
     args = parser.parse_args()
-    if args.full_pass:  # before game.learning imports it; the job process inherits it
-        os.environ["LATENT_REACH_HEAD_UPDATE"] = "off"
+    # Read by game.learning.head_update at each re-inference; the job process inherits it.
+    os.environ["LATENT_REACH_HEAD_UPDATE"] = "off" if args.full_pass else "log"
 
     from game.core.worker import Worker
     from game.data.dataset import Dataset
@@ -191,6 +204,8 @@ def main() -> int:
         target = int((ws.labels[card] + 1) % ws.n_classes)
         marks.clear()
         applied_before = controller.last_result
+        child = controller.process._proc.pid if controller.process is not None else None
+        cpu0, cpu_child0 = time.process_time(), cpu_seconds(child)
         t0 = time.perf_counter()
         ws.post(ws.drop_event(card, drop_position(loaded, card, target, rng)))
         while "tween start" not in marks and time.perf_counter() - t0 < 600:
@@ -199,6 +214,7 @@ def main() -> int:
             controller.update()
             tween.update(time.perf_counter())
             time.sleep(1 / 120)
+        cpu = time.process_time() - cpu0 + cpu_seconds(child) - cpu_child0
         result = controller.last_result
         if result is None or result is applied_before:
             raise SystemExit(f"drop {d}: no model update ({controller.failures})")
@@ -214,6 +230,7 @@ def main() -> int:
             "transfer": run_wall[-1] - inner,
             "apply": marks["tween start"] - marks["job start"] - run_wall[-1],
             "drop -> tween": marks["tween start"] - t0,
+            "CPU": cpu,
         }
         rows.append(row)
         flipped = int(ws.predictions[card]) == target

@@ -313,6 +313,7 @@ class Runner:
         bias = first.bias.detach() if first.bias is not None else None
         if not head_update.enabled() or n * weight.numel() < head_update.MIN_MULTIPLY_ADDS:
             return self._infer_all_full(batch_size)
+        started = time.perf_counter()
         base = self.base_pre_activations
         factors = None
         if base is not None and base.pre.shape == (n, weight.shape[0]) and base.chain < head_update.MAX_CHAIN:
@@ -348,6 +349,7 @@ class Runner:
         state = head_update.PreActivations(weight.clone(), None if bias is None else bias.clone(), pre, chain)
         head_update.cache_for(self.stem).put(state, base)
         self.last_infer_low_rank = None if factors is None else int(factors[0].shape[1])
+        head_update.report(self.last_infer_low_rank, n, time.perf_counter() - started)
         return Inference(features, *top_k(logits_all), logits_all)
 
     @torch.no_grad()
