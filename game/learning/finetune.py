@@ -444,14 +444,33 @@ class Training:
 
 @torch.no_grad()
 def label_agreement(runner: Runner, batch: EditBatch) -> torch.Tensor:
-    """(N,) 1.0 where the network (at the job's start) predicts a card's current label, else 0.0;
-    only the neighbours and the replay pool are looked at (others stay 1.0)."""
+    """(N,) 1.0 where a card's current label is the class the scene's *first* network predicted
+    for it, else 0.0 (``skip_disputed``); only neighbours and the replay pool are judged (the
+    rest stay 1.0). With a cached stem the first job's network is that network (its predictions
+    are kept on the ``StemCache``); without one, the job's starting network stands in.
+
+    Why the first network and not the job's: a network that memorised its training labels
+    disputes none of them at first, so nothing is skipped (its fine-tunes are as without the
+    option); a card it disputes later is one an earlier edit damaged, and replay is what repairs
+    that (skipping those cost digits 1-5 points at K = 30, issue 13). A network that never fitted
+    its noise disputes mostly the wrong labels from the start: those are what it is not taught.
+    """
     rows = np.unique(np.concatenate([batch.neighbour_cards, batch.replay_pool]))
     out = torch.ones(len(batch.labels))
-    if len(rows):
-        logits, _ = runner.forward(rows)
-        idx = torch.from_numpy(rows)
-        out[idx] = (logits.argmax(1) == batch.labels[idx]).float()
+    if not len(rows):
+        return out
+    idx = torch.from_numpy(rows)
+    stem = runner.stem
+    if stem is not None:
+        if stem.start_predictions is None:
+            every = np.arange(len(stem.inputs))
+            stem.start_predictions = torch.cat(
+                [runner.forward(every[i : i + 4096])[0].argmax(1) for i in range(0, len(every), 4096)]
+            )
+        predicted = stem.start_predictions[idx]
+    else:
+        predicted = runner.forward(rows)[0].argmax(1)
+    out[idx] = (predicted == batch.labels[idx]).float()
     return out
 
 
