@@ -43,6 +43,7 @@ MAX_RANK = 768  # beyond this the full pass is not much slower: give up and make
 # does (``in x out / (in + out)``; AlexNet's fc7: 2,048).
 PAYING_RANK_FRACTION = 0.5
 BLOCK = 128  # columns added to the range finder's basis at a time
+FLOAT32_CHANGE = 0.25  # |W_new - W_old| / |W_new| up to which the products are float32
 PROBES = 10  # Gaussian probes of the a-posteriori error estimate
 MAX_CHAIN = 50  # updates in a row before a full pass starts the chain afresh (rounding adds up)
 SEED = 1729  # the sketches' seed: the same job gives the same factorisation
@@ -80,15 +81,19 @@ def low_rank_difference(
     if scale == 0.0:
         return None
     limit = tolerance * scale
+    # float32 products are accurate to about 4e-6 of |delta|: enough while the change is small
+    # beside the weight (a job's usually is); a larger one is worked in float64.
+    if float(torch.linalg.vector_norm(delta)) > FLOAT32_CHANGE * scale:
+        delta = delta.double()
     gen = torch.Generator().manual_seed(SEED)
-    probes = torch.randn(in_dim, PROBES, generator=gen)
+    probes = torch.randn(in_dim, PROBES, generator=gen).to(delta.dtype)
     probed = (delta @ probes).double()  # (out, PROBES): the difference applied to the probes
     if float(torch.linalg.vector_norm(probed)) / PROBES**0.5 <= limit:
-        return delta.new_zeros(out_dim, 0), delta.new_zeros(in_dim, 0)
+        return delta.new_zeros(out_dim, 0).float(), delta.new_zeros(in_dim, 0).float()
     basis = torch.zeros(out_dim, 0, dtype=torch.float64)
     most = min(max_rank, out_dim, in_dim)
     while basis.shape[1] < most:
-        omega = torch.randn(in_dim, min(BLOCK, most - basis.shape[1]), generator=gen)
+        omega = torch.randn(in_dim, min(BLOCK, most - basis.shape[1]), generator=gen).to(delta.dtype)
         y = (delta @ omega).double()
         for _ in range(2):  # block Gram-Schmidt, twice (one pass loses orthogonality)
             y -= basis @ (basis.T @ y)
@@ -97,7 +102,7 @@ def low_rank_difference(
         missed = probed - basis @ (basis.T @ probed)
         # E|M w|^2 = |M|_F^2 for a Gaussian w: the mean over the probes estimates |missed|_F.
         if float(torch.linalg.vector_norm(missed)) / PROBES**0.5 <= limit:
-            coefficients = (basis.float().T @ delta).double()  # (k, in): delta = basis @ coefficients
+            coefficients = (basis.to(delta.dtype).T @ delta).double()  # (k, in): delta = basis @ coefficients
             # Compress to the rank the tolerance needs (the basis was grown in whole blocks):
             # coefficients^T = Q R, so coefficients = (R^T's SVD) Q^T, a (k x k) SVD only.
             q_c, r_c = torch.linalg.qr(coefficients.T)
