@@ -9,13 +9,14 @@ timed as part of the path) goes through what the app does with an AlexNet-shaped
 1. reading images: ``load_image_folder`` (decode, EXIF, resize to 64, stack);
 2. fine-tune preparation: the frozen stem's outputs (``compute_stem_cache``), which the
    controller computes on its worker when a scene opens (done once here and handed to it);
-   the head (fc7, fc8) is then trained 3 epochs on them so predictions follow the labels
-   (setup, not part of the path: see ``benchmarks/bench_finetune.py``);
+   the head (fc7, fc8) is then trained ``--head-epochs`` (default 3) epochs on them so
+   predictions follow the labels (setup, not part of the path: see ``benchmarks/bench_finetune.py``);
 3. features: ``Network.infer`` over every image in batches of ``--batch`` (fc7, 4,096-d);
 4. PCA: ``Projector.reduce`` (to the scene's ``pca_dims``);
 5. 3-D layout: ``Projector.fit`` (PCA again, openTSNE, normalisation; the scene's iterations);
 6. opening the world offscreen (EGL) and drawing the first frame;
-7. recording start (``SessionRecorder.start``: the starting state and weights);
+7. recording start (``SessionRecorder.start``: the starting state and weights), then the
+   fine-tune controller's preparation (``wait_ready``; timed from 2026-12-02 14:40 on);
 8. one relabel drop -> fine-tune (head only, on the worker thread) -> tween end, frames drawn;
 9. recording close (every event, the new model version), with the session's size.
 
@@ -629,8 +630,11 @@ def main() -> int:
         recorder = SessionRecorder.start(
             scene, ws, folder=tmp / "sessions", store=loaded.models, layout=layout, label="bench"
         )
-    controller = FineTuneController(loaded, worker, clock=time.perf_counter, stem=stem)
-    controller.wait_ready(600)
+    with stages.stage("fine-tune controller ready") as row:
+        # The backend's preparation (with the stem handed over: the head's kept pre-activations,
+        # a pass of the head over every card), which the app runs in the background at launch.
+        controller = FineTuneController(loaded, worker, clock=time.perf_counter, stem=stem)
+        row["note"] = "ready" if controller.wait_ready(600) else "not ready after 600 s"
     applied: list[float] = []
     ws.subscribe(
         lambda e, _ws: applied.append(time.perf_counter()) if isinstance(e, ev.ModelUpdated) else None
