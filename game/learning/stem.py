@@ -401,6 +401,14 @@ def prime_pre_activations(network: Network, n_images: int, stem: StemCache) -> N
     """Keep the first head layer's outputs of ``network`` for every card (a full pass), so the
     first job's re-inference is a low-rank update too (``Runner.infer_all``). Backends call it
     when they prepare, after the stem cache."""
+    from game.learning import head_update
+
+    head = _classifier(network.module)
+    first = head[stem.start] if head is not None else None
+    if not isinstance(first, nn.Linear) or n_images * first.weight.numel() < head_update.MIN_MULTIPLY_ADDS:
+        return  # the full pass is what every job makes then: nothing to keep
+    if not head_update.enabled():
+        return
     runner = Runner(network, np.empty((n_images, 0), np.uint8), stem, False)
     runner.infer_all()
 
