@@ -90,3 +90,16 @@ def test_unmemorised_network_disputes_the_wrong_labels(blobs):
     assert trusted[0] == 1.0  # the edited card is never judged
     assert trusted[1:][wrong[1:]].mean() <= 0.2, "most wrong labels should be disputed"
     assert trusted[1:][~wrong[1:]].mean() >= 0.9, "most right labels should be kept"
+
+
+def test_the_first_networks_judgement_is_kept(blobs):
+    """Later jobs start from edited networks: a label they dispute is damage that replay must
+    repair, so the stem cache keeps the first network's predictions and judges by those."""
+    x, truth, noisy = blobs
+    stem = StemCache(0, x)
+    images = np.zeros((N, 1, 1, 1), dtype=np.uint8)
+    first = label_agreement(Runner(_trained(x, noisy, 500), images, stem, full=False), _batch(noisy, x))
+    later = label_agreement(Runner(_trained(x, noisy, 20), images, stem, full=False), _batch(noisy, x))
+    assert first.sum() == N and later.sum() == N
+    fresh = _agreement(_trained(x, noisy, 20), x, noisy)  # a fresh cache: judged anew
+    assert fresh.sum() < N - 20
