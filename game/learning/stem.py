@@ -97,8 +97,10 @@ class StemCache:
     preconditioned: torch.Tensor | None = None  # (N, D): inputs @ inverse_moment
     damping: float | None = None  # the damping ``inverse_moment`` was computed with
     derived_damping: float | None = None  # ``derive_damping`` of the training inputs, once
-    # Every card's top-1 class under the network of the scene's first job (``skip_disputed``).
+    # Every card's top-1 class under the network of the scene's first job, and the labels then
+    # (``skip_disputed``: a label changed since is the person's, never disputed).
     start_predictions: torch.Tensor | None = None
+    start_labels: torch.Tensor | None = None
 
     def resolve_damping(self, is_train: np.ndarray, damping: float | None = None) -> float:
         """``damping`` when given (positive), else the one derived from the training inputs."""
