@@ -447,7 +447,8 @@ def label_agreement(runner: Runner, batch: EditBatch) -> torch.Tensor:
     """(N,) 1.0 where a card's current label is the class the scene's *first* network predicted
     for it, else 0.0 (``skip_disputed``); only neighbours and the replay pool are judged (the
     rest stay 1.0). With a cached stem the first job's network is that network (its predictions
-    are kept on the ``StemCache``); without one, the job's starting network stands in.
+    and the labels then are kept on the ``StemCache``; a card relabelled since, by the person, is
+    never disputed); without one, the job's starting network stands in.
 
     Why the first network and not the job's: a network that memorised its training labels
     disputes none of them at first, so nothing is skipped (its fine-tunes are as without the
@@ -462,15 +463,17 @@ def label_agreement(runner: Runner, batch: EditBatch) -> torch.Tensor:
     idx = torch.from_numpy(rows)
     stem = runner.stem
     if stem is not None:
-        if stem.start_predictions is None:
+        if stem.start_predictions is None or stem.start_labels is None:
             every = np.arange(len(stem.inputs))
             stem.start_predictions = torch.cat(
                 [runner.forward(every[i : i + 4096])[0].argmax(1) for i in range(0, len(every), 4096)]
             )
-        predicted = stem.start_predictions[idx]
+            stem.start_labels = batch.labels.clone()
+        labels = batch.labels[idx]
+        agree = (stem.start_predictions[idx] == labels) | (labels != stem.start_labels[idx])
     else:
-        predicted = runner.forward(rows)[0].argmax(1)
-    out[idx] = (predicted == batch.labels[idx]).float()
+        agree = runner.forward(rows)[0].argmax(1) == batch.labels[idx]
+    out[idx] = agree.float()
     return out
 
 
