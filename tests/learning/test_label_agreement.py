@@ -103,3 +103,18 @@ def test_the_first_networks_judgement_is_kept(blobs):
     assert first.sum() == N and later.sum() == N
     fresh = _agreement(_trained(x, noisy, 20), x, noisy)  # a fresh cache: judged anew
     assert fresh.sum() < N - 20
+
+
+def test_a_label_the_person_changed_is_never_disputed(blobs):
+    """A card the person relabelled is later a neighbour or replayed like any other: the first
+    network predicted its old label, not the new one, but the person's label is trained."""
+    x, truth, noisy = blobs
+    stem = StemCache(0, x)
+    runner = Runner(_trained(x, noisy, 20), np.zeros((N, 1, 1, 1), dtype=np.uint8), stem, full=False)
+    before = label_agreement(runner, _batch(noisy, x)).numpy()
+    moved = np.flatnonzero(before == 1.0)[1:21]  # agreed at first (card 0, the edit, left out)
+    relabelled = noisy.copy()
+    relabelled[moved] = (noisy[moved] + 1) % CLASSES
+    after = label_agreement(runner, _batch(relabelled, x)).numpy()
+    assert (after[moved] == 1.0).all()  # the first network disputes these labels, yet they count
+    np.testing.assert_array_equal(np.delete(after, moved), np.delete(before, moved))
