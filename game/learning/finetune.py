@@ -228,6 +228,9 @@ class EditBatch:
     replay_batch: int
     labels: torch.Tensor  # (N,) current labels
     features: torch.Tensor  # (N, F) features before the job
+    # Per neighbour card: 1.0 when its label is trained (a training card), 0.0 for a held-out card
+    # (its features still set the pull's target and are held by the drift). None: all trained.
+    neighbour_trained: np.ndarray | None = None
 
     @property
     def n_edits(self) -> int:
@@ -245,7 +248,12 @@ class EditBatch:
 
     @property
     def fixed_weights(self) -> torch.Tensor:
-        return torch.cat([torch.from_numpy(self.repeats), torch.ones(len(self.neighbour_cards))])
+        trained = (
+            torch.ones(len(self.neighbour_cards))
+            if self.neighbour_trained is None
+            else torch.from_numpy(self.neighbour_trained)
+        )
+        return torch.cat([torch.from_numpy(self.repeats), trained])
 
 
 def trainable_edits(edits: list[EditQueued], cfg: LearningConfig) -> list[EditQueued]:
@@ -304,6 +312,9 @@ def prepare_batch(req: FineTuneRequest, rng: np.random.Generator) -> EditBatch:
         replay_batch=min(cfg.replay_batch, len(pool)),
         labels=torch.from_numpy(np.asarray(req.labels, dtype=np.int64)),
         features=torch.from_numpy(np.asarray(req.features, dtype=np.float32)),
+        neighbour_trained=None
+        if cfg.train_heldout
+        else np.asarray(req.is_train, dtype=bool)[nb_cards].astype(np.float32),
     )
 
 
