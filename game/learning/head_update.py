@@ -15,13 +15,18 @@ which costs ``N x r x (in + out)``: at r = 250 about an eighth of the full pass.
 The factorisation is found numerically, not taken from the optimiser, so it holds whatever the
 training did: a randomised range finder (Halko, Martinsson and Tropp 2011) grows an orthonormal
 basis of ``W_new - W_old``'s columns in blocks until an a-posteriori estimate of what it misses is
-below ``RELATIVE_TOLERANCE`` of ``|W_new|`` (below the rounding of the full float32 pass itself,
-so the result equals the full pass within float noise, asserted in
-tests/learning/test_head_update.py against a float64 truth). When the rank would exceed ``MAX_RANK`` (a base the cache
-does not hold, e.g. after an undo), the caller makes the full pass instead.
+below ``RELATIVE_TOLERANCE`` of ``|W_new|``, so the result equals the full pass within float
+noise (asserted in tests/learning/test_head_update.py against the full pass and a float64 truth).
+Above ``paying_rank`` it gives up and the caller makes the full pass.
 
-Memory: the kept state is one ``(N, out)`` float32 array (50,000 x 4,096: 0.8 GB) plus a copy of
-the layer's weight (64 MB), per stem cache; a job briefly holds the old and the new one.
+Which ``Z_old``: the state computed with exactly the weights the job started from (``Runner``
+looks it up by comparing them before training), else none and the full pass. So a job's result
+depends on the model versions it descends from, not on what else ran: a replay re-running the
+same jobs takes the same paths and gets the same numbers. The job process (or the thread
+backend) primes the start network's state when it prepares.
+
+Memory per stem cache: ``KEEP`` states of one ``(N, out)`` float32 array each (50,000 x 4,096:
+0.8 GB) plus a copy of the layer's weight (64 MB); a job briefly holds one more.
 """
 
 from __future__ import annotations
