@@ -22,8 +22,10 @@ Above ``paying_rank`` it gives up and the caller makes the full pass.
 Which ``Z_old``: the state computed with exactly the weights the job started from (``Runner``
 looks it up by comparing them before training), else none and the full pass. So a job's result
 depends on the model versions it descends from, not on what else ran: a replay re-running the
-same jobs takes the same paths and gets the same numbers. The job process (or the thread
-backend) primes the start network's state when it prepares.
+same jobs takes the same paths and gets the same numbers (one exception: a job cancelled at
+another moment can leave another older state kept, so an undo to it may take the other path;
+the two differ by float noise, within ``replay --verify``'s tolerance). The job process (or the
+thread backend) primes the start network's state when it prepares.
 
 Memory per stem cache: ``KEEP`` states of one ``(N, out)`` float32 array each (50,000 x 4,096:
 0.8 GB) plus a copy of the layer's weight (64 MB); a job briefly holds one more.
