@@ -48,6 +48,17 @@ from game.core import events as ev  # noqa: E402
 MB = 1024 * 1024
 
 
+def peak_rss_mb(pid: int | None) -> float:
+    """The peak resident set (VmHWM) of process ``pid`` in MB (Linux /proc; 0 elsewhere)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM")), 0.0)
+    except (OSError, ValueError):
+        return 0.0
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux /proc; 0 elsewhere)."""
     if pid is None:
@@ -238,7 +249,8 @@ def main() -> int:
         print(
             f"drop {d + 1}: "
             + ", ".join(f"{k} {v:.2f}" for k, v in row.items())
-            + f" s; {result.steps} steps, flipped {flipped}, cards re-placed {moved}, RSS {rss() / MB:.0f} MB",
+            + f" s; {result.steps} steps, flipped {flipped}, cards re-placed {moved}, RSS {rss() / MB:.0f} MB, "
+            f"job process peak RSS {peak_rss_mb(child):.0f} MB",
             flush=True,
         )
     best = min(rows, key=lambda r: r["drop -> tween"])
