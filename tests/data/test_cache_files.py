@@ -57,9 +57,7 @@ def test_two_processes_writing_one_key_never_mix_their_bytes(cache: Path):
     folder = cf.cache_dir("features", "samekey")
     path = folder / "features.npy"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(v), str(path)], env=env) for v in (1, 2)
-    ]
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(v), str(path)], env=env) for v in (1, 2)]
     seen: set[int] = set()
     while any(w.poll() is None for w in writers):
         array = cf.load_array(path, mmap=False)
