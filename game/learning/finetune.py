@@ -5,7 +5,9 @@ Why each piece is here (measured on digits):
 * **Replay.** Cross-entropy on the edited images alone wrecks the network (one relabel with plain
   SGD dropped held-out accuracy from 94.6% to 12.8%). Every step therefore also trains on a
   seeded sample of unedited training images with their current labels, and on the cards around
-  the edit (they anchor both the cluster the card leaves and the one it joins).
+  the edit (they anchor both the cluster the card leaves and the one it joins). Held-out cards
+  among those neighbours are not trained with their labels (``train_heldout``): they were, and
+  the suite's held-out accuracy then partly measured trained cards (issue 13).
 * **Feature-space term.** A flipped prediction is not enough: the re-layout puts the card back
   into its old cluster because its look-alike neighbours move with it. So each edited image's
   features are pulled towards the mean features of the ``neighbours`` cards nearest its *drop
