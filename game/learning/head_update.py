@@ -120,32 +120,6 @@ def low_rank_difference(
             v = q_c @ vt[:keep].T
             return u.float().contiguous(), v.float().contiguous()
     return None
-    limit = tolerance * scale
-    gen = torch.Generator().manual_seed(SEED)
-    probes = torch.randn(in_dim, PROBES, generator=gen, dtype=torch.float64)
-    probed = delta @ probes  # (out, PROBES): the difference applied to the probes
-    if float(torch.linalg.vector_norm(probed)) / PROBES**0.5 <= limit:
-        return delta.new_zeros(out_dim, 0).float(), delta.new_zeros(in_dim, 0).float()
-    basis = delta.new_zeros(out_dim, 0)
-    most = min(max_rank, out_dim, in_dim)
-    while basis.shape[1] < most:
-        omega = torch.randn(in_dim, min(BLOCK, most - basis.shape[1]), generator=gen, dtype=torch.float64)
-        y = delta @ omega
-        for _ in range(2):  # block Gram-Schmidt, twice (one pass loses orthogonality)
-            y -= basis @ (basis.T @ y)
-        q, _ = torch.linalg.qr(y)
-        basis = torch.cat([basis, q], dim=1)
-        missed = probed - basis @ (basis.T @ probed)
-        # E|M w|^2 = |M|_F^2 for a Gaussian w: the mean over the probes estimates |missed|_F.
-        if float(torch.linalg.vector_norm(missed)) / PROBES**0.5 <= limit:
-            coefficients = basis.T @ delta  # (k, in): delta = basis @ coefficients
-            # Compress to the rank the tolerance needs (the basis was grown in whole blocks).
-            u_c, s, vt = torch.linalg.svd(coefficients, full_matrices=False)
-            tail = torch.sqrt(torch.flip(torch.cumsum(torch.flip(s**2, [0]), 0), [0]))  # |s[i:]|
-            keep = int((tail > limit * 0.5).sum())
-            u = (basis @ u_c[:, :keep]) * s[:keep]
-            return u.float().contiguous(), vt[:keep].T.float().contiguous()
-    return None
 
 
 def enabled() -> bool:
