@@ -329,17 +329,39 @@ class Scales:
     pull_spread: float
 
 
+SPREAD_CHUNK_ROWS = 4096  # rows per float64 block when the features are large (see _spread)
+SPREAD_WHOLE_BELOW = 1 << 22  # elements: below this the spread is computed in one float64 block
+
+
 def _spread(x: np.ndarray | torch.Tensor) -> float:
-    """Root mean squared distance to the mean (NaN for no rows)."""
-    if isinstance(x, np.ndarray):
-        return float(np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean()))
-    return float(((x - x.mean(0)) ** 2).sum(1).mean().sqrt())
+    """Root mean squared distance to the mean (NaN for no rows).
+
+    Small arrays (the embedded scenes) take one float64 block, as they always did, so their
+    fine-tunes stay bitwise what recorded sessions hold. Large ones (50k cards x 4,096) are
+    summed in float64 blocks of rows: one float64 copy of every card's features is 1.6 GB, and
+    the expression's temporaries tripled it in the job process.
+    """
+    if isinstance(x, torch.Tensor):
+        return float(((x - x.mean(0)) ** 2).sum(1).mean().sqrt())
+    if x.size < SPREAD_WHOLE_BELOW or len(x) == 0:
+        x64 = np.asarray(x, dtype=np.float64)
+        return float(np.sqrt(((x64 - x64.mean(0)) ** 2).sum(1).mean()))
+    n = len(x)
+    total = np.zeros(x.shape[1], dtype=np.float64)
+    for start in range(0, n, SPREAD_CHUNK_ROWS):
+        total += x[start : start + SPREAD_CHUNK_ROWS].sum(0, dtype=np.float64)
+    mean = total / n
+    squares = 0.0
+    for start in range(0, n, SPREAD_CHUNK_ROWS):
+        block = x[start : start + SPREAD_CHUNK_ROWS].astype(np.float64) - mean
+        squares += float(np.einsum("ij,ij->", block, block))
+    return float(np.sqrt(squares / n))
 
 
 def measure_scales(runner: Runner, batch: EditBatch, features: np.ndarray) -> Scales:
     """The spread of every card's features, and of the pull's space over (up to 512) replayed
     images, or the edits and their neighbours when nothing is replayed (``replay_samples = 0``)."""
-    spread = _spread(np.asarray(features, dtype=np.float64)) or 1.0
+    spread = _spread(np.asarray(features)) or 1.0
     pull_spread = spread
     if runner.stem is not None:
         sample = batch.replay_pool[: min(len(batch.replay_pool), 512)]

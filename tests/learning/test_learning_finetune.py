@@ -313,3 +313,20 @@ def test_stem_cache_ignores_other_threads_passes(loaded_digits, stem):
         stop.set()
         t.join()
     assert torch.equal(again.inputs, stem.inputs)
+
+
+def test_spread_of_large_features_is_summed_in_blocks_to_the_one_block_value():
+    """50k cards x 4,096 must not take a float64 copy (1.6 GB); the blocked sum gives the same
+    spread, and small arrays keep the one-block arithmetic exactly."""
+    from game.learning import finetune
+
+    rng = np.random.default_rng(3)
+    rows = finetune.SPREAD_WHOLE_BELOW // 512 + 37  # above the threshold at 512 columns, ragged last block
+    big = (rng.normal(size=(rows, 512)) * 3 + 50).astype(np.float32)
+    x64 = big.astype(np.float64)
+    one_block = float(np.sqrt(((x64 - x64.mean(0)) ** 2).sum(1).mean()))
+    assert big.size >= finetune.SPREAD_WHOLE_BELOW
+    assert finetune._spread(big) == pytest.approx(one_block, rel=1e-12)
+    small = big[:100]
+    s64 = small.astype(np.float64)
+    assert finetune._spread(small) == float(np.sqrt(((s64 - s64.mean(0)) ** 2).sum(1).mean()))
