@@ -250,12 +250,19 @@ def entries(root: Path | None = None) -> list[Entry]:
     return found
 
 
-def remove(entry: Entry | Path) -> None:
+def remove(entry: Entry | Path) -> bool:
+    """Remove an entry; False when (part of) it stays. On Windows a file that a running game has
+    memory-mapped cannot be removed: eviction and ``--clear`` skip it instead of failing the
+    store that called them."""
     path = entry.path if isinstance(entry, Entry) else entry
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
-    else:
+        return not path.exists()
+    try:
         path.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True
 
 
 def evict(limit: int | None = None, keep: Iterable[Path] = ()) -> list[Entry]:
@@ -275,9 +282,8 @@ def evict(limit: int | None = None, keep: Iterable[Path] = ()) -> list[Entry]:
     for entry in found:
         if total <= cap:
             break
-        if entry.path in kept:
+        if entry.path in kept or not remove(entry):
             continue
-        remove(entry)
         total -= entry.size
         removed.append(entry)
     return removed
@@ -293,8 +299,6 @@ def stored(path: Path) -> None:
 
 
 def clear() -> tuple[int, int]:
-    """Remove every entry; (entries, bytes) removed."""
-    found = entries()
-    for entry in found:
-        remove(entry)
-    return len(found), sum(e.size for e in found)
+    """Remove every entry; (entries, bytes) removed (one in use on Windows stays)."""
+    removed = [entry for entry in entries() if remove(entry)]
+    return len(removed), sum(e.size for e in removed)

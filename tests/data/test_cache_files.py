@@ -170,3 +170,24 @@ def test_a_writers_temporary_file_is_not_an_entry_until_it_is_stale(cache: Path)
     assert [e.path for e in cf.entries()] == [stale]
     assert cf.clear() == (1, 10)
     assert young.exists() and not stale.exists()
+
+
+def test_an_entry_that_cannot_be_removed_is_skipped_not_a_crash(cache: Path, monkeypatch):
+    """On Windows a file a running game has memory-mapped refuses its unlink: eviction removes the
+    next entry instead, and a store that evicts does not fail."""
+    busy = _entry(cache, "layouts", "busy.npz", 400, age_s=300)
+    old = _entry(cache, "layouts", "old.npz", 400, age_s=200)
+    new = _entry(cache, "layouts", "new.npz", 400, age_s=100)
+    unlink = Path.unlink
+
+    def refuse(self: Path, missing_ok: bool = False) -> None:
+        if self == busy:
+            raise PermissionError(13, "in use by another process", str(self))
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    removed = cf.evict(limit=800)
+    assert [e.path for e in removed] == [old]
+    assert busy.exists() and new.exists() and not old.exists()
+    assert cf.clear() == (1, 400)  # new went; busy stays and is not counted
+    assert busy.exists() and not new.exists()
