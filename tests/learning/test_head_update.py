@@ -4,9 +4,9 @@ features as the full pass within float noise, the full pass where the update is 
 import numpy as np
 import pytest
 import torch
+from test_learning_finetune import pick_relabel
 
 from game.learning import head_update
-from game.learning.edits import cluster_geometry, interpret
 from game.learning.finetune import FineTuneRequest, Runner, compute_stem_cache, run_finetune
 from game.learning.head_update import cache_for, low_rank_difference
 from game.learning.stem import prime_pre_activations
@@ -90,15 +90,7 @@ def test_runner_full_pass_when_the_change_is_not_low_rank(loaded_digits, monkeyp
 
 
 def _relabel(loaded, seed):
-    ws = loaded.workspace
-    rng = np.random.default_rng(seed)
-    card = int(rng.choice(np.flatnonzero(ws.is_train & (ws.predictions == ws.labels))))
-    new = (int(ws.labels[card]) + 3) % ws.n_classes
-    cfg = loaded.scene.learning
-    centroids, radii = cluster_geometry(
-        loaded.layout.positions, ws.labels, ws.n_classes, cfg.cluster_percentile, card
-    )
-    return interpret(card, centroids[new], int(ws.labels[card]), centroids, radii, cfg)
+    return pick_relabel(loaded, seed)[2]  # the edit: a correct training card dropped in another class
 
 
 def _request(loaded, edit, stem, network=None, features=None):
