@@ -83,6 +83,20 @@ def derive_damping(x: torch.Tensor, seed: int = 0) -> float:
     return float(np.exp(log_hi))
 
 
+def rows_float64(inputs: torch.Tensor, is_train: np.ndarray, block: int = 4096) -> torch.Tensor:
+    """``inputs[is_train].double()``, gathered into the float64 array a block of rows at a time.
+
+    Why: the one-line form first gathers a float32 copy of every training row and then converts
+    it, so both live at once (+655 MB at 50k cards, 40,000 training rows x 4,096). float32 to
+    float64 is exact, so the values are the same bits either way.
+    """
+    index = torch.from_numpy(np.flatnonzero(is_train))
+    out = torch.empty((len(index), *inputs.shape[1:]), dtype=torch.float64)
+    for s in range(0, len(index), block):
+        out[s : s + block] = inputs[index[s : s + block]]
+    return out
+
+
 @dataclass
 class StemCache:
     """The input of the trainable head for every image, computed once with the frozen stem.
@@ -107,7 +121,7 @@ class StemCache:
         if damping:
             return float(damping)
         if self.derived_damping is None:
-            self.derived_damping = derive_damping(self.inputs[torch.from_numpy(np.flatnonzero(is_train))])
+            self.derived_damping = derive_damping(rows_float64(self.inputs, is_train))
         return self.derived_damping
 
     def preconditioned_inputs(self, is_train: np.ndarray, damping: float | None = None) -> torch.Tensor:
@@ -129,7 +143,7 @@ class StemCache:
         """
         damping = self.resolve_damping(is_train, damping)
         if self.inverse_moment is None or self.damping != damping:
-            x = self.inputs[torch.from_numpy(np.flatnonzero(is_train))].double()
+            x = rows_float64(self.inputs, is_train)
             moment = x.T @ x / max(len(x), 1)
             moment += damping * float(moment.diagonal().mean()) * torch.eye(len(moment), dtype=moment.dtype)
             self.inverse_moment = torch.linalg.inv(moment).float()
