@@ -273,7 +273,9 @@ class SessionReader:
         if "scene_json" not in self.meta:
             raise SessionError(f"{self.path} does not record its scene")
         try:
-            return scene_from_dict(self.scene_dict, source=self.meta.get("scene_source", ""))
+            return scene_from_dict(
+                _recorded_defaults(self.scene_dict), source=self.meta.get("scene_source", "")
+            )
         except SessionError:
             raise
         except Exception as exc:  # a scene the loader refuses: the recorded one was altered
@@ -649,3 +651,19 @@ def _check_event_types(event: ev.Event) -> None:
         value = getattr(event, f.name)
         if not _type_ok(value, hints.get(f.name, Any)):
             raise ValueError(f"field {f.name} = {str(value)[:40]!r} is not {hints.get(f.name)}")
+
+
+# Settings whose default changed after sessions were recorded without them: such a session ran
+# with the old value, so ``replay --verify`` and a resumed session must too.
+# train_heldout: held-out neighbours of an edit were trained before it existed (issue 13).
+_OLD_DEFAULTS: dict[str, dict[str, Any]] = {"learning": {"train_heldout": True}}
+
+
+def _recorded_defaults(scene: dict[str, Any]) -> dict[str, Any]:
+    """The recorded scene with the old default of each setting it predates (see ``_OLD_DEFAULTS``)."""
+    out = dict(scene)
+    for section, defaults in _OLD_DEFAULTS.items():
+        values = out.get(section)
+        if isinstance(values, dict):
+            out[section] = {**defaults, **values}
+    return out
