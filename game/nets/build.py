@@ -10,6 +10,7 @@ from torch import nn
 from tqdm import tqdm
 
 from game.core.scene import Scene
+from game.data.cache_files import stored, touch
 from game.data.dataset import Dataset
 from game.nets.architectures import build_module, input_size_for
 from game.nets.cache import cache_dir, content_hash
@@ -35,6 +36,7 @@ def build_network(scene: Scene, data: Dataset, is_train: np.ndarray, progress: b
         if path.is_file():
             try:
                 load_weights(module, path)
+                touch(path)  # a use: least-recently-used eviction keeps it
             except Exception:
                 path.unlink(missing_ok=True)  # damaged cache entry: retrain
                 module = build_module(cfg.arch, data.n_classes, channels)
@@ -43,6 +45,7 @@ def build_network(scene: Scene, data: Dataset, is_train: np.ndarray, progress: b
                 module, data, is_train, epochs=cfg.train_epochs, seed=cfg.seed, progress=progress
             )
             save_weights(module, path)
+            stored(path)  # counted against the cache's cap like the other entries
     return wrap_module(scene, data, module)
 
 

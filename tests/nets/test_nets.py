@@ -1,5 +1,6 @@
 """Networks: architectures, safe weight loading with clear mismatch errors, features and top-5."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -154,9 +155,15 @@ def test_trained_default_is_accurate_and_cached(loaded_digits):
     assert ws.features.shape == (1797, 128) and ws.top5_classes.shape == (1797, 5)
     assert np.allclose(ws.top5_scores.sum(1) <= 1.0001, True)
     from game.nets.build import build_network
+    from game.nets.cache import cache_dir
 
-    # Second build hits the cache: same weights, no training.
+    # Second build hits the cache: same weights, no training; the hit is a use of the entry
+    # (least-recently-used eviction reads its time).
+    models = list(cache_dir("models").glob("small_cnn-*.safetensors"))
+    for path in models:
+        os.utime(path, (1000.0, 1000.0))
     again = build_network(loaded_digits.scene, loaded_digits.dataset, ws.is_train, progress=False)
+    assert any(path.stat().st_mtime > 1000.0 for path in models)
     for k, v in loaded_digits.network.module.state_dict().items():
         assert torch.equal(v, again.module.state_dict()[k])
 
