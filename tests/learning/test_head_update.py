@@ -156,3 +156,20 @@ def test_small_heads_keep_the_full_pass(loaded_digits):
     runner = Runner(net.clone(), images, stem, full=False)
     np.testing.assert_array_equal(runner.infer_all().features, runner._infer_all_full(1024).features)
     assert runner.last_infer_low_rank is None
+
+
+def test_the_full_pass_writes_its_batches_into_one_array_with_the_joined_values(loaded_digits):
+    """``_infer_all_full`` fills arrays allocated at the first batch (no list join and cast, which
+    held the features three times at 50k cards); the values are the join's, bit for bit, short last
+    batch included."""
+    net = loaded_digits.network
+    images = loaded_digits.workspace.images[:203]
+    runner = Runner(net, images, compute_stem_cache(net, images, 2), full=False)
+    out = runner._infer_all_full(64)
+    with torch.no_grad():  # as infer_all runs it
+        parts = [runner.forward(np.arange(s, min(s + 64, len(images)))) for s in range(0, len(images), 64)]
+    joined_logits = np.concatenate([logits.float().numpy() for logits, _ in parts])
+    joined_features = np.concatenate([f.float().numpy() for _, f in parts])
+    assert out.features.dtype == np.float32 and out.features.shape == joined_features.shape
+    assert out.features.tobytes() == joined_features.tobytes()
+    assert out.logits.tobytes() == joined_logits.tobytes()
