@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import shutil
 import sys
@@ -86,8 +87,14 @@ def parse_size(text: str) -> int | None:
     try:
         value = float(number)
     except ValueError:
-        raise ValueError(f"{LIMIT_ENV}={text!r}: expected a size such as 500M or 20G, or 0") from None
-    return int(value * scale) or None
+        value = float("nan")
+    size = value * scale
+    if size == 0:
+        return None
+    # A negative cap would evict everything, and one under a byte would mean no cap: both refused.
+    if not math.isfinite(size) or size < 1:
+        raise ValueError(f"{LIMIT_ENV}={text!r}: expected a size such as 500M or 20G, or 0 for no cap")
+    return int(size)
 
 
 def size_limit() -> int | None:

@@ -155,8 +155,10 @@ def test_parse_size():
     assert cf.parse_size("1.5gib") == int(1.5 * 1024**3)
     assert cf.parse_size("123456") == 123456
     assert cf.parse_size("0") is None and cf.parse_size("none") is None
-    with pytest.raises(ValueError, match="LATENT_REACH_CACHE_MAX"):
-        cf.parse_size("lots")
+    assert cf.parse_size("0.0G") is None
+    for bad in ("lots", "-5G", "0.5", "nan", "inf"):  # a negative cap would evict everything
+        with pytest.raises(ValueError, match="LATENT_REACH_CACHE_MAX"):
+            cf.parse_size(bad)
 
 
 def test_a_writers_temporary_file_is_not_an_entry_until_it_is_stale(cache: Path):
