@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from game.nets.network import Inference, Network, top_k
+from game.nets.network import BatchOutputs, Inference, Network
 
 if TYPE_CHECKING:
     from game.learning.head_update import PreActivations
@@ -353,8 +353,7 @@ class Runner:
         rest = list(head)[self.stem.start + 1 :]
         x_all = self.stem.inputs
         pre = torch.empty(n, weight.shape[0])
-        features: np.ndarray | None = None
-        logits_all: np.ndarray | None = None
+        out = BatchOutputs(n)
         for s in range(0, n, batch_size):
             e = min(s + batch_size, n)
             if factors is not None and base is not None:
@@ -367,38 +366,24 @@ class Runner:
             else:
                 z = F.linear(x_all[s:e], weight, bias)
             pre[s:e] = z
-            logits, f = _run_rest(z, first, rest, layer)
-            if features is None or logits_all is None:
-                features = np.empty((n, f.shape[1]), np.float32)
-                logits_all = np.empty((n, logits.shape[1]), np.float32)
-            features[s:e] = f.float().numpy()
-            logits_all[s:e] = logits.float().numpy()
-        assert features is not None and logits_all is not None
+            out.put(s, *_run_rest(z, first, rest, layer))
         chain = base.chain + 1 if factors is not None and base is not None else 0
         state = head_update.PreActivations(weight.clone(), None if bias is None else bias.clone(), pre, chain)
         head_update.cache_for(self.stem).put(state, base)
         self.last_infer_low_rank = None if factors is None else int(factors[0].shape[1])
         head_update.report(self.last_infer_low_rank, n, time.perf_counter() - started)
-        return Inference(features, *top_k(logits_all), logits_all)
+        return out.inference()
 
     @torch.no_grad()
     def _infer_all_full(self, batch_size: int) -> Inference:
-        """Every card through the whole head, in batches (the pass before ``head_update``).
-
-        Batches are written into arrays allocated at the first batch, as ``Network.infer`` does: a
-        list joined and cast held the features three times (+1.5 GB at 50k x 4,096)."""
+        """Every card through the whole head, in batches (the pass before ``head_update``)."""
         n = len(self.images)
         if n == 0:
             raise ValueError("no cards to re-infer")
-        features = all_logits = np.empty(0, np.float32)
+        out = BatchOutputs(n)
         for s in range(0, n, batch_size):
-            logits, f = self.forward(np.arange(s, min(s + batch_size, n)))
-            if s == 0:
-                features = np.empty((n, *f.shape[1:]), np.float32)
-                all_logits = np.empty((n, *logits.shape[1:]), np.float32)
-            features[s : s + len(f)] = f.float().numpy()
-            all_logits[s : s + len(logits)] = logits.float().numpy()
-        return Inference(features, *top_k(all_logits), all_logits)
+            out.put(s, *self.forward(np.arange(s, min(s + batch_size, n))))
+        return out.inference()
 
 
 def _find_base(network: Network, stem: StemCache | None) -> PreActivations | None:

@@ -140,23 +140,15 @@ class Network:
     @torch.no_grad()
     def infer(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> Inference:
         """Features and top-5 for every image, in batches."""
-        # The outputs are written into arrays allocated once the first batch gives their widths:
-        # joining a list of batches (and casting the join) held two or three copies at once,
-        # 2.2 GB more at 50k cards x 4,096 features (issue 17). The values are the same floats.
         self.module.eval()
         n = len(images)
         if n == 0:
             raise ValueError("no images to infer")
-        features = all_logits = np.empty(0, np.float32)
+        out = BatchOutputs(n)
         starts = range(0, n, batch_size)
         for s in tqdm(starts, desc="Features", unit="batch", disable=not progress, leave=False):
-            logits, f = self.forward_with_features(self.preprocess(images[s : s + batch_size]))
-            if s == 0:
-                features = np.empty((n, *f.shape[1:]), np.float32)
-                all_logits = np.empty((n, *logits.shape[1:]), np.float32)
-            features[s : s + len(f)] = f.float().numpy()
-            all_logits[s : s + len(logits)] = logits.float().numpy()
-        return Inference(features, *top_k(all_logits), all_logits)
+            out.put(s, *self.forward_with_features(self.preprocess(images[s : s + batch_size])))
+        return out.inference()
 
     @torch.no_grad()
     def classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +156,33 @@ class Network:
         self.module.eval()
         logits = self.module(self.preprocess(images)).float().numpy()
         return top_k(logits)
+
+
+class BatchOutputs:
+    """Every card's logits and features, written batch by batch into arrays allocated when the
+    first batch gives their widths.
+
+    Why: joining a list of batches (and casting the join) held two or three copies of the
+    features at once, 2.2 GB more at 50k cards x 4,096 (issue 17). The values are the same floats.
+    Used by every pass over all cards (``Network.infer`` and the fine-tune's re-inference).
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.features: np.ndarray | None = None
+        self.logits: np.ndarray | None = None
+
+    def put(self, start: int, logits: torch.Tensor, features: torch.Tensor) -> None:
+        if self.features is None or self.logits is None:
+            self.features = np.empty((self.n, *features.shape[1:]), np.float32)
+            self.logits = np.empty((self.n, *logits.shape[1:]), np.float32)
+        self.features[start : start + len(features)] = features.float().numpy()
+        self.logits[start : start + len(logits)] = logits.float().numpy()
+
+    def inference(self) -> Inference:
+        if self.features is None or self.logits is None:
+            raise ValueError("no batch was written")
+        return Inference(self.features, *top_k(self.logits), self.logits)
 
 
 def top_k(logits: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
