@@ -7,6 +7,8 @@ or the wrong architecture.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -94,15 +96,22 @@ def _last_linear_keys(module: nn.Module) -> set[str]:
 
 
 def save_weights(module: nn.Module | dict[str, torch.Tensor], path: str | Path) -> Path:
-    """Write weights as safetensors (atomic: a crash never leaves half a file)."""
+    """Write weights as safetensors (atomic: a crash never leaves half a file, and two processes
+    writing the same path, e.g. two first launches filling the model cache, each write their own
+    uniquely named temporary file; the last rename wins with a whole file)."""
     from safetensors.torch import save_file
 
     state = module.state_dict() if isinstance(module, nn.Module) else module
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
-    tmp.replace(p)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return p
 
 

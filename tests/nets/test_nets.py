@@ -67,6 +67,10 @@ def test_weights_round_trip_safetensors_and_torch(tmp_path: Path):
     load_weights(b, tmp_path / "w.safetensors")
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k])
+    assert [f.name for f in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary file left
+    with pytest.raises(AttributeError):  # a write that fails leaves nothing behind either
+        save_weights({"x": "not a tensor"}, tmp_path / "bad.safetensors")
+    assert [f.name for f in tmp_path.iterdir()] == ["w.safetensors"]
     torch.save({"state_dict": a.state_dict()}, tmp_path / "w.pt")
     c = SmallCNN(4, 1)
     load_weights(c, tmp_path / "w.pt")
