@@ -62,21 +62,30 @@ def loaded_digits(digits_scene):
     return open_scene(digits_scene, progress=False)
 
 
-@pytest.fixture
-def fresh_digits(loaded_digits):
-    """A private copy of the loaded default that a test may change."""
+def _private_copy(src):
+    """A copy of a loaded scene whose network, layout and workspace may be changed."""
     import copy
 
     from game.pipeline import LoadedScene
 
-    src = loaded_digits
-    ws = src.workspace.copy()
     return LoadedScene(
         src.scene,
         src.dataset,
         src.network.clone(),
         src.projector,
         copy.deepcopy(src.layout),
-        ws,
+        src.workspace.copy(),
         dict(src.timings),
     )
+
+
+@pytest.fixture
+def fresh_digits(loaded_digits):
+    """A private copy of the loaded default that a test may change."""
+    return _private_copy(loaded_digits)
+
+
+@pytest.fixture(scope="module")
+def module_digits(loaded_digits):
+    """A private copy of the loaded default shared by one module's tests (e.g. one VR game)."""
+    return _private_copy(loaded_digits)

@@ -20,14 +20,8 @@ KEY = re.compile(
 
 
 @pytest.fixture(scope="module")
-def vr_game(loaded_digits):
-    from game.pipeline import LoadedScene
-
-    src = loaded_digits
-    loaded = LoadedScene(
-        src.scene, src.dataset, src.network.clone(), src.projector, src.layout, src.workspace.copy(), {}
-    )
-    yield from open_vr_game(loaded, pitch=-14, menu=True)
+def vr_game(module_digits):
+    yield from open_vr_game(module_digits, pitch=-14, menu=True)
 
 
 def labels(game) -> set[str]:

@@ -24,14 +24,8 @@ RIGHT = [0.18, 0.2, 1.25]  # the pointing hand, lower right
 
 
 @pytest.fixture(scope="module")
-def vr_game(loaded_digits):
-    from game.pipeline import LoadedScene
-
-    src = loaded_digits
-    loaded = LoadedScene(
-        src.scene, src.dataset, src.network.clone(), src.projector, src.layout, src.workspace.copy(), {}
-    )
-    yield from open_vr_game(loaded, pitch=-14, learning=True)
+def vr_game(module_digits):
+    yield from open_vr_game(module_digits, pitch=-14, learning=True)
 
 
 def open_vr_game(loaded, pitch: float, **options):
