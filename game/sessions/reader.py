@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,9 @@ class SessionReader:
         self.notes: list[str] = []  # e.g. "no checksums (older format)"
         self._good = integrity.UNBOUNDED  # events after this sequence number are not trusted
         self._conn = self._open()
+        self._owner = threading.get_ident()
+        self._other_threads: dict[int, sqlite3.Connection] = {}
+        self._threads_lock = threading.Lock()
         try:
             self._check()
             rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
@@ -221,7 +225,27 @@ class SessionReader:
             raise SessionError(f"{self.path} is not a Latent Reach session file")
         self.schema_version = int(version)
 
+    def _connection(self) -> sqlite3.Connection:
+        """The opening thread's connection, or one of the calling thread's own.
+
+        A replay's model follower reads hundreds of MB of weights on a worker thread: on a shared
+        connection that read would hold SQLite's mutex and stall the frame loop's event reads.
+        """
+        ident = threading.get_ident()
+        if ident == self._owner:
+            return self._conn
+        with self._threads_lock:
+            conn = self._other_threads.get(ident)
+            if conn is None:
+                conn = _connect_ro(self._temp_copy or self.path)
+                self._other_threads[ident] = conn
+            return conn
+
     def close(self) -> None:
+        with self._threads_lock:
+            for conn in self._other_threads.values():
+                conn.close()
+            self._other_threads.clear()
         self._conn.close()
         if self._temp_copy is not None:
             self._temp_copy.unlink(missing_ok=True)
@@ -553,13 +577,20 @@ class SessionReader:
         return out
 
     def model_weights(self, version: int) -> bytes:
-        """Safetensors bytes of model ``version`` (the last stored, if stored twice)."""
+        """Safetensors bytes of model ``version`` (the last stored, if stored twice).
+
+        Safe to call from another thread than the one that opened the reader (its own connection).
+        """
         try:
-            row = self._conn.execute(
-                "SELECT w.data, w.sha256 FROM models m JOIN weights w ON w.sha256 = m.sha256 "
-                "WHERE m.version = ? AND m.id <= ? ORDER BY m.id DESC LIMIT 1",
-                (int(version), min(self._good_models, 2**62)),
-            ).fetchone()
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT w.data, w.sha256 FROM models m JOIN weights w ON w.sha256 = m.sha256 "
+                    "WHERE m.version = ? AND m.id <= ? ORDER BY m.id DESC LIMIT 1",
+                    (int(version), min(self._good_models, 2**62)),
+                )
+                .fetchone()
+            )
         except sqlite3.DatabaseError as exc:
             raise SessionError(
                 f"{self.path}: the checkpoint of model version {version} is damaged: {_why(exc)}"

@@ -7,9 +7,9 @@ network. Heat maps, what-ifs and guidance in a free-camera replay window read
 a later one. The follower rebuilds the shown version from the session's stored weights (laid
 over the starting network, as ``restore`` does) and makes it the store's live network.
 
-Reading the weights is a SQLite read on the frame loop's thread (the reader's connection is that
-thread's); building the network from them runs on a background thread, because it takes seconds
-for an AlexNet-sized network and the replay must keep playing meanwhile.
+Reading the weights (hundreds of MB and their hash for an AlexNet-sized network) and building the
+network from them run on a background thread, through that thread's own SQLite connection
+(``SessionReader.model_weights``), so seeking through a replay never stalls its frame loop.
 """
 
 from __future__ import annotations
@@ -51,22 +51,28 @@ class ReplayModelFollower:
         if wanted == self.models.base_version:
             self.models.show(wanted, self._base)
             return
-        try:
-            data = self.reader.model_weights(wanted)
-        except SessionError as exc:
-            # An older file, or one damaged there: say once that explanations show another
-            # version, and keep playing.
-            self._missing.add(wanted)
-            self.workspace.post(
-                ev.Message(
-                    f"model version {wanted} is not in the session ({exc}); explanations use v{self.models.version}"
-                )
-            )
-            return
         if self._pool is None:
-            self.models.show(wanted, self._build(data))
+            try:
+                network = self._fetch(wanted)
+            except SessionError as exc:
+                self._not_in_session(wanted, exc)
+                return
+            self.models.show(wanted, network)
             return
-        self._building = (wanted, self._pool.submit(self._build, data))
+        self._building = (wanted, self._pool.submit(self._fetch, wanted))
+
+    def _not_in_session(self, version: int, exc: SessionError) -> None:
+        # An older file, or one damaged there: say once that explanations show another version,
+        # and keep playing.
+        self._missing.add(version)
+        self.workspace.post(
+            ev.Message(
+                f"model version {version} is not in the session ({exc}); explanations use v{self.models.version}"
+            )
+        )
+
+    def _fetch(self, version: int) -> Network:
+        return self._build(self.reader.model_weights(version))
 
     def _build(self, data: bytes) -> Network:
         return self._base.updated(state_from_bytes(data))
@@ -78,6 +84,9 @@ class ReplayModelFollower:
         self._building = None
         try:
             network = future.result()
+        except SessionError as exc:
+            self._not_in_session(version, exc)
+            return
         except Exception as exc:  # weights that do not fit: same as a missing version
             self._missing.add(version)
             self.workspace.post(ev.Message(f"model version {version} could not be rebuilt: {exc}"))
@@ -87,7 +96,7 @@ class ReplayModelFollower:
     def wait(self) -> None:
         """Finish a build in flight and apply it (tests; closing)."""
         if self._building is not None:
-            self._building[1].result()
+            self._building[1].exception()  # waits; a failure is reported by _collect
             self._collect()
 
     def close(self) -> None:

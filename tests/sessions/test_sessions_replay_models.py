@@ -72,3 +72,50 @@ def test_a_version_the_file_lacks_is_said_once_and_the_replay_goes_on(fresh_digi
         said = [e for e in shown.workspace.flush() if "model version 7" in getattr(e, "text", "")]
         assert len(said) == 1
         assert shown.models.version == 0
+
+
+def test_weights_are_read_off_the_frame_loop_through_their_own_connection(fresh_digits, tmp_path):
+    """Seeking must not stall the frame loop on a read of the whole checkpoint: the follower's
+    worker fetches it, and the reader answers that thread on a connection of its own."""
+    import threading
+
+    path, live = _record_two_fine_tunes(fresh_digits, tmp_path)
+    with SessionReader(path) as reader:
+        shown = restore(reader).as_loaded()
+        follower = ReplayModelFollower(reader, shown.models, shown.workspace)
+        readers: list[int] = []
+        real = reader.model_weights
+
+        def spying(version: int) -> bytes:
+            readers.append(threading.get_ident())
+            return real(version)
+
+        reader.model_weights = spying  # type: ignore[method-assign]
+        try:
+            shown.workspace.model_version = 2
+            follower.update()
+            follower.wait()
+            assert shown.models.version == 2 and _same_weights(shown.models.network(), live[2])
+            assert readers and threading.get_ident() not in readers
+            assert len(reader._other_threads) == 1  # the worker's own connection
+            assert reader._connection() is reader._conn  # the frame loop keeps its own
+        finally:
+            follower.close()
+    assert not reader._other_threads  # closed with the reader
+
+
+def test_a_missing_version_on_the_worker_is_said_once_too(fresh_digits, tmp_path):
+    path, _ = _record_two_fine_tunes(fresh_digits, tmp_path)
+    with SessionReader(path) as reader:
+        shown = restore(reader).as_loaded()
+        follower = ReplayModelFollower(reader, shown.models, shown.workspace)
+        try:
+            shown.workspace.model_version = 7
+            follower.update()
+            follower.wait()
+            follower.update()
+            said = [e for e in shown.workspace.flush() if "model version 7" in getattr(e, "text", "")]
+            assert len(said) == 1
+            assert shown.models.version == 0
+        finally:
+            follower.close()
