@@ -31,6 +31,7 @@ SEED_MAX = 2**32 - 1  # numpy and scikit-learn accept seeds up to this
 DatasetKind = Literal["digits", "folder", "shapes"]
 ArchName = Literal["small_cnn", "alexnet"]  # and "torchvision:NAME" (the field is ``ArchName | str``)
 RelayoutMethod = Literal["local", "full"]
+LabelTrust = Literal["none", "soft", "drop"]
 TORCHVISION_PREFIX = "torchvision:"
 
 
@@ -181,6 +182,11 @@ class LearningConfig:
     # A network that never fitted its label noise is then not taught it around each edit; one that
     # memorised it skips nothing. Off: on the suite it helped CE-only more than the full method.
     skip_disputed: bool = False  # no cross-entropy on neighbours/replay the first network disputes
+    label_trust: LabelTrust = setting(
+        "none",
+        doc='cross-entropy weight of neighbours and replayed cards from the guidance\'s suspicion: "soft" '
+        '1 - suspicion, "drop" 0 above 0.5 (and out of the replay pool), "none" 1 (game.learning.replay_trust)',
+    )
     preserve_weight: float = setting(
         1.0, ge=0.0, le=1e6, doc="keeps unedited cards' features (and so the layout) in place"
     )

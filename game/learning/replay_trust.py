@@ -1,0 +1,82 @@
+"""How far a fine-tune trusts the labels it replays: the guidance's suspicion, turned into weights.
+
+Why (issue 13): a job trains the cards around each edit and a replay sample of training cards with
+their *current* labels, so every mislabelled card among them re-teaches its wrong label; on the
+memorised digits networks, after 30 edits the network still predicted the wrong training label
+of every remaining mislabelled card. The network's own predictions cannot tell which labels are
+wrong (it memorised them), the guidance's suspicion can (AUROC 0.99 on the suite). So the
+cross-entropy weight of a neighbour or replayed card is derived from its suspicion:
+
+* ``"none"``: weight 1 (the old way; recorded sessions replay with it);
+* ``"soft"``: weight ``1 - suspicion``;
+* ``"drop"``: weight 0 above ``DROP_ABOVE`` (the card is more probably mislabelled than not),
+  else 1; dropped cards leave the replay pool.
+
+The edited cards themselves always train with the person's labels, and the feature terms (pull
+target, drift) still use every card: only the labels are distrusted.
+
+The scores are ``game.learning.guidance.suspicion`` on the job's features and labels (this job's
+edits applied), with a fixed seed so a job stays a pure function of its request. Above
+``REFERENCE_CARDS`` cards they are computed on the rows that need them plus a seeded sample of the
+others (the score of a card is then judged against a sample of the dataset instead of all of it),
+so a job at 50,000 cards does not run the guidance over every card.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from game.learning.guidance import suspicion_scores
+
+TrustMode = Literal["none", "soft", "drop"]
+DROP_ABOVE = 0.5  # "drop": a card whose suspicion exceeds this trains no label
+REFERENCE_CARDS = 4096  # suspicion over all cards up to this many, else over a sample
+TRUST_SEED = 0  # the guidance's folds and PCA, and the reference sample: fixed per job
+
+
+def reference_rows(n: int, rows: np.ndarray, limit: int = REFERENCE_CARDS) -> np.ndarray:
+    """The cards the suspicion is computed over: all of them up to ``limit``, else ``rows`` plus a
+    seeded sample of the others (``limit`` in all, at least ``rows``), sorted."""
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    if n <= limit:
+        return np.arange(n, dtype=np.int64)
+    others = np.setdiff1d(np.arange(n, dtype=np.int64), rows)
+    extra = max(limit - len(rows), 0)
+    rng = np.random.default_rng(TRUST_SEED)
+    sample = rng.choice(others, min(extra, len(others)), replace=False)
+    return np.sort(np.concatenate([rows, sample]))
+
+
+def trust_from_scores(scores: np.ndarray, mode: TrustMode) -> np.ndarray:
+    """Cross-entropy weights in [0, 1] from suspicion scores."""
+    s = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+    if mode == "soft":
+        return (1.0 - s).astype(np.float32)
+    if mode == "drop":
+        return (s <= DROP_ABOVE).astype(np.float32)
+    return np.ones(len(s), dtype=np.float32)
+
+
+def label_trust(
+    features: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    rows: np.ndarray,
+    mode: TrustMode,
+) -> np.ndarray:
+    """``(N,)`` cross-entropy weights: ``trust_from_scores`` for ``rows``, 1 elsewhere (and
+    everywhere for ``"none"``)."""
+    n = len(labels)
+    out = np.ones(n, dtype=np.float32)
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    if mode == "none" or not len(rows) or n < 3:
+        return out
+    ref = reference_rows(n, rows)
+    feats = np.asarray(features)[ref].reshape(len(ref), -1)
+    scores = suspicion_scores(feats, np.asarray(labels, dtype=np.int64)[ref], n_classes, seed=TRUST_SEED)
+    weights = trust_from_scores(scores, mode)
+    pos = np.searchsorted(ref, rows)
+    out[rows] = weights[pos]
+    return out
