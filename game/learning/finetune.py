@@ -42,6 +42,7 @@ from game.core.scene import LearningConfig
 from game.layout.projector import LayoutState, Projector
 from game.learning.edits import RELABEL, UNSURE, cluster_geometry, target_label
 from game.learning.loss import LossFn, LossWeights, StepTargets, edits_learned, finetune_loss
+from game.learning.replay_trust import label_trust
 from game.learning.stem import (  # re-exported: the controller, the job process and tests use them
     DEFAULT_DAMPING,
     Runner,
@@ -233,6 +234,9 @@ class EditBatch:
     # Per neighbour card: 1.0 when its label is trained (a training card), 0.0 for a held-out card
     # (its features still set the pull's target and are held by the drift). None: all trained.
     neighbour_trained: np.ndarray | None = None
+    # (N,) cross-entropy weight of each card's label from the guidance's suspicion
+    # (``label_trust``, ``game.learning.replay_trust``); None: every label trusted.
+    trust: np.ndarray | None = None
 
     @property
     def n_edits(self) -> int:
@@ -301,6 +305,17 @@ def prepare_batch(req: FineTuneRequest, rng: np.random.Generator) -> EditBatch:
     positions = np.asarray(req.layout.positions, dtype=np.float64)
     nb_cards, drop_rows, old_rows = neighbourhoods(positions, edits, cards, cfg.neighbours)
     pool = replay_pool(req.is_train, cards, cfg.replay_samples, rng)
+    trust = None
+    if cfg.label_trust != "none":
+        trust = label_trust(
+            req.features,
+            relabelled(req.labels, edits),
+            req.n_classes,
+            np.concatenate([nb_cards, pool]),
+            cfg.label_trust,
+        )
+        if cfg.label_trust == "drop":
+            pool = pool[trust[pool] > 0]
     return EditBatch(
         edits=edits,
         cards=cards,
@@ -317,6 +332,7 @@ def prepare_batch(req: FineTuneRequest, rng: np.random.Generator) -> EditBatch:
         neighbour_trained=None
         if cfg.train_heldout
         else np.asarray(req.is_train, dtype=bool)[nb_cards].astype(np.float32),
+        trust=trust,
     )
 
 
@@ -531,6 +547,9 @@ def train(
     pool, size = batch.replay_pool, batch.replay_batch
     runner.network.module.eval()  # no dropout: deterministic, and the features match inference
     trusted = label_agreement(runner, batch) if cfg.skip_disputed else None
+    if batch.trust is not None:
+        trust = torch.from_numpy(batch.trust)
+        trusted = trust if trusted is None else trusted * trust
     if trusted is not None:
         fixed_w = fixed_w * trusted[torch.from_numpy(fixed_rows)]
     losses: list[float] = []
