@@ -220,6 +220,16 @@ class LearningConfig:
     exact_affinities_below: int = setting(
         3000, ge=0, le=10_000_000, doc="exact t-SNE affinities for fewer cards (faster than annoy)"
     )
+    preview_above: int = setting(
+        5000,
+        ge=0,
+        le=1_000_000_000,
+        doc="from this many cards a job first sends a preview: the cards near its edits re-placed "
+        "before the full result (fewer: the full result comes fast; 0: always)",
+    )
+    preview_cards: int = setting(
+        2000, ge=1, le=1_000_000, doc="cards nearest the drops and old places that the preview re-infers"
+    )
     seed: int = setting(
         0, ge=0, le=SEED_MAX, doc="seeds replay sampling (a job's seed is this plus its version)"
     )
