@@ -39,14 +39,16 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from openTSNE import TSNEEmbedding, affinity
+from openTSNE import TSNEEmbedding, _tsne, affinity
 from openTSNE.nearest_neighbors import Annoy
-from openTSNE.tsne import PartialTSNEEmbedding
+from openTSNE.quad_tree import QuadTree
+from openTSNE.tsne import EPSILON, PartialTSNEEmbedding
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
@@ -175,6 +177,95 @@ class Schedule:
         )
 
 
+@dataclass
+class Reduction:
+    """Features reduced for the layout (``Projector.reduction``) and how: a fitted PCA, or, when
+    the features have no more dimensions than ``pca_dims``, centring by ``mean``."""
+
+    reduced: np.ndarray  # (N, d) float32
+    pca: PCA | None = None
+    mean: np.ndarray | None = None
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """Other rows reduced the same way (float32)."""
+        x = np.asarray(features, dtype=np.float32)
+        if self.pca is not None:
+            out: np.ndarray = self.pca.transform(x).astype(np.float32)
+            return out
+        assert self.mean is not None
+        centred: np.ndarray = (x - self.mean).astype(np.float32)
+        return centred
+
+
+_REDUCTIONS: list[tuple[weakref.ref[np.ndarray], Reduction]] = []
+_REDUCTIONS_KEPT = 2  # a job's base features and its result's
+
+
+def remember_reduction(features: np.ndarray, reduction: Reduction) -> None:
+    """Keep ``reduction`` for this very features array (by identity, not by value; dropped with
+    it): the next fine-tune starts from these features and its preview reduces in their PCA."""
+    if not isinstance(features, np.ndarray):
+        return
+    kept = [(ref, r) for ref, r in _REDUCTIONS if ref() is not None and ref() is not features]
+    _REDUCTIONS[:] = [(weakref.ref(features), reduction), *kept][:_REDUCTIONS_KEPT]
+
+
+def known_reduction(features: np.ndarray) -> Reduction | None:
+    """The reduction remembered for this features array (the same object), if any."""
+    for ref, reduction in _REDUCTIONS:
+        if ref() is features:
+            return reduction
+    return None
+
+
+class FixedReferenceBH:
+    """openTSNE's Barnes-Hut KL gradient (``kl_divergence_bh``) for points placed against a held
+    reference embedding, with the reference's tree built once (openTSNE builds it at every
+    iteration: at 50,000 held cards that was a third of a local re-layout). Passed to
+    ``PartialTSNEEmbedding`` as its ``negative_gradient_method`` (openTSNE accepts a callable)."""
+
+    def __init__(self, reference: np.ndarray) -> None:
+        self.reference = reference
+        self.tree = QuadTree(reference)
+
+    def __call__(
+        self,
+        embedding: np.ndarray,
+        P: sp.csr_matrix,  # noqa: N803 - openTSNE's keyword
+        dof: float,
+        bh_params: dict[str, float],
+        reference_embedding: np.ndarray | None = None,
+        should_eval_error: bool = False,
+        n_jobs: int = 1,
+        **_: object,
+    ) -> tuple[float, np.ndarray]:
+        assert reference_embedding is None or reference_embedding is self.reference
+        gradient = np.zeros_like(embedding, dtype=np.float64, order="C")
+        sum_q = _tsne.estimate_negative_gradient_bh(
+            self.tree,
+            embedding,
+            gradient,
+            **bh_params,
+            dof=dof,
+            num_threads=n_jobs,
+            pairwise_normalization=False,
+        )
+        sum_p, kl_divergence = _tsne.estimate_positive_gradient_nn(
+            P.indices,
+            P.indptr,
+            P.data,
+            embedding,
+            self.reference,
+            gradient,
+            dof,
+            num_threads=n_jobs,
+            should_eval_error=should_eval_error,
+        )
+        if should_eval_error:
+            kl_divergence += sum_p * np.log(sum_q + EPSILON)
+        return float(kl_divergence), gradient
+
+
 class Projector:
     """Fits and updates 3-D layouts; parameters come from the scene's ``[layout]`` table.
 
@@ -198,20 +289,26 @@ class Projector:
 
     def reduce(self, features: np.ndarray) -> np.ndarray:
         """PCA to ``pca_dims`` (or fewer when the features have fewer dimensions or points)."""
+        return self.reduction(features).reduced
+
+    def reduction(self, features: np.ndarray) -> Reduction:
+        """``reduce``'s rows with the fitted PCA, which can reduce more rows the same way (a
+        fine-tune's preview places its cards in the PCA of the layout on show)."""
         x = np.asarray(features, dtype=np.float32)
         dims = min(self.config.pca_dims, x.shape[1], max(len(x) - 1, 1))
         if dims >= x.shape[1]:
-            centred: np.ndarray = (x - x.mean(0)).astype(np.float32)
-            return centred
+            mean = x.mean(0)
+            centred: np.ndarray = (x - mean).astype(np.float32)
+            return Reduction(centred, mean=mean)
         pca = PCA(n_components=dims, random_state=self.config.seed)
         if len(x) <= PCA_FIT_ROWS:
             reduced: np.ndarray = pca.fit_transform(x).astype(np.float32)
-            return reduced
+            return Reduction(reduced, pca=pca)
         # The leading components of 10,000 seeded rows are those of all rows to within sampling
         # noise far below what t-SNE resolves; fitting them costs a fifth at 50,000 rows.
         rows = np.sort(np.random.default_rng(self.config.seed).choice(len(x), PCA_FIT_ROWS, replace=False))
         projected: np.ndarray = pca.fit(x[rows]).transform(x).astype(np.float32)
-        return projected
+        return Reduction(projected, pca=pca)
 
     def affinity_method(self, n_points: int) -> str:
         """openTSNE's neighbour search: exact below ``exact_below`` points, else annoy."""
@@ -263,7 +360,9 @@ class Projector:
     def fit(self, features: np.ndarray) -> LayoutState:
         """A fresh layout of ``features`` normalised into the walkable volume."""
         start = time.perf_counter()
-        reduced = self.reduce(features)
+        reduction = self.reduction(features)
+        remember_reduction(features, reduction)
+        reduced = reduction.reduced
         aff = self.affinities(reduced)
         init = np.zeros((len(reduced), 3))
         init[:, : min(3, reduced.shape[1])] = reduced[:, :3]  # tiny sets have fewer PCA components
@@ -339,7 +438,9 @@ class Projector:
         that forms a new cluster would end up strewn along the edges of the old ones.
         """
         start = time.perf_counter()
-        reduced = self.reduce(features)
+        reduction = self.reduction(features)
+        remember_reduction(features, reduction)  # the next job's preview reduces in this PCA
+        reduced = reduction.reduced
         n = len(reduced)
         k = min(MOBILITY_K, n - 1)
         new_nb = _knn(reduced, k, self.n_jobs)
@@ -437,6 +538,21 @@ class Projector:
                 .kneighbors(points, return_distance=False)
             )
         init = np.median(reference_raw[near[:, :k]], axis=1)
+        return self._optimise_partial(init, reference_raw, rows, iterations, learning_rate, exaggeration)
+
+    def _optimise_partial(
+        self,
+        init: np.ndarray,
+        reference_raw: np.ndarray,
+        rows: sp.csr_matrix,
+        iterations: int,
+        learning_rate: float,
+        exaggeration: float | None = None,
+    ) -> np.ndarray:
+        """openTSNE's ``PartialTSNEEmbedding`` of points starting at ``init`` with affinity rows
+        ``rows`` to the held ``reference_raw`` points. The held points never move, so their
+        Barnes-Hut tree is built once (``FixedReferenceBH``), not at every iteration as openTSNE's
+        own gradient does: the same tree, so the same numbers bit for bit."""
         held = np.ascontiguousarray(reference_raw, dtype=np.float64)
         base = TSNEEmbedding(
             held,
@@ -448,7 +564,12 @@ class Projector:
             verbose=False,
         )
         partial = PartialTSNEEmbedding(
-            init, base, rows, negative_gradient_method="bh", theta=self.config.theta, n_jobs=self.n_jobs
+            init,
+            base,
+            rows,
+            negative_gradient_method=FixedReferenceBH(base),
+            theta=self.config.theta,
+            n_jobs=self.n_jobs,
         )
         if iterations:
             partial = partial.optimize(
