@@ -42,6 +42,7 @@ from game.core.scene import LearningConfig
 from game.layout.projector import LayoutState, Projector
 from game.learning.edits import RELABEL, UNSURE, cluster_geometry, target_label
 from game.learning.loss import LossFn, LossWeights, StepTargets, edits_learned, finetune_loss
+from game.learning.preview import Preview, make_preview, wants_preview
 from game.learning.replay_trust import label_trust
 from game.learning.stem import (  # re-exported: the controller, the job process and tests use them
     DEFAULT_DAMPING,
@@ -116,6 +117,10 @@ class FineTuneRequest:
     n_classes: int
     stem: StemCache | None = None
     seed: int = 0
+    # Called (on the job's thread) with the preview of the cards near the edits, before the full
+    # result, when the job is large enough (``preview.wants_preview``). Never pickled: the job
+    # process sends its own. None: no preview.
+    on_preview: Callable[[Preview], None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -670,6 +675,8 @@ def run_finetune(
     times["train"] = time.perf_counter() - t1
 
     _stop_if_cancelled(cancelled)
+    send_preview(req, runner, batch, times)
+    _stop_if_cancelled(cancelled)
     t2 = time.perf_counter()
     inference = reinfer(runner)
     times["infer"] = time.perf_counter() - t2
@@ -702,6 +709,33 @@ def run_finetune(
         training.losses,
         times,
     )
+
+
+def send_preview(req: FineTuneRequest, runner: Runner, batch: EditBatch, times: dict[str, float]) -> None:
+    """The staged update's first stage (``game.learning.preview``): the cards near the edits
+    re-inferred and re-placed, handed to ``req.on_preview``, when the job is large enough. It
+    reads the trained network and draws no random numbers, so the full result is unchanged; a
+    preview that fails is skipped (the full result still comes)."""
+    cfg = req.config
+    if req.on_preview is None or not wants_preview(len(req.images), cfg.preview_above):
+        return
+    t = time.perf_counter()
+    try:
+        preview = make_preview(
+            req.version,
+            runner,
+            req.projector,
+            req.layout,
+            req.features,
+            batch.edits,
+            cfg.preview_cards,
+            cfg.relayout_keep,
+            cfg.layout_iterations,
+        )
+    except Exception:  # noqa: BLE001 - a preview is a courtesy; the full result is what counts
+        return
+    req.on_preview(preview)
+    times["preview"] = time.perf_counter() - t
 
 
 def relayout(
