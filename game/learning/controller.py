@@ -15,6 +15,13 @@ It is the glue between four parts, each with one job:
   version (its network is rebuilt on the worker; the checkpoint's arrays are posted as a
   ``ModelUpdated`` so the world tweens back).
 
+A staged update (large scenes, ``preview.wants_preview``): a job first sends a **preview**, the
+cards near its edits re-placed, which ``update`` hands to ``preview_listeners`` on the main thread
+(the world tweens those cards at once); the full result follows as the one ``ModelUpdated``. A
+preview is not a model version and never goes through the workspace (so it is never recorded);
+when its job fails or is cancelled the listeners are told ``None``: the previewed cards glide
+back to where the current version puts them.
+
 Jobs run on the ``Worker``'s background lane (never on the frame loop); results come back through
 ``worker.poll()`` inside ``update``. ``JobStatus`` events report queued / running (with progress)
 / done / failed / cancelled. A failure (an exception, a NaN loss) rolls back for free: the job
@@ -55,6 +62,7 @@ from game.learning.finetune import (
     run_finetune,
 )
 from game.learning.history import Checkpoint, write_checkpoint_file
+from game.learning.preview import Preview
 from game.learning.store import ModelStore, pad_checkpoint
 
 if TYPE_CHECKING:
@@ -112,6 +120,13 @@ class FineTuneController:
         # Positions of another feature layer the person switched to (None: the model's own layout).
         self._display_positions: np.ndarray | None = None
         self._ready = threading.Event()  # the backend finished its first prepare
+        # Told, on the main thread, each preview of a running job (``Preview``) and ``None`` when
+        # the previewed cards go back (the job failed or was cancelled); see the module doc.
+        self.preview_listeners: list[Callable[[Preview | None], None]] = []
+        self.last_preview: Preview | None = None  # the last preview shown (benchmarks, tests)
+        self._preview_lock = threading.Lock()
+        self._preview_in: tuple[_Running, Preview] | None = None  # arrived, not yet shown
+        self._previewed = False  # the running job's preview is on show
         # ``job_process`` overrides the scene: headless callers have no frame loop to protect
         # and skip the child's start-up and transfers.
         use_process = self.config.job_process if job_process is None else job_process
@@ -200,6 +215,7 @@ class FineTuneController:
     def update(self, now: float | None = None) -> None:
         """Call once per frame: collect finished jobs, start a job when the delay has passed."""
         self.worker.poll()
+        self._show_preview()
         now = self.clock() if now is None else now
         if self._running is None and self.queue.due(now):
             self._start_job()
@@ -303,6 +319,7 @@ class FineTuneController:
             n_classes=ws.n_classes,
             stem=None,
             seed=self.config.seed + version,
+            on_preview=lambda preview: self._preview_arrived(job, preview),
         )
         self._running = job
         ws.post(ev.JobStatus(job.job_id, "queued", f"fine-tune with {len(edits)} edit(s)", task="finetune"))
@@ -333,10 +350,54 @@ class FineTuneController:
             path = write_checkpoint_file(self.config.checkpoint_dir, result.version, result.weights)
         return result, path
 
+    # --- previews (the staged update's first stage) ---------------------------------------------
+
+    def _preview_arrived(self, job: _Running, preview: Preview) -> None:
+        """Worker thread: keep the job's preview for the next ``update`` (the main thread)."""
+        if not job.cancelled.is_set():
+            with self._preview_lock:
+                self._preview_in = (job, preview)
+
+    def _show_preview(self) -> None:
+        """Main thread: hand an arrived preview of the running job to the listeners. Cards the
+        person dropped since the job started (pending edits) stay where they were dropped."""
+        with self._preview_lock:
+            arrived, self._preview_in = self._preview_in, None
+        if arrived is None:
+            return
+        job, preview = arrived
+        if job is not self._running or job.cancelled.is_set():
+            return
+        pending = np.fromiter(self.queue.pending, dtype=np.int64)
+        if len(pending):
+            keep = ~np.isin(preview.cards, pending)
+            preview = Preview(
+                preview.version,
+                preview.cards[keep],
+                preview.positions[keep],
+                preview.seconds,
+                preview.candidates,
+            )
+        self.last_preview = preview
+        self._previewed = True
+        for listener in list(self.preview_listeners):
+            listener(preview)
+
+    def _end_preview(self, glide_back: bool) -> None:
+        """Main thread: the running job ended; ``glide_back``: it brought no new version, so a
+        preview on show is taken back (listeners get ``None``)."""
+        with self._preview_lock:
+            self._preview_in = None
+        shown, self._previewed = self._previewed, False
+        if shown and glide_back:
+            for listener in list(self.preview_listeners):
+                listener(None)
+
     def _job_done(self, job: _Running, worker_job: Job) -> None:
         """Main thread (inside ``poll``): push the result into the store, post one ModelUpdated.
         Nothing here serialises or copies the network."""
         self._running = None
+        self._end_preview(glide_back=job.cancelled.is_set())
         ws = self.workspace
         if job.cancelled.is_set():
             self._post_cancelled(job)
@@ -370,6 +431,7 @@ class FineTuneController:
     def _job_failed(self, job: _Running, worker_job: Job) -> None:
         """Main thread: the store is untouched; put the edits back and tell the person."""
         self._running = None
+        self._end_preview(glide_back=True)
         ws = self.workspace
         if isinstance(worker_job.error, FineTuneCancelled) or job.cancelled.is_set():
             self._post_cancelled(job)
@@ -427,6 +489,7 @@ class FineTuneController:
             if self._running.kind == "finetune":
                 self._running.cancelled.set()
                 self.backend.cancel()
+                self._end_preview(glide_back=True)  # now, not when the job next checks
                 ws.post(ev.Message("Cancelling the running fine-tune"))
             return
         previous = self.store.previous

@@ -116,6 +116,14 @@ class ProgressMessage:
 
 
 @dataclasses.dataclass(frozen=True)
+class PreviewMessage:
+    """Child -> parent, mid-job: the job's ``preview.Preview`` (the cards near its edits, placed
+    before the full result); handed to the request's ``on_preview`` in the parent."""
+
+    preview: Any
+
+
+@dataclasses.dataclass(frozen=True)
 class OkMessage:
     value: Any
 
@@ -321,8 +329,9 @@ class JobProcess:
         except (OSError, EOFError, ValueError) as exc:  # BrokenPipeError is an OSError
             raise JobProcessError(f"the fine-tune process is gone ({exc})") from None
 
-    def _receive(self, progress: Progress | None = None) -> Any:
-        """Read messages until an answer; progress messages go to ``progress`` on the way."""
+    def _receive(self, progress: Progress | None = None, on_preview: Any = None) -> Any:
+        """Read messages until an answer; progress messages go to ``progress`` and a preview to
+        ``on_preview`` on the way."""
         assert self._proc is not None and self._conn is not None
         while True:
             try:
@@ -334,6 +343,9 @@ class JobProcess:
             if isinstance(message, ProgressMessage):
                 if progress is not None:
                     progress(message.fraction, message.text)
+            elif isinstance(message, PreviewMessage):
+                if on_preview is not None:
+                    on_preview(message.preview)
             elif isinstance(message, OkMessage):
                 return message.value
             elif isinstance(message, ErrorMessage):
@@ -410,10 +422,13 @@ class JobProcess:
                     stem=None,
                     layout=_strip_layout(request.layout),
                     features=cast(np.ndarray, None) if kept else request.features,
+                    # The child sends a preview as a message when this is set (a callable does
+                    # not pickle): True stands for "wanted".
+                    on_preview=cast(Any, True) if request.on_preview is not None else None,
                 )
                 self._send(JobMessage(plain, key, weights, new_key, number, kept))
                 self._known.add(key)
-                result: FineTuneResult = self._receive(progress)
+                result: FineTuneResult = self._receive(progress, request.on_preview)
                 self._kept_key = new_key  # the child keeps this result's features
             finally:
                 self._current_job = 0
@@ -482,7 +497,7 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
 
     torch.set_num_threads(torch_threads)
 
-    def send(message: ProgressMessage | OkMessage | ErrorMessage) -> None:
+    def send(message: ProgressMessage | PreviewMessage | OkMessage | ErrorMessage) -> None:
         _put(conn, message)
 
     first: tuple[str, Any] | None = None
@@ -539,6 +554,11 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
 
                 def progress(fraction: float, text: str) -> None:
                     send(ProgressMessage(float(fraction), text))
+
+                def preview(shown: Any) -> None:
+                    send(PreviewMessage(shown))
+
+                req.on_preview = preview if req.on_preview else None
 
                 def stop(number: int = number) -> bool:
                     return cancel is not None and cancel.value == number
