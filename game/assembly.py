@@ -141,6 +141,7 @@ class Learning:
             from game.learning.controller import FineTuneController
 
             self.controller = FineTuneController(loaded, self.app.worker, clock=lambda: self.app.now)
+            self.controller.preview_listeners.append(self.app.world.show_preview)  # issue 17
             self.app.frame_hooks.append(self.controller)
         except Exception as exc:  # the world stays usable without learning
             loaded.workspace.post(ev.Message(text=f"fine-tuning unavailable: {exc}", level="warning"))

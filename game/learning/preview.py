@@ -30,21 +30,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from sklearn.neighbors import NearestNeighbors
 
-from game.layout.projector import (
-    LOCAL_LEARNING_RATE,
-    MOBILITY_K,
-    Projector,
-    known_reduction,
-    neighbour_overlap,
-    remember_reduction,
-)
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the job's modules; the world imports this one for ``Preview`` alone
     from game.core.events import EditQueued
-    from game.layout.projector import LayoutState
+    from game.layout.projector import LayoutState, Projector
     from game.learning.stem import Runner
 
 
@@ -86,13 +75,15 @@ def preview_rows(positions: np.ndarray, edits: list[EditQueued], count: int) -> 
     return np.union1d(rows, cards).astype(np.int64)
 
 
-@torch.no_grad()
 def rows_features(runner: Runner, rows: np.ndarray, batch: int = 1024) -> np.ndarray:
     """The feature layer's output of ``rows`` under the runner's (trained) weights."""
+    import torch
+
     runner.network.module.eval()
     out: np.ndarray | None = None
     for s in range(0, len(rows), batch):
-        _, features = runner.forward(rows[s : s + batch])
+        with torch.no_grad():
+            _, features = runner.forward(rows[s : s + batch])
         if out is None:
             out = np.empty((len(rows), features.shape[1]), dtype=np.float32)
         out[s : s + len(features)] = features.detach().numpy()
@@ -112,6 +103,16 @@ def make_preview(
 ) -> Preview:
     """The preview of a trained job (see the module doc). ``layout`` and ``features`` are the
     version on show (the job's base); ``count`` cards near the edits are re-inferred."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from game.layout.projector import (
+        LOCAL_LEARNING_RATE,
+        MOBILITY_K,
+        known_reduction,
+        neighbour_overlap,
+        remember_reduction,
+    )
+
     start = time.perf_counter()
     n = len(layout.positions)
     rows = preview_rows(layout.positions, edits, count)
@@ -152,3 +153,14 @@ def _without_self(near: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
         others = found[found != row]
         out[i] = others[:k]
     return out
+
+
+def preview_target(positions: np.ndarray, preview: Preview | None) -> np.ndarray:
+    """Where the world tweens every card for ``preview``: ``positions`` (the workspace's, i.e.
+    the version on show and the pending drops) with the previewed cards at their preview places;
+    ``None`` (taken back): ``positions`` as they are. Cards beyond ``positions`` are ignored."""
+    target = np.array(positions, dtype=np.float32)
+    if preview is not None and len(preview.cards):
+        inside = preview.cards < len(target)
+        target[preview.cards[inside]] = preview.positions[inside]
+    return target

@@ -15,6 +15,7 @@ from panda3d.core import AmbientLight, DirectionalLight, NodePath
 from game.core import events as ev
 from game.core.scene import WorldConfig
 from game.core.workspace import Workspace
+from game.learning.preview import Preview, preview_target
 from game.world.cards import CardField
 from game.world.centroids import CentroidMarkers
 from game.world.geometry import make_grid
@@ -87,6 +88,11 @@ class World:
         self._radii = self.workspace.cluster_radii(90.0)
         self._top = self._marker_top(positions)
         self._dirty = True
+
+    def show_preview(self, preview: Preview | None) -> None:
+        """A running job's preview (``FineTuneController.preview_listeners``): the cards near its
+        edits glide to where it puts them; ``None``: back to the workspace's positions."""
+        self.retarget(preview_target(self.workspace.positions, preview))
 
     def _marker_top(self, positions: np.ndarray) -> float:
         """World height of the class markers: just above the highest card of ``positions`` (where
