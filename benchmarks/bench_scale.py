@@ -7,11 +7,17 @@ timed as part of the path) goes through what the app does with an AlexNet-shaped
 (random weights, seeded; the timing is what counts):
 
 1. reading images: ``load_image_folder`` (decode, EXIF, resize to 64, stack);
-2. fine-tune preparation: the frozen stem's outputs (``compute_stem_cache``), which the
-   controller computes on its worker when a scene opens (done once here and handed to it);
-   the head (fc7, fc8) is then trained ``--head-epochs`` (default 3) epochs on them so
-   predictions follow the labels (setup, not part of the path: see ``benchmarks/bench_finetune.py``);
-3. features: ``Network.infer`` over every image in batches of ``--batch`` (fc7, 4,096-d);
+2. the trunk pass (since 2026-12-02 16:40): ``cached_inference`` as ``open_scene`` calls it on a
+   first launch (an empty cache), ``Network.infer`` over every image in batches of ``--batch``
+   with the stem's outputs (the head's inputs) written to the cache as it goes
+   (``game.nets.stem_store``): the one pass of the convolutions and fc6 per launch;
+3. the fine-tune's stem cache (``compute_stem_cache``, which the controller runs when a scene
+   opens; done here and handed to it), read from that store; the head (fc7, fc8) is then trained
+   ``--head-epochs`` (default 3) epochs on it so predictions follow the labels (setup, not part of
+   the path: see ``benchmarks/bench_finetune.py``), and the trained head's features (fc7, 4,096-d)
+   are made from the stored stem outputs by the head alone (``infer_head``, the same floats as a
+   whole-network pass). Before 16:40 the stem and the features were two passes of the trunk
+   ("fine-tune preparation (stem)" and "features (Network.infer)" in the older JSON files);
 4. PCA: ``Projector.reduce`` (to the scene's ``pca_dims``);
 5. 3-D layout: ``Projector.fit`` (PCA again, openTSNE, normalisation; the scene's iterations);
 6. opening the world offscreen (EGL) and drawing the first frame;
@@ -33,7 +39,8 @@ images, features, layout, all keyed by content); see ``reopen_stage``.
 
 Each stage prints its wall time and peak memory: the process's resident set (RSS) sampled every
 20 ms during the stage (torch's allocations included), and how far it rose over the stage's
-start. The peer is scikit-learn's ``TSNE(n_components=3)`` (Barnes-Hut) on the same PCA output,
+start; and the peak of its anonymous part ("anon": the resident set less file-backed pages, so
+memory-mapped cache files such as the stem outputs read back are not in it). The peer is scikit-learn's ``TSNE(n_components=3)`` (Barnes-Hut) on the same PCA output,
 run in a child process that is stopped at ``--tsne-limit`` seconds.
 """
 
@@ -67,11 +74,25 @@ MB = 1024 * 1024
 
 def rss() -> int:
     """The process's resident set size in bytes (Linux /proc; 0 elsewhere)."""
+    return _statm()[0]
+
+
+def rss_anon() -> int:
+    """The resident set less its file-backed and shared pages (statm's resident - shared): the
+    process's own memory. Memory-mapped cache files (features, stem outputs) are in ``rss`` when
+    touched but not here: the kernel drops and rereads those pages under pressure."""
+    resident, shared = _statm()
+    return resident - shared
+
+
+def _statm() -> tuple[int, int]:
     try:
         with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
+            fields = f.read().split()
+        page = os.sysconf("SC_PAGE_SIZE")
+        return int(fields[1]) * page, int(fields[2]) * page
+    except (OSError, ValueError, IndexError):
+        return 0, 0
 
 
 class Stages:
@@ -81,18 +102,22 @@ class Stages:
         self.rows: list[dict] = []
         self.on_row = lambda: None  # called after every stage (the --json file is kept current)
         self._peak = 0
+        self._peak_anon = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
-            self._peak = max(self._peak, rss())
+            resident, shared = _statm()
+            self._peak = max(self._peak, resident)
+            self._peak_anon = max(self._peak_anon, resident - shared)
 
     @contextmanager
     def stage(self, name: str, **extra):
         start_rss = rss()
         self._peak = start_rss
+        self._peak_anon = rss_anon()
         t = time.perf_counter()
         cpu = time.process_time()
         row = {"stage": name, **extra}
@@ -103,12 +128,13 @@ class Stages:
         row["cpu_seconds"] = time.process_time() - cpu
         row["peak_rss_mb"] = max(self._peak, rss()) / MB
         row["rise_mb"] = row["peak_rss_mb"] - start_rss / MB
+        row["peak_anon_mb"] = max(self._peak_anon, rss_anon()) / MB
         self.rows.append(row)
         self.on_row()
         note = f"  ({row['note']})" if row.get("note") else ""
         print(
             f"{name:<34} {row['seconds']:8.2f} s (CPU {row['cpu_seconds']:7.1f} s)   peak RSS {row['peak_rss_mb']:7.0f} MB "
-            f"(+{row['rise_mb']:.0f}){note}",
+            f"(+{row['rise_mb']:.0f}, anon {row['peak_anon_mb']:.0f}){note}",
             flush=True,
         )
 
@@ -325,7 +351,7 @@ def reopen_stage(args: argparse.Namespace) -> int:
     )
     real_infer = Network.infer
 
-    def generated(self, images, batch_size=256, progress=False):
+    def generated(self, images, batch_size=256, progress=False, tap=None):
         feats, _ = synthetic_features(len(images))
         top = np.zeros((len(images), 5), np.int64)
         return Inference(
@@ -560,7 +586,9 @@ def main() -> int:
     from game.learning.headless import drop_position
     from game.learning.stem import compute_stem_cache
     from game.nets.architectures import AlexNet
+    from game.nets.cache import cached_inference
     from game.nets.network import Network
+    from game.nets.split import infer_head
     from game.pipeline import LoadedScene, make_workspace
     from game.sessions.recorder import SessionRecorder
 
@@ -574,6 +602,7 @@ def main() -> int:
 
     stages.on_row = save_json
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    os.environ["LATENT_REACH_CACHE"] = str(tmp / "cache")  # a first launch: an empty cache
     t = time.perf_counter()
     n_files, n_bytes = write_folder(tmp / "images", args.cards)
     print(f"(generated {n_files} PNG files, {n_bytes / MB:.1f} MB, in {time.perf_counter() - t:.1f} s)")
@@ -588,10 +617,17 @@ def main() -> int:
     is_train = ~data.heldout_mask(0.2, 0)
     torch.manual_seed(0)
     network = Network(AlexNet(data.n_classes), "alexnet", data.n_classes, 3, 224, "", "imagenet")
-    with stages.stage("fine-tune preparation (stem)") as row:
-        stem = compute_stem_cache(network, data.images, scene.learning.head_layers, batch_size=args.batch)
+    head_layers = scene.learning.head_layers
+    with stages.stage("trunk pass (features + stem outputs)") as row:
+        # The app's first launch (``cached_inference`` as ``open_scene`` calls it): one pass of the
+        # whole network, the stem's outputs written to the cache as it goes (``stem_store``).
+        first, _ = cached_inference(network, data.images, args.batch, use_cache=True, stem_layers=head_layers)
+        row["note"] = f"{first.features.shape[1]}-d, batches of {args.batch}; stem outputs stored"
+        del first  # the head is trained below, so the features are made again from the stem
+    with stages.stage("stem outputs read from the store") as row:
+        stem = compute_stem_cache(network, data.images, head_layers, batch_size=args.batch)
         assert stem is not None
-        row["note"] = f"stem outputs {tuple(stem.inputs.shape)}"
+        row["note"] = f"stem outputs {tuple(stem.inputs.shape)}, read from the cache"
         arrays["stem outputs (fine-tune inputs)"] = stem.inputs.numel() * stem.inputs.element_size() / MB
     t = time.perf_counter()
     train_head(network, stem, data.labels, is_train, args.head_epochs)
@@ -599,8 +635,10 @@ def main() -> int:
         f"(setup: head trained {args.head_epochs} epoch(s) on the stem outputs in {time.perf_counter() - t:.1f} s)",
         flush=True,
     )
-    with stages.stage("features (Network.infer)") as row:
-        inference = network.infer(data.images, batch_size=args.batch)
+    with stages.stage("features from the stem (head only)") as row:
+        # The trained head's features: only classifier[start:] runs (``infer_head``), the same
+        # floats as a whole-network pass, without the trunk's second pass.
+        inference = infer_head(network, stem.inputs, stem.start, args.batch)
         row["note"] = f"{inference.features.shape[1]}-d, batches of {args.batch}"
         arrays["features"] = inference.features.nbytes / MB
         arrays["logits, top-5"] = (

@@ -96,6 +96,8 @@ def open_scene(
         progress=progress,
         use_cache=use_cache,
         images_key=data.content_key,
+        # The pass keeps the stem's outputs for the fine-tune (one trunk pass per launch).
+        stem_layers=None if scene.learning.full_finetune else scene.learning.head_layers,
     )
     timings["features"] = time.perf_counter() - t0
 

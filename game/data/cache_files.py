@@ -124,6 +124,73 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> bool:
         return False
 
 
+class ArrayWriter:
+    """One ``.npy`` written a block of rows at a time, atomically: rows go to a uniquely named
+    temporary file in order, ``commit`` renames it over ``path`` once all ``n`` rows came.
+
+    Why: a pass over 50,000 images makes its outputs a batch at a time, and holding all of them
+    to ``save_array`` at the end would keep a second copy in memory (the stem outputs, 800 MB at
+    50k). Plain ``write`` calls (not a memory map) leave the bytes in the page cache, outside the
+    writer's resident set. A disk that refuses stops the writing silently: the pass goes on and
+    nothing is stored (``commit`` returns False), as with ``write_atomic``.
+    """
+
+    def __init__(self, path: Path, n: int) -> None:
+        self.path = path
+        self.n = n
+        self.rows = 0
+        self._file: IO[bytes] | None = None
+        self._tmp: str | None = None
+        self._failed = False
+
+    def put(self, block: np.ndarray) -> None:
+        """Append the next rows (every block has the first one's dtype and row shape)."""
+        if self._failed:
+            return
+        block = np.ascontiguousarray(block)
+        try:
+            if self._file is None:
+                fd, self._tmp = tempfile.mkstemp(
+                    prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+                )
+                self._file = os.fdopen(fd, "wb")
+                header = {
+                    "descr": np.lib.format.dtype_to_descr(block.dtype),
+                    "fortran_order": False,
+                    "shape": (self.n, *block.shape[1:]),
+                }
+                np.lib.format.write_array_header_2_0(self._file, header)
+            self._file.write(block.data)
+            self.rows += len(block)
+        except OSError:
+            self.abort()
+            self._failed = True
+
+    def commit(self) -> bool:
+        """Rename the file over ``path`` when every row was written; else remove it. True: stored."""
+        if self._failed or self._file is None or self.rows != self.n:
+            self.abort()
+            return False
+        try:
+            self._file.close()
+            assert self._tmp is not None
+            os.replace(self._tmp, self.path)
+        except OSError:
+            self.abort()
+            return False
+        self._file = self._tmp = None
+        return True
+
+    def abort(self) -> None:
+        """Drop what was written (nothing is left behind)."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        if self._tmp is not None:
+            Path(self._tmp).unlink(missing_ok=True)
+        self._file = self._tmp = None
+
+
 def save_array(path: Path, array: np.ndarray) -> bool:
     return write_atomic(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
 

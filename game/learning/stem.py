@@ -19,6 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from game.nets.network import BatchOutputs, Inference, Network
+from game.nets.split import classifier, split_point
+
+# The split helpers lived here: callers import them from here too (explicit re-exports).
+from game.nets.split import feature_layer_in_head as feature_layer_in_head
+from game.nets.split import head_parameter_names as head_parameter_names
+from game.nets.split import head_start as head_start
+from game.nets.stem_store import load_stem, stem_key, stem_path, store_stem
 
 if TYPE_CHECKING:
     from game.learning.head_update import PreActivations
@@ -157,28 +164,7 @@ def _has_trainable_bias(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) and bias is not None and bias.requires_grad
 
 
-def _classifier(module: nn.Module) -> nn.Sequential | None:
-    head = getattr(module, "classifier", None)
-    return head if isinstance(head, nn.Sequential) else None
-
-
-def head_start(module: nn.Module, head_layers: int) -> int | None:
-    """Index in ``module.classifier`` of the first trainable layer (None: no classifier Sequential)."""
-    head = _classifier(module)
-    if head is None:
-        return None
-    linear = [i for i, m in enumerate(head) if isinstance(m, nn.Linear)]
-    if not linear:
-        return None
-    return linear[-min(head_layers, len(linear))]
-
-
-def head_parameter_names(module: nn.Module, start: int) -> list[str]:
-    """Full names of the parameters of ``classifier[start:]``."""
-    head = _classifier(module)
-    assert head is not None
-    names = list(head._modules)[start:]
-    return [f"classifier.{n}.{p}" for n in names for p, _ in head._modules[n].named_parameters()]
+_classifier = classifier  # the old private name, used by benchmarks
 
 
 def frozen_stem_names(network: Network, stem: StemCache | None, full: bool) -> list[str]:
@@ -190,24 +176,23 @@ def frozen_stem_names(network: Network, stem: StemCache | None, full: bool) -> l
     return [n for n, _ in network.module.named_parameters() if n not in head]
 
 
-def feature_layer_in_head(network: Network, start: int) -> bool:
-    """True when the feature layer is part of ``classifier[start:]`` (so the head makes it)."""
-    head = _classifier(network.module)
-    if head is None or not network.feature_layer.startswith("classifier."):
-        return False
-    name = network.feature_layer.split(".", 1)[1]
-    keys = list(head._modules)
-    return name in keys and keys.index(name) >= start
-
-
 def compute_stem_cache(
-    network: Network, images: np.ndarray, head_layers: int, batch_size: int = 256
+    network: Network, images: np.ndarray, head_layers: int, batch_size: int = 256, use_cache: bool = True
 ) -> StemCache | None:
-    """Run the frozen stem once over every image; None when the network cannot be split so."""
-    start = head_start(network.module, head_layers)
-    if start is None or not feature_layer_in_head(network, start):
+    """The frozen stem's outputs for every image; None when the network cannot be split so.
+
+    ``use_cache``: read them from the cache when the features pass (or an earlier launch) stored
+    them (``game.nets.stem_store``: the same float32 values), else run the stem and store them.
+    """
+    start = split_point(network, head_layers)
+    if start is None:
         return None
     t0 = time.perf_counter()
+    path = stem_path(stem_key(network, images, start)) if use_cache else None
+    if path is not None:
+        stored_outputs = load_stem(path, len(images))
+        if stored_outputs is not None:
+            return StemCache(start, torch.from_numpy(stored_outputs), time.perf_counter() - t0)
     head = _classifier(network.module)
     assert head is not None
     # Each batch is written into one tensor allocated at the first batch (its width is known
@@ -241,6 +226,8 @@ def compute_stem_cache(
         handle.remove()
     if rows[0] != n or not out:
         raise RuntimeError(f"the stem cache caught {rows[0]} rows for {n} images")
+    if path is not None:
+        store_stem(path, out[0].numpy())
     return StemCache(start, out[0], time.perf_counter() - t0)
 
 

@@ -40,6 +40,7 @@ def cached_inference(
     progress: bool = False,
     use_cache: bool = True,
     images_key: str = "",
+    stem_layers: int | None = None,
 ) -> tuple[Any, str]:
     """``network.infer(images)``, or the stored result of that very pass; and the pass's key.
 
@@ -48,6 +49,10 @@ def cached_inference(
     to compute on two cores and the page cache a moment to map. The key also keys the layout
     cache, so the features are hashed once per launch, not their 800 MB again. ``images_key``:
     see ``inference_key``.
+
+    ``stem_layers``: the fine-tune's ``head_layers`` (None: a full fine-tune, no stem). When the
+    network splits there, the pass stores the stem's outputs for the fine-tune (or, when they are
+    stored already, runs only the head over them): one pass of the trunk per launch, not two.
     """
     from game.nets.network import Inference
 
@@ -60,7 +65,7 @@ def cached_inference(
         if len(found) == len(FEATURE_ARRAYS):
             touch(folder)
             return Inference(*found), key
-    inference = network.infer(images, batch_size=batch_size, progress=progress)
+    inference = _infer_once(network, images, batch_size, progress, use_cache, stem_layers)
     if key:
         # features.npy last: its presence with the right length is what a later load checks.
         for name in reversed(FEATURE_ARRAYS):
@@ -68,3 +73,28 @@ def cached_inference(
                 break  # a full or read-only cache disk: the pass itself succeeded
         stored(folder)
     return inference, key
+
+
+def _infer_once(
+    network: Any,
+    images: np.ndarray,
+    batch_size: int,
+    progress: bool,
+    use_cache: bool,
+    stem_layers: int | None,
+) -> Any:
+    """``network.infer(images)``, sharing its trunk pass with the fine-tune's stem (see above)."""
+    from game.nets.split import infer_head, split_point
+    from game.nets.stem_store import StemTap, load_stem, stem_key, stem_path
+
+    start = split_point(network, stem_layers) if use_cache and stem_layers is not None else None
+    if start is None:
+        return network.infer(images, batch_size=batch_size, progress=progress)
+    path = stem_path(stem_key(network, images, start))
+    outputs = load_stem(path, len(images))
+    if outputs is not None:
+        return infer_head(network, outputs, start, batch_size)
+    tap = StemTap(network, start, path, len(images))
+    inference = network.infer(images, batch_size=batch_size, progress=progress, tap=tap.tap())
+    tap.commit()
+    return inference

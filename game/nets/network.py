@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,16 +138,41 @@ class Network:
         return logits, captured[-1].flatten(1)
 
     @torch.no_grad()
-    def infer(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> Inference:
-        """Features and top-5 for every image, in batches."""
+    def infer(
+        self,
+        images: np.ndarray,
+        batch_size: int = 256,
+        progress: bool = False,
+        tap: tuple[nn.Module, Callable[[torch.Tensor], None]] | None = None,
+    ) -> Inference:
+        """Features and top-5 for every image, in batches.
+
+        ``tap``: ``(layer, put)``: ``put`` gets the input of ``layer`` of every batch, in order
+        (the stem's outputs at the head's first layer, stored so the fine-tune does not run the
+        trunk again: ``game.nets.stem_store``). Only this thread's passes are tapped.
+        """
         self.module.eval()
         n = len(images)
         if n == 0:
             raise ValueError("no images to infer")
+        handle = None
+        if tap is not None:
+            layer, put = tap
+            me = threading.get_ident()
+
+            def before(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+                if threading.get_ident() == me:
+                    put(args[0])
+
+            handle = layer.register_forward_pre_hook(before)
         out = BatchOutputs(n)
         starts = range(0, n, batch_size)
-        for s in tqdm(starts, desc="Features", unit="batch", disable=not progress, leave=False):
-            out.put(s, *self.forward_with_features(self.preprocess(images[s : s + batch_size])))
+        try:
+            for s in tqdm(starts, desc="Features", unit="batch", disable=not progress, leave=False):
+                out.put(s, *self.forward_with_features(self.preprocess(images[s : s + batch_size])))
+        finally:
+            if handle is not None:
+                handle.remove()
         return out.inference()
 
     @torch.no_grad()
