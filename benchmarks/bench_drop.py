@@ -22,6 +22,12 @@ the drop to the tween, the steadier figure on a shared machine): drop -> job sta
 (``FineTuneResult.seconds``: prepare, train, infer, layout, and the rest), the transfer to and from
 the job process (the backend's wall time minus the job's), the main thread's apply (checkpoint,
 ``ModelUpdated``), and drop -> tween start.
+
+The staged update (from ``learning.preview_above`` cards; ``--preview-above`` overrides it): the
+job first sends a preview of the cards near the edit (``game.learning.preview``), which the
+controller hands to its preview listeners and the world tweens at once. Printed then: drop ->
+first (preview) tween, the preview's own seconds and cards, and drop -> full tween (the
+``ModelUpdated``, as before); peak RSS of this process and of the job process.
 """
 
 from __future__ import annotations
@@ -136,6 +142,9 @@ def main() -> int:
     parser.add_argument(
         "--full-pass", action="store_true", help="re-infer by the full head pass (no low-rank update)"
     )
+    parser.add_argument(
+        "--preview-above", type=int, default=-1, help="learning.preview_above (-1: the scene's)"
+    )
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "latent-reach-bench-drop"))
     args = parser.parse_args()
     # Read by game.learning.head_update at each re-inference; the job process inherits it.
@@ -146,6 +155,7 @@ def main() -> int:
     from game.layout.projector import LayoutState, Projector
     from game.learning.controller import FineTuneController
     from game.learning.headless import drop_position
+    from game.learning.preview import preview_target
     from game.nets.network import Inference
     from game.pipeline import LoadedScene, make_workspace
     from game.world.tween import Tween
@@ -157,6 +167,8 @@ def main() -> int:
     if args.torch_threads:
         scene.learning.torch_threads = args.torch_threads
     scene.learning.job_process = not args.thread
+    if args.preview_above >= 0:
+        scene.learning.preview_above = args.preview_above
     torch.set_num_threads(scene.learning.torch_threads)
     names = [f"class{i}" for i in range(6)]
     data = Dataset(np.zeros((n, 8, 8, 3), np.uint8), labels, names, [f"gen:{i}" for i in range(n)])
@@ -205,6 +217,16 @@ def main() -> int:
             marks["retarget"] = marks["tween start"] - t0
 
     ws.subscribe(listen)
+
+    def on_preview(preview) -> None:
+        # The world's show_preview: the previewed cards' tween retargeted at once.
+        if preview is not None:
+            tween.retarget(
+                preview_target(ws.positions, preview), time.perf_counter(), scene.world.tween_seconds
+            )
+            marks.setdefault("preview tween", time.perf_counter())
+
+    controller.preview_listeners.append(on_preview)
     rng = np.random.default_rng(0)
     rows = []
     for d in range(args.drops):
@@ -231,15 +253,26 @@ def main() -> int:
             raise SystemExit(f"drop {d}: no model update ({controller.failures})")
         sec = result.seconds
         inner = sec["total"]
+        preview = controller.last_preview
+        previewed = preview is not None and preview.version == result.version
         row = {
             "queue delay": marks["job start"] - t0,
             "prepare": sec["prepare"],
             "train": sec["train"],
+            "preview": sec.get("preview", 0.0),
             "infer": sec["infer"],
             "layout": sec["layout"],
-            "job rest": inner - sec["prepare"] - sec["train"] - sec["infer"] - sec["layout"],
+            "job rest": inner
+            - sec["prepare"]
+            - sec["train"]
+            - sec.get("preview", 0.0)
+            - sec["infer"]
+            - sec["layout"],
             "transfer": run_wall[-1] - inner,
             "apply": marks["tween start"] - marks["job start"] - run_wall[-1],
+            "drop -> preview tween": marks["preview tween"] - t0
+            if "preview tween" in marks
+            else float("nan"),
             "drop -> tween": marks["tween start"] - t0,
             "CPU": cpu,
         }
@@ -249,14 +282,24 @@ def main() -> int:
         print(
             f"drop {d + 1}: "
             + ", ".join(f"{k} {v:.2f}" for k, v in row.items())
-            + f" s; {result.steps} steps, flipped {flipped}, cards re-placed {moved}, RSS {rss() / MB:.0f} MB, "
+            + f" s; {result.steps} steps, flipped {flipped}, cards re-placed {moved}, "
+            + (
+                f"preview re-placed {len(preview.cards)} of {preview.candidates}, "
+                if previewed and preview is not None
+                else "no preview, "
+            )
+            + f"RSS {rss() / MB:.0f} MB, peak {peak_rss_mb(os.getpid()):.0f} MB, "
             f"job process peak RSS {peak_rss_mb(child):.0f} MB",
             flush=True,
         )
     best = min(rows, key=lambda r: r["drop -> tween"])
+    first = float(np.nanmin([r["drop -> preview tween"] for r in rows]))
     print(
-        f"best drop -> tween at {n} cards: {best['drop -> tween']:.2f} s "
-        f"(infer {best['infer']:.2f}, layout {best['layout']:.2f}, train {best['train']:.2f}); "
+        f"best drop -> first (preview) tween at {n} cards: {first:.2f} s; "
+        f"best drop -> full tween: {best['drop -> tween']:.2f} s "
+        f"(infer {best['infer']:.2f}, layout {best['layout']:.2f}, train {best['train']:.2f}, "
+        f"transfer {best['transfer']:.2f}, CPU {best['CPU']:.1f} s); "
+        f"peak RSS app {peak_rss_mb(os.getpid()):.0f} MB, job process {peak_rss_mb(child):.0f} MB; "
         f"load at end {load_average()}"
     )
     controller.close()
