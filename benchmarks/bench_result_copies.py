@@ -3,13 +3,20 @@ and the preparation's float64 gather of the training rows, against the old join 
 
 Run one mode per process (peak RSS is per process):
 ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_result_copies.py MODE [--cards 20000]``
-with MODE one of infer_old, infer_new, stem_old, stem_new, prep_old, prep_new.
+with MODE one of infer_old, infer_new, stem_old, stem_new, prep_old, prep_new, prepare_old,
+prepare_new.
 
 AlexNet-shaped network at 64 px input (random weights, seeded), random 64x64 RGB images,
 4,096-d fc7; the prep modes use random 4,096-d rows, 80 % training. "old" is the code before the
 fix written out here (a list of batches joined, ``.astype``; ``torch.cat``; the float32 gather
 then ``.double()``), "new" the library's current function. Prints the peak RSS rise over the
 RSS just before the call.
+
+``prepare_*`` (2026-12-02 16:55): the fine-tune preparation's work on the stem outputs
+(``StemCache.preconditioned_inputs``: derived damping, preconditioner, preconditioned inputs).
+"old" sets ``BLOCKED_NUMBERS`` and ``KEEP_PRECONDITIONED_NUMBERS`` out of reach, which is the
+code before the blocked sums (every training row in float64 at once, the (N x D) preconditioned
+inputs kept); "new" is the library's current thresholds.
 """
 
 from __future__ import annotations
@@ -25,11 +32,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from game.learning.stem import compute_stem_cache, rows_float64  # noqa: E402
+from game.learning import stem as stem_mod  # noqa: E402
+from game.learning.stem import StemCache, compute_stem_cache, rows_float64  # noqa: E402
 from game.nets.architectures import AlexNet  # noqa: E402
 from game.nets.network import Inference, Network, top_k  # noqa: E402
 
-MODES = ("infer_old", "infer_new", "stem_old", "stem_new", "prep_old", "prep_new")
+MODES = (
+    "infer_old",
+    "infer_new",
+    "stem_old",
+    "stem_new",
+    "prep_old",
+    "prep_new",
+    "prepare_old",
+    "prepare_new",
+)
 
 
 def rss_mb() -> float:
@@ -70,7 +87,7 @@ def main() -> None:
     torch.manual_seed(0)
     net = Network(AlexNet(n_classes=10), "alexnet", 10, 3, 64, "fc7", "imagenet")
     rng = np.random.default_rng(0)
-    if args.mode.startswith("prep"):
+    if args.mode.startswith("prep"):  # prep_*, prepare_*
         x = torch.relu(torch.randn(args.cards, 4096))
         is_train = rng.random(args.cards) < 0.8
     else:
@@ -84,11 +101,17 @@ def main() -> None:
     elif args.mode == "stem_old":
         old_stem(net, images)
     elif args.mode == "stem_new":
-        compute_stem_cache(net, images, 2)
+        compute_stem_cache(net, images, 2, use_cache=False)
     elif args.mode == "prep_old":
         x[torch.from_numpy(np.flatnonzero(is_train))].double()
-    else:
+    elif args.mode == "prep_new":
         rows_float64(x, is_train)
+    else:
+        if args.mode == "prepare_old":  # every training row in float64 at once, (N x D) kept
+            stem_mod.BLOCKED_NUMBERS = stem_mod.KEEP_PRECONDITIONED_NUMBERS = 1 << 62
+        stem = StemCache(0, x)
+        stem.preconditioned_inputs(is_train)  # the derived damping, the preconditioner, (x P)
+        print(f"damping {stem.damping:.6g}, preconditioned kept: {stem.preconditioned is not None}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"{args.mode} cards={args.cards} rss_before={base:.0f} MB peak={peak:.0f} MB "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -76,6 +77,12 @@ def derive_damping(x: torch.Tensor, seed: int = 0) -> float:
         w = 1.0 / (s.clamp(min=0.0) + damping * mu)
         return float(torch.log(unseen @ w) - torch.log(seen @ w)) - float(np.log(LEVERAGE_RATIO))
 
+    return _bisect_damping(excess)
+
+
+def _bisect_damping(excess: Callable[[float], float]) -> float:
+    """The damping in ``DAMPING_GRID``'s range where ``excess`` (falling) crosses 0."""
+    lo, hi = DAMPING_GRID[0], DAMPING_GRID[-1]
     if excess(lo) <= 0:
         return float(lo)
     if excess(hi) > 0:
@@ -88,6 +95,71 @@ def derive_damping(x: torch.Tensor, seed: int = 0) -> float:
         else:
             log_hi = mid
     return float(np.exp(log_hi))
+
+
+# Above this many training numbers (training rows x D) the second moment and the leverage split
+# are summed a block of rows at a time from the float32 inputs (``moment_blocked``,
+# ``derive_damping_blocked``) instead of from one float64 copy of every training row: at 50,000
+# cards (40,000 training rows x 4,096) that copy was 1.3 GB, and ``derive_damping``'s halves and
+# projections 2.6 GB more, all at once (issue 17). The sums come in another order, so the results
+# differ by float64 rounding (tests/learning/test_stem_blocked.py); below it, the embedded scenes
+# keep the one-product path and their bits.
+BLOCKED_NUMBERS = 64_000_000
+# Above this many numbers (N x D) the preconditioned inputs of every card are not kept: a training
+# step multiplies its own rows (``HeadOptimiser``), a few hundred, instead of reading them from an
+# (N x D) array (0.8 GB at 50,000 cards).
+KEEP_PRECONDITIONED_NUMBERS = 64_000_000
+ROW_BLOCK = 4096
+
+
+def moment_blocked(inputs: torch.Tensor, index: np.ndarray, block: int = ROW_BLOCK) -> torch.Tensor:
+    """``x.T @ x / len(x)`` in float64 for ``x = inputs[index]``, a block of rows at a time."""
+    d = int(np.prod(inputs.shape[1:]))
+    moment = torch.zeros((d, d), dtype=torch.float64)
+    rows = torch.from_numpy(np.asarray(index, np.int64))
+    for s in range(0, len(rows), block):
+        x = inputs[rows[s : s + block]].reshape(-1, d).double()
+        moment.addmm_(x.T, x)
+    return moment / max(len(rows), 1)
+
+
+def _mean_square_projection(
+    inputs: torch.Tensor, index: torch.Tensor, u: torch.Tensor, block: int = ROW_BLOCK
+) -> torch.Tensor:
+    """``((inputs[index] @ u) ** 2).mean(0)`` in float64, a block of rows at a time."""
+    total = torch.zeros(u.shape[1], dtype=torch.float64)
+    for s in range(0, len(index), block):
+        total += ((inputs[index[s : s + block]].double() @ u) ** 2).sum(0)
+    return total / max(len(index), 1)
+
+
+def derive_damping_blocked(
+    inputs: torch.Tensor, index: np.ndarray, seed: int = 0, block: int = ROW_BLOCK
+) -> float:
+    """``derive_damping(inputs[index].double(), seed)`` without the float64 copy of the rows (the
+    same halves, moments and leverage, summed in blocks)."""
+    n = len(index)
+    lo, hi = DAMPING_GRID[0], DAMPING_GRID[-1]
+    if n < 4:
+        return float(hi)
+    rows = torch.from_numpy(np.asarray(index, np.int64))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    a, b = rows[order[: n // 2]], rows[order[n // 2 :]]
+    moment = moment_blocked(inputs, a.numpy(), block)
+    mu = float(moment.diagonal().mean())
+    if mu <= 0:
+        return float(lo)
+    s, u = torch.linalg.eigh(moment)
+    del moment
+    seen = _mean_square_projection(inputs, a, u, block)
+    unseen = _mean_square_projection(inputs, b, u, block)
+    del u
+
+    def excess(damping: float) -> float:
+        w = 1.0 / (s.clamp(min=0.0) + damping * mu)
+        return float(torch.log(unseen @ w) - torch.log(seen @ w)) - float(np.log(LEVERAGE_RATIO))
+
+    return _bisect_damping(excess)
 
 
 def rows_float64(inputs: torch.Tensor, is_train: np.ndarray, block: int = 4096) -> torch.Tensor:
@@ -128,12 +200,24 @@ class StemCache:
         if damping:
             return float(damping)
         if self.derived_damping is None:
-            self.derived_damping = derive_damping(rows_float64(self.inputs, is_train))
+            if self._blocked(is_train):
+                self.derived_damping = derive_damping_blocked(self.inputs, np.flatnonzero(is_train))
+            else:
+                self.derived_damping = derive_damping(rows_float64(self.inputs, is_train))
         return self.derived_damping
 
-    def preconditioned_inputs(self, is_train: np.ndarray, damping: float | None = None) -> torch.Tensor:
-        """``inputs @ preconditioner``, once: a step then costs one more head-sized matmul, not D^3."""
+    def _blocked(self, is_train: np.ndarray) -> bool:
+        return int(np.count_nonzero(is_train)) * int(np.prod(self.inputs.shape[1:])) > BLOCKED_NUMBERS
+
+    def preconditioned_inputs(
+        self, is_train: np.ndarray, damping: float | None = None
+    ) -> torch.Tensor | None:
+        """``inputs @ preconditioner``, once: a step then costs one more head-sized matmul, not D^3.
+        None above ``KEEP_PRECONDITIONED_NUMBERS`` (the preconditioner is still made): a step
+        then multiplies its own rows."""
         inverse = self.preconditioner(is_train, damping)
+        if self.inputs.numel() > KEEP_PRECONDITIONED_NUMBERS:
+            return None
         if self.preconditioned is None:
             self.preconditioned = self.inputs @ inverse
         return self.preconditioned
@@ -150,8 +234,12 @@ class StemCache:
         """
         damping = self.resolve_damping(is_train, damping)
         if self.inverse_moment is None or self.damping != damping:
-            x = rows_float64(self.inputs, is_train)
-            moment = x.T @ x / max(len(x), 1)
+            if self._blocked(is_train):
+                moment = moment_blocked(self.inputs, np.flatnonzero(is_train))
+            else:
+                x = rows_float64(self.inputs, is_train)
+                moment = x.T @ x / max(len(x), 1)
+                del x
             moment += damping * float(moment.diagonal().mean()) * torch.eye(len(moment), dtype=moment.dtype)
             self.inverse_moment = torch.linalg.inv(moment).float()
             self.preconditioned = None
