@@ -157,21 +157,23 @@ def measure(loaded, eye: tuple[int, int], frames: int, rounds: int) -> dict[str,
     }
 
 
-def _clocks() -> np.ndarray:
-    """Wall time and this thread's CPU time: on a shared machine the CPU time is the Python work
-    itself (time spent waiting for a core, or for the GIL, is not counted)."""
-    return np.array([time.perf_counter(), time.thread_time()])
-
-
 PARTS = (
     # (name, object path from the session, attribute): timed apart (nested in the frame's sum)
     ("wait_poses", "backend", "wait_poses"),
+    ("events", "backend", "poll_events"),
     ("nodes+models", "stereo", "_poll_models"),
+    ("on_frame", "session", "_on_frame"),
     ("controls", "controls", "update"),
-    ("touch", "index", "nearest"),
-    ("ray", "index", "ray"),
+    ("refresh", "index", "refresh"),
+    ("hand", "controls", "_hand"),
     ("touch+ray", "index", "touch_or_ray"),
+    ("targets", "controls", "_target_ray"),
+    ("buttons", "controls", "_buttons"),
+    ("locomotion", "controls", "_locomotion"),
+    ("highlight", "cards", "set_highlight"),
     ("in-world ui", "ui", "update"),
+    ("texture ids", "stereo", "texture_id"),
+    ("submits", "backend", "submit"),
 )
 
 
@@ -182,12 +184,13 @@ def python_work(
     from panda3d.core import PythonCallbackObject
 
     from game.app import LatentReachApp
+    from game.assembly import assemble_game
     from game.controls.vr_controls import Rig
-    from game.vr.launch import attach
     from game.vr.simulated import SimulatedBackend
 
     loaded = synthetic(n)
     app = LatentReachApp(loaded, offscreen=True, size=(64, 64), controls=False, multisamples=0)
+    systems = None
     try:
         for _ in range(2):
             app.step()
@@ -200,8 +203,14 @@ def python_work(
             {"frames": 90, "lerp": True, "left": {"hpr": [25, 0, 0]}, "right": {"hpr": [-25, 0, 0]}},
         ]
         backend = SimulatedBackend(steps, size=(64, 64), loop=True)
-        backend.start()
-        session = attach(app, backend)
+        # The game as ``latent-reach run --vr`` assembles it (desktop controls, explanations,
+        # guidance, the start menu, the wrist menu and the panel painter as ray targets), the
+        # start menu closed: every listener and ray target of a real VR frame runs.
+        systems = assemble_game(app, controls=True, menu=True, vr_backend=backend)
+        if systems.menu is not None:
+            systems.menu.hide()
+        session = systems.vr
+        assert session is not None
         session.controls.rig = Rig(np.array([0.0, -3.0, 0.0]))  # 3 m from the centre, 1:1
         session.stereo.set_rig(session.controls.rig.matrix())
         if not index:
@@ -230,29 +239,25 @@ def python_work(
 
             return run
 
-        class Drawn:
-            """The draw callback's data with its ``upcall`` (the eye's rendering) kept out of the sum."""
-
-            def __init__(self, cbdata) -> None:
-                self.cbdata = cbdata
-
-            def upcall(self) -> None:
-                t0 = _clocks()
-                self.cbdata.upcall()
-                spent["submit"] -= _clocks() - t0
-
         flush = stereo._gl_flush
         if flush is not None:
             # glFlush hands the queued draw calls to the driver; on llvmpipe that is where the eye
-            # is rasterised (GPU work done by the CPU here), so it is timed apart from Python.
+            # is rasterised (GPU work done by the CPU here), so it is timed apart from Python:
+            # plain float clocks, read innermost, so the submit's sum keeps only the clock reads.
             def timed_flush() -> None:
-                t0 = _clocks()
+                wall, cpu = time.perf_counter, time.thread_time
+                w0 = wall()
+                c0 = cpu()
                 flush()
-                took = _clocks() - t0
-                spent["submit"] -= took
-                spent["flush"] += took
+                c1 = cpu()
+                w1 = wall()
+                took = (w1 - w0, c1 - c0)
+                for i in (0, 1):
+                    spent["submit"][i] -= took[i]
+                    spent["flush"][i] += took[i]
 
             stereo._gl_flush = timed_flush
+        assert stereo.trace is None  # no draw callbacks on the eyes: the app's frame, not a test's
         for hand in session.controls.hands.values():  # picking, timed inside the pose task
             hand.point = timed("pick", hand.point)
             hand.touch = timed("pick", hand.touch)
@@ -263,16 +268,20 @@ def python_work(
             "controls": session.controls,
             "index": session.controls.index,
             "ui": session.ui,
+            "session": session,
+            "cards": app.world.cards,
         }
         # Where the frame's time goes (--parts): each wrapper adds its clock reads to the total.
         for name, owner, attr in PARTS if parts else ():
             setattr(owners[owner], attr, timed(name, getattr(owners[owner], attr)))
+        if parts:  # the renderer holds the session's frame listener as a bound method: the timed one
+            stereo.listeners[:] = [
+                session._on_frame if getattr(f, "__self__", None) is session else f for f in stereo.listeners
+            ]
         app.world.update = timed("world", app.world.update)  # the tween and the position upload
-        after_right = timed("submit", stereo._after_right)
         stereo.step_poses = timed("poses", stereo.step_poses)
-        stereo.regions["right"].set_draw_callback(PythonCallbackObject(lambda cb: after_right(Drawn(cb))))
-        # The submit itself runs in its own buffer's draw callback, after both eyes (texture
-        # names, two submits, the GL flush, the handoff).
+        # The submit runs in its own buffer's draw callback, after both eyes (texture names, two
+        # submits, the GL flush, the handoff): the only Python the draw calls of a frame run.
         stereo.regions["submit"].set_draw_callback(PythonCallbackObject(timed("submit", stereo._submit)))
         for _ in range(10):
             app.step()
@@ -286,7 +295,7 @@ def python_work(
             profiler = cProfile.Profile()
             profiler.enable()
         worlds: list[float] = []
-        split: dict[str, list[float]] = {name: [] for name, _, _ in PARTS}
+        split: dict[str, list[float]] = {name: [] for name in ("poses", "submit", *(p[0] for p in PARTS))}
 
         def frame() -> None:
             before = {k: v.copy() for k, v in spent.items()}
@@ -333,6 +342,8 @@ def python_work(
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         session.stop()
     finally:
+        if systems is not None:
+            systems.destroy()
         app.task_mgr.remove("latent-reach-frame")
         app.destroy()
     all_ms = 1000 * np.array(per_frame)  # (frames, 2): wall, main-thread CPU
@@ -385,6 +396,8 @@ def main() -> int:
         action="store_true",
         help="with --python-work: time the parts of a frame too (adds clock reads)",
     )
+    parser.add_argument("--index-only", action="store_true", help="with --python-work: skip the brute force")
+    parser.add_argument("--glides", type=int, default=2, help="with --python-work: glides there and back")
     args = parser.parse_args()
     w, h = (int(v) for v in args.eye.lower().split("x"))
     import torch  # noqa: F401 - imported here so the app's worker thread does not import it mid-timing
@@ -396,8 +409,12 @@ def main() -> int:
         frames = max(args.frames, 60)
         rows = []
         for n in (int(v) for v in args.python_work.split(",")):
-            for use_index in (True,) if args.profile else (True, False):
-                rows.append(python_work(n, frames, index=use_index, profile=args.profile, parts=args.parts))
+            for use_index in (True,) if args.profile or args.index_only else (True, False):
+                rows.append(
+                    python_work(
+                        n, frames, index=use_index, profile=args.profile, glides=args.glides, parts=args.parts
+                    )
+                )
         print(f"Python work per VR frame (pose task + submit callback), {frames} frames, both hands picking")
         print(
             f"{'cards':>7}{'picking':>14}{'cpu median':>12}{'cpu p95':>9}{'cpu max':>9}"
@@ -409,14 +426,12 @@ def main() -> int:
                 f"{r['cards']:>7}{kind:>14}{r['cpu_median_ms']:>12.3f}{r['cpu_p95_ms']:>9.3f}"
                 f"{r['cpu_max_ms']:>9.3f}{r['median_ms']:>13.3f}{r['p95_ms']:>10.3f}{r['hovered_hand_frames']:>14}{r['pick_cpu_median_ms']:>10.3f}"
             )
-        names = [name for name, _, _ in PARTS]
         if args.parts:
-            print("\nWhere a still frame's CPU goes (medians, ms; the picks are inside controls)")
-            print(f"{'cards':>7}{'picking':>14}" + "".join(f"{name:>14}" for name in names))
-        for r in rows if args.parts else ():
-            kind = "PickIndex" if r["index"] else "brute force"
-            parts = r["parts_cpu_median_ms"]
-            print(f"{r['cards']:>7}{kind:>14}" + "".join(f"{parts[name]:>14.3f}" for name in names))
+            print("\nWhere a still frame's CPU goes (medians, ms; nested: the picks are inside controls)")
+            heads = [f"{r['cards']} {'index' if r['index'] else 'brute'}" for r in rows]
+            print(f"{'part':>14}" + "".join(f"{h:>14}" for h in heads))
+            for name in rows[0]["parts_cpu_median_ms"]:
+                print(f"{name:>14}" + "".join(f"{r['parts_cpu_median_ms'][name]:>14.3f}" for r in rows))
         print(
             "\nGliding frames (a re-layout: every card moves for the tween's duration), CPU ms of the"
             " pose task + submit + the world's update (tween and position upload)"

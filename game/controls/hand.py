@@ -32,6 +32,7 @@ def pick_ray(
     radius: float,
     near: float = 0.0,
     cards: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[int, float]:
     """Nearest card whose bounding sphere (``radius``) the ray hits: (index, distance) or (-1, inf).
 
@@ -39,8 +40,9 @@ def pick_ray(
     drawn square closely whichever way the ray comes from. ``cards``: test only these (a spatial
     index's candidates, ``PickIndex``); the arithmetic is the same, and equal distances go to the
     lowest card index either way, so the index answers exactly what the brute force answers.
+    ``rows``: ``positions[cards]`` already gathered (the index's copy in grid order).
     """
-    p = positions if cards is None else positions[cards]
+    p = _rows(positions, cards, rows)
     if len(p) == 0:
         return -1, float("inf")
     v = p - np.asarray(origin, dtype=np.float32)
@@ -48,13 +50,17 @@ def pick_ray(
 
 
 def pick_nearest(
-    positions: np.ndarray, point, radius: float, cards: np.ndarray | None = None
+    positions: np.ndarray,
+    point,
+    radius: float,
+    cards: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[int, float]:
     """Card centre nearest ``point`` within ``radius``: (index, distance) or (-1, inf).
 
-    ``cards``: test only these, as in ``pick_ray``.
+    ``cards``, ``rows``: test only these, as in ``pick_ray``.
     """
-    p = positions if cards is None else positions[cards]
+    p = _rows(positions, cards, rows)
     if len(p) == 0:
         return -1, float("inf")
     v = p - np.asarray(point, dtype=np.float32)
@@ -70,6 +76,7 @@ def pick_touch_or_ray(
     ray_radius: float,
     near: float = 0.0,
     cards: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[tuple[int, float], tuple[int, float] | None]:
     """``pick_nearest(point, touch_radius)``, then, when nothing is touched, ``pick_ray`` from
     ``origin``: ``(touch answer, ray answer or None when a card is touched)``.
@@ -79,7 +86,7 @@ def pick_touch_or_ray(
     when ``origin is point``, the cards' offsets and their squared lengths. The arithmetic is
     that of the two functions, so the answers are theirs exactly.
     """
-    p = positions if cards is None else positions[cards]
+    p = _rows(positions, cards, rows)
     if len(p) == 0:
         return (-1, float("inf")), (-1, float("inf"))
     v = p - np.asarray(point, dtype=np.float32)
@@ -91,6 +98,13 @@ def pick_touch_or_ray(
         v = p - np.asarray(origin, dtype=np.float32)
         vv = np.einsum("ij,ij->i", v, v)
     return touched, _first_along(v, vv, _unit32(direction), ray_radius, near, cards)
+
+
+def _rows(positions: np.ndarray, cards: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray:
+    """The positions tested: all, the ``cards``' (gathered here), or ``rows`` gathered already."""
+    if rows is not None:
+        return rows
+    return positions if cards is None else positions[cards]
 
 
 def _unit32(direction) -> np.ndarray:

@@ -24,6 +24,14 @@ positions; cards put somewhere else ("loose": the carried card, a dropped one, u
 frames; a cell of slack doubles the cards a laser tests, a rebuild costs a millisecond at 50k),
 and once when a glide ends, so still frames query a tight grid.
 
+Still frames also read the positions from a copy in grid order (``p[order]``, made by the first
+refresh that finds nothing changed, dropped by any change the refresh sees: a glide, a carried
+card, a hidden card, another layout), so a cell's cards are one contiguous read instead of a
+scattered row each (after the renderer has evicted the caches, each row is a cache miss). The
+copy holds the current positions, so the answers are the same. With ``auto=False`` the caller
+must refresh after the positions change and before querying (the VR controls: once per frame,
+before both hands pick; the world moves cards only after them).
+
 No panda3d: plain numpy, testable and benchmarkable alone.
 """
 
@@ -39,6 +47,7 @@ from game.controls.hand import pick_nearest, pick_ray, pick_touch_or_ray
 
 PositionsSource = Callable[[], np.ndarray]
 Runs = tuple[np.ndarray, np.ndarray] | None  # first and last keys of runs of cells; None: no cell
+Candidates = tuple[np.ndarray, np.ndarray | None]  # cards to test, and their positions if gathered
 MAX_CELLS_PER_AXIS = 40  # 40**3 cells fit a uint16 key: a linear-time (radix) sort
 MAX_LOOSE = 64  # moved cards tested one by one before the grid is rebuilt
 BRUTE_BELOW = 4096  # fewer cards: one vectorised pass over all of them is cheaper than the grid
@@ -47,7 +56,7 @@ EDGE = 1e-3  # cells: float32 keys vs float64 query cells may disagree at a cell
 
 
 class MotionSource(Protocol):
-    """What moved since a mark (``game.world.tween.Tween``)."""
+    """What moved since a mark (``game.world.tween.Tween``); equal marks: nothing changed."""
 
     def mark(self) -> Any: ...
 
@@ -90,6 +99,10 @@ class PickIndex:
         self.cell = 0.0
         self._order = np.zeros(0, dtype=np.int64)
         self._starts = np.zeros(1, dtype=np.int64)
+        # The positions in grid order (``p[_order]``) while the cards are still, else None: a
+        # cell's cards are then read contiguously instead of one scattered row each.
+        self._sorted: np.ndarray | None = None
+        self.sorted_copies = 0  # tests and benchmarks: how often the copy was made
         self._lo_f = [0.0, 0.0, 0.0]  # the grid's low corner and cells per axis, as plain floats
         self._dims_i = [1, 1, 1]  # and ints (the queries' scalar arithmetic)
 
@@ -110,46 +123,66 @@ class PickIndex:
             return p
         limit = self.rebuild_fraction * self.cell
         tracker = self.motion() if self.motion is not None else None
-        moved = tracker.moved_since(self._mark) if tracker is not None and tracker is self._tracker else None
-        if tracker is not None and moved is not None:
-            bound, cards = moved
-            self._mark = tracker.mark()
-            if bound == 0.0 and not len(cards):
+        if tracker is not None and tracker is self._tracker:
+            mark = tracker.mark()
+            if mark == self._mark:  # nothing at all changed since the last refresh: the common case
                 if self.slack > 0.0:  # a glide has ended: one tight rebuild for the still frames
                     self._build(p)
-                return p  # nothing moved: the common case
-            slack = self.slack + bound
-            loose = np.union1d(self._loose, cards) if len(cards) else self._loose
-            if slack > limit or len(loose) > MAX_LOOSE:
-                self._build(p)
-            else:
-                self.slack, self._loose = slack, loose
-            return p
-        self._compare(p, old, limit)
+                self._keep_sorted(p)
+                return p
+            moved = tracker.moved_since(self._mark)
+            if moved is not None:
+                self._mark = mark
+                self._sorted = None  # something changed: copied again once all is still
+                bound, cards = moved
+                if bound == 0.0 and not len(cards):
+                    if self.slack > 0.0:
+                        self._build(p)
+                    return p
+                slack = self.slack + bound
+                loose = np.union1d(self._loose, cards) if len(cards) else self._loose
+                if slack > limit or len(loose) > MAX_LOOSE:
+                    self._build(p)
+                else:
+                    self.slack, self._loose = slack, loose
+                return p
+        if self._compare(p, old, limit):
+            self._keep_sorted(p)
+        else:
+            self._sorted = None
         self._remember(tracker)
         return p
+
+    def _keep_sorted(self, p: np.ndarray) -> None:
+        """The cards are where they were at the last refresh: copy them in grid order (once;
+        kept until a refresh sees a change)."""
+        if self._sorted is None and len(self._order):
+            self._sorted = np.take(p, self._order, axis=0)
+            self.sorted_copies += 1
 
     def _remember(self, tracker: MotionSource | None) -> None:
         self._tracker = tracker
         self._mark = tracker.mark() if tracker is not None else None
 
-    def _compare(self, p: np.ndarray, old: np.ndarray, limit: float) -> None:
-        """No motion source (or it lost track): compare every card with the indexed copy."""
+    def _compare(self, p: np.ndarray, old: np.ndarray, limit: float) -> bool:
+        """No motion source (or it lost track): compare every card with the indexed copy.
+        True when none moved."""
         self.compares += 1
         if np.array_equal(p, old):  # nothing moved (one compare, no temporaries)
             self.slack, self._loose = 0.0, self._loose[:0]
-            return
+            return True
         axis_limit = limit / SQRT3
         deviation = np.abs(p - old)
         drift = float(deviation.max())
         if drift <= axis_limit:
             self.slack, self._loose = drift * SQRT3, self._loose[:0]
-            return
+            return False
         loose = np.flatnonzero(deviation.max(axis=1) > axis_limit)
         if len(loose) > MAX_LOOSE:
             self._build(p)
         else:
             self.slack, self._loose = axis_limit * SQRT3, loose
+        return False
 
     def _build(self, p: np.ndarray) -> None:
         self.builds += 1
@@ -158,6 +191,7 @@ class PickIndex:
         self._remember(self.motion() if self.motion is not None else None)
         self.slack = 0.0
         self._loose = np.zeros(0, dtype=np.int64)
+        self._sorted = None  # another order: copied again on the next still refresh
         n = len(p)
         if n < max(BRUTE_BELOW, 1):  # queries take the brute force: no grid to keep
             self.cell = self.min_cell
@@ -201,26 +235,32 @@ class PickIndex:
     # Queries cost their numpy calls (about a microsecond each on small arrays), not the cards
     # they test: scalars are plain Python floats, and each step is one call over all the cells.
 
-    def _gather(self, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-        """The cards of key runs ``first[i] .. last[i]`` (inclusive), plus the loose cards."""
+    def _gather(self, p: np.ndarray, first: np.ndarray, last: np.ndarray) -> Candidates:
+        """The cards of key runs ``first[i] .. last[i]`` (inclusive), plus the loose cards, and
+        their positions when the copy in grid order has them (read run by run), else None."""
         begin = self._starts[first]
         lengths = self._starts[1:][last] - begin
         ends = np.cumsum(lengths)
         total = int(ends[-1]) if len(ends) else 0
         self.last_candidates = total + len(self._loose)
         if total == 0:
-            return self._loose
+            return self._loose, None
         # Concatenate the runs begin[i] .. begin[i] + length[i] without a Python loop.
-        found = self._order[np.repeat(begin - (ends - lengths), lengths) + np.arange(total)]
-        return np.concatenate([found, self._loose]) if len(self._loose) else found
+        slots = np.repeat(begin - (ends - lengths), lengths) + np.arange(total)
+        found = self._order[slots]
+        rows = self._sorted[slots] if self._sorted is not None else None
+        if not len(self._loose):
+            return found, rows
+        found = np.concatenate([found, self._loose])
+        return found, (np.concatenate([rows, p[self._loose]]) if rows is not None else None)
 
-    def _only_loose(self) -> np.ndarray:
+    def _only_loose(self) -> Candidates:
         """No indexed cell in reach: the loose cards are the only candidates."""
         self.last_candidates = len(self._loose)
-        return self._loose
+        return self._loose, None
 
-    def _runs(self, runs: Runs) -> np.ndarray:
-        return self._only_loose() if runs is None else self._gather(*runs)
+    def _runs(self, p: np.ndarray, runs: Runs) -> Candidates:
+        return self._only_loose() if runs is None else self._gather(p, *runs)
 
     def _box(self, centre: list[float], reach: float) -> Runs:
         """Key runs of the cells that meet the cube of half-side ``reach`` around ``centre``
@@ -299,10 +339,10 @@ class PickIndex:
         if len(p) < max(BRUTE_BELOW, 1):
             self.last_candidates = len(p)
             return pick_nearest(p, point, radius)
-        cand = self._runs(self._box(_floats(point), radius + self.slack))
+        cand, rows = self._runs(p, self._box(_floats(point), radius + self.slack))
         if not len(cand):
             return -1, float("inf")
-        return pick_nearest(p, point, radius, cand)
+        return pick_nearest(p, point, radius, cand, rows)
 
     def ray(self, origin, direction, radius: float, near: float = 0.0) -> tuple[int, float]:
         """Nearest card whose sphere of ``radius`` the ray hits: (index, distance) or (-1, inf)."""
@@ -314,10 +354,10 @@ class PickIndex:
         if runs is False:  # a zero direction: the brute force's answer
             self.last_candidates = len(p)
             return pick_ray(p, origin, direction, radius, near)
-        cand = self._runs(runs)
+        cand, rows = self._runs(p, runs)
         if not len(cand):
             return -1, float("inf")
-        return pick_ray(p, origin, direction, radius, near, cand)
+        return pick_ray(p, origin, direction, radius, near, cand, rows)
 
     def touch_or_ray(
         self, point, touch_radius: float, origin, direction, ray_radius: float, near: float = 0.0
@@ -338,12 +378,12 @@ class PickIndex:
             self.last_candidates = len(p)
             return touched, pick_ray(p, origin, direction, ray_radius, near)
         if box is None or tube is None:
-            cand = self._runs(box if tube is None else tube)
+            cand, rows = self._runs(p, box if tube is None else tube)
         else:
-            cand = self._gather(np.concatenate((box[0], tube[0])), np.concatenate((box[1], tube[1])))
+            cand, rows = self._gather(p, np.concatenate((box[0], tube[0])), np.concatenate((box[1], tube[1])))
         if not len(cand):
             return (-1, float("inf")), (-1, float("inf"))
-        return pick_touch_or_ray(p, point, touch_radius, origin, direction, ray_radius, near, cand)
+        return pick_touch_or_ray(p, point, touch_radius, origin, direction, ray_radius, near, cand, rows)
 
     def _ray(self, o: list[float], d: list[float], radius: float, near: float) -> Runs | Literal[False]:
         """Key runs of the cells along a ray (None: none in reach; False: a zero direction)."""

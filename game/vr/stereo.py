@@ -134,7 +134,7 @@ class VRStereo:
         self.ipd_reads = 0
         self.submit_errors: dict[str, int] = {}
         self.listeners: list[Listener] = []
-        self.trace: list[str] | None = None  # tests: appended "draw:left" ... when not None
+        self._trace: list[str] | None = None  # tests: see ``trace``
         self.rig = base.render.attach_new_node("vr-rig")
         self.head = self.rig.attach_new_node("vr-head")
         self.hands = {h: self.rig.attach_new_node(f"vr-hand-{h}") for h in HANDS}
@@ -157,6 +157,28 @@ class VRStereo:
         self._faced_world: Any = None
 
     @property
+    def trace(self) -> list[str] | None:
+        """Tests: a list that gets "wait_poses", "draw:left", "draw:right", "flush" in the order
+        they happen, or None (no eye callbacks then: a Python call per eye per frame saved)."""
+        return self._trace
+
+    @trace.setter
+    def trace(self, log: list[str] | None) -> None:
+        self._trace = log
+        self._watch_eyes()
+
+    def _watch_eyes(self) -> None:
+        """Draw callbacks on the eye regions only while tracing (they only note the draws)."""
+        for eye, callback in (("left", self._after_left), ("right", self._after_right)):
+            region = self.regions.get(eye)
+            if region is None:
+                continue
+            if self._trace is not None:
+                region.set_draw_callback(PythonCallbackObject(callback))
+            else:
+                region.clear_draw_callback()
+
+    @property
     def running(self) -> bool:
         """True while frames go to the headset (False after ``stop``, e.g. SteamVR quit)."""
         return self.active
@@ -168,8 +190,7 @@ class VRStereo:
         w, h = self.backend.recommended_size()
         for i, eye in enumerate(EYES):
             self._make_eye(eye, w, h, sort=-20 + i)
-        self.regions["right"].set_draw_callback(PythonCallbackObject(self._after_right))
-        self.regions["left"].set_draw_callback(PythonCallbackObject(self._after_left))
+        self._watch_eyes()
         self._make_submitter(sort=-20 + len(EYES))
         self._make_mirror(w, h)
         self.base.task_mgr.add(self._task, "vr-wait-poses", sort=TASK_SORT)

@@ -265,6 +265,8 @@ def test_one_gathering_for_touch_and_laser_answers_as_the_two_queries(seed):
     tw = Tween(p.copy(), duration=1.0)
     index = PickIndex(lambda: tw.current, min_cell=0.18, auto=False, motion=lambda: tw)
     index.refresh()
+    index.refresh()  # still: the first half reads the copy in grid order, the second cannot
+    assert index._sorted is not None
     touches = rays = 0
     for k in range(120):
         if k == 60:  # a card carried far off and the whole cloud mid-glide: slack, loose cards
@@ -352,3 +354,82 @@ def test_both_vr_hands_hover_what_a_touch_then_a_ray_by_brute_force_hovers():
                 hovered["touch"] += 1
             assert controls.hands[h].hovered == want
     assert hovered["touch"] > 10 and hovered["ray"] > 10
+
+
+def test_still_frames_read_the_copy_in_grid_order_and_every_change_drops_it():
+    """The copy of the positions in grid order answers still frames; a carried card, a card
+    hidden by a zero-length re-layout (no card travels: the tween's bound is 0), a glide and a
+    new layout each drop it, and it is made again once the cards are still."""
+    from game.world.tween import Tween
+
+    tw = Tween(cloud(6000, seed=50), duration=1.0)
+    index = PickIndex(lambda: tw.current, min_cell=0.18, auto=False, motion=lambda: tw)
+    index.refresh()  # built
+    assert index._sorted is None
+    index.refresh()  # still: copied once
+    assert index.sorted_copies == 1
+    np.testing.assert_array_equal(index._sorted, tw.current[index._order])
+    assert agree(index, tw.current, k=20, seed=51) > 20
+    for _ in range(3):
+        index.refresh()
+    assert index.sorted_copies == 1 and index.builds == 1
+
+    # Carried: the copy goes at once; the card is found where it is, not where it was.
+    was = tw.current[11].copy()
+    tw.pin(11, (3.0, 3.0, 3.0))
+    index.refresh()
+    assert index._sorted is None
+    assert index.nearest((3.0, 3.0, 3.02), 0.05)[0] == 11
+    assert index.nearest(was, 0.01)[0] != 11
+    index.refresh()  # still again: a new copy holds the card's new place
+    assert index.sorted_copies == 2 and index.builds == 1
+    assert index.nearest((3.0, 3.0, 3.02), 0.05)[0] == 11
+    assert index.nearest(was, 0.01)[0] != 11
+    assert agree(index, tw.current, k=20, seed=52) > 20
+
+    # Hidden without any card travelling: the tween's bound is 0, yet the copy must go.
+    hidden = tw.current.copy()
+    hidden[40] = np.nan
+    tw.retarget(hidden, now=0.0, duration=0.0)
+    index.refresh()
+    assert index._sorted is None
+    assert index.nearest(tw.start[40], 0.05)[0] != 40
+    index.refresh()
+    assert index.sorted_copies == 3
+    assert index.nearest(tw.start[40], 0.05)[0] != 40
+    assert pick_nearest(tw.current, tw.start[40], 0.05)[0] == index.nearest(tw.start[40], 0.05)[0]
+
+    # A glide: no copy while the cards move, a copy of the new layout once they are still.
+    target = cloud(6000, seed=53)
+    tw.retarget(target, now=0.0, duration=1.0)
+    for now in np.linspace(0.0, 1.0, 31)[1:]:
+        tw.update(float(now))
+        index.refresh()
+        assert index._sorted is None
+    assert agree(index, tw.current, k=10, seed=54) > 0
+    tw.update(1.5)
+    index.refresh()
+    index.refresh()
+    assert index._sorted is not None
+    np.testing.assert_array_equal(index._sorted, target[index._order])
+    assert agree(index, target, k=20, seed=55) > 20
+
+    # Cards added (a new array, another order): rebuilt, copied again once still.
+    copies = index.sorted_copies
+    tw.retarget(np.concatenate([target, cloud(500, seed=56)]), now=2.0, duration=0.0)
+    index.refresh()
+    assert index._sorted is None
+    index.refresh()
+    assert index.sorted_copies == copies + 1 and len(index._sorted) == 6500
+    assert agree(index, tw.current, k=20, seed=57) > 20
+
+
+def test_without_a_motion_source_the_copy_lives_while_the_compare_finds_no_change():
+    p = cloud(5000, seed=60)
+    index = PickIndex(lambda: p, min_cell=0.18)  # auto: a compare before every query
+    assert agree(index, p, k=10, seed=61) > 10
+    assert index._sorted is not None and index.sorted_copies == 1
+    p[7] = (9.0, 9.0, 9.0)  # moved in place
+    assert index.nearest((9.0, 9.0, 9.0), 0.05)[0] == 7
+    assert index._sorted is None
+    assert agree(index, p, k=10, seed=62) > 10
