@@ -22,6 +22,7 @@ from game.learning.finetune import (
     FineTuneResult,
     StemCache,
     compute_stem_cache,
+    remember_spread,
     run_finetune,
 )
 from game.learning.stem import prime_pre_activations
@@ -51,6 +52,10 @@ class TrainingBackend(Protocol):
 
     def close(self) -> None:
         """Release what the backend holds (a child process)."""
+
+    def after_result(self, result: FineTuneResult) -> None:
+        """Worker, after a result was applied: prepare what the next job on its features
+        measures first (the job process does this itself, once it has answered)."""
 
 
 class ThreadBackend:
@@ -113,6 +118,9 @@ class ThreadBackend:
 
     def close(self) -> None:
         pass
+
+    def after_result(self, result: FineTuneResult) -> None:
+        remember_spread(result.inference.features)
 
 
 class ProcessBackend:
@@ -183,6 +191,9 @@ class ProcessBackend:
 
     def cancel(self) -> None:
         self.process.cancel()  # stops it inside the child, not only when it answers
+
+    def after_result(self, result: FineTuneResult) -> None:
+        pass  # the child did it after answering
 
     def close(self, timeout: float = 10.0) -> None:
         thread = self._init_thread
@@ -256,6 +267,7 @@ class FallbackBackend:
         self.thread_first = thread_first
         self._last_prepare: tuple[Network, np.ndarray, np.ndarray] | None = None
         self._announced = False
+        self._last_ran: TrainingBackend | None = None  # where the last job ran
         primary.on_failed = self._announce
 
     @property
@@ -295,13 +307,20 @@ class FallbackBackend:
         primary = self.primary
         if primary is not None and not primary.ready:
             if self.thread_first and self.fallback.ready and not primary.failed:
+                self._last_ran = self.fallback
                 return self.fallback.run(request, progress, cancelled)  # the child is still starting
             primary.wait_ready()
             if primary.failed:
                 self._fall_back(primary)
         if self.primary is not None:
+            self._last_ran = self.primary
             return self.primary.run(request, progress, cancelled)
+        self._last_ran = self.fallback
         return self.fallback.run(request, progress, cancelled)
+
+    def after_result(self, result: FineTuneResult) -> None:
+        if self._last_ran is not None:
+            self._last_ran.after_result(result)
 
     def _fall_back(self, primary: ProcessBackend) -> None:
         """Worker: the child failed; close it, say so once, train on this thread from now on."""

@@ -425,6 +425,8 @@ class FineTuneController:
             ws.post(ev.LayerChanged(result.network.feature_layer, checkpoint.features, shown))
             ws.post(ev.Message(f"fine-tuned: showing the trained layer {result.network.feature_layer} again"))
         ws.post(ev.JobStatus(job.job_id, "done", summary.splitlines()[0], 1.0, task="finetune"))
+        # Behind the tween, before any next job (the lane runs in order): what it measures first.
+        self.worker.submit(self.backend.after_result, result, name="finetune-after")
         if self.on_checkpoint is not None:
             self.on_checkpoint(checkpoint.version, checkpoint.weights)
 

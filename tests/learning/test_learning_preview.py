@@ -131,6 +131,7 @@ def test_a_failed_job_takes_its_preview_back(loaded, worker):
         run_finetune(req, **kw)  # sends the preview
         raise FineTuneDiverged("the loss became NaN (test)")
 
+    loaded.scene.learning.relayout_keep = 1.0  # every card whose neighbours changed at all moves
     ctl = FineTuneController(loaded, worker, train_fn=fails_after_preview)
     assert ctl.wait_ready(120)
     screen = Screen(ctl)
