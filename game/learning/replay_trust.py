@@ -19,7 +19,11 @@ The scores are ``game.learning.guidance.suspicion`` on the job's features and la
 edits applied), with a fixed seed so a job stays a pure function of its request. Above
 ``REFERENCE_CARDS`` cards they are computed on the rows that need them plus a seeded sample of the
 others (the score of a card is then judged against a sample of the dataset instead of all of it),
-so a job at 50,000 cards does not run the guidance over every card.
+so a job at 50,000 cards does not run the guidance over every card; features wider than
+``PROJECT_ABOVE`` (an AlexNet head's 4,096) first go through a fixed random projection to that many
+dimensions (distances kept up to a few per cent), because the guidance's PCA of 4,096 x 4,096
+numbers took seconds, most of a job at that scale. The suite's networks (128 features) are
+unaffected.
 """
 
 from __future__ import annotations
@@ -32,8 +36,20 @@ from game.learning.guidance import suspicion_scores
 
 TrustMode = Literal["none", "soft", "drop"]
 DROP_ABOVE = 0.5  # "drop": a card whose suspicion exceeds this trains no label
-REFERENCE_CARDS = 4096  # suspicion over all cards up to this many, else over a sample
+REFERENCE_CARDS = 2048  # suspicion over all cards up to this many, else over a sample (the suite: all)
 TRUST_SEED = 0  # the guidance's folds and PCA, and the reference sample: fixed per job
+PROJECT_ABOVE = 256  # wider features are randomly projected to this many dimensions first
+
+
+def narrowed(features: np.ndarray, dims: int = PROJECT_ABOVE) -> np.ndarray:
+    """``features`` (rows, F) as they are up to ``dims`` columns, else times a fixed Gaussian
+    ``(F, dims)`` matrix scaled by ``1 / sqrt(dims)`` (a Johnson-Lindenstrauss projection)."""
+    x = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
+    if x.shape[1] <= dims:
+        return x
+    r = np.random.default_rng(TRUST_SEED).standard_normal((x.shape[1], dims), dtype=np.float32)
+    projected: np.ndarray = x @ (r / np.float32(np.sqrt(dims)))
+    return projected
 
 
 def reference_rows(n: int, rows: np.ndarray, limit: int = REFERENCE_CARDS) -> np.ndarray:
@@ -74,7 +90,7 @@ def label_trust(
     if mode == "none" or not len(rows) or n < 3:
         return out
     ref = reference_rows(n, rows)
-    feats = np.asarray(features)[ref].reshape(len(ref), -1)
+    feats = narrowed(np.asarray(features)[ref])
     scores = suspicion_scores(feats, np.asarray(labels, dtype=np.int64)[ref], n_classes, seed=TRUST_SEED)
     weights = trust_from_scores(scores, mode)
     pos = np.searchsorted(ref, rows)

@@ -117,3 +117,18 @@ def test_the_training_steps_weigh_neighbours_and_replay_by_the_trust(loaded_digi
     np.testing.assert_allclose(seen[0].numpy()[:n_fixed], expected, rtol=1e-6)
     replayed = seen[0].numpy()[n_fixed:]
     assert len(replayed) and (replayed <= 1).all() and (replayed < 1).any()
+
+
+def test_wide_features_are_projected_keeping_distances_and_narrow_ones_untouched():
+    from game.learning.replay_trust import PROJECT_ABOVE, narrowed
+
+    rng = np.random.default_rng(2)
+    small = rng.normal(size=(20, PROJECT_ABOVE)).astype(np.float32)
+    np.testing.assert_array_equal(narrowed(small), small)
+    wide = rng.normal(size=(40, 2048)).astype(np.float32)
+    out = narrowed(wide)
+    assert out.shape == (40, PROJECT_ABOVE)
+    np.testing.assert_array_equal(out, narrowed(wide))  # the projection is fixed
+    d_in = np.linalg.norm(wide[:, None] - wide[None], axis=2)[np.triu_indices(40, 1)]
+    d_out = np.linalg.norm(out[:, None] - out[None], axis=2)[np.triu_indices(40, 1)]
+    assert np.abs(d_out / d_in - 1).max() < 0.25
