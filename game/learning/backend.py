@@ -25,6 +25,7 @@ from game.learning.finetune import (
     remember_spread,
     run_finetune,
 )
+from game.learning.preview import prepare_features
 from game.learning.stem import prime_pre_activations
 
 if TYPE_CHECKING:
@@ -57,6 +58,10 @@ class TrainingBackend(Protocol):
         """Worker, after a result was applied: prepare what the next job on its features
         measures first (the job process does this itself, once it has answered)."""
 
+    def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
+        """The features of the version on show, for the next ``prepare`` to get ready (large
+        scenes: ``preview.prepare_features``); None: nothing (small scenes)."""
+
 
 class ThreadBackend:
     """Trains on the calling thread with ``train_fn`` (``run_finetune`` unless a test injects one).
@@ -79,6 +84,7 @@ class ThreadBackend:
         self.train_fn = train_fn
         self.stem = stem  # given: already computed for these cards (e.g. with the first features)
         self._ready = threading.Event()
+        self._features: tuple[np.ndarray, Any] | None = None  # ``keep_features``
 
     @property
     def ready(self) -> bool:
@@ -102,8 +108,13 @@ class ThreadBackend:
             if self.stem is not None:
                 self.stem.preconditioned_inputs(is_train)
                 prime_pre_activations(network, len(images), self.stem)
+            if self._features is not None:
+                prepare_features(*self._features)
         finally:
             self._ready.set()
+
+    def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
+        self._features = None if features is None else (features, projector)
 
     def run(self, request: FineTuneRequest, progress: Progress, cancelled: Cancelled) -> FineTuneResult:
         self._ready.wait()
@@ -144,6 +155,7 @@ class ProcessBackend:
         self.on_failed: Callable[[BaseException], None] | None = None  # told from the init thread
         self._ready = threading.Event()
         self._init_thread: threading.Thread | None = None
+        self._features: tuple[np.ndarray, Any] | None = None  # ``keep_features``
 
     @property
     def ready(self) -> bool:
@@ -165,12 +177,15 @@ class ProcessBackend:
             stem = None
         previous = self._init_thread
         self._ready.clear()
+        features = self._features
 
         def init() -> None:
             if previous is not None:
                 previous.join()  # in order: the newest card set is the one that stays
             try:
                 self.process.init(network, images, is_train, self.full_finetune, self.head_layers, stem)
+                if features is not None and len(features[0]) == len(images):
+                    self.process.keep_features(network, *features)
                 self.error = None
             except Exception as exc:
                 self.error = exc
@@ -194,6 +209,9 @@ class ProcessBackend:
 
     def after_result(self, result: FineTuneResult) -> None:
         pass  # the child did it after answering
+
+    def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
+        self._features = None if features is None else (features, projector)
 
     def close(self, timeout: float = 10.0) -> None:
         thread = self._init_thread
@@ -321,6 +339,11 @@ class FallbackBackend:
     def after_result(self, result: FineTuneResult) -> None:
         if self._last_ran is not None:
             self._last_ran.after_result(result)
+
+    def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
+        if self.primary is not None:
+            self.primary.keep_features(features, projector)
+        self.fallback.keep_features(features, projector)
 
     def _fall_back(self, primary: ProcessBackend) -> None:
         """Worker: the child failed; close it, say so once, train on this thread from now on."""

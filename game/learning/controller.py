@@ -62,7 +62,7 @@ from game.learning.finetune import (
     run_finetune,
 )
 from game.learning.history import Checkpoint, write_checkpoint_file
-from game.learning.preview import Preview
+from game.learning.preview import Preview, wants_preview
 from game.learning.store import ModelStore, pad_checkpoint
 
 if TYPE_CHECKING:
@@ -160,6 +160,8 @@ class FineTuneController:
             self.store.network(),
             self.workspace.images,
             self.workspace.is_train.copy(),
+            False,
+            self._features_to_keep(),
             name="finetune-prepare",
         )
 
@@ -285,14 +287,29 @@ class FineTuneController:
             ws.images,
             ws.is_train.copy(),
             True,
+            self._features_to_keep(),
             name="finetune-prepare",
         )
 
+    def _features_to_keep(self) -> np.ndarray | None:
+        """The features of the version on show when the scene is large enough for previews (the
+        backend prepares their spread and PCA for the first job, ``preview.prepare_features``)."""
+        features = self.store.current.features
+        if not wants_preview(self.workspace.n_cards, self.config.preview_above):
+            return None
+        return features if len(features) == self.workspace.n_cards else None
+
     def _prepare(
-        self, network: Any, images: np.ndarray, is_train: np.ndarray, cards_changed: bool = False
+        self,
+        network: Any,
+        images: np.ndarray,
+        is_train: np.ndarray,
+        cards_changed: bool = False,
+        features: np.ndarray | None = None,
     ) -> None:
         """Worker: get the backend ready for these cards (the fallback to a thread is the backend's)."""
         try:
+            self.backend.keep_features(features, self.loaded.projector)
             self.backend.prepare(network, images, is_train, cards_changed)
         finally:
             self._ready.set()

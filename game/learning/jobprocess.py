@@ -106,6 +106,17 @@ class JobMessage:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeaturesMessage:
+    """Parent -> child, after ``InitMessage`` (large scenes): the features of the version on show
+    (the first network's, ``key``), kept like a result's so that the first job does not send them,
+    with their spread and the layout's PCA prepared (``preview``); answered ``OkMessage(None)``."""
+
+    key: str
+    features: np.ndarray
+    projector: Any
+
+
+@dataclasses.dataclass(frozen=True)
 class QuitMessage:
     """Parent -> child: finish and exit."""
 
@@ -380,7 +391,7 @@ class JobProcess:
 
     # --- talking -----------------------------------------------------------------------------
 
-    def _send(self, message: InitMessage | JobMessage | QuitMessage) -> None:
+    def _send(self, message: InitMessage | FeaturesMessage | JobMessage | QuitMessage) -> None:
         assert self._conn is not None
         parts = _pickled_parts(message)  # before the lock: a retry never holds up a quit message
         try:
@@ -449,6 +460,17 @@ class JobProcess:
         info: dict[str, float] = self._receive()
         self._known.add(key)
         return info
+
+    def keep_features(self, network: Any, features: np.ndarray, projector: Any) -> None:
+        """Send the features of ``network`` (the one ``init`` sent) for the child to keep and
+        prepare (``FeaturesMessage``): the first job then starts like every later one."""
+        with self._lock:
+            if not self.alive:
+                return
+            key = self._key(network)
+            self._send(FeaturesMessage(key, features, projector))
+            self._receive()
+            self._kept_key = key
 
     def run(
         self, request: FineTuneRequest, progress: Progress | None = None, cancelled: Any = None
@@ -552,6 +574,7 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
     import torch
 
     from game.learning.finetune import compute_stem_cache, remember_spread, run_finetune
+    from game.learning.preview import prepare_features
     from game.learning.stem import prime_pre_activations
     from game.nets.weights import state_from_bytes
 
@@ -589,6 +612,14 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     prime_pre_activations(message.network, len(images), stem)
                 _warm_up()
                 send(OkMessage({"stem_seconds": float(stem.seconds) if stem is not None else 0.0}))
+            elif isinstance(message, FeaturesMessage):
+                if first is None or message.key != first[0]:
+                    raise JobProcessError("features for a network the child was not given")
+                kept = (message.key, message.features)
+                projector = copy.copy(message.projector)
+                projector.n_jobs = torch_threads
+                prepare_features(message.features, projector)
+                send(OkMessage(None))
             elif isinstance(message, JobMessage):
                 req, key, weights, new_key = message.request, message.key, message.weights, message.new_key
                 number = message.number

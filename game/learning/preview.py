@@ -146,6 +146,19 @@ def make_preview(
     return Preview(version, free, positions, time.perf_counter() - start, len(rows))
 
 
+def prepare_features(features: np.ndarray, projector: Projector) -> None:
+    """What a job on ``features`` (the version on show) measures first and what its preview
+    reduces with: their spread and the layout's PCA, remembered for this array. Backends call it
+    when they prepare a large scene, so the first drop's preview is as quick as the later ones
+    (later jobs find what the previous job left)."""
+    from game.layout.projector import known_reduction, remember_reduction
+    from game.learning.finetune import remember_spread
+
+    remember_spread(features)
+    if known_reduction(features) is None:
+        remember_reduction(features, projector.reduction(features))
+
+
 def _without_self(near: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     """``k`` neighbours per row, the row itself left out (it is usually first, but ties may not)."""
     out = np.empty((len(rows), k), dtype=np.int64)

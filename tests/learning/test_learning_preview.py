@@ -120,6 +120,9 @@ def test_preview_before_the_full_result_from_the_job_process(loaded, worker):
     try:
         assert ctl.wait_ready(300)
         assert ctl.backend.name == "process"
+        # A scene with previews: the child got the features on show when it was prepared (their
+        # spread and PCA ready), so the first job does not send them.
+        assert ctl.process._kept_key == ctl.process._key(ctl.store.network())
         check_preview_then_full(loaded, ctl)
     finally:
         ctl.close()
