@@ -6,7 +6,8 @@ camera. Clicks, F, H and Ctrl+Z arrive as Panda3D messenger events.
 
 It acts while ``WORLD`` or ``DRAG`` is the top of the shared ``InputModes`` stack (the menu and
 what-if painting push their own modes over it) and pushes ``DRAG`` while a card is carried; Esc
-(routed by the stack) then comes to ``_on_escape``, which puts the card back.
+(routed by the stack) then comes to ``_on_escape``, which puts the card back. While ``VR`` is on
+the stack it does nothing at all: no flight, no mouse hand, no highlight (the VR hands set it).
 """
 
 from __future__ import annotations
@@ -148,6 +149,11 @@ class DesktopControls:
     def update(self, now: float) -> None:
         dt = max(0.0, min(now - self._last_now, 0.1))
         self._last_now = now
+        if self.modes.holds(Mode.VR):
+            # The controllers have the hands and the highlight: the desktop window only mirrors an
+            # eye (a mouse ray from its camera would pick and highlight cards nobody sees).
+            self._last_mouse = None
+            return
         mouse = self._mouse()
         if self.enabled:
             self._fly(dt)

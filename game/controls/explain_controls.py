@@ -281,7 +281,8 @@ class ExplainControls:
         self._send_whatif()
 
     def update(self, now: float) -> None:
-        if self.painting and self._pressed:
+        # The mouse paints while its button is held; in VR the laser does (``paint_uv``).
+        if self.painting and self._pressed and not self.modes.holds(Mode.VR):
             uv = self._mouse_uv()
             if uv is not None:
                 self.paint_uv(*uv, pressed=True)

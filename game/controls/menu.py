@@ -101,7 +101,7 @@ class MenuController:
             "m": self.toggle,
             "mouse1": self._click,
         }.items():
-            self._events.accept(key, self.modes.when(Mode.MENU)(fn) if key != "m" else fn)
+            self._events.accept(key, self.modes.when(Mode.MENU)(fn) if key != "m" else self.modes.desktop(fn))
 
     def rebind(self, scene: SceneParts) -> None:
         """The start menu opened another scene: settings and messages go to it."""

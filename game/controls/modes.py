@@ -8,6 +8,13 @@ two of them overlapped). Now one ``InputModes`` stack is shared by every control
 - ``MENU``: the start menu has the keys and the mouse.
 - ``PAINT``: what-if painting; left-drag paints on the panel image instead of grabbing cards.
 - ``DRAG``: a card is carried; the mouse moves it, Esc cancels it.
+- ``VR``: the headset has the input (``game.assembly`` pushes it while VR runs, over ``WORLD``).
+  The desktop window only mirrors an eye, so its keys and mouse are quiet: a key bound with
+  ``when`` acts only if its modes name ``VR``, one bound with ``desktop`` not at all, and Esc does
+  nothing (the person in the headset closes menus with the controllers). What stays: Ctrl+Q and
+  the window's close button (bound unguarded) quit. The start menu, what-if painting and the drop
+  preview opened from the controllers push their modes over ``VR`` as on the desktop, but the
+  desktop's keys for them stay quiet; a scene switch (``reset``) keeps ``VR``.
 
 Whoever pushed the top mode gets the input. ``escape()`` is Esc: it calls the handler the top
 mode was pushed with (the drag owner cancels the drag, the painter stops painting, the menu
@@ -30,6 +37,7 @@ class Mode(StrEnum):
     MENU = "menu"
     PAINT = "paint"
     DRAG = "drag"
+    VR = "vr"
 
 
 @dataclass(frozen=True)
@@ -79,13 +87,17 @@ class InputModes:
         return False
 
     def reset(self) -> None:
-        """Back to ``WORLD`` alone (a scene switch: the old drag, painting and menu are gone)."""
-        if len(self._stack) > 1:
-            del self._stack[1:]
+        """Back to ``WORLD`` (and ``VR`` while it runs): a scene switch, the old drag, painting
+        and menu are gone."""
+        kept = [e for e in self._stack[1:] if e.mode is Mode.VR]
+        if len(self._stack) > 1 + len(kept):
+            self._stack[1:] = kept
             self._changed()
 
     def escape(self) -> None:
         """Esc: the top mode's handler (which pops it), or pop it; the base handler on ``WORLD``."""
+        if self.holds(Mode.VR):
+            return  # the mirror window's Esc: the controllers have the input
         entry = self._stack[-1]
         if entry.mode is Mode.WORLD:
             if self.on_base_escape is not None:
@@ -97,16 +109,27 @@ class InputModes:
 
     def when(self, *modes: Mode) -> Callable[[Callable[..., Any]], Callable[..., None]]:
         """Decorator-like: ``modes.when(Mode.WORLD)(fn)`` runs ``fn`` only while one of ``modes``
-        is on top (a key bound that way is quiet under the menu, for example)."""
+        is on top (a key bound that way is quiet under the menu, for example). While ``VR`` is on
+        the stack, only if ``modes`` names it (the desktop's keys are quiet in VR)."""
+        for_vr = Mode.VR in modes
 
         def wrap(fn: Callable[..., Any]) -> Callable[..., None]:
             def call(*args: Any) -> None:
-                if self.top in modes:
+                if self.top in modes and (for_vr or not self.holds(Mode.VR)):
                     fn(*args)
 
             return call
 
         return wrap
+
+    def desktop(self, fn: Callable[..., Any]) -> Callable[..., None]:
+        """``fn`` in every mode but not while ``VR`` runs (a desktop key that is not per mode)."""
+
+        def call(*args: Any) -> None:
+            if not self.holds(Mode.VR):
+                fn(*args)
+
+        return call
 
     def _changed(self) -> None:
         top = self.top
