@@ -36,7 +36,7 @@ import numpy as np
 from direct.showbase.DirectObject import DirectObject
 
 from game.app import LatentReachApp
-from game.controls.modes import InputModes
+from game.controls.modes import InputModes, Mode
 from game.controls.services import SceneParts
 from game.controls.wording import Wording
 from game.core import events as ev
@@ -256,6 +256,11 @@ class GameSystems:
                 self.vr.stop("exit")
 
 
+def _leave_vr(modes: InputModes) -> None:
+    """VR stopped (SteamVR quit): the desktop's keys and mouse are the input again."""
+    modes.pop(Mode.VR)
+
+
 def assemble_game(
     app: LatentReachApp,
     *,
@@ -290,6 +295,8 @@ def assemble_game(
     if vr is not None:
         wording.set_device("vr")
         vr.stop_listeners.append(lambda reason: wording.set_device("desktop"))
+        modes.push(Mode.VR)  # the headset has the input: the mirror window's keys are quiet
+        vr.stop_listeners.append(lambda reason: _leave_vr(modes))
     # What the controls get instead of the app (see game/controls/services.py).
     view = AppViewport(app)
     parts = scene_parts(app) if controls or menu else None
