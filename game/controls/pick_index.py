@@ -46,7 +46,8 @@ import numpy as np
 from game.controls.hand import pick_nearest, pick_ray, pick_touch_or_ray
 
 PositionsSource = Callable[[], np.ndarray]
-Runs = tuple[np.ndarray, np.ndarray] | None  # first and last keys of runs of cells; None: no cell
+Keys = np.ndarray | list[int]
+Runs = tuple[Keys, Keys] | None  # first and last keys of runs of cells; None: no cell
 Candidates = tuple[np.ndarray, np.ndarray | None]  # cards to test, and their positions if gathered
 MAX_CELLS_PER_AXIS = 40  # 40**3 cells fit a uint16 key: a linear-time (radix) sort
 MAX_LOOSE = 64  # moved cards tested one by one before the grid is rebuilt
@@ -99,6 +100,7 @@ class PickIndex:
         self.cell = 0.0
         self._order = np.zeros(0, dtype=np.int64)
         self._starts = np.zeros(1, dtype=np.int64)
+        self._ends = self._starts[1:]  # where each cell's run ends (a view)
         # The positions in grid order (``p[_order]``) while the cards are still, else None: a
         # cell's cards are then read contiguously instead of one scattered row each.
         self._sorted: np.ndarray | None = None
@@ -197,6 +199,7 @@ class PickIndex:
             self.cell = self.min_cell
             self._order = np.zeros(0, dtype=np.int64)
             self._starts = np.zeros(1, dtype=np.int64)
+            self._ends = self._starts[1:]
             return
         # Column by column: numpy's min over axis 0 of an (n, 3) array is 25x slower.
         cols = [self._indexed[:, axis] for axis in range(3)]
@@ -222,6 +225,7 @@ class PickIndex:
         counts = np.bincount(keys, minlength=cells)
         self._starts = np.zeros(cells + 1, dtype=np.int64)
         np.cumsum(counts, out=self._starts[1:])
+        self._ends = self._starts[1:]
 
     def _current(self) -> np.ndarray:
         if self.auto or self._indexed is None:
@@ -235,11 +239,11 @@ class PickIndex:
     # Queries cost their numpy calls (about a microsecond each on small arrays), not the cards
     # they test: scalars are plain Python floats, and each step is one call over all the cells.
 
-    def _gather(self, p: np.ndarray, first: np.ndarray, last: np.ndarray) -> Candidates:
+    def _gather(self, p: np.ndarray, first: Keys, last: Keys) -> Candidates:
         """The cards of key runs ``first[i] .. last[i]`` (inclusive), plus the loose cards, and
         their positions when the copy in grid order has them (read run by run), else None."""
         begin = self._starts[first]
-        lengths = self._starts[1:][last] - begin
+        lengths = self._ends[last] - begin
         ends = np.cumsum(lengths)
         total = int(ends[-1]) if len(ends) else 0
         self.last_candidates = total + len(self._loose)
@@ -274,12 +278,12 @@ class PickIndex:
                 return None
             first.append(f)
             last.append(g)
+        # A few columns (3x3 for a touch): plain Python, no numpy call.
         ny, nz = dims[1], dims[2]
-        base = (
-            np.arange(first[0] * ny, (last[0] + 1) * ny, ny)[:, None] + np.arange(first[1], last[1] + 1)
-        ) * nz
-        base = base.ravel()
-        return base + first[2], base + last[2]
+        z0, span = first[2], last[2] - first[2]
+        ys = range(first[1], last[1] + 1)
+        starts = [(x * ny + y) * nz + z0 for x in range(first[0], last[0] + 1) for y in ys]
+        return starts, [k + span for k in starts]
 
     def _tube(self, o: list[float], d: list[float], t0: float, t1: float, reach: float) -> Runs:
         """Key runs of the cells that meet the box-shaped tube of half-side ``reach`` around
@@ -305,8 +309,13 @@ class PickIndex:
         # Per slab: the b and z cell ranges of the segment's part there, grown by the reach; both
         # axes in one (2, slabs) array (each numpy call costs about a microsecond whatever its
         # size). Where the slab's range is empty (ta > tb) min/max may swap: masked below.
-        rate = np.array([[d[b] * inv], [d[2] * inv]])
-        offset = np.array([[(o[b] - lo[b]) * inv], [(o[2] - lo[2]) * inv]])
+        rate, offset, top = np.array(
+            [
+                [[d[b] * inv], [d[2] * inv]],
+                [[(o[b] - lo[b]) * inv], [(o[2] - lo[2]) * inv]],
+                [[dims[b] - 1], [dims[2] - 1]],
+            ]
+        )
         at_a = ta * rate + offset
         at_b = tb * rate + offset
         grown = reach * inv + EDGE
@@ -315,7 +324,7 @@ class PickIndex:
         lows = low.astype(np.int64)  # truncation: differs from floor only below 0, clamped to 0
         np.maximum(lows, 0, out=lows)
         highs = np.floor(high).astype(np.int64)
-        np.minimum(highs, np.array([[dims[b] - 1], [dims[2] - 1]]), out=highs)
+        np.minimum(highs, top, out=highs, casting="unsafe")
         (b0, z0), (b1, z1) = lows, highs
         width = int((b1 - b0).max()) + 1
         if width <= 0:

@@ -151,6 +151,7 @@ class VRControls:
         # Where a ray target stopped a hand's laser (world units); None: the full beam.
         self.laser_length: dict[str, float | None] = {h: None for h in HANDS}
         self.triggers: dict[str, bool] = {h: False for h in HANDS}  # held this frame (ray targets)
+        self.pressed: dict[str, bool] = {h: False for h in HANDS}  # pulled this frame (ray targets)
         self.hand_world: dict[str, np.ndarray] = {h: np.eye(4) for h in HANDS}
         self.head_world = np.eye(4)
         self._world = np.eye(4)  # the rig's matrix for this frame (update)
@@ -167,6 +168,7 @@ class VRControls:
         for h in HANDS:
             self.hand_world[h] = world @ state.hands[h].pose.matrix
             self.triggers[h] = bool(state.hands[h].trigger) and not paused
+            self.pressed[h] = self.triggers[h] and not self._previous[h].trigger
             self.laser_length[h] = None
         for target in self.targets:
             target.place(self)

@@ -95,8 +95,14 @@ class PanelPainter:
         self.explain = explain
         self.stroke_hand: str | None = None
         self.last_uv: tuple[float, float] | None = None
+        # The panel's bounds in its own frame, read once a frame for both hands' rays (its layout
+        # changes between frames, or on a frame a trigger is pulled: a button's action).
+        self._bounds: tuple[Any, Any, Any, Any, Any] | None = None
+        self._keep_bounds = False
 
     def place(self, controls: VRControls) -> None:
+        self._bounds = None
+        self._keep_bounds = not any(controls.pressed.values())
         hand = self.stroke_hand
         if hand is not None and not controls.triggers.get(hand, False):
             self.explain.paint_uv(-1.0, -1.0, pressed=False)  # the trigger let go: the stroke ends
@@ -109,8 +115,12 @@ class PanelPainter:
         root = panel.root
         if root.is_hidden() or root.get_parent() != app.render or app.workspace.selected < 0:
             return None
-        o = root.get_relative_point(app.render, Point3(*map(float, origin)))
-        e = root.get_relative_point(app.render, Point3(*map(float, np.asarray(origin) + forward)))
+        to_panel = app.render.get_mat(root)  # one transform for both points
+        x0, y0, z0 = (float(v) for v in origin)
+        o = to_panel.xform_point(Point3(x0, y0, z0))
+        e = to_panel.xform_point(
+            Point3(x0 + float(forward[0]), y0 + float(forward[1]), z0 + float(forward[2]))
+        )
         dy = e[1] - o[1]
         if abs(dy) < 1e-12:
             return None
@@ -118,10 +128,14 @@ class PanelPainter:
         if t <= 0:
             return None
         x, z = o[0] + t * (e[0] - o[0]), o[2] + t * (e[2] - o[2])
-        blo, bhi = panel.background.get_tight_bounds(root)
+        bounds = self._bounds
+        if bounds is None or bounds[0] is not panel:
+            bounds = (panel, *panel.background.get_tight_bounds(root), *panel.image.get_tight_bounds(root))
+            if self._keep_bounds:
+                self._bounds = bounds
+        _, blo, bhi, lo, hi = bounds
         if not (blo[0] <= x <= bhi[0] and blo[2] <= z <= bhi[2]):
             return None
-        lo, hi = panel.image.get_tight_bounds(root)
         u = (x - lo[0]) / max(1e-9, hi[0] - lo[0])
         v = (hi[2] - z) / max(1e-9, hi[2] - lo[2])
         return float(u), float(v), float(t * np.linalg.norm(forward)), bool(0 <= u <= 1 and 0 <= v <= 1)
@@ -134,6 +148,8 @@ class PanelPainter:
             return None
         u, v, distance, on_image = hit
         if trigger and (pressed or self.stroke_hand == hand):
+            self._bounds = None  # painting may lay the panel out anew (the other hand reads it)
+            self._keep_bounds = False
             if pressed and on_image and not self.explain.painting:
                 self.explain.toggle_paint()
             if self.explain.painting and (on_image or self.stroke_hand == hand):
