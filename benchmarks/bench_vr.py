@@ -14,19 +14,26 @@ No GPU here: the 1344x1600-per-eye, 50k-card, >= 90 fps target needs a headset's
 measured by this script on software OpenGL.
 
 ``--python-work 2000,20000,50000`` (issue 16) measures instead the Python work of a VR frame at
-each card count: the pose task (``wait_poses``, events, both hands' controls with their picking,
-the in-world UI) plus the submit buffer's callback (texture names, two submits, the handoff; the
-GL flush, where llvmpipe rasterises, is timed apart and left out), timed around those calls while both controllers hold their triggers and sweep their lasers and tips
-through the cloud (a touch and a ray pick per hand per frame). Each count runs with the
-``PickIndex`` and with the brute-force pick it replaced; the eye buffers are tiny, as rendering is
-not what is measured. "pick cpu" is the picking inside that (both hands' touch and ray, and the
-index's once-a-frame refresh). Still frames first; then gliding frames: the cards glide to
-another layout and back twice (what a re-layout after a fine-tune does), where the world's update
-(the tween, the position upload, the class markers) is added to the frame's Python work, since
-during a glide it is O(N) by nature. ``--parts`` also times the parts of a still frame (poses,
-controls, the picks, the in-world UI, refresh, submit; each wrapper adds its clock reads to the
-total, so the headline figures come from runs without it). ``--profile`` prints cProfile tables
-of both (wall-clock based: on a loaded machine read them as proportions).
+each card count, on the game as ``latent-reach run --vr`` assembles it (``assemble_game`` with
+the desktop controls, explanations, guidance, the start menu (closed) and the wrist menu, whose
+ray targets and frame listener run every frame): the pose task (``wait_poses``, events, the
+nodes, both hands' controls with their picking and the ray targets, the in-world UI, the wrist
+menu's drawing) plus the submit buffer's draw callback (texture names, two submits, the handoff;
+the GL flush, where llvmpipe rasterises, is timed apart and left out), the only Python the draw
+calls of a frame run (the eye buffers have no draw callback unless a test traces them). Timed
+with plain float clocks around those calls while both controllers hold their triggers and sweep
+their lasers and tips through the cloud (a touch and a ray pick per hand per frame). Each count
+runs with the ``PickIndex`` and with the brute-force pick it replaced (``--index-only``: not the
+latter); the eye buffers are tiny, as rendering is not what is measured. "pick cpu" is the
+picking inside that (both hands' touch and ray, and the index's once-a-frame refresh). Still
+frames first; then gliding frames (``--glides N``, default 2): the cards glide to another layout
+and back (what a re-layout after a fine-tune does), where the world's update (the tween, the
+position upload, the class markers) is added to the frame's Python work, since during a glide it
+is O(N) by nature. ``--parts`` also times the parts of a still frame (each wrapper adds its
+clock reads to the total, so the headline figures come from runs without it). ``--hide-cards``
+does not draw the cards (llvmpipe then does little between frames: how much of the figure is the
+software renderer evicting the caches). ``--profile`` prints cProfile tables (wall-clock based:
+on a loaded machine read them as proportions).
 """
 
 from __future__ import annotations
@@ -178,7 +185,13 @@ PARTS = (
 
 
 def python_work(
-    n: int, frames: int, index: bool = True, profile: bool = False, glides: int = 2, parts: bool = False
+    n: int,
+    frames: int,
+    index: bool = True,
+    profile: bool = False,
+    glides: int = 2,
+    parts: bool = False,
+    hide_cards: bool = False,
 ) -> dict[str, float]:
     """Per-frame Python work of the VR path at ``n`` cards (see the module docstring)."""
     from panda3d.core import PythonCallbackObject
@@ -283,6 +296,8 @@ def python_work(
         # The submit runs in its own buffer's draw callback, after both eyes (texture names, two
         # submits, the GL flush, the handoff): the only Python the draw calls of a frame run.
         stereo.regions["submit"].set_draw_callback(PythonCallbackObject(timed("submit", stereo._submit)))
+        if hide_cards:  # llvmpipe draws no card: what the frame costs when rendering leaves the caches
+            app.world.cards.root.hide()
         for _ in range(10):
             app.step()
         hovered = 0
@@ -398,6 +413,11 @@ def main() -> int:
     )
     parser.add_argument("--index-only", action="store_true", help="with --python-work: skip the brute force")
     parser.add_argument("--glides", type=int, default=2, help="with --python-work: glides there and back")
+    parser.add_argument(
+        "--hide-cards",
+        action="store_true",
+        help="with --python-work: the cards are not drawn (llvmpipe then evicts little between frames)",
+    )
     args = parser.parse_args()
     w, h = (int(v) for v in args.eye.lower().split("x"))
     import torch  # noqa: F401 - imported here so the app's worker thread does not import it mid-timing
@@ -412,7 +432,13 @@ def main() -> int:
             for use_index in (True,) if args.profile or args.index_only else (True, False):
                 rows.append(
                     python_work(
-                        n, frames, index=use_index, profile=args.profile, glides=args.glides, parts=args.parts
+                        n,
+                        frames,
+                        index=use_index,
+                        profile=args.profile,
+                        glides=args.glides,
+                        parts=args.parts,
+                        hide_cards=args.hide_cards,
                     )
                 )
         print(f"Python work per VR frame (pose task + submit callback), {frames} frames, both hands picking")
