@@ -300,6 +300,15 @@ def python_work(
             app.world.cards.root.hide()
         for _ in range(10):
             app.step()
+        # A card selected, its info panel floating beside it (the usual state, and the same at
+        # every N: the triggers are held from the first frame, whose press selects whatever the
+        # lasers hit then, at 2k often nothing): the card nearest the cloud's centre.
+        from game.core import events as ev
+
+        p = app.world.positions
+        app.workspace.post(ev.CardSelected(card=int(np.argmin(((p - p.mean(axis=0)) ** 2).sum(axis=1)))))
+        for _ in range(5):
+            app.step()
         hovered = 0
         poses_only: list[float] = []
         picks: list[float] = []
