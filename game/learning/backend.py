@@ -22,10 +22,9 @@ from game.learning.finetune import (
     FineTuneResult,
     StemCache,
     compute_stem_cache,
-    remember_spread,
     run_finetune,
 )
-from game.learning.preview import prepare_features
+from game.learning.preview import prepare_features, reduces_ahead
 from game.learning.stem import prime_pre_activations
 
 if TYPE_CHECKING:
@@ -54,9 +53,10 @@ class TrainingBackend(Protocol):
     def close(self) -> None:
         """Release what the backend holds (a child process)."""
 
-    def after_result(self, result: FineTuneResult) -> None:
+    def after_result(self, result: FineTuneResult, projector: Any, preview_above: int) -> None:
         """Worker, after a result was applied: prepare what the next job on its features
-        measures first (the job process does this itself, once it has answered)."""
+        measures first (``preview.prepare_features``; the job process does this itself, once it
+        has answered)."""
 
     def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
         """The features of the version on show, for the next ``prepare`` to get ready (large
@@ -130,8 +130,9 @@ class ThreadBackend:
     def close(self) -> None:
         pass
 
-    def after_result(self, result: FineTuneResult) -> None:
-        remember_spread(result.inference.features)
+    def after_result(self, result: FineTuneResult, projector: Any, preview_above: int) -> None:
+        features = result.inference.features
+        prepare_features(features, projector, reduces_ahead(len(features), preview_above))
 
 
 class ProcessBackend:
@@ -207,7 +208,7 @@ class ProcessBackend:
     def cancel(self) -> None:
         self.process.cancel()  # stops it inside the child, not only when it answers
 
-    def after_result(self, result: FineTuneResult) -> None:
+    def after_result(self, result: FineTuneResult, projector: Any, preview_above: int) -> None:
         pass  # the child did it after answering
 
     def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
@@ -336,9 +337,9 @@ class FallbackBackend:
         self._last_ran = self.fallback
         return self.fallback.run(request, progress, cancelled)
 
-    def after_result(self, result: FineTuneResult) -> None:
+    def after_result(self, result: FineTuneResult, projector: Any, preview_above: int) -> None:
         if self._last_ran is not None:
-            self._last_ran.after_result(result)
+            self._last_ran.after_result(result, projector, preview_above)
 
     def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
         if self.primary is not None:

@@ -62,7 +62,7 @@ from game.learning.finetune import (
     run_finetune,
 )
 from game.learning.history import Checkpoint, write_checkpoint_file
-from game.learning.preview import Preview, wants_preview
+from game.learning.preview import Preview, reduces_ahead
 from game.learning.store import ModelStore, pad_checkpoint
 
 if TYPE_CHECKING:
@@ -292,10 +292,11 @@ class FineTuneController:
         )
 
     def _features_to_keep(self) -> np.ndarray | None:
-        """The features of the version on show when the scene is large enough for previews (the
-        backend prepares their spread and PCA for the first job, ``preview.prepare_features``)."""
+        """The features of the version on show when the scene is large (previews, or a local
+        re-layout in their PCA): the backend prepares their spread and PCA for the first job
+        (``preview.prepare_features``)."""
         features = self.store.current.features
-        if not wants_preview(self.workspace.n_cards, self.config.preview_above):
+        if not reduces_ahead(self.workspace.n_cards, self.config.preview_above):
             return None
         return features if len(features) == self.workspace.n_cards else None
 
@@ -443,7 +444,13 @@ class FineTuneController:
             ws.post(ev.Message(f"fine-tuned: showing the trained layer {result.network.feature_layer} again"))
         ws.post(ev.JobStatus(job.job_id, "done", summary.splitlines()[0], 1.0, task="finetune"))
         # Behind the tween, before any next job (the lane runs in order): what it measures first.
-        self.worker.submit(self.backend.after_result, result, name="finetune-after")
+        self.worker.submit(
+            self.backend.after_result,
+            result,
+            self.loaded.projector,
+            self.config.preview_above,
+            name="finetune-after",
+        )
         if self.on_checkpoint is not None:
             self.on_checkpoint(checkpoint.version, checkpoint.weights)
 

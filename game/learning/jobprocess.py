@@ -573,8 +573,8 @@ def lower_priority(nice: int) -> bool:
 def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
     import torch
 
-    from game.learning.finetune import compute_stem_cache, remember_spread, run_finetune
-    from game.learning.preview import prepare_features
+    from game.learning.finetune import compute_stem_cache, run_finetune
+    from game.learning.preview import prepare_features, reduces_ahead
     from game.learning.stem import prime_pre_activations
     from game.nets.weights import state_from_bytes
 
@@ -663,7 +663,9 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                 result.layout = _strip_layout(result.layout)
                 send(OkMessage(result))
                 # While the parent tweens: what the next job (on these features) measures first.
-                remember_spread(kept[1])
+                prepare_features(
+                    kept[1], req.projector, reduces_ahead(len(kept[1]), req.config.preview_above)
+                )
             else:
                 raise JobProcessError(f"unknown request {type(message).__name__}")
         except BaseException as exc:  # report, keep serving

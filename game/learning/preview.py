@@ -146,16 +146,26 @@ def make_preview(
     return Preview(version, free, positions, time.perf_counter() - start, len(rows))
 
 
-def prepare_features(features: np.ndarray, projector: Projector) -> None:
-    """What a job on ``features`` (the version on show) measures first and what its preview
-    reduces with: their spread and the layout's PCA, remembered for this array. Backends call it
-    when they prepare a large scene, so the first drop's preview is as quick as the later ones
-    (later jobs find what the previous job left)."""
+def reduces_ahead(n_cards: int, preview_above: int) -> bool:
+    """Whether jobs on ``n_cards`` cards use the PCA of their base features (the preview, and
+    ``Projector.update_local`` from ``EXACT_KNN_BELOW`` cards), so it is worth fitting ahead."""
+    from game.layout.projector import EXACT_KNN_BELOW
+
+    return n_cards >= EXACT_KNN_BELOW or wants_preview(n_cards, preview_above)
+
+
+def prepare_features(features: np.ndarray, projector: Projector, reduce: bool = True) -> None:
+    """What a job on ``features`` (the version on show) measures first: their spread and, when
+    ``reduce``, the PCA fitted to them (the preview and the local re-layout reduce in it),
+    remembered for this array. Backends call it when they prepare a large scene and after each
+    result, while the person looks (the job process once it has answered), so neither the
+    first drop nor a later one waits for them. The same functions on the same array: the same
+    numbers, whether remembered or not."""
     from game.layout.projector import known_reduction, remember_reduction
     from game.learning.finetune import remember_spread
 
     remember_spread(features)
-    if known_reduction(features) is None:
+    if reduce and known_reduction(features) is None:
         remember_reduction(features, projector.reduction(features))
 
 
