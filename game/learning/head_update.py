@@ -27,8 +27,14 @@ another moment can leave another older state kept, so an undo to it may take the
 the two differ by float noise, within ``replay --verify``'s tolerance). The job process (or the
 thread backend) primes the start network's state when it prepares.
 
-Memory per stem cache: ``KEEP`` states of one ``(N, out)`` float32 array each (50,000 x 4,096:
-0.8 GB) plus a copy of the layer's weight (64 MB); a job briefly holds one more.
+Memory per stem cache: one ``(N, out)`` float32 array (50,000 x 4,096: 0.8 GB) plus a copy of
+the layer's weight (64 MB) per kept state. A low-rank re-inference from the newest state writes
+the new pre-activations over its base's array, block by block (the same floats as into a new
+array), and the base keeps only the factors that lead back (``PreActivations.derived``:
+``Z_old = Z_new - (X V) U^T - (b_new - b_old)``); before, both states held an array, and the
+job briefly a third (2.4 GB at 50k; issue 17). A base rebuilt that way differs from the array it
+had by float noise (one more rounding; a job from it, an undo or a cancel, counts it in
+``chain``).
 """
 
 from __future__ import annotations
@@ -63,12 +69,44 @@ KEEP = 2  # states kept: the latest job's and its base's (a cancelled job or an 
 
 @dataclass
 class PreActivations:
-    """The first head layer's outputs for every card under one weight and bias."""
+    """The first head layer's outputs for every card under one weight and bias: an array, or
+    derived from a newer state (``derived``, see the module doc)."""
 
     weight: torch.Tensor  # (out, in) a copy of the weight these were computed with
     bias: torch.Tensor | None  # (out,) a copy, or None
-    pre: torch.Tensor  # (N, out) float32: X W^T + b
+    pre: torch.Tensor | None  # (N, out) float32: X W^T + b; None: ``derived``
     chain: int = 0  # low-rank updates since the last full pass
+    # (newer state, U, V, b_new - b_old or None): this state's rows are the newer one's less
+    # (X V) U^T and the bias change.
+    derived: tuple[PreActivations, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+
+    def cards(self) -> int:
+        """N (the rows of the array this state has or is derived from)."""
+        if self.pre is not None:
+            return len(self.pre)
+        assert self.derived is not None
+        return self.derived[0].cards()
+
+    def rows(self, x: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        """Rows ``s:e`` of the pre-activations, a new tensor (``x``: every card's stem outputs)."""
+        if self.pre is not None:
+            return self.pre[s:e].clone()
+        assert self.derived is not None
+        newer, u, v, bias_change = self.derived
+        z = newer.rows(x, s, e)
+        if u.shape[1]:
+            z.addmm_(x[s:e] @ v, u.T, alpha=-1.0)
+        if bias_change is not None:
+            z -= bias_change
+        return z
+
+    def derive_from(
+        self, newer: PreActivations, u: torch.Tensor, v: torch.Tensor, bias_change: torch.Tensor | None
+    ) -> None:
+        """Give up this state's array (``newer`` has taken it over) and keep the way back."""
+        self.derived = (newer, u, v, bias_change)
+        self.pre = None
+        self.chain += 1
 
 
 def low_rank_difference(
@@ -148,6 +186,13 @@ class PreActivationCache:
     def __init__(self) -> None:
         self._states: list[PreActivations] = []
         self._lock = threading.Lock()
+        # Held by a re-inference for its whole pass: one may write over a kept array that
+        # another would read.
+        self.pass_lock = threading.Lock()
+
+    def newest(self) -> PreActivations | None:
+        with self._lock:
+            return self._states[0] if self._states else None
 
     def find(self, weight: torch.Tensor, bias: torch.Tensor | None) -> PreActivations | None:
         """The state computed with exactly this weight and bias, if kept."""
@@ -162,11 +207,13 @@ class PreActivationCache:
         return None
 
     def put(self, state: PreActivations, base: PreActivations | None = None) -> None:
-        """Keep ``state`` (newest first) and ``base`` after it; older ones go."""
+        """Keep ``state`` (newest first) and ``base`` after it; older ones go, and so does any
+        state derived from one that is not kept (its rows could not be rebuilt)."""
         with self._lock:
             kept = [state] + ([base] if base is not None and base is not state else [])
             kept += [s for s in self._states if all(s is not k for k in kept)]
-            self._states = kept[:KEEP]
+            kept = kept[:KEEP]
+            self._states = [s for s in kept if s.derived is None or any(s.derived[0] is k for k in kept)]
 
     def clear(self) -> None:
         with self._lock:
@@ -181,6 +228,7 @@ class PreActivationCache:
     def __setstate__(self, _state: dict[str, object]) -> None:
         self._states = []
         self._lock = threading.Lock()
+        self.pass_lock = threading.Lock()
 
 
 _CACHES: dict[int, PreActivationCache] = {}

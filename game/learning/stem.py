@@ -29,7 +29,7 @@ from game.nets.split import head_start as head_start
 from game.nets.stem_store import load_stem, stem_key, stem_path, store_stem
 
 if TYPE_CHECKING:
-    from game.learning.head_update import PreActivations
+    from game.learning.head_update import PreActivationCache, PreActivations
 
 DEFAULT_DAMPING = 0.005  # the damping digits was tuned with (the derived damping's smallest value)
 DAMPING_GRID = tuple(DEFAULT_DAMPING * 2**k for k in range(8))  # 0.005 ... 0.64 (the derived range)
@@ -418,36 +418,74 @@ class Runner:
         if not head_update.enabled() or n * weight.numel() < head_update.MIN_MULTIPLY_ADDS:
             return self._infer_all_full(batch_size)
         started = time.perf_counter()
-        base = self.base_pre_activations
-        factors = None
-        if base is not None and base.pre.shape == (n, weight.shape[0]) and base.chain < head_update.MAX_CHAIN:
-            factors = head_update.low_rank_difference(
-                weight, base.weight, max_rank=head_update.paying_rank(*weight.shape)
-            )
-        layer = dict(self.network.module.named_modules())[self.network.feature_layer]
-        rest = list(head)[self.stem.start + 1 :]
-        x_all = self.stem.inputs
-        pre = torch.empty(n, weight.shape[0])
-        out = BatchOutputs(n)
-        for s in range(0, n, batch_size):
-            e = min(s + batch_size, n)
-            if factors is not None and base is not None:
-                u, v = factors
-                z = base.pre[s:e].clone()
-                if u.shape[1]:
-                    z.addmm_(x_all[s:e] @ v, u.T)
-                if bias is not None and base.bias is not None:
-                    z += bias - base.bias
-            else:
-                z = F.linear(x_all[s:e], weight, bias)
-            pre[s:e] = z
-            out.put(s, *_run_rest(z, first, rest, layer))
-        chain = base.chain + 1 if factors is not None and base is not None else 0
-        state = head_update.PreActivations(weight.clone(), None if bias is None else bias.clone(), pre, chain)
-        head_update.cache_for(self.stem).put(state, base)
+        cache = head_update.cache_for(self.stem)
+        with cache.pass_lock:
+            out, factors = self._update_pre_activations(cache, weight, bias, first, head, batch_size)
         self.last_infer_low_rank = None if factors is None else int(factors[0].shape[1])
         head_update.report(self.last_infer_low_rank, n, time.perf_counter() - started)
         return out.inference()
+
+    def _update_pre_activations(
+        self,
+        cache: PreActivationCache,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        first: nn.Module,
+        head: nn.Sequential,
+        batch_size: int,
+    ) -> tuple[BatchOutputs, tuple[torch.Tensor, torch.Tensor] | None]:
+        """``infer_all``'s pass: every card's outputs, and the new pre-activations kept."""
+        from game.learning import head_update
+
+        assert self.stem is not None
+        n = len(self.images)
+        base = self.base_pre_activations
+        factors = None
+        if base is not None and base.cards() == n and base.chain < head_update.MAX_CHAIN:
+            if base.pre is not None and base.pre.shape[1] != weight.shape[0]:
+                base = None
+            else:
+                factors = head_update.low_rank_difference(
+                    weight, base.weight, max_rank=head_update.paying_rank(*weight.shape)
+                )
+        layer = dict(self.network.module.named_modules())[self.network.feature_layer]
+        rest = list(head)[self.stem.start + 1 :]
+        x_all = self.stem.inputs
+        bias_change = (
+            bias - base.bias if bias is not None and base is not None and base.bias is not None else None
+        )
+        # The new rows go over the base's array when the base is the newest kept state with an
+        # array (see head_update's module doc): one (N x out) array, not two or three.
+        in_place = (
+            factors is not None and base is not None and base.pre is not None and cache.newest() is base
+        )
+        pre = base.pre if in_place and base is not None else torch.empty(n, weight.shape[0])
+        assert pre is not None
+        out = BatchOutputs(n)
+        try:
+            for s in range(0, n, batch_size):
+                e = min(s + batch_size, n)
+                if factors is not None and base is not None:
+                    u, v = factors
+                    z = base.rows(x_all, s, e)
+                    if u.shape[1]:
+                        z.addmm_(x_all[s:e] @ v, u.T)
+                    if bias_change is not None:
+                        z += bias_change
+                else:
+                    z = F.linear(x_all[s:e], weight, bias)
+                pre[s:e] = z
+                out.put(s, *_run_rest(z, first, rest, layer))
+        except BaseException:
+            if in_place:
+                cache.clear()  # the base's array is half overwritten: keep nothing
+            raise
+        chain = base.chain + 1 if factors is not None and base is not None else 0
+        state = head_update.PreActivations(weight.clone(), None if bias is None else bias.clone(), pre, chain)
+        if in_place and base is not None and factors is not None:
+            base.derive_from(state, factors[0], factors[1], bias_change)
+        cache.put(state, base)
+        return out, factors
 
     @torch.no_grad()
     def _infer_all_full(self, batch_size: int) -> Inference:
