@@ -74,6 +74,10 @@ class LayoutState:
     moved: np.ndarray | None = field(default=None, repr=False)  # (N,) bool: placed by the last update
     # (3,) per-axis factor on ``scale`` (``LayoutConfig.stretch``); ones: one uniform scale.
     stretch: np.ndarray = field(default_factory=lambda: np.ones(3))
+    # The PCA the layout's features were reduced with (``Reduction.basis``; None: not known, e.g.
+    # read from a file: then it is the one fitted to the features the layout was made from).
+    # Local updates of large scenes keep it, so each job reduces in its base layout's PCA.
+    basis: Reduction | None = field(default=None, repr=False)
 
     @property
     def axis_scale(self) -> np.ndarray:
@@ -185,6 +189,22 @@ class Reduction:
     reduced: np.ndarray  # (N, d) float32
     pca: PCA | None = None
     mean: np.ndarray | None = None
+    fitted: bool = False  # made by ``Projector.reduction`` of these very rows (not a transform)
+
+    def basis(self) -> Reduction:
+        """The reduction without its rows (what a layout keeps: under a megabyte)."""
+        return Reduction(self.reduced[:0], self.pca, self.mean, self.fitted)
+
+    def same_basis(self, other: Reduction) -> bool:
+        """Whether ``other`` reduces the same way (equal PCA components and mean, by value)."""
+        if (self.pca is None) != (other.pca is None):
+            return False
+        if self.pca is not None and other.pca is not None:
+            return bool(
+                np.array_equal(self.pca.components_, other.pca.components_)
+                and np.array_equal(self.pca.mean_, other.pca.mean_)
+            )
+        return self.mean is not None and other.mean is not None and np.array_equal(self.mean, other.mean)
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Other rows reduced the same way (float32)."""
@@ -216,6 +236,11 @@ def known_reduction(features: np.ndarray) -> Reduction | None:
         if ref() is features:
             return reduction
     return None
+
+
+def _is_fit(reduction: Reduction, features: np.ndarray) -> bool:
+    """Whether ``reduction`` is the PCA fitted to ``features`` (remembered for that array)."""
+    return reduction.fitted and known_reduction(features) is reduction
 
 
 class FixedReferenceBH:
@@ -299,16 +324,16 @@ class Projector:
         if dims >= x.shape[1]:
             mean = x.mean(0)
             centred: np.ndarray = (x - mean).astype(np.float32)
-            return Reduction(centred, mean=mean)
+            return Reduction(centred, mean=mean, fitted=True)
         pca = PCA(n_components=dims, random_state=self.config.seed)
         if len(x) <= PCA_FIT_ROWS:
             reduced: np.ndarray = pca.fit_transform(x).astype(np.float32)
-            return Reduction(reduced, pca=pca)
+            return Reduction(reduced, pca=pca, fitted=True)
         # The leading components of 10,000 seeded rows are those of all rows to within sampling
         # noise far below what t-SNE resolves; fitting them costs a fifth at 50,000 rows.
         rows = np.sort(np.random.default_rng(self.config.seed).choice(len(x), PCA_FIT_ROWS, replace=False))
         projected: np.ndarray = pca.fit(x[rows]).transform(x).astype(np.float32)
-        return Reduction(projected, pca=pca)
+        return Reduction(projected, pca=pca, fitted=True)
 
     def affinity_method(self, n_points: int) -> str:
         """openTSNE's neighbour search: exact below ``exact_below`` points, else annoy."""
@@ -377,6 +402,7 @@ class Projector:
         center, scale, stretch, offset = self._normalisation(raw)
         state = LayoutState(raw, center, scale, offset, np.empty((0, 3)), reduced.shape[1], 0.0, tsne)
         state.stretch = stretch
+        state.basis = reduction.basis()
         # For update_local: the neighbours the affinities were built from (no second search).
         state.neighbours = affinity_neighbours(aff, reduced, min(MOBILITY_K, len(reduced) - 1))
         state.positions = state.to_world(raw)
@@ -396,7 +422,9 @@ class Projector:
         e.g. where the person dropped them; NaN rows keep the previous position.
         """
         start = time.perf_counter()
-        reduced = self.reduce(features)
+        reduction = self.reduction(features)
+        remember_reduction(features, reduction)
+        reduced = reduction.reduced
         aff = self.affinities(reduced)
         init = previous.embedding.copy()
         old_nb = previous.neighbours
@@ -415,6 +443,7 @@ class Projector:
         emb = self._optimise(init, aff, 0, n_iter)
         raw = align(np.asarray(emb, dtype=np.float64), previous.embedding)
         state = previous.successor(raw, reduced.shape[1], tsne=emb)
+        state.basis = reduction.basis()
         state.seconds = time.perf_counter() - start
         return state
 
@@ -442,21 +471,17 @@ class Projector:
         k = min(MOBILITY_K, n - 1)
         graph = previous.neighbours
         if n >= EXACT_KNN_BELOW and graph is not None and graph.shape == (n, k):
-            # Large scenes: the new features in the PCA of the previous ones (no refit of its own),
-            # and their neighbours found from the previous record (no new annoy index); together
-            # two thirds of a 50k update. The PCA is always the one fitted to ``previous_features``
-            # (so the result does not depend on what was remembered): usually remembered, fitted
-            # while the job process waited for the drop (``remember_reduction``).
-            prior = known_reduction(previous_features)
-            if prior is None or len(prior.reduced) != n:
-                prior = self.reduction(previous_features)
-                remember_reduction(previous_features, prior)
+            # Large scenes: the new features in the PCA of the previous layout (no refit), and
+            # their neighbours found from its neighbour record (no new annoy index); together two
+            # thirds of a 50k update. The result depends on the layouts and features alone; what
+            # is remembered only saves time (``base_reduction``).
+            prior = self.base_reduction(previous, previous_features)
             reduction = Reduction(prior.transform(features), prior.pca, prior.mean)
             new_nb = neighbours_from_graph(reduction.reduced, prior.reduced, graph, k)
         else:
             reduction = self.reduction(features)
-            remember_reduction(features, reduction)  # a fit of these features, as any would be
             new_nb = _knn(reduction.reduced, k, self.n_jobs)
+        remember_reduction(features, reduction)  # the next job's base: its rows in its basis
         reduced = reduction.reduced
         old_nb = previous.neighbours
         if old_nb is None or old_nb.shape != new_nb.shape:
@@ -481,8 +506,27 @@ class Projector:
         neighbours = old_nb.copy()
         neighbours[free] = new_nb[free]
         state = previous.successor(raw, reduced.shape[1], neighbours=neighbours, moved=free)
+        state.basis = reduction.basis()
         state.seconds = time.perf_counter() - start
         return state
+
+    def base_reduction(self, layout: LayoutState, features: np.ndarray) -> Reduction:
+        """``features`` (those ``layout`` was made from) reduced in ``layout``'s PCA, or, when the
+        layout does not carry one, in the PCA fitted to them; remembered for the array, and taken
+        from there when it was reduced the same way (the same numbers either way)."""
+        known = known_reduction(features)
+        basis = layout.basis
+        if basis is None:
+            if known is not None and len(known.reduced) == len(features) and _is_fit(known, features):
+                return known
+            fitted = self.reduction(features)
+            remember_reduction(features, fitted)
+            return fitted
+        if known is not None and len(known.reduced) == len(features) and known.same_basis(basis):
+            return known
+        reduced = Reduction(basis.transform(features), basis.pca, basis.mean)
+        remember_reduction(features, reduced)
+        return reduced
 
     def place(self, features: np.ndarray, layout: LayoutState, layout_features: np.ndarray) -> np.ndarray:
         """World positions of new cards (``features``) in ``layout``, which was made from

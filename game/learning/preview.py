@@ -105,22 +105,13 @@ def make_preview(
     version on show (the job's base); ``count`` cards near the edits are re-inferred."""
     from sklearn.neighbors import NearestNeighbors
 
-    from game.layout.projector import (
-        LOCAL_LEARNING_RATE,
-        MOBILITY_K,
-        known_reduction,
-        neighbour_overlap,
-        remember_reduction,
-    )
+    from game.layout.projector import LOCAL_LEARNING_RATE, MOBILITY_K, neighbour_overlap
 
     start = time.perf_counter()
     n = len(layout.positions)
     rows = preview_rows(layout.positions, edits, count)
     new = rows_features(runner, rows)
-    reduction = known_reduction(features)
-    if reduction is None or len(reduction.reduced) != n:
-        reduction = projector.reduction(features)  # a first job: the layout's PCA, refitted once
-        remember_reduction(features, reduction)
+    reduction = projector.base_reduction(layout, features)  # the PCA on show (remembered)
     space = reduction.reduced.copy()
     space[rows] = reduction.transform(new)
     k = min(MOBILITY_K, n - 1)
