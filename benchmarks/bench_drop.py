@@ -145,6 +145,13 @@ def main() -> int:
     parser.add_argument(
         "--preview-above", type=int, default=-1, help="learning.preview_above (-1: the scene's)"
     )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=2.0,
+        help="seconds between a tween's start and the next drop (the person watches the glide; "
+        "the job process prepares the next job's spread meanwhile)",
+    )
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "latent-reach-bench-drop"))
     args = parser.parse_args()
     # Read by game.learning.head_update at each re-inference; the job process inherits it.
@@ -230,6 +237,14 @@ def main() -> int:
     rng = np.random.default_rng(0)
     rows = []
     for d in range(args.drops):
+        if d:
+            end = time.perf_counter() + args.pause
+            while time.perf_counter() < end:  # the frame loop goes on while the person looks
+                worker.poll()
+                ws.flush()
+                controller.update()
+                tween.update(time.perf_counter())
+                time.sleep(1 / 120)
         choices = np.flatnonzero(
             ws.is_train & (ws.predictions == ws.labels) & (ws.labels == ws.original_labels)
         )
