@@ -308,9 +308,10 @@ def main() -> int:
             flush=True,
         )
     best = min(rows, key=lambda r: r["drop -> tween"])
-    first = float(np.nanmin([r["drop -> preview tween"] for r in rows]))
+    firsts = [r["drop -> preview tween"] for r in rows if not np.isnan(r["drop -> preview tween"])]
+    first = f"{min(firsts):.2f} s" if firsts else "none (fewer cards than learning.preview_above)"
     print(
-        f"best drop -> first (preview) tween at {n} cards: {first:.2f} s; "
+        f"best drop -> first (preview) tween at {n} cards: {first}; "
         f"best drop -> full tween: {best['drop -> tween']:.2f} s "
         f"(infer {best['infer']:.2f}, layout {best['layout']:.2f}, train {best['train']:.2f}, "
         f"transfer {best['transfer']:.2f}, CPU {best['CPU']:.1f} s); "
