@@ -507,7 +507,7 @@ def plot(json_files: list[str], out: str) -> None:
     ax_mem.axhline(8, color="red", lw=0.8, ls="--")
     ax_mem.text(1900, 8.3, "8 GB target at 50k", fontsize=8, color="red")
     n_axis(ax_mem)
-    ax_mem.set_ylim(0, 10)
+    ax_mem.set_ylim(0, max([10.0] + [v * 1.1 for s in peak.values() for v in s.values()]))
     ax_mem.set_ylabel("peak RSS, GB")
     ax_mem.set_title("peak memory (hollow: run stopped early)", fontsize=10)
     ax_mem.grid(True, which="both", alpha=0.3)
