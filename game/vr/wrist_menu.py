@@ -21,6 +21,7 @@ then stay dim).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -86,6 +87,11 @@ def _fixed(text: str) -> Callable[[], str]:
     return lambda: text
 
 
+def _floats3(v: Any) -> list[float]:
+    """Three plain floats (one ``tolist`` for the controls' arrays)."""
+    return v.tolist() if isinstance(v, np.ndarray) else [float(x) for x in v]
+
+
 class PanelPainter:
     """The laser on the info panel: it blocks the cards behind it, and on the card's image the
     held trigger paints the what-if (starting painting on the first press there)."""
@@ -95,13 +101,15 @@ class PanelPainter:
         self.explain = explain
         self.stroke_hand: str | None = None
         self.last_uv: tuple[float, float] | None = None
-        # The panel's bounds in its own frame, read once a frame for both hands' rays (its layout
-        # changes between frames, or on a frame a trigger is pulled: a button's action).
-        self._bounds: tuple[Any, Any, Any, Any, Any] | None = None
+        # Whether the panel is in the world and its transform, read once a frame for both hands'
+        # rays (the in-world UI places it after the controls; a button's action on a frame a
+        # trigger is pulled may show it: then read per ray).
+        self._bounds: tuple[Any, ...] | None = None  # (panel, the quads' transforms, bounds)
+        self._view: tuple[Any, Any] | None = None  # (panel, world -> panel transform), the same way
         self._keep_bounds = False
 
     def place(self, controls: VRControls) -> None:
-        self._bounds = None
+        self._view = None
         self._keep_bounds = not any(controls.pressed.values())
         hand = self.stroke_hand
         if hand is not None and not controls.triggers.get(hand, False):
@@ -113,14 +121,19 @@ class PanelPainter:
         app = self.session.app
         panel = app.world.panel
         root = panel.root
-        if root.is_hidden() or root.get_parent() != app.render or app.workspace.selected < 0:
+        view = self._view
+        if view is None or view[0] is not panel:
+            shown = not (app.workspace.selected < 0 or root.is_hidden() or root.get_parent() != app.render)
+            view = (panel, app.render.get_mat(root) if shown else None)  # one transform for both points
+            if self._keep_bounds:
+                self._view = view
+        to_panel = view[1]
+        if to_panel is None:
             return None
-        to_panel = app.render.get_mat(root)  # one transform for both points
-        x0, y0, z0 = (float(v) for v in origin)
+        x0, y0, z0 = _floats3(origin)
+        fx, fy, fz = _floats3(forward)
         o = to_panel.xform_point(Point3(x0, y0, z0))
-        e = to_panel.xform_point(
-            Point3(x0 + float(forward[0]), y0 + float(forward[1]), z0 + float(forward[2]))
-        )
+        e = to_panel.xform_point(Point3(x0 + fx, y0 + fy, z0 + fz))
         dy = e[1] - o[1]
         if abs(dy) < 1e-12:
             return None
@@ -128,17 +141,20 @@ class PanelPainter:
         if t <= 0:
             return None
         x, z = o[0] + t * (e[0] - o[0]), o[2] + t * (e[2] - o[2])
+        # The bounds in the panel's frame follow the two quads' own transforms (the panel lays
+        # them out by moving and scaling them): read again only when one of those changed.
+        key = (panel, panel.background.get_mat(), panel.image.get_mat())
         bounds = self._bounds
-        if bounds is None or bounds[0] is not panel:
-            bounds = (panel, *panel.background.get_tight_bounds(root), *panel.image.get_tight_bounds(root))
-            if self._keep_bounds:
-                self._bounds = bounds
-        _, blo, bhi, lo, hi = bounds
+        if bounds is None or bounds[0] is not panel or bounds[1] != key[1] or bounds[2] != key[2]:
+            bounds = (*key, *panel.background.get_tight_bounds(root), *panel.image.get_tight_bounds(root))
+            self._bounds = bounds
+        blo, bhi, lo, hi = bounds[3:]
         if not (blo[0] <= x <= bhi[0] and blo[2] <= z <= bhi[2]):
             return None
         u = (x - lo[0]) / max(1e-9, hi[0] - lo[0])
         v = (hi[2] - z) / max(1e-9, hi[2] - lo[2])
-        return float(u), float(v), float(t * np.linalg.norm(forward)), bool(0 <= u <= 1 and 0 <= v <= 1)
+        length = math.hypot(fx, fy, fz)
+        return float(u), float(v), float(t * length), bool(0 <= u <= 1 and 0 <= v <= 1)
 
     def ray(
         self, hand: str, origin: np.ndarray, forward: np.ndarray, trigger: bool, pressed: bool
@@ -148,7 +164,7 @@ class PanelPainter:
             return None
         u, v, distance, on_image = hit
         if trigger and (pressed or self.stroke_hand == hand):
-            self._bounds = None  # painting may lay the panel out anew (the other hand reads it)
+            self._view = None  # painting may show the panel anew (the other hand reads it)
             self._keep_bounds = False
             if pressed and on_image and not self.explain.painting:
                 self.explain.toggle_paint()
