@@ -296,3 +296,40 @@ def test_undo_button_on_the_wrist_restores_the_previous_model(vr_game):
     assert [e.version for e in seen if isinstance(e, ev.ModelUpdated)] == [trained, version0]
     undo = [e for e in seen if isinstance(e, ev.UndoRequested)]
     assert [e.hand for e in undo] == ["vr-right"]  # from the pointing hand
+
+
+def test_the_panel_painter_reads_the_panel_again_when_its_layout_changes(vr_game):
+    """The painter keeps the panel's bounds between frames (they cost ~20 us each to read) and
+    reads them again when the panel lays its image out anew (an explanation beside the card
+    shrinks it): its hits are always those of a painter that keeps nothing."""
+    game = vr_game
+    app = game.app
+    if app.workspace.selected < 0:
+        click(game, "suspect")
+    close_menu(game)
+    settle(game, 1)
+    panel = app.world.panel
+    panel.clear_aside()
+    play(game, {})
+    painter = next(t for t in game.vr.controls.targets if isinstance(t, PanelPainter))
+    fresh = PanelPainter(game.vr, game.explain)
+    head = game.vr.controls.head_position()
+    centre = on_image(app, 0.5, 0.5)
+
+    def both():
+        painter.place(game.vr.controls)
+        fresh.place(game.vr.controls)
+        fresh._bounds = None  # keeps nothing
+        got = painter._hit(head, centre - head)
+        assert got is not None
+        assert got == fresh._hit(head, centre - head)
+        return got
+
+    before = both()
+    assert before[:2] == pytest.approx((0.5, 0.5), abs=5e-3) and before[3]
+    assert both() == before  # kept: the same answer
+    panel.show_aside(None, "an explanation")  # the card's image shrinks beside it
+    after = both()
+    assert after[:2] != pytest.approx(before[:2], abs=1e-2)  # the layout did change under the ray
+    panel.clear_aside()
+    assert both()[:2] == pytest.approx(before[:2], abs=1e-5)
