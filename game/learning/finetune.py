@@ -45,7 +45,7 @@ from game.layout.projector import LayoutState, Projector
 from game.learning.edits import RELABEL, UNSURE, cluster_geometry, target_label
 from game.learning.loss import LossFn, LossWeights, StepTargets, edits_learned, finetune_loss
 from game.learning.preview import Preview, make_preview, wants_preview
-from game.learning.replay_trust import label_trust
+from game.learning.replay_trust import DROP_ABOVE, label_trust, memorised
 from game.learning.stem import (  # re-exported: the controller, the job process and tests use them
     DEFAULT_DAMPING,
     Runner,
@@ -569,6 +569,23 @@ def label_agreement(runner: Runner, batch: EditBatch) -> torch.Tensor:
     return out
 
 
+@torch.no_grad()
+def pull_weight(runner: Runner, batch: EditBatch, cfg: LearningConfig) -> float:
+    """``feature_weight``, times ``memorised`` of the job's starting network on the cards the
+    guidance distrusts when ``pull_scale = "memorised"`` (and label trust is on)."""
+    if cfg.pull_scale != "memorised" or batch.trust is None:
+        return cfg.feature_weight
+    rows = np.flatnonzero(batch.trust < 1.0 - DROP_ABOVE)
+    if not len(rows):
+        return cfg.feature_weight
+    idx = torch.from_numpy(rows)
+    predicted = torch.cat(
+        [runner.forward(rows[i : i + 4096])[0].argmax(1) for i in range(0, len(rows), 4096)]
+    )
+    share = memorised(predicted.numpy(), batch.labels[idx].numpy(), batch.trust[rows])
+    return cfg.feature_weight * share
+
+
 def train(
     runner: Runner,
     batch: EditBatch,
@@ -582,7 +599,7 @@ def train(
 ) -> Training:
     """Steps of edits + neighbours + a fresh replay sample until every edit is learned
     (``edits_learned``) after ``min_steps``, or ``max_steps``."""
-    weights = LossWeights(cfg.feature_weight, cfg.feature_margin, cfg.preserve_weight)
+    weights = LossWeights(pull_weight(runner, batch, cfg), cfg.feature_margin, cfg.preserve_weight)
     fixed_rows, fixed_y, fixed_w = batch.fixed_rows, batch.fixed_labels, batch.fixed_weights
     edit_labels, edit_weights = torch.from_numpy(batch.targets), torch.from_numpy(batch.repeats)
     pool, size = batch.replay_pool, batch.replay_batch
