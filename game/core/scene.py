@@ -32,6 +32,7 @@ DatasetKind = Literal["digits", "folder", "shapes"]
 ArchName = Literal["small_cnn", "alexnet"]  # and "torchvision:NAME" (the field is ``ArchName | str``)
 RelayoutMethod = Literal["local", "full"]
 LabelTrust = Literal["none", "soft", "drop"]
+PullScale = Literal["fixed", "memorised"]
 TORCHVISION_PREFIX = "torchvision:"
 
 
@@ -186,6 +187,12 @@ class LearningConfig:
         "none",
         doc='cross-entropy weight of neighbours and replayed cards from the guidance\'s suspicion: "soft" '
         '1 - suspicion, "drop" 0 above 0.5 (and out of the replay pool), "none" 1 (game.learning.replay_trust)',
+    )
+    pull_scale: PullScale = setting(
+        "fixed",
+        doc="\"memorised\": the pull's weight is feature_weight times the share of the job's "
+        "guidance-suspicious neighbours and replayed cards whose label the network predicts (1 when "
+        'none or label_trust is "none"; game.learning.replay_trust.memorised); "fixed": feature_weight',
     )
     preserve_weight: float = setting(
         1.0, ge=0.0, le=1e6, doc="keeps unedited cards' features (and so the layout) in place"

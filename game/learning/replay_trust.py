@@ -96,3 +96,21 @@ def label_trust(
     pos = np.searchsorted(ref, rows)
     out[rows] = weights[pos]
     return out
+
+
+def memorised(predicted: np.ndarray, labels: np.ndarray, trust: np.ndarray) -> float:
+    """The share of distrusted cards (trust below ``1 - DROP_ABOVE``) whose label the network
+    predicts: 1.0 where it memorised the labels the guidance suspects, near 0 where it never
+    fitted them (it predicts another class); 1.0 when no card is distrusted (nothing to judge by).
+
+    Why (issue 13, ``pull_scale = "memorised"``): the feature pull moves an edit toward its drop's
+    neighbours. A network that memorised its noise cannot be taught the edit by cross-entropy on
+    trusted labels alone within a few steps, and the pull is what carries it; one that never
+    fitted its noise already separates the classes by their true look, and there cross-entropy
+    alone did better on the suite than with the pull (shapes, photo crops), so the pull's weight is
+    this share. ``predicted``, ``labels`` and ``trust`` are aligned per card."""
+    distrusted = np.asarray(trust) < 1.0 - DROP_ABOVE
+    if not distrusted.any():
+        return 1.0
+    hits = np.asarray(predicted)[distrusted] == np.asarray(labels)[distrusted]
+    return float(hits.mean())
