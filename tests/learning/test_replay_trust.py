@@ -132,3 +132,57 @@ def test_wide_features_are_projected_keeping_distances_and_narrow_ones_untouched
     d_in = np.linalg.norm(wide[:, None] - wide[None], axis=2)[np.triu_indices(40, 1)]
     d_out = np.linalg.norm(out[:, None] - out[None], axis=2)[np.triu_indices(40, 1)]
     assert np.abs(d_out / d_in - 1).max() < 0.25
+
+
+def test_memorised_is_the_share_of_distrusted_labels_the_network_predicts():
+    from game.learning.replay_trust import memorised
+
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    trust = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 1.0])  # cards 1-4 distrusted
+    assert memorised(labels, labels, trust) == 1.0  # it predicts every label: memorised
+    predicted = np.array([2, 1, 0, 1, 2, 1])  # of the distrusted, only card 1's label predicted
+    assert memorised(predicted, labels, trust) == 0.25
+    assert memorised(predicted, labels, np.ones(6)) == 1.0  # nothing distrusted: the pull as set
+    soft = np.array([0.9, 0.4, 0.6, 0.6, 0.6, 0.9])  # "soft" trust: below 1 - DROP_ABOVE counts
+    assert memorised(predicted, labels, soft) == 1.0
+
+
+def test_the_pull_weighs_as_much_as_the_network_memorised_the_distrusted_labels(loaded_digits):
+    """Labels flipped after the network was trained: it predicts none of them (it never fitted
+    them), so with ``pull_scale = "memorised"`` the pull nearly vanishes; ``"fixed"`` and label
+    trust ``"none"`` keep ``feature_weight``."""
+    from game.learning.finetune import run_finetune
+    from game.learning.loss import finetune_loss
+
+    _, _, edit = pick_relabel(loaded_digits)
+    ws = loaded_digits.workspace
+    labels = ws.labels.copy()
+    rng = np.random.default_rng(1)
+    wrong = rng.choice(
+        np.flatnonzero(ws.is_train & (np.arange(len(labels)) != edit.card)), 300, replace=False
+    )
+    labels[wrong] = (labels[wrong] + 1 + rng.integers(0, ws.n_classes - 1, len(wrong))) % ws.n_classes
+
+    def pull(trust: str, scale: str) -> float:
+        req = request(loaded_digits, [edit], None)
+        req.labels = labels
+        req.config = dataclasses.replace(
+            loaded_digits.scene.learning,
+            label_trust=trust,
+            pull_scale=scale,
+            feature_weight=2.0,
+            max_steps=1,
+            min_steps=1,
+        )
+        seen: list[float] = []
+
+        def spy(logits, feats, space, targets, weights):
+            seen.append(weights.feature_weight)
+            return finetune_loss(logits, feats, space, targets, weights)
+
+        run_finetune(req, loss_fn=spy)
+        return seen[0]
+
+    assert pull("drop", "fixed") == 2.0
+    assert pull("none", "memorised") == 2.0  # no suspicion computed: nothing to judge by
+    assert 0.0 <= pull("drop", "memorised") < 0.4  # the network predicts few of the flipped labels
