@@ -45,7 +45,7 @@ from game.layout.projector import LayoutState, Projector
 from game.learning.edits import RELABEL, UNSURE, cluster_geometry, target_label
 from game.learning.loss import LossFn, LossWeights, StepTargets, edits_learned, finetune_loss
 from game.learning.preview import Preview, make_preview, wants_preview
-from game.learning.replay_trust import DROP_ABOVE, label_trust, memorised
+from game.learning.replay_trust import DROP_ABOVE, label_trust, memorised, pull_share
 from game.learning.stem import (  # re-exported: the controller, the job process and tests use them
     DEFAULT_DAMPING,
     Runner,
@@ -583,7 +583,7 @@ def pull_weight(runner: Runner, batch: EditBatch, cfg: LearningConfig) -> float:
         [runner.forward(rows[i : i + 4096])[0].argmax(1) for i in range(0, len(rows), 4096)]
     )
     share = memorised(predicted.numpy(), batch.labels[idx].numpy(), batch.trust[rows])
-    return cfg.feature_weight * share
+    return cfg.feature_weight * pull_share(share)
 
 
 def train(
