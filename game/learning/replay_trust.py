@@ -114,3 +114,15 @@ def memorised(predicted: np.ndarray, labels: np.ndarray, trust: np.ndarray) -> f
         return 1.0
     hits = np.asarray(predicted)[distrusted] == np.asarray(labels)[distrusted]
     return float(hits.mean())
+
+
+def pull_share(memorised_share: float) -> float:
+    """The pull's factor from ``memorised``: 0 up to chance (half the distrusted labels predicted,
+    the same "more probably than not" as ``DROP_ABOVE``), rising linearly to 1 when every one is.
+
+    Why not the share itself: some distrusted cards carry their right label (the guidance's false
+    alarms), and a network predicts those whether or not it memorised its noise, so a network that
+    never fitted its noise still shows a share of about 0.2 on the suite (shapes, digits 1-4-7-9),
+    and that much pull still cost the edits there; a network that memorised its noise predicts
+    nearly all of them."""
+    return float(np.clip((memorised_share - DROP_ABOVE) / (1.0 - DROP_ABOVE), 0.0, 1.0))
