@@ -190,9 +190,10 @@ class LearningConfig:
     )
     pull_scale: PullScale = setting(
         "fixed",
-        doc="\"memorised\": the pull's weight is feature_weight times the share of the job's "
-        "guidance-suspicious neighbours and replayed cards whose label the network predicts (1 when "
-        'none or label_trust is "none"; game.learning.replay_trust.memorised); "fixed": feature_weight',
+        doc='"memorised": the pull\'s weight is feature_weight times a factor from the share m of the '
+        "job's guidance-distrusted neighbours and replayed cards whose label the network predicts: "
+        "0 up to m = 0.5, rising linearly to 1 at m = 1 (1 when none is distrusted or label_trust is "
+        '"none"; game.learning.replay_trust.pull_share); "fixed": feature_weight',
     )
     preserve_weight: float = setting(
         1.0, ge=0.0, le=1e6, doc="keeps unedited cards' features (and so the layout) in place"

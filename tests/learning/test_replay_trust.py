@@ -186,3 +186,15 @@ def test_the_pull_weighs_as_much_as_the_network_memorised_the_distrusted_labels(
     assert pull("drop", "fixed") == 2.0
     assert pull("none", "memorised") == 2.0  # no suspicion computed: nothing to judge by
     assert 0.0 <= pull("drop", "memorised") < 0.4  # the network predicts few of the flipped labels
+
+
+def test_pull_share_is_zero_up_to_chance_and_linear_to_one():
+    from game.learning.replay_trust import pull_share
+
+    assert pull_share(0.0) == 0.0
+    assert pull_share(0.2) == 0.0  # an unmemorised network's share: the guidance's false alarms
+    assert pull_share(DROP_ABOVE) == 0.0
+    assert abs(pull_share(0.75) - 0.5) < 1e-9
+    assert pull_share(1.0) == 1.0
+    shares = np.linspace(0, 1, 21)
+    assert np.all(np.diff([pull_share(s) for s in shares]) >= 0)  # never weaker for more memorised
