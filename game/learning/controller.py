@@ -386,6 +386,10 @@ class FineTuneController:
         job, preview = arrived
         if job is not self._running or job.cancelled.is_set():
             return
+        if self._display_positions is not None:
+            # Another feature layer is on show: the preview's places are in the trained layer's
+            # layout, so among these cards they would land anywhere (the full result switches back).
+            return
         pending = np.fromiter(self.queue.pending, dtype=np.int64)
         if len(pending):
             keep = ~np.isin(preview.cards, pending)

@@ -224,3 +224,27 @@ def test_preview_target_moves_only_the_previewed_cards():
     np.testing.assert_array_equal(target[[0, 2]], positions[[0, 2]])
     np.testing.assert_array_equal(target[[1, 3]], 1.0)
     np.testing.assert_array_equal(preview_target(positions, None), positions)
+
+
+def test_no_preview_while_another_feature_layer_is_shown(loaded, worker):
+    """The preview's places are in the trained layer's layout: with another layer on show (the
+    workspace's positions are that layer's) the previewed cards would land among the wrong
+    layout, so the preview is not shown (the full result switches back to the trained layer)."""
+    from game.learning.controller import _Running
+
+    ctl = FineTuneController(loaded, worker, job_process=False)
+    shown: list[Preview | None] = []
+    ctl.preview_listeners.append(shown.append)
+    job = _Running(1, "finetune")
+    ctl._running = job
+    preview = Preview(1, np.array([0, 1]), np.ones((2, 3), np.float32))
+    ctl._display_positions = ctl.workspace.positions.copy()  # as after a LayerChanged to another
+    ctl._preview_arrived(job, preview)
+    ctl._show_preview()
+    assert shown == [] and ctl.last_preview is None
+    ctl._display_positions = None  # the trained layer on show: the same preview is shown
+    ctl._preview_arrived(job, preview)
+    ctl._show_preview()
+    assert len(shown) == 1 and shown[0] is not None and np.array_equal(shown[0].cards, [0, 1])
+    ctl._running = None
+    ctl.close()
