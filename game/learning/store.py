@@ -13,6 +13,13 @@ network. An older version's network is rebuilt on request from the base and its 
 only version shares the frozen stem, so that is cheap; do it on a worker). Nothing else: results
 of earlier jobs are not kept.
 
+Memory at scale: each checkpoint's features are the size of the scene's (0.8 GB at 50,000 cards
+x 4,096), and the undo stack has no depth limit, so at scale every fine-tune added that much to the
+app. Only the live and the previous checkpoints are read (the next job's starting features, the
+next undo); the features of older ones above ``SPILL_AT_BYTES`` are written to a temporary file on
+a background thread and kept memory-mapped (``_spill``), and read back into memory when an undo
+brings them within the newest two.
+
 Threads: ``push``/``pop`` happen on the owner's thread (the frame loop); every reader may be on
 another thread (a worker asking for the live network, the session recorder's writer thread asking
 for a version's bytes); one lock guards the stack. The base version's bytes (the whole network,
@@ -21,8 +28,13 @@ for a version's bytes); one lock guards the stack. The base version's bytes (the
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,11 +47,19 @@ if TYPE_CHECKING:
     from game.nets.network import Network
 
 
+# Checkpoint features of at least this many bytes leave memory once two newer versions exist:
+# the embedded scenes' (under 1 MB) never do.
+SPILL_AT_BYTES = 64 * 1024 * 1024
+KEEP_IN_MEMORY = 2  # the live checkpoint and the previous one (what undo shows next)
+
+
 class ModelStore:
     """Versioned networks and layouts; see the module docstring."""
 
     def __init__(self, network: Network, layout: LayoutState, version: int = 0) -> None:
         self._lock = threading.RLock()
+        self._spiller: ThreadPoolExecutor | None = None
+        self._spill_dir: Path | None = None
         self._history = ModelHistory()
         self._base_network = network
         self._base_version = int(version)
@@ -169,13 +189,70 @@ class ModelStore:
             self._history.push(checkpoint)
             self._live_network = network
             self._live_version = checkpoint.version
+            for cp in self._older_than_kept():
+                if _spillable(cp.features):
+                    self._spill_later(cp)
         return checkpoint
+
+    # --- features of old checkpoints out of memory ----------------------------------------------
+
+    def _older_than_kept(self) -> list[Checkpoint]:
+        return self._history.checkpoints[:-KEEP_IN_MEMORY]
+
+    def _spill_later(self, cp: Checkpoint) -> None:
+        if self._spiller is None:
+            self._spiller = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-spill")
+            weakref.finalize(self, self._spiller.shutdown, wait=False)
+        self._spiller.submit(self._spill, cp)
+
+    def _spill_path(self, cp: Checkpoint) -> Path:
+        with self._lock:
+            if self._spill_dir is None:
+                self._spill_dir = Path(tempfile.mkdtemp(prefix="latent-reach-undo-"))
+                # Windows cannot delete a file still mapped: what is left there goes with the temp folder.
+                weakref.finalize(self, shutil.rmtree, self._spill_dir, ignore_errors=True)
+            return self._spill_dir / f"features-v{cp.version}-{id(cp):x}.npy"
+
+    def _spill(self, cp: Checkpoint) -> None:
+        """Write ``cp``'s features to a file and keep them memory-mapped (the background thread;
+        ``pad`` calls it directly). An undo that brought ``cp`` back within the newest two first
+        keeps its features in memory."""
+        with self._lock:
+            features = cp.features
+            if not _spillable(features) or not self._is_old(cp):
+                return
+        path = self._spill_path(cp)
+        temporary = path.with_suffix(".tmp.npy")
+        np.save(temporary, features)
+        temporary.replace(path)
+        mapped = np.load(path, mmap_mode="r")
+        with self._lock:
+            if cp.features is features and self._is_old(cp):
+                cp.features = mapped
+                return
+        del mapped
+        path.unlink(missing_ok=True)
+
+    def _is_old(self, cp: Checkpoint) -> bool:
+        return any(old is cp for old in self._older_than_kept())
+
+    def wait_for_spills(self) -> None:
+        """Let every scheduled write finish (tests, closing)."""
+        if self._spiller is not None:
+            self._spiller.submit(lambda: None).result()
+
+    def _load_recent(self) -> None:
+        """Features of the newest two back in memory (after an undo)."""
+        for cp in self._history.checkpoints[-KEEP_IN_MEMORY:]:
+            if isinstance(cp.features, np.memmap):
+                cp.features = np.array(cp.features)
 
     def pop(self, network: Network | None = None) -> Checkpoint:
         """Undo: drop the live version; the previous one becomes live. ``network`` is its network
         if the caller rebuilt it already (else it is rebuilt now)."""
         with self._lock:
             dropped = self._history.pop()
+            self._load_recent()
             cp = self._history.current
             self._live_version = cp.version
             if network is None:
@@ -195,7 +272,10 @@ class ModelStore:
         """Cards joined the workspace: every kept checkpoint gets their rows (see ``pad_checkpoint``)."""
         with self._lock:
             for cp in self._history.checkpoints:
+                spilled = isinstance(cp.features, np.memmap)
                 pad_checkpoint(cp, workspace)
+                if spilled:  # one at a time, so memory stays bounded at scale
+                    self._spill(cp)
 
 
 def pad_checkpoint(cp: Checkpoint, workspace: Workspace) -> None:
@@ -226,3 +306,7 @@ def pad_checkpoint(cp: Checkpoint, workspace: Workspace) -> None:
         neighbours=None,  # recomputed from the padded features at the next local re-layout
         moved=None,
     )
+
+
+def _spillable(features: np.ndarray) -> bool:
+    return not isinstance(features, np.memmap) and features.nbytes >= SPILL_AT_BYTES

@@ -95,3 +95,42 @@ def test_edit_queue_delay_newest_edit_and_put_back():
     queue.put_back(edits)  # a failed job's edits wait again; the newer drop of card 3 wins
     assert queue.pending[3].new_label == 9 and queue.pending[7] is b
     assert queue.clear() == 2 and not queue.due(100.0)
+
+
+def test_old_checkpoints_features_leave_memory_and_undo_brings_them_back(fresh_digits, monkeypatch):
+    """At scale each version's features are the scene's size (0.8 GB at 50k x 4,096) and undo has
+    no depth limit: versions older than the previous one keep their features in a file, mapped;
+    an undo that makes one the previous again reads it back. Values never change."""
+    import gc
+
+    import game.learning.store as store_module
+
+    monkeypatch.setattr(store_module, "SPILL_AT_BYTES", 1)  # digits' features count as large here
+    loaded = fresh_digits
+    store = loaded.models
+    originals = {}
+    for version in (1, 2, 3, 4):
+        cp = store.current
+        features = cp.features + version  # each version's own values
+        layout = cp.layout.successor(cp.layout.embedding, cp.layout.pca_dims)
+        store.push(
+            Checkpoint(version, b"w", cp.labels, cp.top5_classes, cp.top5_scores, features, layout),
+            loaded.network,
+        )
+        originals[version] = features.copy()
+    originals[0] = np.asarray(store.checkpoint(0).features).copy()
+    store.wait_for_spills()
+    mapped = {cp.version: isinstance(cp.features, np.memmap) for cp in store.checkpoints}
+    assert mapped == {0: True, 1: True, 2: True, 3: False, 4: False}
+    folder = store._spill_dir
+    assert folder is not None and len(list(folder.glob("*.npy"))) == 3
+    for cp in store.checkpoints:
+        np.testing.assert_array_equal(cp.features, originals[cp.version])
+    store.pop()  # v4 undone: v2 becomes the previous one, in memory again
+    mapped = {cp.version: isinstance(cp.features, np.memmap) for cp in store.checkpoints}
+    assert mapped == {0: True, 1: True, 2: False, 3: False}
+    np.testing.assert_array_equal(store.checkpoint(2).features, originals[2])
+    assert store.checkpoint(2).features.flags.writeable  # a plain array again, not a read-only map
+    del store, loaded.models, mapped, cp
+    gc.collect()
+    assert not folder.exists()  # the temporary files go with the store
