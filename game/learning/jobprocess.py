@@ -618,7 +618,7 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                 kept = (message.key, message.features)
                 projector = copy.copy(message.projector)
                 projector.n_jobs = torch_threads
-                prepare_features(message.features, projector)
+                _prepare_quietly(prepare_features, message.features, projector)
                 send(OkMessage(None))
             elif isinstance(message, JobMessage):
                 req, key, weights, new_key = message.request, message.key, message.weights, message.new_key
@@ -663,8 +663,11 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                 result.layout = _strip_layout(result.layout)
                 send(OkMessage(result))
                 # While the parent tweens: what the next job (on these features) measures first.
-                prepare_features(
-                    kept[1], req.projector, reduces_ahead(len(kept[1]), req.config.preview_above)
+                _prepare_quietly(
+                    prepare_features,
+                    kept[1],
+                    req.projector,
+                    reduces_ahead(len(kept[1]), req.config.preview_above),
                 )
             else:
                 raise JobProcessError(f"unknown request {type(message).__name__}")
@@ -674,6 +677,18 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
             except Exception:
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
             send(ErrorMessage(exc))
+
+
+def _prepare_quietly(prepare: Callable[..., None], *args: Any) -> None:
+    """``preview.prepare_features`` in the child, its failure (say a MemoryError at 50k) ignored.
+
+    What it remembers only saves the next job time (that job computes it again when absent). After
+    a job's ``OkMessage`` the parent is not waiting: an ``ErrorMessage`` sent then would be read
+    as the next request's answer and fail a job that did nothing wrong; before a
+    ``FeaturesMessage``'s answer it would fail the whole process backend.
+    """
+    with contextlib.suppress(Exception):  # a courtesy; see above
+        prepare(*args)
 
 
 _WARM = False
