@@ -95,6 +95,10 @@ def _infer_once(
     if outputs is not None:
         return infer_head(network, outputs, start, batch_size)
     tap = StemTap(network, start, path, len(images))
-    inference = network.infer(images, batch_size=batch_size, progress=progress, tap=tap.tap())
+    try:
+        inference = network.infer(images, batch_size=batch_size, progress=progress, tap=tap.tap())
+    except BaseException:
+        tap.abort()  # an interrupted pass (Ctrl+C at 50k): no half-written temporary file left
+        raise
     tap.commit()
     return inference

@@ -84,6 +84,10 @@ class StemTap:
     def _put(self, x: torch.Tensor) -> None:
         self.writer.put(x.detach().float().numpy())
 
+    def abort(self) -> None:
+        """The pass failed: drop the rows written so far (open file and temporary name)."""
+        self.writer.abort()
+
     def commit(self) -> bool:
         done = self.writer.commit()
         if done:

@@ -137,3 +137,23 @@ def test_large_entries_are_memory_mapped(cache, monkeypatch):
     monkeypatch.setattr(stem_store, "MMAP_BYTES", 1 << 40)
     read = stem_store.load_stem(path, 5)
     assert read is not None and not isinstance(read.base, np.memmap) and np.array_equal(read, mapped)
+
+
+def test_an_interrupted_features_pass_leaves_no_temporary_file(cache, monkeypatch):
+    """The pass writes the stem's outputs as it goes; when it fails (Ctrl+C in a 50k pass) the
+    half-written temporary file is removed at once, not left to the cache's stale-file sweep."""
+    net, images = _alexnet(), _images(5)
+    calls = []
+    forward = net.forward_with_features
+
+    def fails_second_batch(x):
+        calls.append(len(x))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return forward(x)
+
+    monkeypatch.setattr(net, "forward_with_features", fails_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        cached_inference(net, images, batch_size=2, stem_layers=2)
+    assert len(calls) == 2  # the first batch's rows were written
+    assert not [p for p in cache.rglob("*") if p.is_file() and "stems" in p.parts]
