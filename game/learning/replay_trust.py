@@ -15,6 +15,10 @@ cross-entropy weight of a neighbour or replayed card is derived from its suspici
 The edited cards themselves always train with the person's labels, and the feature terms (pull
 target, drift) still use every card: only the labels are distrusted.
 
+``pull_share(memorised(...))`` (``pull_scale = "memorised"``, off by default) weighs the pull by
+how far the network memorised the labels the guidance distrusts (an A/B of issue 13, not adopted:
+docs/benchmarks.md).
+
 The scores are ``game.learning.guidance.suspicion`` on the job's features and labels (this job's
 edits applied), with a fixed seed so a job stays a pure function of its request. Above
 ``REFERENCE_CARDS`` cards they are computed on the rows that need them plus a seeded sample of the
