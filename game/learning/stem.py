@@ -476,14 +476,18 @@ class Runner:
                     z = F.linear(x_all[s:e], weight, bias)
                 pre[s:e] = z
                 out.put(s, *_run_rest(z, first, rest, layer))
+            chain = base.chain + 1 if factors is not None and base is not None else 0
+            # The copies of the weight and bias too: until ``derive_from`` the base would claim
+            # its old weights over an array that holds the new rows.
+            state = head_update.PreActivations(
+                weight.clone(), None if bias is None else bias.clone(), pre, chain
+            )
+            if in_place and base is not None and factors is not None:
+                base.derive_from(state, factors[0], factors[1], bias_change)
         except BaseException:
             if in_place:
-                cache.clear()  # the base's array is half overwritten: keep nothing
+                cache.clear()  # the base's array is (half) overwritten: keep nothing
             raise
-        chain = base.chain + 1 if factors is not None and base is not None else 0
-        state = head_update.PreActivations(weight.clone(), None if bias is None else bias.clone(), pre, chain)
-        if in_place and base is not None and factors is not None:
-            base.derive_from(state, factors[0], factors[1], bias_change)
         cache.put(state, base)
         return out, factors
 

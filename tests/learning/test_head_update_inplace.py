@@ -4,6 +4,7 @@ values are what a new array got; the rebuilt base is the old one within float no
 from it (an undo, a cancel) still matches the full pass."""
 
 import numpy as np
+import pytest
 import torch
 
 from game.learning import head_update
@@ -84,3 +85,36 @@ def test_a_chain_of_jobs_keeps_one_array(loaded_digits, monkeypatch):
         np.testing.assert_allclose(result.features, _full(net, images, stem).features, rtol=1e-5, atol=1e-4)
         states = list(cache._states)
         assert len(states) == 2 and sum(s.pre is not None for s in states) == 1
+
+
+def test_a_pass_that_fails_after_writing_over_the_base_keeps_no_wrong_base(loaded_digits, monkeypatch):
+    """Once the new rows are over the base's array, a failure before the base gives it up (here
+    keeping the new weights' copy: a MemoryError at 50k) must not leave the base kept under its
+    old weights: a later job from them (an undo) would start from the new rows."""
+    monkeypatch.setattr(head_update, "MIN_MULTIPLY_ADDS", 0)
+    start = loaded_digits.network
+    images = loaded_digits.workspace.images
+    stem = compute_stem_cache(start, images, 2)
+    prime_pre_activations(start, len(images), stem)
+    cache = cache_for(stem)
+
+    net = start.clone()
+    runner = Runner(net, images, stem, full=False)
+    _low_rank_change(net, 2)
+    kept = head_update.PreActivations
+
+    def no_room(*args, **kwargs):
+        raise MemoryError("no room for the weight's copy (test)")
+
+    monkeypatch.setattr(head_update, "PreActivations", no_room)
+    with pytest.raises(MemoryError):
+        runner.infer_all()
+    monkeypatch.setattr(head_update, "PreActivations", kept)
+    assert len(cache) == 0  # the overwritten base is not kept under its old weights
+
+    again = start.clone()
+    undo = Runner(again, images, stem, full=False)
+    assert undo.base_pre_activations is None
+    _low_rank_change(again, 3)
+    result = undo.infer_all()
+    np.testing.assert_allclose(result.features, _full(again, images, stem).features, rtol=1e-5, atol=1e-5)
