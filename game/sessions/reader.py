@@ -160,6 +160,7 @@ class SessionReader:
         self._owner = threading.get_ident()
         self._other_threads: dict[int, sqlite3.Connection] = {}
         self._threads_lock = threading.Lock()
+        self._closed = False
         try:
             self._check()
             rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
@@ -235,6 +236,8 @@ class SessionReader:
         if ident == self._owner:
             return self._conn
         with self._threads_lock:
+            if self._closed:  # a worker still fetching after close: no connection left behind
+                raise SessionError(f"{self.path} was closed")
             conn = self._other_threads.get(ident)
             if conn is None:
                 conn = _connect_ro(self._temp_copy or self.path)
@@ -243,6 +246,7 @@ class SessionReader:
 
     def close(self) -> None:
         with self._threads_lock:
+            self._closed = True
             for conn in self._other_threads.values():
                 conn.close()
             self._other_threads.clear()

@@ -119,3 +119,29 @@ def test_a_missing_version_on_the_worker_is_said_once_too(fresh_digits, tmp_path
             assert shown.models.version == 0
         finally:
             follower.close()
+
+
+def test_a_fetch_after_close_opens_no_connection(fresh_digits, tmp_path):
+    """The follower's pool is shut down without waiting: a fetch still running when the reader
+    closes must fail cleanly instead of opening a connection nobody closes (on Windows that
+    would keep a truncated copy's temporary file from being deleted)."""
+    import threading
+
+    from game.sessions.paths import SessionError
+
+    path, _ = _record_two_fine_tunes(fresh_digits, tmp_path)
+    reader = SessionReader(path)
+    reader.close()
+    failures: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            reader.model_weights(1)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            failures.append(exc)
+
+    worker = threading.Thread(target=fetch)
+    worker.start()
+    worker.join()
+    assert len(failures) == 1 and isinstance(failures[0], SessionError)
+    assert not reader._other_threads
