@@ -102,6 +102,13 @@ class LayoutConfig:
         100, ge=0, le=100_000, doc="iterations of a warm-started update (layer switch, scripts)"
     )
     theta: float = setting(0.5, ge=0.0, le=1.0, doc="Barnes-Hut accuracy (lower: slower and more exact)")
+    reuse_above: int = setting(
+        5_000,
+        ge=0,
+        le=10**9,
+        doc="from this many cards a local re-layout reduces the new features in the previous layout's "
+        "PCA and finds their neighbours from its neighbour record (no refit, no new index)",
+    )
     seed: int = setting(0, ge=0, le=SEED_MAX, doc="seeds PCA, the neighbour search and t-SNE")
     volume: list[float] = setting(
         [4.0, 4.0, 1.8], gt=0.0, le=1000.0, length=3, doc="x, y, z extent in metres"

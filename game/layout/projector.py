@@ -470,7 +470,7 @@ class Projector:
         n = len(features)
         k = min(MOBILITY_K, n - 1)
         graph = previous.neighbours
-        if n >= EXACT_KNN_BELOW and graph is not None and graph.shape == (n, k):
+        if n >= max(EXACT_KNN_BELOW, self.config.reuse_above) and graph is not None and graph.shape == (n, k):
             # Large scenes: the new features in the PCA of the previous layout (no refit), and
             # their neighbours found from its neighbour record (no new annoy index); together two
             # thirds of a 50k update. The result depends on the layouts and features alone; what

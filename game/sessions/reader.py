@@ -691,7 +691,10 @@ def _check_event_types(event: ev.Event) -> None:
 # Settings whose default changed after sessions were recorded without them: such a session ran
 # with the old value, so ``replay --verify`` and a resumed session must too.
 # train_heldout: held-out neighbours of an edit were trained before it existed (issue 13).
-_OLD_DEFAULTS: dict[str, dict[str, Any]] = {"learning": {"train_heldout": True}}
+_OLD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "learning": {"train_heldout": True},
+    "layout": {"reuse_above": 10**9},  # large scenes' local re-layout refitted PCA and annoy
+}
 
 
 def _recorded_defaults(scene: dict[str, Any]) -> dict[str, Any]:

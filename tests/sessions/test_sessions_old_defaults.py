@@ -37,3 +37,21 @@ def test_a_new_session_keeps_what_it_recorded(tmp_path):
             assert reader.scene().learning.train_heldout is value
         finally:
             reader.close()
+
+
+def test_a_session_from_before_reuse_above_re_lays_out_as_it_did(tmp_path):
+    """Large scenes' local re-layout now reuses the previous PCA and neighbour record; a session
+    recorded before refitted both, and its replay must too."""
+    old = Scene().to_dict()
+    del old["layout"]["reuse_above"]
+    reader = _record(tmp_path / "old-layout.session.sqlite", old)
+    try:
+        assert reader.scene().layout.reuse_above == 10**9
+    finally:
+        reader.close()
+    new = Scene().to_dict()
+    reader = _record(tmp_path / "new-layout.session.sqlite", new)
+    try:
+        assert reader.scene().layout.reuse_above == 5_000
+    finally:
+        reader.close()
