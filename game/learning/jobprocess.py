@@ -182,9 +182,11 @@ class _HooklessPickler(pickle.Pickler):
 
 
 # Arrays of at least this many bytes travel out of band (pickle protocol 5): written to the pipe
-# straight from their memory and read straight into the memory the receiver's array keeps. At
-# 50,000 cards x 4,096 features (0.8 GB) the in-band pickle was copied four times on the way
-# (into the pickle, out of ``BytesIO``, out of the received bytes, into the array): seconds.
+# straight from their memory and read into the memory the receiver's array keeps, through one
+# transient copy (``Connection.recv_bytes_into`` reads into a ``BytesIO`` first, so the receiver
+# briefly holds the array twice: 0.8 GB extra at 50,000 x 4,096). The in-band pickle was copied
+# four times on the way (into the pickle, out of ``BytesIO``, out of the received bytes, into the
+# array): seconds.
 OUT_OF_BAND_BYTES = 1 << 20
 _HEAD = struct.Struct("<I")  # how many out-of-band buffers follow a message; then their sizes
 
@@ -254,7 +256,8 @@ def _send_parts(conn: Connection, data: bytes, buffers: list[pickle.PickleBuffer
 
 def _get(conn: Connection) -> Any:
     """A message sent by ``_send_parts``: each out-of-band buffer is read into a fresh array that
-    the unpickled array then uses (no copy)."""
+    the unpickled array then uses (the pickle makes no copy of it; the pipe's read makes one
+    transient one, see ``OUT_OF_BAND_BYTES``)."""
     head = memoryview(conn.recv_bytes())
     (count,) = _HEAD.unpack_from(head)
     sizes = struct.unpack_from(f"<{count}Q", head, _HEAD.size)
