@@ -25,7 +25,15 @@ def build_network(scene: Scene, data: Dataset, is_train: np.ndarray, progress: b
     """The network a scene names, with weights: from the scene's file, from the cache, or trained."""
     cfg = scene.network
     channels = input_channels(scene, data)
-    module = build_module(cfg.arch, data.n_classes, channels)
+
+    def fresh() -> nn.Module:
+        # The initial weights come from the scene's seed, not from whatever the process's random
+        # state is: two first launches on one scene train the same network (they did not).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            return build_module(cfg.arch, data.n_classes, channels)
+
+    module = fresh()
     if cfg.weights:
         load_weights(module, scene.resolve_path(cfg.weights), allow_new_head=cfg.arch != "small_cnn")
     elif cfg.arch == "small_cnn":
@@ -39,7 +47,7 @@ def build_network(scene: Scene, data: Dataset, is_train: np.ndarray, progress: b
                 touch(path)  # a use: least-recently-used eviction keeps it
             except Exception:
                 path.unlink(missing_ok=True)  # damaged cache entry: retrain
-                module = build_module(cfg.arch, data.n_classes, channels)
+                module = fresh()
         if not path.is_file():
             train_classifier(
                 module, data, is_train, epochs=cfg.train_epochs, seed=cfg.seed, progress=progress

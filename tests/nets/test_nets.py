@@ -185,3 +185,28 @@ def test_training_is_deterministic(loaded_digits):
     train_classifier(b, data, mask, epochs=1, seed=3, progress=False)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_first_use_training_starts_from_the_scenes_seed(loaded_digits, tmp_path, monkeypatch):
+    """Two first launches of one scene train the same network, whatever the process's random
+    state: the initial weights were drawn from it before the training seeded anything."""
+    import copy
+
+    from game.nets.build import build_network
+
+    scene = copy.deepcopy(loaded_digits.scene)
+    scene.network.train_epochs = 1
+    nets = []
+    for i in range(2):
+        monkeypatch.setenv("LATENT_REACH_CACHE", str(tmp_path / f"cache{i}"))  # trains, no cache hit
+        torch.manual_seed(100 + i)  # a different process state each time
+        nets.append(
+            build_network(scene, loaded_digits.dataset, loaded_digits.workspace.is_train, progress=False)
+        )
+    a, b = nets[0].module.state_dict(), nets[1].module.state_dict()
+    for k, v in a.items():
+        assert torch.equal(v, b[k]), k
+    assert list((tmp_path / "cache0" / "models").glob("*.safetensors"))  # it did train and store
+    before = torch.random.get_rng_state()
+    build_network(scene, loaded_digits.dataset, loaded_digits.workspace.is_train, progress=False)
+    assert torch.equal(before, torch.random.get_rng_state())  # a cache hit leaves the process's RNG alone
