@@ -255,8 +255,9 @@ def test_loss_can_be_swapped(loaded_digits, stem):
 def test_damping_derived_from_samples_against_dimensions(loaded_digits, stem):
     """Fewer training images than the head has inputs: the preconditioner needs more damping.
     Digits (1,438 training images, 1,024 inputs) stay near the bottom of the range, far below the
-    150-image case's. The value varies between test runs (0.0100 and 0.0103 seen on 2026-12-02; a
-    bound at 0.01 failed one CI run; the cause was not pinned down), so the bound is 0.02."""
+    150-image case's. The first-use training drew its initial weights from the process's random
+    state until 2026-12-02, so each run had another network (0.0100 and 0.0103 seen; a bound at
+    0.01 failed one CI run); the bound is 0.02, clear of such differences."""
     from game.learning.stem import DAMPING_GRID, DEFAULT_DAMPING, derive_damping
 
     x = stem.inputs[torch.from_numpy(np.flatnonzero(loaded_digits.workspace.is_train))]
