@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from game.nets.network import BatchOutputs, Inference, Network
-from game.nets.split import classifier, split_point
+from game.nets.split import classifier, run_capturing, split_point
 
 # The split helpers lived here: callers import them from here too (explicit re-exports).
 from game.nets.split import feature_layer_in_head as feature_layer_in_head
@@ -523,14 +523,7 @@ def _run_rest(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The head's layers after the first on its outputs ``z``: logits and the feature layer's
     output (flattened), as ``Runner.forward`` gives them."""
-    feature = z if layer is first else None
-    x = z
-    for m in rest:
-        x = m(x)
-        if m is layer:
-            feature = x
-    assert feature is not None, "the feature layer is not in the head"
-    return x, feature.flatten(1)
+    return run_capturing(z, rest, layer, z if layer is first else None)
 
 
 def prime_pre_activations(network: Network, n_images: int, stem: StemCache) -> None:

@@ -108,11 +108,19 @@ def infer_head(
     out = BatchOutputs(n)
     for s in range(0, n, batch_size):
         x = torch.as_tensor(np.asarray(stem_outputs[s : s + batch_size]), dtype=torch.float32)
-        captured = None
-        for m in layers:
-            x = m(x)
-            if m is feature:
-                captured = x
-        assert captured is not None, "the feature layer is not in the head"
-        out.put(s, x, captured.flatten(1))
+        out.put(s, *run_capturing(x, layers, feature))
     return out.inference()
+
+
+def run_capturing(
+    x: torch.Tensor, layers: list[nn.Module], feature_layer: nn.Module, captured: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``layers`` run on ``x``: the output and the feature layer's output, flattened (the head's
+    pass here and in the fine-tune's re-inference). ``captured``: the feature layer's output when
+    that layer ran before these."""
+    for m in layers:
+        x = m(x)
+        if m is feature_layer:
+            captured = x
+    assert captured is not None, "the feature layer is not in the head"
+    return x, captured.flatten(1)
