@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from game.core import events as ev
-from game.core.worker import Worker
 from game.learning.controller import FineTuneController
 from game.learning.finetune import FineTuneDiverged, run_finetune
 from game.learning.headless import apply_moves, drop_position
@@ -24,13 +23,6 @@ class FakeClock:
 def loaded(fresh_digits):
     fresh_digits.scene = copy.deepcopy(fresh_digits.scene)  # tests may change learning settings
     return fresh_digits
-
-
-@pytest.fixture
-def worker():
-    w = Worker(torch_threads=1)
-    yield w
-    w.close(wait=True, timeout=10)
 
 
 def record(ws):

@@ -10,7 +10,6 @@ import pytest
 from test_learning_finetune import pick_relabel, request
 
 from game.core import events as ev
-from game.core.worker import Worker
 from game.learning.controller import FineTuneController
 from game.learning.finetune import FineTuneDiverged, compute_stem_cache, run_finetune
 from game.learning.preview import Preview, preview_rows, preview_target
@@ -25,13 +24,6 @@ def loaded(fresh_digits):
     learning = fresh_digits.scene.learning
     learning.preview_above, learning.preview_cards = 0, PREVIEW_CARDS  # digits is small: force it
     return fresh_digits
-
-
-@pytest.fixture
-def worker():
-    w = Worker(torch_threads=1)
-    yield w
-    w.close(wait=True, timeout=10)
 
 
 class Screen:
