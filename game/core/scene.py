@@ -33,6 +33,7 @@ ArchName = Literal["small_cnn", "alexnet"]  # and "torchvision:NAME" (the field 
 RelayoutMethod = Literal["local", "full"]
 LabelTrust = Literal["none", "soft", "drop"]
 PullScale = Literal["fixed", "memorised"]
+FeatureTerms = Literal["always", "landing"]
 TORCHVISION_PREFIX = "torchvision:"
 
 
@@ -201,6 +202,12 @@ class LearningConfig:
         "job's guidance-distrusted neighbours and replayed cards whose label the network predicts: "
         "0 up to m = 0.5, rising linearly to 1 at m = 1 (1 when none is distrusted or label_trust is "
         '"none"; game.learning.replay_trust.pull_share); "fixed": feature_weight',
+    )
+    feature_terms: FeatureTerms = setting(
+        "always",
+        doc='"landing": an edit\'s pull and push act only while it is not yet learned (predicted as its '
+        "target and, for relabels, nearer its new neighbours than its old), so cross-entropy does the "
+        'rest of the job (game.learning.loss); "always": every step',
     )
     preserve_weight: float = setting(
         1.0, ge=0.0, le=1e6, doc="keeps unedited cards' features (and so the layout) in place"

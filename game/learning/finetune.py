@@ -599,7 +599,12 @@ def train(
 ) -> Training:
     """Steps of edits + neighbours + a fresh replay sample until every edit is learned
     (``edits_learned``) after ``min_steps``, or ``max_steps``."""
-    weights = LossWeights(pull_weight(runner, batch, cfg), cfg.feature_margin, cfg.preserve_weight)
+    weights = LossWeights(
+        pull_weight(runner, batch, cfg),
+        cfg.feature_margin,
+        cfg.preserve_weight,
+        landing=cfg.feature_terms == "landing",
+    )
     fixed_rows, fixed_y, fixed_w = batch.fixed_rows, batch.fixed_labels, batch.fixed_weights
     edit_labels, edit_weights = torch.from_numpy(batch.targets), torch.from_numpy(batch.repeats)
     pool, size = batch.replay_pool, batch.replay_batch

@@ -35,6 +35,7 @@ class LossWeights:
     feature_margin: float = 0.5
     preserve_weight: float = 1.0
     pull_inside: float = 1.0  # the pull stops this many neighbour radii from their mean (0: at it)
+    landing: bool = False  # pull and push only on edits not yet learned (``feature_terms = "landing"``)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,10 @@ def finetune_loss(
         pull = F.relu(d_t - weights.pull_inside * radius) ** 2
     else:
         pull = d_t**2
-    feature = ((pull + push) * t.edit_weights).sum() / t.edit_weights.sum()
+    edit_weights = t.edit_weights
+    if weights.landing:  # an edit already learned trains by cross-entropy alone this step
+        edit_weights = edit_weights * (~_learned_each(logits, d_t, d_o, t)).to(edit_weights.dtype)
+    feature = ((pull + push) * edit_weights).sum() / t.edit_weights.sum()
     if len(t.reference):
         drift = ((features[ne:] - t.reference) ** 2).sum(1).mean() / t.spread**2
     else:  # nothing but edits in the batch (no neighbours, no replay): nothing to hold still
@@ -109,8 +113,14 @@ def finetune_loss(
 
 
 @torch.no_grad()
+def _learned_each(logits: torch.Tensor, d_t: torch.Tensor, d_o: torch.Tensor, t: StepTargets) -> torch.Tensor:
+    """(n_edits,) bool: predicted as its target and, for relabels, nearer the new neighbours than the old."""
+    correct = logits[: t.n_edits].argmax(1) == t.edit_labels
+    nearer = torch.where(t.is_relabel, d_t < d_o, torch.ones_like(t.is_relabel))
+    return correct & nearer
+
+
+@torch.no_grad()
 def edits_learned(logits: torch.Tensor, terms: LossTerms, t: StepTargets) -> bool:
     """Every edit predicted as its target and, for relabels, nearer the new neighbours than the old."""
-    correct = bool((logits[: t.n_edits].argmax(1) == t.edit_labels).all())
-    nearer = torch.where(t.is_relabel, terms.to_target < terms.to_old, torch.ones_like(t.is_relabel))
-    return correct and bool(nearer.all())
+    return bool(_learned_each(logits, terms.to_target, terms.to_old, t).all())
