@@ -21,6 +21,7 @@ import numpy as np
 from panda3d.core import CardMaker, NodePath, SamplerState, TextNode, Texture, TransparencyAttrib
 
 from game.world.palette import class_colours
+from game.world.text_fit import fit_text
 
 WIDTH = 1.0
 HEIGHT = 1.62  # of the card-only layout; the background grows with notes and status lines
@@ -28,6 +29,10 @@ IMAGE = 0.62  # image side in panel units, the card alone
 SIDE = 0.42  # each image's side when an explanation sits beside the card
 BAR_MAX = 0.5
 COLUMN_BAR_MAX = 0.17  # bars of the before / after columns
+COLUMN_BAR_MIN = 0.05  # the shortest full bar a column keeps beside long class names
+COLUMN_SCORE_X = 0.30  # a column's score with long names ("100.0%" still ends inside 0.45)
+NAME_SCALE = 0.05  # the top-5 names' text scale
+NAME_GAP = 0.015  # between a name and its bar, a bar and its score
 MARGIN = 0.05
 TEXT_WRAP = 23.0  # em at scale 0.038: the panel's inner width
 LINE = 0.038  # scale of the small texts (status, note, captions)
@@ -183,7 +188,7 @@ class InfoPanel:
         return self.root.find(node.get_name())
 
     def _row(self, name: str) -> tuple[TextNode, NodePath, TextNode]:
-        label = _text(self.root, f"{name}-name", 0.05, (0, 0))
+        label = _text(self.root, f"{name}-name", NAME_SCALE, (0, 0))
         bar = _quad(self.root, f"{name}-bar", 0.0, 1.0, -0.012, 0.038, -0.002)
         score = _text(self.root, f"{name}-score", 0.045, (0, 0))
         return label, bar, score
@@ -408,11 +413,23 @@ class InfoPanel:
         _box(self.overlay, left, right, bottom, top)
 
     def _fill_rows(self, rows, classes, scores, x0: float, y: float, wide: bool) -> None:
-        names = self.class_names
+        shown = [self._class_name(int(k)) for k in classes[: len(rows)]]
         if wide:
             bar_x, bar_max, score_x = 0.25, BAR_MAX, 0.25 + BAR_MAX + 0.03
-        else:  # a column of the before / after pair: name, bar, score in 0.44
+            shown = [fit_text(rows[0][0], t, (bar_x - NAME_GAP) / NAME_SCALE) for t in shown]
+        else:
+            # A column of the before / after pair (0.45 wide): the bar starts after the widest
+            # name, so "triangle" or a folder's class name never runs under it; one-character
+            # names (digits) keep the bar at 0.08.
             bar_x, bar_max, score_x = 0.08, COLUMN_BAR_MAX, 0.08 + COLUMN_BAR_MAX + 0.02
+            widest = max((rows[0][0].calc_width(t) * NAME_SCALE for t in shown), default=0.0)
+            if widest > bar_x - NAME_GAP:
+                score_x = COLUMN_SCORE_X
+                room = score_x - NAME_GAP - COLUMN_BAR_MIN - NAME_GAP
+                shown = [fit_text(rows[0][0], t, room / NAME_SCALE) for t in shown]
+                widest = max(rows[0][0].calc_width(t) * NAME_SCALE for t in shown)
+                bar_x = widest + NAME_GAP
+                bar_max = score_x - NAME_GAP - bar_x
         for r, (name, bar, score) in enumerate(rows):
             y_row = y - 0.075 * (r + 1)
             name_path, score_path = self._np(name), self._np(score)
@@ -426,7 +443,7 @@ class InfoPanel:
             k = int(classes[r])
             s = float(np.clip(scores[r], 0.0, 1.0))
             colour = tuple(float(c) for c in self.colours[k % len(self.colours)])
-            name.set_text(names[k] if 0 <= k < len(names) else str(k))
+            name.set_text(shown[r])
             name.set_text_color(*colour)
             score.set_text(percent(s))
             bar.set_pos(x0 + bar_x, -0.002, y_row)
@@ -434,6 +451,10 @@ class InfoPanel:
             bar.set_color(*colour)
             for node in (name_path, bar, score_path):
                 node.show()
+
+    def _class_name(self, k: int) -> str:
+        names = self.class_names
+        return str(names[k]) if 0 <= k < len(names) else str(k)
 
     # --- placement ----------------------------------------------------------------------------
 
