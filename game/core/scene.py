@@ -359,6 +359,11 @@ def check_setting(where: str, value: Any, hint: Any, rule: Range | None) -> Any:
     return value
 
 
+def _section_keys(section: str) -> set[str]:
+    """The keys a table of the scene file accepts."""
+    return {f.name for f in dataclasses.fields(getattr(Scene(), section))}
+
+
 def scene_from_dict(data: dict[str, Any], source: str = "") -> Scene:
     """Build a validated Scene from parsed TOML (or a session's recorded scene)."""
     label = source or "scene"
@@ -366,6 +371,13 @@ def scene_from_dict(data: dict[str, Any], source: str = "") -> Scene:
         raise SceneError(f"{label}: a scene must be a table of tables, got {type(data).__name__}")
     scene = Scene(source=source)
     for section, values in data.items():
+        if section not in _SECTIONS and not isinstance(values, dict):
+            # A key above every table (``name = "..."`` at the top of the file), not a table.
+            homes = [f"[{name}]" for name in _SECTIONS if section in _section_keys(name)]
+            where = f"; it belongs under {' or '.join(homes)}" if homes else ""
+            raise SceneError(
+                f"{label}: key {section!r} is outside every table{where} (tables: {', '.join(_SECTIONS)})"
+            )
         if section not in _SECTIONS:
             raise SceneError(f"{label}: unknown table [{section}] (known: {', '.join(_SECTIONS)})")
         if not isinstance(values, dict):

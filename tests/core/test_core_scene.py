@@ -254,3 +254,18 @@ def test_bad_scene_file_is_one_line_on_the_command_line(tmp_path: Path, capsys):
     assert "layout.perplexity = nan" in err and "allowed: 0 < x" in err
     assert main(["project", "--scene", str(tmp_path), "--out", str(tmp_path / "x.npz")]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_a_key_above_every_table_names_the_table_it_belongs_under(tmp_path):
+    """``name = "..."`` at the top of a scene file (found writing one by hand) said "unknown table
+    [name]"; the message now says it is a key and where it goes."""
+    path = tmp_path / "mine.toml"
+    path.write_text('name = "my photos"\n[dataset]\nkind = "digits"\n', encoding="utf-8")
+    with pytest.raises(SceneError, match=r"key 'name' is outside every table; it belongs under \[scene\]"):
+        load_scene(path)
+    path.write_text("colour = 3\n", encoding="utf-8")
+    with pytest.raises(SceneError, match=r"key 'colour' is outside every table \(tables: scene, "):
+        load_scene(path)
+    path.write_text("[colour]\nx = 3\n", encoding="utf-8")
+    with pytest.raises(SceneError, match=r"unknown table \[colour\]"):
+        load_scene(path)
