@@ -31,6 +31,7 @@ BAR_MAX = 0.5
 COLUMN_BAR_MAX = 0.17  # bars of the before / after columns
 COLUMN_BAR_MIN = 0.05  # the shortest full bar a column keeps beside long class names
 COLUMN_SCORE_X = 0.30  # a column's score with long names ("100.0%" still ends inside 0.45)
+TRUTH_SCALE = 0.06  # the "truth: ..." line
 NAME_SCALE = 0.05  # the top-5 names' text scale
 NAME_GAP = 0.015  # between a name and its bar, a bar and its score
 MARGIN = 0.05
@@ -159,7 +160,10 @@ class InfoPanel:
             self.colour_bar,
             *(self._np(n) for n in (self.caption_left, self.caption, self.bar_low, self.bar_high)),
         ]
-        self.truth = _text(self.root, "truth", 0.06, (left + MARGIN, 0))
+        self.truth = _text(self.root, "truth", TRUTH_SCALE, (left + MARGIN, 0))
+        # A folder's class names can be long ("chinese temple roof tiles (Beijing) -> relabelled
+        # ..."): the line wraps inside the panel and what follows moves down.
+        self.truth.set_wordwrap((WIDTH - 2 * MARGIN) / TRUTH_SCALE)
         self.header = _text(self.root, "top5-header", 0.05, (left + MARGIN, 0), (0.75, 0.78, 0.85, 1))
         self.header_after = _text(self.root, "top5-header-after", 0.05, (0, 0), (0.75, 0.78, 0.85, 1))
         self.rows: list[tuple[TextNode, NodePath, TextNode]] = []
@@ -365,7 +369,7 @@ class InfoPanel:
         # Texts below the images: the same heights whether an explanation is shown or not.
         y = top - 0.16 - IMAGE - 0.1
         self._np(self.truth).set_z(y)
-        y -= 0.09
+        y -= 0.09 + (_rows(self.truth) - 1) * _line_height(self.truth) * TRUTH_SCALE
         self._np(self.header).set_z(y)
         compare = self._after
         header_after = self._np(self.header_after)

@@ -60,3 +60,25 @@ def test_names_bars_and_scores_do_not_overlap_in_either_layout(names):
             assert score_right <= x0 + column + 1e-6  # "100%" stays in its own column
     if names[0] == "0":  # digits keep the layout they had
         assert panel.after_rows[0][1].get_x() == pytest.approx(left + column + 0.08)
+
+
+def test_a_long_truth_line_wraps_inside_the_panel_and_the_rows_move_below_it():
+    """Seen in a real window on a folder whose class is "chinese temple roof tiles (Beijing)": the
+    "truth: ..." line ran off the panel's right edge."""
+    names = ["chinese temple roof tiles (Beijing)", "flower_petals_closeup", "noise"]
+    panel = InfoPanel(NodePath("overlay"), names)
+    panel._top5 = (np.arange(3), np.array([0.9, 0.08, 0.02], np.float32))
+    panel.root.show()
+    panel.truth.set_text(f"truth: {names[0]}  -> relabelled {names[1]}")
+    panel._layout()
+    truth = panel.root.find("truth")
+    header = panel.root.find("top5-header")
+    assert panel.truth.get_num_rows() >= 2
+    assert panel.truth.get_width() * truth.get_sz() <= WIDTH - 2 * 0.05 + 1e-6
+    last_line = (
+        truth.get_z() - (panel.truth.get_num_rows() - 1) * panel.truth.get_line_height() * truth.get_sz()
+    )
+    assert header.get_z() < last_line - 0.05  # the header sits below the truth's last line
+    first_row = panel.root.find(panel.rows[0][0].get_name())
+    assert first_row.get_z() < header.get_z()
+    assert panel.bottom < first_row.get_z()  # the background still holds everything
