@@ -269,76 +269,81 @@ class PickIndex:
     def _box(self, centre: list[float], reach: float) -> Runs:
         """Key runs of the cells that meet the cube of half-side ``reach`` around ``centre``
         (None: no indexed cell there)."""
+        return self._box_between(centre, centre, reach)
+
+    def _tube(self, o: list[float], d: list[float], t0: float, t1: float, reach: float) -> Runs:
+        """Key runs of the cells that may hold a card within ``reach`` of the segment
+        ``o + t d``, t in [t0, t1] (``d`` a unit vector).
+
+        One slab of columns per cell along the main horizontal axis ``a``. Along the segment, the
+        other two coordinates are linear in the ``a`` coordinate, so in cell units they are known
+        at every slab edge from one multiply-add: at the edges clipped to the segment's ``a``
+        range, a slab's ``b`` and ``z`` range is that of its two edges, grown by the reach
+        (``rho`` cells) and by what the segment does over a reach along ``a`` (``|slope| rho``).
+        A segment that stays within about a cell along both horizontal axes (a vertical laser)
+        takes the box around it instead."""
+        inv, lo, dims = 1.0 / self.cell, self._lo_f, self._dims_i
+        a = 0 if abs(d[0]) >= abs(d[1]) else 1
+        b = 1 - a
+        rho = reach * inv
+        if abs(d[a]) * (t1 - t0) * inv <= 1.0:  # short along a (and along b): its bounding box
+            ends = [(o[i] + t0 * d[i], o[i] + t1 * d[i]) for i in range(3)]
+            return self._box_between([min(e) for e in ends], [max(e) for e in ends], reach)
+        # The segment's a range in cell units, and the slabs within reach of it.
+        ea, eb = (o[a] + t0 * d[a] - lo[a]) * inv, (o[a] + t1 * d[a] - lo[a]) * inv
+        a_lo, a_hi = (ea, eb) if ea <= eb else (eb, ea)
+        s0 = max(math.floor(a_lo - rho - EDGE), 0)
+        s1 = min(math.floor(a_hi + rho + EDGE), dims[a] - 1)
+        if s0 > s1:
+            return None
+        kb, kz = d[b] / d[a], d[2] / d[a]  # cells of b and z per cell of a along the segment
+        # In cell units: b = (o_b - lo_b) inv + (x - (o_a - lo_a) inv) kb at a coordinate x.
+        oa = (o[a] - lo[a]) * inv
+        gb, gz = (abs(kb) + 1.0) * rho + EDGE, (abs(kz) + 1.0) * rho + EDGE
+        consts = np.array(
+            [
+                [kb, (o[b] - lo[b]) * inv - oa * kb, -gb, gb, dims[b] - 1],
+                [kz, (o[2] - lo[2]) * inv - oa * kz, -gz, gz, dims[2] - 1],
+            ]
+        )
+        x = np.arange(s0, s1 + 2, dtype=np.float64)
+        np.clip(x, a_lo, a_hi, out=x)
+        at = x * consts[:, :1] + consts[:, 1:2]  # (2, slabs + 1): b and z at the slab edges
+        span = np.empty((2, 2, s1 - s0 + 1))  # (low | high, b | z, slab)
+        np.minimum(at[:, :-1], at[:, 1:], out=span[0])
+        np.maximum(at[:, :-1], at[:, 1:], out=span[1])
+        span += consts[:, 2:4].T[:, :, None]
+        np.clip(span, 0.0, consts[:, 4:5], out=span)  # in range before the cast (steep rays: huge)
+        cells = span.astype(np.int64)  # >= 0: the cast floors
+        (b0, z0), (b1, z1) = cells
+        width = int((b1 - b0).max()) + 1
+        col = b0[:, None] + np.arange(width)  # (slabs, width): columns, masked below
+        ny, nz = dims[1], dims[2]
+        stride_a, stride_b = (ny * nz, nz) if a == 0 else (nz, ny * nz)
+        base = np.arange(s0 * stride_a, (s1 + 1) * stride_a, stride_a)[:, None] + col * stride_b
+        keep = col <= b1[:, None]
+        keep &= (z0 <= z1)[:, None]
+        first = (base + z0[:, None])[keep]
+        if not len(first):
+            return None
+        return first, (base + z1[:, None])[keep]
+
+    def _box_between(self, low: list[float], high: list[float], reach: float) -> Runs:
+        """Key runs of the cells that meet the box ``low``..``high`` grown by ``reach``."""
         inv, lo, dims = 1.0 / self.cell, self._lo_f, self._dims_i
         first, last = [], []
         for axis in range(3):
-            f = max(math.floor((centre[axis] - reach - lo[axis]) * inv - EDGE), 0)
-            g = min(math.floor((centre[axis] + reach - lo[axis]) * inv + EDGE), dims[axis] - 1)
+            f = max(math.floor((low[axis] - reach - lo[axis]) * inv - EDGE), 0)
+            g = min(math.floor((high[axis] + reach - lo[axis]) * inv + EDGE), dims[axis] - 1)
             if f > g:
                 return None
             first.append(f)
             last.append(g)
-        # A few columns (3x3 for a touch): plain Python, no numpy call.
         ny, nz = dims[1], dims[2]
         z0, span = first[2], last[2] - first[2]
         ys = range(first[1], last[1] + 1)
         starts = [(x * ny + y) * nz + z0 for x in range(first[0], last[0] + 1) for y in ys]
         return starts, [k + span for k in starts]
-
-    def _tube(self, o: list[float], d: list[float], t0: float, t1: float, reach: float) -> Runs:
-        """Key runs of the cells that meet the box-shaped tube of half-side ``reach`` around
-        the segment ``o + t d``, t in [t0, t1]: one slab of columns per cell along the main
-        horizontal axis ``a``; in each slab, the columns and the z range that the part of the
-        segment crossing the slab (grown by ``reach``) covers."""
-        a = 0 if abs(d[0]) >= abs(d[1]) else 1
-        b = 1 - a
-        inv, cell, lo, dims = 1.0 / self.cell, self.cell, self._lo_f, self._dims_i
-        ends = (o[a] + t0 * d[a], o[a] + t1 * d[a])
-        s0 = max(math.floor((min(ends) - reach - lo[a]) * inv - EDGE), 0)
-        s1 = min(math.floor((max(ends) + reach - lo[a]) * inv + EDGE), dims[a] - 1)
-        if s0 > s1:
-            return None
-        da = d[a] if d[a] != 0.0 else 1e-30  # a ray along z: every slab's t range is all or none
-        # The t range over which the segment is within reach of each slab, within [t0, t1]
-        # (empty: ta > tb).
-        edges = np.arange(s0, s1 + 2, dtype=np.float64) * (cell / da) + ((lo[a] - o[a]) / da)
-        grow = reach / abs(da)
-        ta, tb = (edges[:-1], edges[1:]) if da > 0 else (edges[1:], edges[:-1])
-        ta = np.maximum(ta - grow, t0)
-        tb = np.minimum(tb + grow, t1)
-        # Per slab: the b and z cell ranges of the segment's part there, grown by the reach; both
-        # axes in one (2, slabs) array (each numpy call costs about a microsecond whatever its
-        # size). Where the slab's range is empty (ta > tb) min/max may swap: masked below.
-        rate, offset, top = np.array(
-            [
-                [[d[b] * inv], [d[2] * inv]],
-                [[(o[b] - lo[b]) * inv], [(o[2] - lo[2]) * inv]],
-                [[dims[b] - 1], [dims[2] - 1]],
-            ]
-        )
-        at_a = ta * rate + offset
-        at_b = tb * rate + offset
-        grown = reach * inv + EDGE
-        low = np.minimum(at_a, at_b) - grown
-        high = np.maximum(at_a, at_b) + grown
-        lows = low.astype(np.int64)  # truncation: differs from floor only below 0, clamped to 0
-        np.maximum(lows, 0, out=lows)
-        highs = np.floor(high).astype(np.int64)
-        np.minimum(highs, top, out=highs, casting="unsafe")
-        (b0, z0), (b1, z1) = lows, highs
-        width = int((b1 - b0).max()) + 1
-        if width <= 0:
-            return None
-        col = b0[:, None] + np.arange(width)  # (slabs, width): columns, masked below
-        slabs = np.arange(s0, s1 + 1)[:, None]
-        ny, nz = dims[1], dims[2]
-        base = ((slabs * ny + col) if a == 0 else (col * ny + slabs)) * nz
-        keep = col <= b1[:, None]
-        keep &= ((ta <= tb) & (z0 <= z1))[:, None]
-        first = (base + z0[:, None])[keep]
-        if not len(first):
-            return None
-        return first, (base + z1[:, None])[keep]
 
     # --- queries --------------------------------------------------------------------------------
 

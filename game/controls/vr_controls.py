@@ -88,11 +88,11 @@ class Rig:
 
     def matrix(self) -> np.ndarray:
         h = math.radians(self.heading)
-        c, s = math.cos(h), math.sin(h)
-        m = np.eye(4)
-        m[:3, :3] = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) * self.scale
-        m[:3, 3] = self.position
-        return m
+        k = float(self.scale)
+        c, s = math.cos(h) * k, math.sin(h) * k
+        x, y, z = np.asarray(self.position, dtype=np.float64).reshape(3).tolist()
+        # One array from plain floats (once per VR frame and per rig change).
+        return np.array([[c, -s, 0.0, x], [s, c, 0.0, y], [0.0, 0.0, k, z], [0.0, 0.0, 0.0, 1.0]])
 
     def to_world(self, p: np.ndarray) -> np.ndarray:
         return (self.matrix() @ np.append(np.asarray(p, dtype=np.float64), 1.0))[:3]
@@ -200,12 +200,12 @@ class VRControls:
             # SteamVR's tip pose: the laser starts there and points where the controller points.
             t = self._world @ c.tip.matrix  # the rig as this frame's hand poses saw it
             origin = t[:3, 3]
-            forward = t[:3, 1] / max(math.hypot(*t[:3, 1]), 1e-9)
+            forward = t[:3, 1] / max(math.hypot(*t[:3, 1].tolist()), 1e-9)
             tip = origin
         else:
             origin = m[:3, 3]
-            forward = m[:3, 1] / max(math.hypot(*m[:3, 1]), 1e-9)
-            tip = origin + forward * TIP * self.rig.scale
+            forward = m[:3, 1] / max(math.hypot(*m[:3, 1].tolist()), 1e-9)
+            tip = origin + forward * (TIP * self.rig.scale)
         self.lasers[name] = (origin, forward) if c.trigger else None
         if hand.dragging:
             card_world = (m @ self._grab_offset[name])[:3]

@@ -138,6 +138,7 @@ class VRStereo:
         self.rig = base.render.attach_new_node("vr-rig")
         self.head = self.rig.attach_new_node("vr-head")
         self.hands = {h: self.rig.attach_new_node(f"vr-hand-{h}") for h in HANDS}
+        self._hands_shown: dict[str, bool] = {}  # each hand node's last show / hide
         self.buffers: dict[str, GraphicsOutput] = {}
         self.textures: dict[str, Texture] = {}
         self.cameras: dict[str, NodePath] = {}
@@ -360,14 +361,16 @@ class VRStereo:
             self.on_notice(text)
         self.state = state
         self.head.set_mat(_mat(state.head.matrix))
+        shown = self._hands_shown
         for hand in HANDS:
             c = state.hands[hand]
             node = self.hands[hand]
-            if c.connected and c.pose.valid:
+            tracked = c.connected and c.pose.valid
+            if tracked:
                 node.set_mat(_mat(c.pose.matrix))
-                node.show()
-            else:
-                node.hide()
+            if shown.get(hand) != tracked:  # show / hide only on a change (no call per frame)
+                node.show() if tracked else node.hide()
+                shown[hand] = tracked
         self._poll_models()
         self._face_world()
         for listener in list(self.listeners):
@@ -389,8 +392,10 @@ class VRStereo:
         """Both eye buffers have drawn and been resolved into their textures: hand them over."""
         if not self.active:
             return
+        gsg = self.base.win.get_gsg()
+        prepared = gsg.get_prepared_objects()  # once for both eyes
         for eye in EYES:
-            kind = self.backend.submit(eye, self.texture_id(eye))
+            kind = self.backend.submit(eye, self.texture_id(eye, gsg, prepared))
             if kind is not None:
                 self.submit_errors[kind] = self.submit_errors.get(kind, 0) + 1
         if self._gl_flush is not None:
@@ -400,14 +405,19 @@ class VRStereo:
             self.trace.append("flush")
         self.backend.post_present_handoff()
 
-    def texture_id(self, eye: Eye) -> int:
+    def texture_id(self, eye: Eye, gsg: Any = None, prepared: Any = None) -> int:
         """The OpenGL name of an eye texture, asked every frame (about a microsecond).
 
         Panda3D may give a texture a new GL name (a buffer re-created, textures released after a
         window event); a cached name would then point at nothing and the headset stay grey.
+        ``gsg``, ``prepared``: the window's GSG and its prepared objects (the submit reads them
+        once for both eyes).
         """
-        gsg = self.base.win.get_gsg()
-        context = self.textures[eye].prepare_now(0, gsg.get_prepared_objects(), gsg)
+        if gsg is None:
+            gsg = self.base.win.get_gsg()
+        if prepared is None:
+            prepared = gsg.get_prepared_objects()
+        context = self.textures[eye].prepare_now(0, prepared, gsg)
         native = int(context.get_native_id()) if context is not None else 0
         if native and self._texture_ids.get(eye) not in (None, native):
             self.texture_id_changes += 1

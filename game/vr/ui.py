@@ -9,6 +9,7 @@ scaled: 5 m, or ``set_beam_length`` where the wrist menu or the panel stopped it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,13 @@ from panda3d.core import LineSegs, NodePath
 
 PANEL_SCALE = 0.32  # metres per panel unit
 HUD_SCALE = 0.18
+
+
+def look_at_hp(dx: float, dy: float, dz: float) -> tuple[float, float]:
+    """Heading and pitch (degrees) that turn +Y towards ``(dx, dy, dz)`` with no roll: what
+    ``NodePath.look_at`` gives (world up +Z), computed in plain floats so a node's whole transform
+    is one ``set_pos_hpr_scale`` call."""
+    return math.degrees(math.atan2(-dx, dy)), math.degrees(math.atan2(dz, math.hypot(dx, dy)))
 
 
 class VRWorldUI:
@@ -35,6 +43,7 @@ class VRWorldUI:
             "fixed", 80
         )  # after the wrist menu (drawn over the world): the beam's end shows on it
         self._beams: dict[str, NodePath] = {}
+        self._shown: dict[str, bool] = {}  # whether each beam is shown (no Panda3D call to ask)
         self._panel_at: tuple[list[float], list[float], float] | None = None  # selected, head, scale
         self.hud_lift = 0.0  # metres more above the left hand (the wrist menu is open there)
         self._attach()
@@ -58,13 +67,14 @@ class VRWorldUI:
     def update(
         self, head: np.ndarray, left_hand: np.ndarray, selected: np.ndarray | None, lasers: dict
     ) -> None:
-        h = tuple(float(v) for v in head)
+        hx, hy, hz = head.tolist()
         s = float(self.scale())
-        above = left_hand + np.array([0.0, 0.0, (0.12 + self.hud_lift) * s])
-        self.hud_anchor.set_scale(HUD_SCALE * s)
-        self.hud_anchor.set_pos(*map(float, above))
-        self.hud_anchor.look_at(*h)
-        self.hud_anchor.set_h(self.hud_anchor.get_h() + 180)
+        ax, ay, az = left_hand.tolist()
+        az += (0.12 + self.hud_lift) * s  # above the left hand
+        # Facing away from the head (its text reads from the head): one transform call, not five.
+        h, p = look_at_hp(hx - ax, hy - ay, hz - az)
+        k = HUD_SCALE * s
+        self.hud_anchor.set_pos_hpr_scale(ax, ay, az, h + 180.0, p, 0.0, k, k, k)
         panel = self.app.world.panel
         if selected is not None and not self._panel_still(selected, head, s):
             to_head = head - selected
@@ -74,7 +84,9 @@ class VRWorldUI:
             side = np.array([-to_head[1], to_head[0], 0.0])  # to the right, seen from the head
             # Beside the card, a little nearer (at arm's length after the wrist menu's go-to).
             where = selected + (0.1 * to_head - 0.32 * side + np.array([0.0, 0.0, 0.05])) * s
-            panel.place_in_world(self.app.render, tuple(map(float, where)), look_at=h, scale=PANEL_SCALE * s)
+            panel.place_in_world(
+                self.app.render, tuple(map(float, where)), look_at=(hx, hy, hz), scale=PANEL_SCALE * s
+            )
         self._draw_lasers(lasers)
 
     def _panel_still(self, selected: np.ndarray, head: np.ndarray, scale: float = 1.0) -> bool:
@@ -103,23 +115,28 @@ class VRWorldUI:
         return beam
 
     def _draw_lasers(self, lasers: dict) -> None:
+        """Each shown beam: one transform call (position, the ray's heading and pitch, 5 m)."""
+        shown = self._shown
         for hand, ray in lasers.items():
             if ray is None:
-                if hand in self._beams:
+                if shown.get(hand):
                     self._beams[hand].hide()
+                    shown[hand] = False
                 continue
             origin, direction = ray
             beam = self._beam(hand)
-            beam.show()
-            o = origin.tolist()
-            beam.set_pos(*o)
-            beam.look_at(*(origin + direction).tolist())
-            beam.set_scale(5.0)
+            if not shown.get(hand):
+                beam.show()
+                shown[hand] = True
+            x, y, z = origin.tolist()
+            dx, dy, dz = direction.tolist()
+            h, p = look_at_hp(dx, dy, dz)
+            beam.set_pos_hpr_scale(x, y, z, h, p, 0.0, 5.0, 5.0, 5.0)
 
     def set_beam_length(self, hand: str, length: float) -> None:
         """Stop a shown laser at ``length`` (world units): at the menu button or panel it hits."""
         beam = self._beams.get(hand)
-        if beam is not None and not beam.is_hidden():
+        if beam is not None and self._shown.get(hand):
             beam.set_scale(max(1e-4, float(length)))
 
     def restore(self) -> None:

@@ -105,7 +105,7 @@ class PanelPainter:
         # rays (the in-world UI places it after the controls; a button's action on a frame a
         # trigger is pulled may show it: then read per ray).
         self._bounds: tuple[Any, ...] | None = None  # (panel, the quads' transforms, bounds)
-        self._view: tuple[Any, Any] | None = None  # (panel, world -> panel transform), the same way
+        self._view: tuple[Any, Any, Any] | None = None  # (panel, world -> panel, bounds), the same way
         self._keep_bounds = False
 
     def place(self, controls: VRControls) -> None:
@@ -120,11 +120,9 @@ class PanelPainter:
         """(u, v, distance, on the image) where the ray meets the panel, or None."""
         app = self.session.app
         panel = app.world.panel
-        root = panel.root
         view = self._view
         if view is None or view[0] is not panel:
-            shown = not (app.workspace.selected < 0 or root.is_hidden() or root.get_parent() != app.render)
-            view = (panel, app.render.get_mat(root) if shown else None)  # one transform for both points
+            view = self._read_view(panel)
             if self._keep_bounds:
                 self._view = view
         to_panel = view[1]
@@ -141,20 +139,29 @@ class PanelPainter:
         if t <= 0:
             return None
         x, z = o[0] + t * (e[0] - o[0]), o[2] + t * (e[2] - o[2])
-        # The bounds in the panel's frame follow the two quads' own transforms (the panel lays
-        # them out by moving and scaling them): read again only when one of those changed.
-        key = (panel, panel.background.get_mat(), panel.image.get_mat())
-        bounds = self._bounds
-        if bounds is None or bounds[0] is not panel or bounds[1] != key[1] or bounds[2] != key[2]:
-            bounds = (*key, *panel.background.get_tight_bounds(root), *panel.image.get_tight_bounds(root))
-            self._bounds = bounds
-        blo, bhi, lo, hi = bounds[3:]
+        blo, bhi, lo, hi = view[2]
         if not (blo[0] <= x <= bhi[0] and blo[2] <= z <= bhi[2]):
             return None
         u = (x - lo[0]) / max(1e-9, hi[0] - lo[0])
         v = (hi[2] - z) / max(1e-9, hi[2] - lo[2])
         length = math.hypot(fx, fy, fz)
         return float(u), float(v), float(t * length), bool(0 <= u <= 1 and 0 <= v <= 1)
+
+    def _read_view(self, panel: Any) -> tuple[Any, Any, Any]:
+        """(panel, world -> panel transform or None when the panel is not in the world, bounds of
+        the background and the image in the panel's frame): once a frame for both hands' rays."""
+        app = self.session.app
+        root = panel.root
+        if app.workspace.selected < 0 or root.is_hidden() or root.get_parent() != app.render:
+            return panel, None, None
+        # The bounds follow the two quads' own transforms (the panel lays them out by moving and
+        # scaling them): read again only when one of those changed.
+        key = (panel, panel.background.get_mat(), panel.image.get_mat())
+        bounds = self._bounds
+        if bounds is None or bounds[0] is not panel or bounds[1] != key[1] or bounds[2] != key[2]:
+            bounds = (*key, *panel.background.get_tight_bounds(root), *panel.image.get_tight_bounds(root))
+            self._bounds = bounds
+        return panel, app.render.get_mat(root), bounds[3:]
 
     def ray(
         self, hand: str, origin: np.ndarray, forward: np.ndarray, trigger: bool, pressed: bool
@@ -250,7 +257,7 @@ class StartMenuLaser:
         self, hand: str, origin: np.ndarray, forward: np.ndarray, trigger: bool, pressed: bool
     ) -> float | None:
         menu = self.menu
-        if not menu.visible or not self._placed:
+        if not self._placed or not menu.visible:  # closed (the usual case): no Panda3D call
             return None
         row = menu.item_at(origin, forward)
         if row < 0:
@@ -282,7 +289,7 @@ class StartMenuShield:
         self, hand: str, origin: np.ndarray, forward: np.ndarray, trigger: bool, pressed: bool
     ) -> float | None:
         laser = self.laser
-        if not laser.menu.visible or not laser._placed:
+        if not laser._placed or not laser.menu.visible:
             return None
         t, _ = laser.plane_hit(origin, forward)
         if t > 0:
