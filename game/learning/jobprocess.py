@@ -43,6 +43,8 @@ import itertools
 import multiprocessing
 import os
 import pickle
+import secrets
+import shutil
 import struct
 import sys
 import threading
@@ -50,6 +52,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
@@ -103,6 +106,9 @@ class JobMessage:
     # True: ``request.features`` was left out; they are those of the child's last result (``key``'s),
     # which it kept (at 50,000 cards x 4,096 they are 0.8 GB: seconds through the pipe).
     features_kept: bool = False
+    # The names of the shared-memory segments the child may make for this job's result
+    # (``shared_name(prefix, i)``); "": none, every array through the pipe.
+    shared: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,12 +151,13 @@ class ErrorMessage:
     error: BaseException
 
 
-def _put(conn: Connection, message: Any) -> None:
+def _put(conn: Connection, message: Any, segments: Segments | None = None) -> None:
     """Send ``message`` pickled by plain ``pickle``, never ``Connection.send``: that pickles with
     multiprocessing's ForkingPickler, for which torch moves every tensor's storage into shared
     memory *in place*; another thread reading the same tensor then (the recorder serialising the
-    base network, an explanation copying it) reads freed memory and the process segfaults."""
-    _send_parts(conn, *_pickled_parts(message))
+    base network, an explanation copying it) reads freed memory and the process segfaults.
+    ``segments``: large arrays go through shared memory (``Segments``), not the pipe."""
+    _send_parts(conn, *_pickled_parts(message), segments=segments)
 
 
 def _rebuild_module(cls: type[nn.Module], state: dict[str, Any]) -> nn.Module:
@@ -245,30 +252,237 @@ def _retrying(dump: Callable[[], _T], tries: int, wait_s: float) -> _T:
     raise AssertionError("unreachable")
 
 
-def _send_parts(conn: Connection, data: bytes, buffers: list[pickle.PickleBuffer]) -> None:
-    """One message: a head (the out-of-band buffers' count and sizes) with the pickle, then each
-    buffer as it lies in memory (the caller holds the pipe for the whole message)."""
+def _send_parts(
+    conn: Connection, data: bytes, buffers: list[pickle.PickleBuffer], segments: Segments | None = None
+) -> None:
+    """One message: a head (the out-of-band buffers' count, sizes, and for those in shared memory
+    their segment's name and offset) with the pickle, then each other buffer as it lies in memory
+    (the caller holds the pipe for the whole message)."""
     sizes = [b.raw().nbytes for b in buffers]
-    conn.send_bytes(_HEAD.pack(len(sizes)) + struct.pack(f"<{len(sizes)}Q", *sizes) + data)
-    for b in buffers:
-        conn.send_bytes(b.raw())
+    places = [segments.place(b) if segments is not None else None for b in buffers]
+    names = [p[0].encode("ascii") if p is not None else b"" for p in places]
+    offsets = [p[1] if p is not None else 0 for p in places]
+    count = len(sizes)
+    conn.send_bytes(
+        _HEAD.pack(count)
+        + struct.pack(f"<{count}Q{count}Q{count}H", *sizes, *offsets, *(len(n) for n in names))
+        + b"".join(names)
+        + data
+    )
+    for b, place in zip(buffers, places, strict=True):
+        if place is None:
+            conn.send_bytes(b.raw())
 
 
 def _get(conn: Connection) -> Any:
     """A message sent by ``_send_parts``: each out-of-band buffer is read into a fresh array that
     the unpickled array then uses (the pickle makes no copy of it; the pipe's read makes one
-    transient one, see ``OUT_OF_BAND_BYTES``)."""
+    transient one, see ``OUT_OF_BAND_BYTES``), or mapped from its shared-memory segment (no copy
+    at all; the segment's name is removed at once, see ``Segments``)."""
     head = memoryview(conn.recv_bytes())
     (count,) = _HEAD.unpack_from(head)
-    sizes = struct.unpack_from(f"<{count}Q", head, _HEAD.size)
+    fields = struct.unpack_from(f"<{count}Q{count}Q{count}H", head, _HEAD.size)
+    sizes, offsets, lengths = fields[:count], fields[count : 2 * count], fields[2 * count :]
+    at = _HEAD.size + 18 * count
     buffers = []
-    for size in sizes:
+    for size, offset, length in zip(sizes, offsets, lengths, strict=True):
+        if length:
+            name = bytes(head[at : at + length]).decode("ascii")
+            at += length
+            buffers.append(attach_shared(name, offset, size))
+            continue
         out = np.empty(size, dtype=np.uint8)
         got = conn.recv_bytes_into(out)
         if got != size:
             raise pickle.UnpicklingError(f"an out-of-band buffer of {got} bytes, {size} announced")
         buffers.append(out)
-    return pickle.loads(head[_HEAD.size + 8 * count :], buffers=buffers)
+    return pickle.loads(head[at:], buffers=buffers)
+
+
+# --- shared memory for large results ------------------------------------------------------------
+#
+# Why: a 50,000-card result's features (0.8 GB) took 3-4 s through the pipe (written in chunks by
+# the child, read by the app into a transient buffer and copied out of it: the app briefly held
+# them twice). In shared memory the child's re-inference writes them where the app then maps them:
+# no copy, no transient, and the two processes share the pages (the child keeps them as the next
+# job's starting features, the app as the new version's).
+#
+# Lifetime (no segment outlives its use, on every path): the parent names a job's segments
+# (``JobMessage.shared``, unique per process and job). The child makes them while it re-infers
+# (``Segments.allocate``) or, for another large array, copies it into one (``Segments.place``).
+# Sent: the parent maps each and removes its name at once (``attach_shared``; POSIX: the memory
+# lives on while mapped; Windows: a segment lives while a handle is open, and the child holds one
+# until the parent's next message). Not sent (the job failed, was cancelled, or the array did not
+# go): the child removes the names itself. The child died first: the parent removes every name the
+# job could have made (``unlink_shared``), after each job whatever its end. A mapping is closed once
+# no array uses it (``tidy_shared``); closing it earlier would unmap memory an array still reads.
+
+SHARED_BYTES = 16 << 20  # arrays of at least this many bytes in a result go through shared memory
+SHARED_SEGMENTS = 4  # segments one job may make (the features, and a few other large arrays)
+_DEV_SHM = "/dev/shm"  # Linux's POSIX shared memory (a tmpfs that may be small, e.g. in a container)
+
+
+class _Segment(shared_memory.SharedMemory):
+    """A segment whose finaliser never raises: its mapping may still be in use by an array (then
+    it stays mapped; ``tidy_shared`` closes it later)."""
+
+    def view(self) -> memoryview:
+        """The mapping (arrays on it must come from ``np.frombuffer``, which holds the mapping
+        while they live; ``np.ndarray(buffer=...)`` does not, and a close would unmap it)."""
+        buf = self.buf
+        if buf is None:
+            raise ValueError(f"shared memory {self.name} is closed")
+        return buf
+
+    def __del__(self) -> None:
+        with contextlib.suppress(BufferError, OSError):
+            self.close()
+
+
+_OPEN: list[_Segment] = []  # segments mapped by this process, closed once nothing uses them
+_OPEN_LOCK = threading.Lock()
+
+
+def tidy_shared() -> None:
+    """Close the mappings no array uses any more (``close`` refuses those in use: BufferError)."""
+    with _OPEN_LOCK:
+        still = []
+        for segment in _OPEN:
+            try:
+                segment.close()
+            except BufferError:
+                still.append(segment)
+        _OPEN[:] = still
+
+
+def _keep_open(segment: _Segment, array: np.ndarray) -> np.ndarray:
+    """``array`` (made by ``np.frombuffer`` on ``segment``, which holds the mapping while any array
+    uses it) with its segment closed after it (``tidy_shared``)."""
+    with _OPEN_LOCK:
+        _OPEN.append(segment)
+    weakref.finalize(array, tidy_shared)
+    return array
+
+
+def shared_name(prefix: str, index: int) -> str:
+    return f"{prefix}{index}"
+
+
+def _room_for(nbytes: int) -> bool:
+    """Whether shared memory can take ``nbytes`` more: a tmpfs that is too small would let the
+    segment be made and then kill the process writing it (SIGBUS)."""
+    if not os.path.isdir(_DEV_SHM):
+        return True  # Windows (the paging file), macOS (no file system)
+    try:
+        return shutil.disk_usage(_DEV_SHM).free > nbytes + (64 << 20)
+    except OSError:
+        return False
+
+
+def attach_shared(name: str, offset: int, size: int) -> np.ndarray:
+    """Parent: the ``size`` bytes at ``offset`` of segment ``name``, mapped (no copy); the name
+    is removed at once (the memory lives while mapped)."""
+    try:
+        segment = _Segment(name=name)
+    except OSError as exc:
+        raise pickle.UnpicklingError(f"shared memory {name} is gone ({exc})") from None
+    try:
+        array = np.frombuffer(segment.view(), dtype=np.uint8, count=size, offset=offset)
+    except BaseException:
+        segment.unlink()
+        segment.close()
+        raise
+    segment.unlink()  # POSIX: the name goes, the mapping stays; Windows: nothing to do
+    return _keep_open(segment, array)
+
+
+def unlink_shared(prefix: str) -> None:
+    """Parent, after every job: remove any segment of the job that is still named (a child that
+    died between making and sending it). A no-op for segments already mapped and removed."""
+    if not prefix:
+        return
+    for i in range(SHARED_SEGMENTS):
+        try:
+            segment = _Segment(name=shared_name(prefix, i))
+        except OSError:  # FileNotFoundError: not made, or already removed
+            continue
+        with contextlib.suppress(OSError):
+            segment.unlink()
+        segment.close()
+
+
+class Segments:
+    """Child: the shared-memory segments of one job's result (see the section's comment)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.made: list[tuple[_Segment, int, int, bool]] = []  # (segment, address, size, copy)
+        self.sent: set[str] = set()
+
+    def _new(self, nbytes: int) -> _Segment | None:
+        if len(self.made) >= SHARED_SEGMENTS or not _room_for(nbytes):
+            return None
+        try:
+            return _Segment(name=shared_name(self.prefix, len(self.made)), create=True, size=max(nbytes, 1))
+        except OSError:  # no shared memory here: the pipe
+            return None
+
+    def allocate(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """A float32 array of ``shape`` in a new segment (``stem.result_arrays_from``), or None."""
+        nbytes = int(np.prod(shape)) * 4
+        if nbytes < SHARED_BYTES:
+            return None
+        segment = self._new(nbytes)
+        if segment is None:
+            return None
+        array = np.frombuffer(segment.view(), dtype=np.float32, count=nbytes // 4).reshape(shape)
+        self.made.append((segment, array.ctypes.data, nbytes, False))
+        return _keep_open(segment, array)
+
+    def place(self, buffer: pickle.PickleBuffer) -> tuple[str, int] | None:
+        """Where an out-of-band buffer goes: (segment name, offset) when it lies in one of this
+        job's segments or was copied into a new one (large ones), None: the pipe."""
+        raw = buffer.raw()
+        if raw.nbytes < SHARED_BYTES:
+            return None
+        address = np.frombuffer(raw, dtype=np.uint8).ctypes.data
+        for segment, start, size, _ in self.made:
+            if start <= address and address + raw.nbytes <= start + size:
+                self.sent.add(segment.name)
+                return segment.name, address - start
+        copy = self._new(raw.nbytes)
+        if copy is None:
+            return None
+        segment = copy
+        np.frombuffer(segment.view(), dtype=np.uint8, count=raw.nbytes)[:] = np.frombuffer(raw, dtype=np.uint8)
+        self.made.append((segment, 0, raw.nbytes, True))
+        self.sent.add(segment.name)
+        return segment.name, 0
+
+    def after_sending(self) -> None:
+        """The result went: remove the names of segments it did not use (the parent removes the
+        others' once it maps them); the copies' mappings go after the parent's next message."""
+        for segment, _, _, _ in self.made:
+            if segment.name not in self.sent:
+                with contextlib.suppress(OSError):
+                    segment.unlink()
+
+    def release_copies(self) -> None:
+        """The parent has mapped the result (it sent another message): close the copies."""
+        copies = [m for m in self.made if m[3]]
+        self.made = [m for m in self.made if not m[3]]
+        for segment, _, _, _ in copies:
+            with _OPEN_LOCK:
+                _OPEN.append(segment)
+        tidy_shared()
+
+    def discard(self) -> None:
+        """The job failed or was cancelled: no segment is sent; remove every name."""
+        for segment, _, _, _ in self.made:
+            with contextlib.suppress(OSError):
+                segment.unlink()
+        self.made = []
+        tidy_shared()
 
 
 def _strip_layout(layout: Any) -> Any:
@@ -490,6 +704,7 @@ class JobProcess:
             # of the two always sees the other (serialising an unseen network can take seconds).
             number = next(self._job_numbers)
             self._current_job = number
+            shared = ""
             try:
                 if cancelled is not None and cancelled():
                     raise FineTuneCancelled("the fine-tune was cancelled")
@@ -511,12 +726,14 @@ class JobProcess:
                     # not pickle): True stands for "wanted".
                     on_preview=cast(Any, True) if request.on_preview is not None else None,
                 )
-                self._send(JobMessage(plain, key, weights, new_key, number, kept))
+                shared = f"lr{os.getpid():x}{secrets.token_hex(3)}j{number:x}_"
+                self._send(JobMessage(plain, key, weights, new_key, number, kept, shared))
                 self._known.add(key)
                 result: FineTuneResult = self._receive(progress, request.on_preview)
                 self._kept_key = new_key  # the child keeps this result's features
             finally:
                 self._current_job = 0
+                unlink_shared(shared)  # what a child that died mid-answer left (usually nothing)
             self._known.add(new_key)
         network = base.updated(state_from_bytes(result.weights))  # the frozen stem is shared
         self._keys[network] = new_key
@@ -578,13 +795,15 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
 
     from game.learning.finetune import compute_stem_cache, run_finetune
     from game.learning.preview import prepare_features, reduces_ahead
-    from game.learning.stem import prime_pre_activations
+    from game.learning.stem import prime_pre_activations, result_arrays_from
     from game.nets.weights import state_from_bytes
 
     torch.set_num_threads(torch_threads)
 
-    def send(message: ProgressMessage | PreviewMessage | OkMessage | ErrorMessage) -> None:
-        _put(conn, message)
+    def send(
+        message: ProgressMessage | PreviewMessage | OkMessage | ErrorMessage, segments: Segments | None = None
+    ) -> None:
+        _put(conn, message, segments)
 
     first: tuple[str, Any] | None = None
     networks: OrderedDict[str, Any] = OrderedDict()
@@ -592,12 +811,16 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
     is_train: np.ndarray | None = None
     stem: Any = None
     kept: tuple[str, np.ndarray] | None = None  # the last result's network token and features
+    sent: Segments | None = None  # the last result's segments (copies held until the parent maps them)
     _warm_up()  # before the first message: a child started early is warm when the scene opens
     while True:
         try:
             message = _get(conn)
         except (EOFError, OSError):  # the parent went away
             return
+        if sent is not None:  # the parent read the last answer before sending this
+            sent.release_copies()
+            sent = None
         if isinstance(message, QuitMessage):
             return
         try:
@@ -657,14 +880,24 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                 def stop(number: int = number) -> bool:
                     return cancel is not None and cancel.value == number
 
-                result = run_finetune(req, progress=progress, cancelled=stop)
-                networks[new_key] = result.network
-                kept = (new_key, result.inference.features)
-                while len(networks) > _KEEP_NETWORKS:
-                    networks.popitem(last=False)
-                result.network = None  # type: ignore[assignment]
-                result.layout = _strip_layout(result.layout)
-                send(OkMessage(result))
+                segments = Segments(message.shared) if message.shared else None
+                try:
+                    with result_arrays_from(segments.allocate if segments is not None else _no_array):
+                        result = run_finetune(req, progress=progress, cancelled=stop)
+                    networks[new_key] = result.network
+                    kept = (new_key, result.inference.features)
+                    while len(networks) > _KEEP_NETWORKS:
+                        networks.popitem(last=False)
+                    result.network = None  # type: ignore[assignment]
+                    result.layout = _strip_layout(result.layout)
+                    send(OkMessage(result), segments)
+                except BaseException:
+                    if segments is not None:
+                        segments.discard()
+                    raise
+                if segments is not None:
+                    segments.after_sending()
+                    sent = segments
                 # While the parent tweens: what the next job (on these features) measures first.
                 _prepare_quietly(
                     prepare_features,
@@ -680,6 +913,10 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
             except Exception:
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
             send(ErrorMessage(exc))
+
+
+def _no_array(_shape: tuple[int, ...]) -> None:
+    return None  # a job without segments: ``np.empty``
 
 
 def _prepare_quietly(prepare: Callable[..., None], *args: Any) -> None:

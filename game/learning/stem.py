@@ -8,11 +8,12 @@ on a CPU. ``Runner`` does the forward passes either way (cached head or whole ne
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -462,20 +463,24 @@ class Runner:
         pre = base.pre if in_place and base is not None else torch.empty(n, weight.shape[0])
         assert pre is not None
         out = BatchOutputs(n)
+        # The rows may be worked on where they lie in ``pre`` (no copy out and back) unless a later
+        # layer writes into its input (an in-place ReLU would overwrite the kept rows).
+        in_rows = in_place and not any(getattr(m, "inplace", False) for m in rest)
         try:
             for s in range(0, n, batch_size):
                 e = min(s + batch_size, n)
                 if factors is not None and base is not None:
                     u, v = factors
-                    z = base.rows(x_all, s, e)
+                    z = pre[s:e] if in_rows else base.rows(x_all, s, e)
                     if u.shape[1]:
                         z.addmm_(x_all[s:e] @ v, u.T)
                     if bias_change is not None:
                         z += bias_change
                 else:
                     z = F.linear(x_all[s:e], weight, bias)
-                pre[s:e] = z
-                out.put(s, *_run_rest(z, first, rest, layer))
+                if not in_rows:
+                    pre[s:e] = z
+                _put_rest(out, s, z, first, rest, layer)
             chain = base.chain + 1 if factors is not None and base is not None else 0
             # The copies of the weight and bias too: until ``derive_from`` the base would claim
             # its old weights over an array that holds the new rows.
@@ -524,6 +529,64 @@ def _run_rest(
     """The head's layers after the first on its outputs ``z``: logits and the feature layer's
     output (flattened), as ``Runner.forward`` gives them."""
     return run_capturing(z, rest, layer, z if layer is first else None)
+
+
+def _put_rest(
+    out: BatchOutputs, start: int, z: torch.Tensor, first: nn.Module, rest: list[nn.Module], layer: nn.Module
+) -> None:
+    """``out.put(start, *_run_rest(z, ...))``, with the feature layer's output written straight
+    into ``out.features`` when it is a plain ReLU right after the first layer (AlexNet's fc7): no
+    (batch x 4,096) ReLU tensor, no copy of it. Bitwise the same values (``clamp_min(z, 0)`` is
+    ``relu(z)``); the first batch, and every other head, take ``_run_rest``. The features array
+    is ``result_array``'s (the job process puts it in shared memory)."""
+    features, logits = out.features, out.logits
+    if (
+        features is None
+        or logits is None
+        or not rest
+        or rest[0] is not layer
+        or type(layer) is not nn.ReLU
+        or z.dim() != 2
+        or features.shape[1:] != z.shape[1:]
+    ):
+        got_logits, got_features = _run_rest(z, first, rest, layer)
+        if out.features is None:
+            out.features = result_array((out.n, *got_features.shape[1:]))
+            out.logits = np.empty((out.n, *got_logits.shape[1:]), np.float32)
+        out.put(start, got_logits, got_features)
+        return
+    f = torch.from_numpy(features[start : start + len(z)])
+    torch.clamp_min(z, 0.0, out=f)
+    x = f
+    for m in rest[1:]:
+        x = m(x)
+    logits[start : start + len(z)] = x.float().numpy()
+
+
+_ALLOCATOR = threading.local()
+
+
+def result_array(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array for the re-inference's features of every card: ``np.empty`` unless this
+    thread runs under ``result_arrays_from`` (the job process: a shared-memory segment, so the
+    result goes to the app without a copy through the pipe)."""
+    allocate = getattr(_ALLOCATOR, "allocate", None)
+    if allocate is not None:
+        got = allocate(shape)
+        if got is not None:
+            return cast(np.ndarray, got)
+    return np.empty(shape, np.float32)
+
+
+@contextlib.contextmanager
+def result_arrays_from(allocate: Callable[[tuple[int, ...]], np.ndarray | None]) -> Iterator[None]:
+    """``result_array`` on this thread asks ``allocate`` (None from it: ``np.empty``)."""
+    before = getattr(_ALLOCATOR, "allocate", None)
+    _ALLOCATOR.allocate = allocate
+    try:
+        yield
+    finally:
+        _ALLOCATOR.allocate = before
 
 
 def prime_pre_activations(network: Network, n_images: int, stem: StemCache) -> None:
