@@ -1,7 +1,9 @@
 """The learning benchmark over many cases: does one set of defaults hold beyond digits?
 
 Runs ``bench_edits``' simulated person (guided edits, one fine-tune per edit, through the app's own
-edit path) on every case, for the full method and for cross-entropy only, and writes one JSON:
+edit path) on every case, for the full method and for cross-entropy only (``CE_ONLY``: plain
+cross-entropy, every label trusted; ``--methods ...,ce_trust`` adds cross-entropy with the run's
+label trust), and writes one JSON:
 
     {"cases": [{"name", "auroc", "no_edits", "clean", "full": {"10", "20", "30"},
                 "ce_only": {...}, "loss_mean", "loss_p95", "loss_max", "flip", "landed", "kept",
@@ -62,6 +64,12 @@ for _p in (ROOT, ROOT / "benchmarks"):
 import bench_edits  # noqa: E402
 
 KS = (10, 20, 30)
+# CE-only, the issue's baseline: plain cross-entropy fine-tuning with replay, whatever the run's
+# settings: no feature terms and every replayed label trusted (``label_trust = "none"``). The
+# guidance's label trust is part of the method (issue 13); ``ce_trust`` (``--methods``) is
+# cross-entropy with the run's label trust, the ablation of the feature terms alone.
+CE_ONLY = {"feature_weight": 0.0, "preserve_weight": 0.0, "label_trust": "none"}
+METHODS = ("full", "ce_only", "ce_trust")
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,8 @@ def run_seed(
 ) -> dict[str, Any]:
     """One case at one seed: base model, clean ceiling, full and CE-only curves, per-edit stats.
 
-    ``methods``: which of the two to run (an A/B of a pull setting need not redo CE-only)."""
+    ``methods``: which to run (an A/B of a pull setting need not redo CE-only); ``ce_only`` is
+    plain cross-entropy (``CE_ONLY``), ``ce_trust`` cross-entropy with the run's label trust."""
     from game.learning.guidance import auroc, suspicion_scores
 
     args = argparse.Namespace(
@@ -141,8 +150,9 @@ def run_seed(
         "clean": clean,
         "base_seconds": time.perf_counter() - t0,
     }
-    ce_learning = {**learning, "feature_weight": 0.0, "preserve_weight": 0.0}
-    for key, settings in (("full", learning), ("ce_only", ce_learning)):
+    ce_learning = {**learning, **CE_ONLY}
+    ce_trust = {**learning, "feature_weight": 0.0, "preserve_weight": 0.0}
+    for key, settings in (("full", learning), ("ce_only", ce_learning), ("ce_trust", ce_trust)):
         if key not in methods:
             continue
         run = bench_edits.simulate(base, args, settings or None, 1, f"{case.name}/s{seed}/{key}")
@@ -182,7 +192,9 @@ def summarise(case: Case, seeds: list[dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {"name": case.name, **asdict(case)}
     for key in scalar + ("kept_min", "precision", "seconds_per_edit"):
         row[key] = _mean([s.get(key) for s in seeds])
-    for method in ("full", "ce_only"):
+    for method in METHODS:
+        if method == "ce_trust" and not any(method in s for s in seeds):
+            continue
         row[method] = {str(k): _mean([s.get(method, {}).get(str(k)) for s in seeds]) for k in KS}
     row["per_seed"] = seeds
     row["goals"] = goals(row)
@@ -222,7 +234,7 @@ def table(result: dict[str, Any]) -> str:
 
     head = (
         "| case | seeds | AUROC | no edits | clean | full K=10/20/30 | CE-only K=10/20/30 | "
-        "full − CE (mean K) | loss/edit mean/p95/max (pts) | flip | landed | kept | s/edit | goals missed |\n"
+        "full − CE (mean K; vs CE with label trust) | loss/edit mean/p95/max (pts) | flip | landed | kept | s/edit | goals missed |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
@@ -232,6 +244,9 @@ def table(result: dict[str, Any]) -> str:
         fm = _mean([r["full"][str(k)] for k in KS])
         cm = _mean([r["ce_only"][str(k)] for k in KS])
         diff = "–" if fm is None or cm is None else f"{100 * (fm - cm):+.2f}"
+        if "ce_trust" in r:  # the ablation of the feature terms alone, after the issue's figure
+            tm = _mean([r["ce_trust"][str(k)] for k in KS])
+            diff += "" if fm is None or tm is None else f" ({100 * (fm - tm):+.2f})"
         missed = [k for k, ok in r["goals"].items() if ok is False]
         lines.append(
             f"| {r['name']} | {len(r['per_seed'])} | {num(r['auroc'], '.3f')} | {pct(r['no_edits'])} | "
@@ -254,7 +269,11 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
     rows = (len(cases) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), dpi=110, squeeze=False)
     for ax, r in zip(axes.ravel(), cases):
-        for method, colour, label in (("full", "tab:blue", "full"), ("ce_only", "tab:orange", "CE-only")):
+        for method, colour, label in (
+            ("full", "tab:blue", "full"),
+            ("ce_only", "tab:orange", "CE-only"),
+            ("ce_trust", "tab:purple", "CE + label trust"),
+        ):
             curves = [s[method]["curve"] for s in r["per_seed"] if method in s]
             if not curves:
                 continue
@@ -308,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--methods",
         default="full,ce_only",
-        help="which to run: full, ce_only or both (A/B of the full method)",
+        help="which to run: full, ce_only (plain cross-entropy, every label trusted), ce_trust "
+        "(cross-entropy with the run's label_trust); e.g. full alone for an A/B of the full method",
     )
     parser.add_argument("--threads", type=int, default=1, help="BLAS and torch threads")
     parser.add_argument(
@@ -350,8 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or ([0] if args.quick else [0, 1, 2])
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    if not methods or set(methods) - {"full", "ce_only"}:
-        print(f"bench_suite: --methods takes full and/or ce_only, got {args.methods!r}", file=sys.stderr)
+    if not methods or set(methods) - set(METHODS):
+        print(f"bench_suite: --methods takes {', '.join(METHODS)}, got {args.methods!r}", file=sys.stderr)
         return 2
     learning: dict[str, Any] = {}
     for item in args.set:
