@@ -45,8 +45,8 @@ def pick_ray(
     p = _rows(positions, cards, rows)
     if len(p) == 0:
         return -1, float("inf")
-    v = p - np.asarray(origin, dtype=np.float32)
-    return _first_along(v, np.einsum("ij,ij->i", v, v), _unit32(direction), radius, near, cards)
+    v = _offsets(p, origin)
+    return _first_along(v, _squares(v), _unit(direction), radius, near, cards)
 
 
 def pick_nearest(
@@ -63,8 +63,7 @@ def pick_nearest(
     p = _rows(positions, cards, rows)
     if len(p) == 0:
         return -1, float("inf")
-    v = p - np.asarray(point, dtype=np.float32)
-    return _nearest_within(np.einsum("ij,ij->i", v, v), radius, cards)
+    return _nearest_within(_squares(_offsets(p, point)), radius, cards)
 
 
 def pick_touch_or_ray(
@@ -89,15 +88,24 @@ def pick_touch_or_ray(
     p = _rows(positions, cards, rows)
     if len(p) == 0:
         return (-1, float("inf")), (-1, float("inf"))
-    v = p - np.asarray(point, dtype=np.float32)
-    vv = np.einsum("ij,ij->i", v, v)
+    v = _offsets(p, point)
+    vv = _squares(v)
     touched = _nearest_within(vv, touch_radius, cards)
     if touched[0] >= 0:
         return touched, None
     if origin is not point:
-        v = p - np.asarray(origin, dtype=np.float32)
-        vv = np.einsum("ij,ij->i", v, v)
-    return touched, _first_along(v, vv, _unit32(direction), ray_radius, near, cards)
+        v = _offsets(p, origin)
+        vv = _squares(v)
+    return touched, _first_along(v, vv, _unit(direction), ray_radius, near, cards)
+
+
+# The tests below are written with numpy's ufuncs and plain float scalars only (no einsum, matmul,
+# clip or reduction methods): each query runs a dozen small array operations, and after the
+# renderer has evicted the caches numpy's Python-level wrappers cost several times a ufunc call.
+# Coordinates are float32 arrays; the scalars are float32 values (a Python float meets a float32
+# array as float32), so every card's arithmetic is the same whichever subset it is tested in.
+
+Offsets = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _rows(positions: np.ndarray, cards: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray:
@@ -107,41 +115,70 @@ def _rows(positions: np.ndarray, cards: np.ndarray | None, rows: np.ndarray | No
     return positions if cards is None else positions[cards]
 
 
-def _unit32(direction) -> np.ndarray:
-    d = np.asarray(direction, dtype=np.float32)
-    return d / max(math.sqrt(float(d @ d)), 1e-12)  # np.linalg.norm costs 3x more on 3 values
+def _float32s(v) -> list[float]:
+    """Three values rounded to float32, as plain floats."""
+    return np.asarray(v, dtype=np.float32).reshape(3).tolist()
+
+
+def _offsets(p: np.ndarray, point) -> Offsets:
+    """The cards' offsets from ``point``, one float32 array per axis."""
+    x, y, z = _float32s(point)
+    return p[:, 0] - x, p[:, 1] - y, p[:, 2] - z
+
+
+def _squares(v: Offsets) -> np.ndarray:
+    vx, vy, vz = v
+    vv = vx * vx
+    vv += vy * vy
+    vv += vz * vz
+    return vv
+
+
+def _unit(direction) -> tuple[float, float, float]:
+    """The direction made unit length, as float32 values."""
+    x, y, z = _float32s(direction)
+    n = max(math.sqrt(x * x + y * y + z * z), 1e-12)
+    return _float32s((x / n, y / n, z / n))  # type: ignore[return-value]
 
 
 def _first_along(
-    v: np.ndarray, vv: np.ndarray, d: np.ndarray, radius: float, near: float, cards: np.ndarray | None
+    v: Offsets,
+    vv: np.ndarray,
+    d: tuple[float, float, float],
+    radius: float,
+    near: float,
+    cards: np.ndarray | None,
 ) -> tuple[int, float]:
     """The ray test of ``pick_ray`` on offsets ``v`` from the origin (``vv``: their squares)."""
-    t = v @ d
-    hit = (vv - t * t <= radius * radius) & (t > near)
-    if not hit.any():
-        return -1, float("inf")
-    return _lowest_best(np.where(hit, t, np.inf), cards)
+    vx, vy, vz = v
+    t = vx * d[0]
+    t += vy * d[1]
+    t += vz * d[2]
+    hit = np.less_equal(vv - t * t, radius * radius)
+    hit &= np.greater(t, near)
+    k, best = _lowest_best(np.where(hit, t, np.inf), cards)
+    return (k, best) if best != np.inf else (-1, float("inf"))
 
 
 def _nearest_within(vv: np.ndarray, radius: float, cards: np.ndarray | None) -> tuple[int, float]:
     """The touch test of ``pick_nearest`` on squared distances ``vv``."""
-    inside = vv <= radius * radius  # False for hidden (NaN) cards
-    if not inside.any():  # the usual answer while pointing: two numpy calls, not six
+    inside = np.less_equal(vv, radius * radius)  # False for hidden (NaN) cards
+    if not np.logical_or.reduce(inside):  # the usual answer while pointing: two ufunc calls
         return -1, float("inf")
-    d2 = np.where(inside, vv, np.inf)
-    k, best = _lowest_best(d2, cards)
+    k, best = _lowest_best(np.where(inside, vv, np.inf), cards)
     if best == np.inf:
         return -1, float("inf")
-    return k, float(np.sqrt(best))
+    return k, float(np.sqrt(np.float32(best)))
 
 
 def _lowest_best(values: np.ndarray, cards: np.ndarray | None) -> tuple[int, float]:
-    """Index of the smallest value (the lowest card index among equal ones) and the value."""
-    if cards is None:
-        k = int(np.argmin(values))  # the first of equal minima
-        return k, float(values[k])
-    best = values.min()
-    return int(cards[values == best].min()), float(best)
+    """Index of the smallest value (the lowest card index among equal ones) and the value
+    (inf: none)."""
+    k = int(values.argmin())  # the first of equal minima
+    best = float(values[k])
+    if cards is None or best == np.inf:
+        return k, best
+    return int(np.minimum.reduce(cards[np.equal(values, best)])), best
 
 
 def _vec3(p) -> tuple[float, float, float]:

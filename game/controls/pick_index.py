@@ -236,21 +236,24 @@ class PickIndex:
         return p
 
     # --- gathering cells ------------------------------------------------------------------------
-    # Queries cost their numpy calls (about a microsecond each on small arrays), not the cards
-    # they test: scalars are plain Python floats, and each step is one call over all the cells.
+    # Queries cost their numpy calls (about a microsecond each on small arrays; 6-30 us each once
+    # the renderer has evicted the caches), not the cards they test: scalars are plain Python
+    # floats, each step is one call over all the cells, and the calls are ufuncs and array
+    # methods, not numpy's Python-level wrappers (np.clip, np.cumsum, np.repeat, .max(): two to
+    # four times a ufunc's cost when cold).
 
     def _gather(self, p: np.ndarray, first: Keys, last: Keys) -> Candidates:
         """The cards of key runs ``first[i] .. last[i]`` (inclusive), plus the loose cards, and
         their positions when the copy in grid order has them (read run by run), else None."""
         begin = self._starts[first]
         lengths = self._ends[last] - begin
-        ends = np.cumsum(lengths)
+        ends = np.add.accumulate(lengths)
         total = int(ends[-1]) if len(ends) else 0
         self.last_candidates = total + len(self._loose)
         if total == 0:
             return self._loose, None
         # Concatenate the runs begin[i] .. begin[i] + length[i] without a Python loop.
-        slots = np.repeat(begin - (ends - lengths), lengths) + np.arange(total)
+        slots = (begin - (ends - lengths)).repeat(lengths) + np.arange(total)
         found = self._order[slots]
         rows = self._sorted[slots] if self._sorted is not None else None
         if not len(self._loose):
@@ -307,16 +310,18 @@ class PickIndex:
             ]
         )
         x = np.arange(s0, s1 + 2, dtype=np.float64)
-        np.clip(x, a_lo, a_hi, out=x)
+        np.maximum(x, a_lo, out=x)
+        np.minimum(x, a_hi, out=x)
         at = x * consts[:, :1] + consts[:, 1:2]  # (2, slabs + 1): b and z at the slab edges
         span = np.empty((2, 2, s1 - s0 + 1))  # (low | high, b | z, slab)
         np.minimum(at[:, :-1], at[:, 1:], out=span[0])
         np.maximum(at[:, :-1], at[:, 1:], out=span[1])
         span += consts[:, 2:4].T[:, :, None]
-        np.clip(span, 0.0, consts[:, 4:5], out=span)  # in range before the cast (steep rays: huge)
+        np.maximum(span, 0.0, out=span)  # in range before the cast (steep rays: huge)
+        np.minimum(span, consts[:, 4:5], out=span)
         cells = span.astype(np.int64)  # >= 0: the cast floors
         (b0, z0), (b1, z1) = cells
-        width = int((b1 - b0).max()) + 1
+        width = int(np.maximum.reduce(b1 - b0)) + 1
         col = b0[:, None] + np.arange(width)  # (slabs, width): columns, masked below
         ny, nz = dims[1], dims[2]
         stride_a, stride_b = (ny * nz, nz) if a == 0 else (nz, ny * nz)
