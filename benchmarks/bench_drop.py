@@ -27,7 +27,9 @@ The staged update (from ``learning.preview_above`` cards; ``--preview-above`` ov
 job first sends a preview of the cards near the edit (``game.learning.preview``), which the
 controller hands to its preview listeners and the world tweens at once. Printed then: drop ->
 first (preview) tween, the preview's own seconds and cards, and drop -> full tween (the
-``ModelUpdated``, as before); peak RSS of this process and of the job process.
+``ModelUpdated``, as before); peak RSS of this process and of the job process, and the peak of
+their summed PSS over the drops (the result's features are shared memory between the two since
+issue 17: RSS counts those pages in both processes, PSS once).
 """
 
 from __future__ import annotations
@@ -63,6 +65,41 @@ def peak_rss_mb(pid: int | None) -> float:
             return next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM")), 0.0)
     except (OSError, ValueError):
         return 0.0
+
+
+def pss_mb(pid: int | None) -> float:
+    """Proportional set size of ``pid`` in MB (Linux ``smaps_rollup``; 0 elsewhere): its private
+    pages plus its share of pages mapped by several processes. The result's features are shared
+    memory since issue 17's shared-memory transfer, counted in both processes' RSS but once in
+    the sum of their PSS, which is what the machine holds."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("Pss:")), 0.0)
+    except (OSError, ValueError):
+        return 0.0
+
+
+class PssPeak:
+    """The peak of the summed PSS of some processes, sampled every ``interval`` seconds."""
+
+    def __init__(self, pids, interval: float = 0.1) -> None:
+        import threading
+
+        self.pids, self.interval, self.peak = list(pids), interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, sum(pss_mb(p) for p in self.pids))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -234,6 +271,8 @@ def main() -> int:
             marks.setdefault("preview tween", time.perf_counter())
 
     controller.preview_listeners.append(on_preview)
+    child = controller.process._proc.pid if controller.process is not None else None
+    together = PssPeak([os.getpid()] + ([child] if child is not None else []))
     rng = np.random.default_rng(0)
     rows = []
     for d in range(args.drops):
@@ -304,7 +343,8 @@ def main() -> int:
                 else "no preview, "
             )
             + f"RSS {rss() / MB:.0f} MB, peak {peak_rss_mb(os.getpid()):.0f} MB, "
-            f"job process peak RSS {peak_rss_mb(child):.0f} MB",
+            f"job process peak RSS {peak_rss_mb(child):.0f} MB; PSS app {pss_mb(os.getpid()):.0f} + "
+            f"job {pss_mb(child):.0f} MB (peak of the sum so far {together.peak:.0f} MB)",
             flush=True,
         )
     best = min(rows, key=lambda r: r["drop -> tween"])
@@ -315,7 +355,8 @@ def main() -> int:
         f"best drop -> full tween: {best['drop -> tween']:.2f} s "
         f"(infer {best['infer']:.2f}, layout {best['layout']:.2f}, train {best['train']:.2f}, "
         f"transfer {best['transfer']:.2f}, CPU {best['CPU']:.1f} s); "
-        f"peak RSS app {peak_rss_mb(os.getpid()):.0f} MB, job process {peak_rss_mb(child):.0f} MB; "
+        f"peak RSS app {peak_rss_mb(os.getpid()):.0f} MB, job process {peak_rss_mb(child):.0f} MB, "
+        f"peak PSS of both together {together.stop():.0f} MB (over the drops); "
         f"load at end {load_average()}"
     )
     controller.close()

@@ -280,6 +280,8 @@ def _get(conn: Connection) -> Any:
     transient one, see ``OUT_OF_BAND_BYTES``), or mapped from its shared-memory segment (no copy
     at all; the segment's name is removed at once, see ``Segments``)."""
     head = memoryview(conn.recv_bytes())
+    if _OPEN:
+        tidy_shared()  # mappings whose arrays went since the last message
     (count,) = _HEAD.unpack_from(head)
     fields = struct.unpack_from(f"<{count}Q{count}Q{count}H", head, _HEAD.size)
     sizes, offsets, lengths = fields[:count], fields[count : 2 * count], fields[2 * count :]
@@ -355,12 +357,19 @@ def tidy_shared() -> None:
         _OPEN[:] = still
 
 
+def _tidy_soon() -> None:
+    """``tidy_shared`` on a thread of its own: a finaliser runs while the dying array still holds
+    its mapping, so a close from there would be refused; the thread runs once it is gone."""
+    with contextlib.suppress(RuntimeError):  # no new threads at interpreter exit: nothing to tidy
+        threading.Thread(target=tidy_shared, name="shared-memory-tidy", daemon=True).start()
+
+
 def _keep_open(segment: _Segment, array: np.ndarray) -> np.ndarray:
     """``array`` (made by ``np.frombuffer`` on ``segment``, which holds the mapping while any array
-    uses it) with its segment closed after it (``tidy_shared``)."""
+    uses it) with its segment closed after it (``tidy_shared``; also at every message read)."""
     with _OPEN_LOCK:
         _OPEN.append(segment)
-    weakref.finalize(array, tidy_shared)
+    weakref.finalize(array, _tidy_soon)
     return array
 
 
@@ -454,7 +463,9 @@ class Segments:
         if copy is None:
             return None
         segment = copy
-        np.frombuffer(segment.view(), dtype=np.uint8, count=raw.nbytes)[:] = np.frombuffer(raw, dtype=np.uint8)
+        np.frombuffer(segment.view(), dtype=np.uint8, count=raw.nbytes)[:] = np.frombuffer(
+            raw, dtype=np.uint8
+        )
         self.made.append((segment, 0, raw.nbytes, True))
         self.sent.add(segment.name)
         return segment.name, 0
@@ -905,6 +916,9 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     req.projector,
                     reduces_ahead(len(kept[1]), req.config.preview_above),
                 )
+                # The base's features are not needed past the job: let their mapping go now, not
+                # when the next message replaces ``req`` (shared pages count in this process's RSS).
+                req.features = cast(np.ndarray, None)
             else:
                 raise JobProcessError(f"unknown request {type(message).__name__}")
         except BaseException as exc:  # report, keep serving
