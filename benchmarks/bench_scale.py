@@ -531,6 +531,22 @@ def scratch_dir(prefix: str) -> Path:
     return path
 
 
+def wait_for_memory_lock(path: str | None) -> None:
+    """``--lock FILE``: hold an exclusive lock on FILE from here to the end (the world, the
+    controller and the drop take 5-10 GB at 50k; the stages before take under 3.5 GB), so
+    another large run sharing the lock never peaks at the same time. The wait is printed and
+    is in no stage's time. POSIX only (a benchmark's convenience; elsewhere it is ignored)."""
+    if not path or os.name != "posix":
+        return
+    import fcntl
+
+    handle = open(path, "a")  # noqa: SIM115 - held until the process ends
+    atexit.register(handle.close)
+    t = time.perf_counter()
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    print(f"(waited {time.perf_counter() - t:.1f} s for {path}, not timed)", flush=True)
+
+
 def main() -> int:
     # SIGTERM (``timeout``, a killed job) ends through SystemExit, so the scratch folder goes.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -548,6 +564,13 @@ def main() -> int:
         help="setup, not timed: epochs of the head on the stem outputs before the path (default 3)",
     )
     parser.add_argument("--no-world", action="store_true", help="skip the offscreen world")
+    parser.add_argument(
+        "--lock",
+        metavar="FILE",
+        default=None,
+        help="flock FILE from the world's opening on (the memory-heavy stages), e.g. "
+        "/tmp/latent-reach-50k.lock, so other large runs wait for it",
+    )
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
     parser.add_argument(
         "--stage",
@@ -671,6 +694,7 @@ def main() -> int:
     accuracy = float(np.mean(ws.predictions[~is_train] == data.labels[~is_train]))
 
     app = None
+    wait_for_memory_lock(args.lock)
     if not args.no_world:
         with stages.stage("open the world offscreen") as row:
             from game.assembly import open_game
