@@ -84,7 +84,7 @@ def pss_mb(pid: int | None) -> float:
 class PssPeak:
     """The peak of the summed PSS of some processes, sampled every ``interval`` seconds."""
 
-    def __init__(self, pids, interval: float = 0.1) -> None:
+    def __init__(self, pids, interval: float = 0.25) -> None:
         import threading
 
         self.pids, self.interval, self.peak = list(pids), interval, 0.0
@@ -323,6 +323,9 @@ def main() -> int:
             - sec["infer"]
             - sec["layout"],
             "transfer": run_wall[-1] - inner,
+            "(child after job": sec.get("child after the job", float("nan")),
+            "to app": sec.get("to the app", float("nan")),
+            "rebuild)": sec.get("rebuild", float("nan")),
             "apply": marks["tween start"] - marks["job start"] - run_wall[-1],
             "drop -> preview tween": marks["preview tween"] - t0
             if "preview tween" in marks
