@@ -50,6 +50,7 @@ Keys = np.ndarray | list[int]
 Runs = tuple[Keys, Keys] | None  # first and last keys of runs of cells; None: no cell
 Candidates = tuple[np.ndarray, np.ndarray | None]  # cards to test, and their positions if gathered
 MAX_CELLS_PER_AXIS = 40  # 40**3 cells fit a uint16 key: a linear-time (radix) sort
+ID_LIMIT = 1 << 24  # card indices are exact in float32 below this (the copy in grid order)
 MAX_LOOSE = 64  # moved cards tested one by one before the grid is rebuilt
 BRUTE_BELOW = 4096  # fewer cards: one vectorised pass over all of them is cheaper than the grid
 SQRT3 = 1.7320509  # per-axis max -> distance bound
@@ -157,9 +158,13 @@ class PickIndex:
 
     def _keep_sorted(self, p: np.ndarray) -> None:
         """The cards are where they were at the last refresh: copy them in grid order (once;
-        kept until a refresh sees a change)."""
-        if self._sorted is None and len(self._order):
-            self._sorted = np.take(p, self._order, axis=0)
+        kept until a refresh sees a change). A fourth column holds each row's card index (exact
+        in float32 below 2**24 cards), so a query reads one array for both."""
+        if self._sorted is None and 0 < len(self._order) < ID_LIMIT:
+            rows = np.empty((len(self._order), 4), dtype=np.float32)
+            rows[:, :3] = p[self._order]
+            rows[:, 3] = self._order
+            self._sorted = rows
             self.sorted_copies += 1
 
     def _remember(self, tracker: MotionSource | None) -> None:
@@ -223,7 +228,7 @@ class PickIndex:
         # 16-bit keys sort in linear time (numpy's radix sort for small integers).
         self._order = np.argsort(keys.astype(np.uint16) if cells <= 65535 else keys, kind="stable")
         counts = np.bincount(keys, minlength=cells)
-        self._starts = np.zeros(cells + 1, dtype=np.int64)
+        self._starts = np.zeros(cells + 1, dtype=np.int64 if n >= 1 << 31 else np.int32)  # fewer cache lines
         np.cumsum(counts, out=self._starts[1:])
         self._ends = self._starts[1:]
 
@@ -254,8 +259,11 @@ class PickIndex:
             return self._loose, None
         # Concatenate the runs begin[i] .. begin[i] + length[i] without a Python loop.
         slots = (begin - (ends - lengths)).repeat(lengths) + np.arange(total)
-        found = self._order[slots]
-        rows = self._sorted[slots] if self._sorted is not None else None
+        if self._sorted is not None:  # one read for positions and card indices (float32)
+            both = self._sorted[slots]
+            found, rows = both[:, 3], both[:, :3]
+        else:
+            found, rows = self._order[slots], None
         if not len(self._loose):
             return found, rows
         found = np.concatenate([found, self._loose])

@@ -92,7 +92,11 @@ class VRWorldUI:
     def _panel_still(self, selected: np.ndarray, head: np.ndarray, scale: float = 1.0) -> bool:
         """True when neither the card nor the head moved 5 mm (the person's) since the panel was
         placed, and the person's scale is the same (plain floats: two 3-vectors a frame)."""
-        now = ([float(v) for v in selected], [float(v) for v in head], scale)
+        now = (
+            np.asarray(selected, dtype=np.float64).tolist(),
+            np.asarray(head, dtype=np.float64).tolist(),
+            scale,
+        )
         last = self._panel_at
         if last is not None and last[2] == scale:
             limit = 0.005 * scale

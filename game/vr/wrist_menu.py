@@ -128,17 +128,19 @@ class PanelPainter:
         to_panel = view[1]
         if to_panel is None:
             return None
+        # In the panel's frame (row vectors: p' = p M): the origin as a point, the direction as a
+        # vector; plain floats (no Panda3D call per ray).
         x0, y0, z0 = _floats3(origin)
         fx, fy, fz = _floats3(forward)
-        o = to_panel.xform_point(Point3(x0, y0, z0))
-        e = to_panel.xform_point(Point3(x0 + fx, y0 + fy, z0 + fz))
-        dy = e[1] - o[1]
+        (m00, m01, m02), (m10, m11, m12), (m20, m21, m22), (m30, m31, m32) = to_panel
+        dy = fx * m01 + fy * m11 + fz * m21
         if abs(dy) < 1e-12:
             return None
-        t = -o[1] / dy
+        t = -(x0 * m01 + y0 * m11 + z0 * m21 + m31) / dy
         if t <= 0:
             return None
-        x, z = o[0] + t * (e[0] - o[0]), o[2] + t * (e[2] - o[2])
+        x = x0 * m00 + y0 * m10 + z0 * m20 + m30 + t * (fx * m00 + fy * m10 + fz * m20)
+        z = x0 * m02 + y0 * m12 + z0 * m22 + m32 + t * (fx * m02 + fy * m12 + fz * m22)
         blo, bhi, lo, hi = view[2]
         if not (blo[0] <= x <= bhi[0] and blo[2] <= z <= bhi[2]):
             return None
@@ -161,7 +163,8 @@ class PanelPainter:
         if bounds is None or bounds[0] is not panel or bounds[1] != key[1] or bounds[2] != key[2]:
             bounds = (*key, *panel.background.get_tight_bounds(root), *panel.image.get_tight_bounds(root))
             self._bounds = bounds
-        return panel, app.render.get_mat(root), bounds[3:]
+        m = app.render.get_mat(root)  # world -> panel, read once a frame as plain floats
+        return panel, [(r[0], r[1], r[2]) for r in m], bounds[3:]
 
     def ray(
         self, hand: str, origin: np.ndarray, forward: np.ndarray, trigger: bool, pressed: bool

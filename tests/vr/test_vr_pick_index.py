@@ -368,7 +368,8 @@ def test_still_frames_read_the_copy_in_grid_order_and_every_change_drops_it():
     assert index._sorted is None
     index.refresh()  # still: copied once
     assert index.sorted_copies == 1
-    np.testing.assert_array_equal(index._sorted, tw.current[index._order])
+    np.testing.assert_array_equal(index._sorted[:, :3], tw.current[index._order])
+    np.testing.assert_array_equal(index._sorted[:, 3], index._order)  # each row's card
     assert agree(index, tw.current, k=20, seed=51) > 20
     for _ in range(3):
         index.refresh()
@@ -411,7 +412,7 @@ def test_still_frames_read_the_copy_in_grid_order_and_every_change_drops_it():
     index.refresh()
     index.refresh()
     assert index._sorted is not None
-    np.testing.assert_array_equal(index._sorted, target[index._order])
+    np.testing.assert_array_equal(index._sorted[:, :3], target[index._order])
     assert agree(index, target, k=20, seed=55) > 20
 
     # Cards added (a new array, another order): rebuilt, copied again once still.
@@ -433,3 +434,24 @@ def test_without_a_motion_source_the_copy_lives_while_the_compare_finds_no_chang
     assert index.nearest((9.0, 9.0, 9.0), 0.05)[0] == 7
     assert index._sorted is None
     assert agree(index, p, k=10, seed=62) > 10
+
+
+def test_ties_through_the_copy_in_grid_order_go_to_the_lowest_card():
+    """Cards at the very same place (exact ties): the index, reading card numbers from its copy
+    in grid order (float32), answers the lowest card as the brute force does."""
+    p = cloud(6000, seed=40)
+    twins = np.arange(0, 6000, 7)
+    p[twins[1:]] = p[twins[:-1]]  # each card also stands where the previous one of its kind stood
+    p[5990] = p[14]  # a high card number on a low one's spot
+    index = PickIndex(lambda: p, min_cell=0.18, auto=False)
+    index.refresh()
+    index.refresh()
+    assert index._sorted is not None
+    rng = np.random.default_rng(41)
+    for k in range(80):
+        target = p[twins[k % len(twins)]] if k % 2 else p[14]
+        origin = target + rng.normal(size=3) * 1.5
+        direction = target - origin
+        assert index.ray(origin, direction, 0.05) == pick_ray(p, origin, direction, 0.05)
+        assert index.nearest(target, 0.1) == pick_nearest(p, target, 0.1)
+        assert index.nearest(target, 0.1)[0] == int(np.flatnonzero((p == target).all(axis=1)).min())
