@@ -100,6 +100,20 @@ class PreActivations:
             z -= bias_change
         return z
 
+    def rows_at(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The pre-activations of the cards ``index`` (int64), a new tensor (``rows`` for
+        scattered cards: the preview's)."""
+        if self.pre is not None:
+            return self.pre[index]
+        assert self.derived is not None
+        newer, u, v, bias_change = self.derived
+        z = newer.rows_at(x, index)
+        if u.shape[1]:
+            z.addmm_(x[index] @ v, u.T, alpha=-1.0)
+        if bias_change is not None:
+            z -= bias_change
+        return z
+
     def derive_from(
         self, newer: PreActivations, u: torch.Tensor, v: torch.Tensor, bias_change: torch.Tensor | None
     ) -> None:

@@ -76,9 +76,15 @@ def preview_rows(positions: np.ndarray, edits: list[EditQueued], count: int) -> 
 
 
 def rows_features(runner: Runner, rows: np.ndarray, batch: int = 1024) -> np.ndarray:
-    """The feature layer's output of ``rows`` under the runner's (trained) weights."""
+    """The feature layer's output of ``rows`` under the runner's (trained) weights: by the
+    low-rank update of the kept pre-activations where the re-inference uses it (a large head;
+    within float noise of the full pass, and the factors are then ready for the re-inference),
+    else by the head's pass."""
     import torch
 
+    quick = runner.rows_features_low_rank(rows)
+    if quick is not None:
+        return quick
     runner.network.module.eval()
     out: np.ndarray | None = None
     for s in range(0, len(rows), batch):

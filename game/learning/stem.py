@@ -350,6 +350,11 @@ class Runner:
         self.last_infer_low_rank: int | None = None  # rank of the last infer_all's update (None: full)
         # The kept pre-activations of the weights this job starts from (``head_update``), if any.
         self.base_pre_activations = _find_base(network, self.stem)
+        # ``low_rank_difference`` of the last weights asked for (the preview asks before the
+        # re-inference, with the same trained weights): (base, weight copy, factors).
+        self._factors: (
+            tuple[PreActivations, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None] | None
+        ) = None
         if self.stem is None and images[:1].size * len(images) <= 50_000_000:
             self._preprocessed = network.preprocess(images)  # small datasets: preprocess once
 
@@ -446,9 +451,7 @@ class Runner:
             if base.pre is not None and base.pre.shape[1] != weight.shape[0]:
                 base = None
             else:
-                factors = head_update.low_rank_difference(
-                    weight, base.weight, max_rank=head_update.paying_rank(*weight.shape)
-                )
+                factors = self._low_rank(weight, base)
         layer = dict(self.network.module.named_modules())[self.network.feature_layer]
         rest = list(head)[self.stem.start + 1 :]
         x_all = self.stem.inputs
@@ -495,6 +498,65 @@ class Runner:
             raise
         cache.put(state, base)
         return out, factors
+
+    def _low_rank(
+        self, weight: torch.Tensor, base: PreActivations
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``head_update.low_rank_difference(weight, base.weight)``, computed once for these very
+        weights (deterministic: a second computation gives the same factors bit for bit)."""
+        from game.learning import head_update
+
+        memo = self._factors
+        if memo is not None and memo[0] is base and torch.equal(memo[1], weight):
+            return memo[2]
+        factors = head_update.low_rank_difference(
+            weight, base.weight, max_rank=head_update.paying_rank(*weight.shape)
+        )
+        self._factors = (base, weight.clone(), factors)
+        return factors
+
+    @torch.no_grad()
+    def rows_features_low_rank(self, rows: np.ndarray) -> np.ndarray | None:
+        """The feature layer's output of ``rows`` under the current weights, from the kept base
+        pre-activations plus the low-rank update (``infer_all``'s way, for a few rows: the
+        preview's 2,000 cards cost ``rows x r x (in + out)`` instead of ``rows x in x out``, and
+        the factors are then ready for the re-inference). None where ``infer_all`` would make the
+        full pass (the caller runs ``forward``)."""
+        from game.learning import head_update
+
+        if self.stem is None or not head_update.enabled():
+            return None
+        head = _classifier(self.network.module)
+        assert head is not None
+        first = head[self.stem.start]
+        n, base = len(self.images), self.base_pre_activations
+        if not isinstance(first, nn.Linear) or base is None:
+            return None
+        weight = first.weight.detach()
+        bias = first.bias.detach() if first.bias is not None else None
+        if (
+            n * weight.numel() < head_update.MIN_MULTIPLY_ADDS
+            or base.cards() != n
+            or base.chain >= head_update.MAX_CHAIN
+            or (base.pre is not None and base.pre.shape[1] != weight.shape[0])
+        ):
+            return None
+        self.network.module.eval()
+        with head_update.cache_for(self.stem).pass_lock:
+            factors = self._low_rank(weight, base)
+            if factors is None:
+                return None
+            index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+            x = self.stem.inputs
+            z = base.rows_at(x, index)
+        u, v = factors
+        if u.shape[1]:
+            z.addmm_(x[index] @ v, u.T)
+        if bias is not None and base.bias is not None:
+            z += bias - base.bias
+        layer = dict(self.network.module.named_modules())[self.network.feature_layer]
+        _, features = _run_rest(z, first, list(head)[self.stem.start + 1 :], layer)
+        return np.ascontiguousarray(features.float().numpy())
 
     @torch.no_grad()
     def _infer_all_full(self, batch_size: int) -> Inference:

@@ -174,3 +174,47 @@ def test_a_job_through_shared_memory_is_bitwise_the_thread_job(loaded_digits, sm
         jobprocess._put(here, jobprocess.QuitMessage())
         child.join(30)
         here.close()
+
+
+def test_preview_rows_by_the_low_rank_update_match_the_head_pass(loaded_digits, monkeypatch):
+    """The preview's cards re-inferred from the kept pre-activations plus the low-rank update
+    (``Runner.rows_features_low_rank``) give the head pass's features within float noise; the
+    factors are then reused by the re-inference, whose result is what it is without them."""
+    from game.learning import head_update
+    from game.learning.preview import rows_features
+    from game.learning.stem import Runner, prime_pre_activations
+
+    monkeypatch.setattr(head_update, "MIN_MULTIPLY_ADDS", 0)
+    base = loaded_digits.network
+    images = loaded_digits.workspace.images
+    stem = compute_stem_cache(base, images, 2)
+    prime_pre_activations(base, len(images), stem)
+
+    def changed_runner():
+        net = base.clone()
+        runner = Runner(net, images, stem, full=False)  # before training: it finds its base
+        fc1 = net.module.classifier.fc1
+        gen = torch.Generator().manual_seed(2)
+        with torch.no_grad():
+            out_dim, in_dim = fc1.weight.shape
+            fc1.weight += (
+                torch.randn(out_dim, 4, generator=gen) @ torch.randn(4, in_dim, generator=gen) * 0.02
+            )
+            fc1.bias += 0.01
+        return runner
+
+    runner = changed_runner()
+    rows = np.array([0, 5, 17, 400, 1200, len(images) - 1])
+    quick = rows_features(runner, rows)
+    assert runner._factors is not None  # the low-rank way was taken
+    with torch.no_grad():
+        _, slow = runner.forward(rows)
+    np.testing.assert_allclose(quick, slow.numpy(), rtol=0, atol=2e-5 * float(np.abs(slow.numpy()).max()))
+    factors = runner._factors[2]
+    with_memo = runner.infer_all()
+    assert runner._factors[2] is factors and runner.last_infer_low_rank == 4
+    # A runner that never previewed (its own factors) gets the same features bit for bit.
+    head_update.cache_for(stem).clear()
+    prime_pre_activations(base, len(images), stem)
+    fresh = changed_runner()
+    np.testing.assert_array_equal(fresh.infer_all().features, with_memo.features)
