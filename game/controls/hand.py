@@ -135,10 +135,11 @@ def _squares(v: Offsets) -> np.ndarray:
 
 
 def _unit(direction) -> tuple[float, float, float]:
-    """The direction made unit length, as float32 values."""
+    """The direction made unit length (plain floats: a float32 array rounds them to float32 when
+    it meets them, the same values whatever the subset)."""
     x, y, z = _float32s(direction)
     n = max(math.sqrt(x * x + y * y + z * z), 1e-12)
-    return _float32s((x / n, y / n, z / n))  # type: ignore[return-value]
+    return x / n, y / n, z / n
 
 
 def _first_along(
@@ -258,10 +259,11 @@ class Hand:
         self._ray_ready = None
         if self.dragging:
             return self.hovered
-        r = self.touch_factor * self.card_size if radius is None else radius
+        size = self.card_size  # once: a property over the world's setting
+        r = self.touch_factor * size if radius is None else radius
         if ray is not None:
             origin, direction = ray
-            ray_radius = self.pick_factor * self.card_size
+            ray_radius = self.pick_factor * size
             if self.index is not None:
                 (k, d), along = self.index.touch_or_ray(position, r, origin, direction, ray_radius)
             else:
