@@ -287,17 +287,23 @@ def _get(conn: Connection) -> Any:
     sizes, offsets, lengths = fields[:count], fields[count : 2 * count], fields[2 * count :]
     at = _HEAD.size + 18 * count
     buffers = []
+    missing: pickle.UnpicklingError | None = None
     for size, offset, length in zip(sizes, offsets, lengths, strict=True):
         if length:
             name = bytes(head[at : at + length]).decode("ascii")
             at += length
-            buffers.append(attach_shared(name, offset, size))
+            try:
+                buffers.append(attach_shared(name, offset, size))
+            except pickle.UnpicklingError as exc:
+                missing = exc  # read the message's other parts first: the pipe stays in step
             continue
         out = np.empty(size, dtype=np.uint8)
         got = conn.recv_bytes_into(out)
         if got != size:
             raise pickle.UnpicklingError(f"an out-of-band buffer of {got} bytes, {size} announced")
         buffers.append(out)
+    if missing is not None:
+        raise missing
     return pickle.loads(head[at:], buffers=buffers)
 
 

@@ -218,3 +218,31 @@ def test_preview_rows_by_the_low_rank_update_match_the_head_pass(loaded_digits, 
     prime_pre_activations(base, len(images), stem)
     fresh = changed_runner()
     np.testing.assert_array_equal(fresh.infer_all().features, with_memo.features)
+
+
+def test_a_segment_gone_before_it_is_read_fails_that_message_only(monkeypatch):
+    """The message's other parts are still read from the pipe, so the next message arrives whole."""
+    monkeypatch.setattr(jobprocess, "SHARED_BYTES", 1 << 20)
+    monkeypatch.setattr(jobprocess, "OUT_OF_BAND_BYTES", 1 << 10)
+    prefix = "lrtest" + jobprocess.secrets.token_hex(3) + "_"
+    segments = Segments(prefix)
+    big = segments.allocate((1 << 19,))  # 2 MB: shared memory
+    assert big is not None
+    piped = np.arange(30_000, dtype=np.float32)  # 120 KB: out of band through the pipe
+    here, there = multiprocessing.Pipe(duplex=True)
+    jobprocess._Segment(name=shared_name(prefix, 0)).unlink()  # gone before the parent maps it
+    sender = threading.Thread(
+        target=jobprocess._put, args=(here, jobprocess.OkMessage((big, piped)), segments)
+    )
+    sender.start()
+    with pytest.raises(jobprocess.pickle.UnpicklingError):
+        jobprocess._get(there)
+    sender.join()
+    jobprocess._put(here, jobprocess.OkMessage(piped))
+    np.testing.assert_array_equal(jobprocess._get(there).value, piped)
+    here.close()
+    there.close()
+    segments.discard()
+    del big
+    gc.collect()
+    tidy_shared()
