@@ -197,7 +197,8 @@ class LearningConfig:
     label_trust: LabelTrust = setting(
         "drop",
         doc='cross-entropy weight of neighbours and replayed cards from the guidance\'s suspicion: "soft" '
-        '1 - suspicion, "drop" 0 above 0.5 (and out of the replay pool), "none" 1 (game.learning.replay_trust)',
+        '1 - suspicion, "drop" 0 above 0.5 (and out of the replay pool), "none" 1 (game.learning.replay_trust; '
+        '"none" was the default until issue 13\'s suite chose "drop" with feature_terms "landing")',
     )
     pull_scale: PullScale = setting(
         "fixed",
@@ -210,7 +211,8 @@ class LearningConfig:
         "landing",
         doc='"landing": an edit\'s pull and push act only while it is not yet learned (predicted as its '
         "target and, for relabels, nearer its new neighbours than its old), so cross-entropy does the "
-        'rest of the job (game.learning.loss); "always": every step',
+        'rest of the job (game.learning.loss); "always": every step (the default until issue 13\'s '
+        'suite, docs/benchmarks.md: with label_trust "drop" it missed 3 of its goals, "always" 9)',
     )
     preserve_weight: float = setting(
         1.0, ge=0.0, le=1e6, doc="keeps unedited cards' features (and so the layout) in place"

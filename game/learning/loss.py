@@ -16,6 +16,14 @@ Three terms (why each is there is in ``game.learning.finetune``'s docstring):
   on tight clusters (digits) the radius is small and the term is nearly the old one;
 * drift: unconcerned cards keep their features (in units of ``spread``), so the re-layout keeps
   their neighbourhoods.
+
+With ``LossWeights.landing`` (``feature_terms = "landing"``, the default) an edit's pull and push
+count only while it is not yet learned (predicted as its target and, for relabels, nearer its new
+neighbours than its old): they are there to land it, and once it has landed cross-entropy alone
+goes on teaching it. Why (issue 13, bench_suite, 3 seeds x 7 cases, with ``label_trust = "drop"``):
+a pull that kept acting cost the networks that never fitted their noise (shapes, photo crops) up to
+4 points against cross-entropy on the same trusted labels; the gated one missed 3 of the suite's
+goals where the old defaults missed 9.
 """
 
 from __future__ import annotations
