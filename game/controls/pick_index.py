@@ -24,11 +24,14 @@ positions; cards put somewhere else ("loose": the carried card, a dropped one, u
 frames; a cell of slack doubles the cards a laser tests, a rebuild costs a millisecond at 50k),
 and once when a glide ends, so still frames query a tight grid.
 
-Still frames also read the positions from a copy in grid order (``p[order]``, made by the first
-refresh that finds nothing changed, dropped by any change the refresh sees: a glide, a carried
-card, a hidden card, another layout), so a cell's cards are one contiguous read instead of a
-scattered row each (after the renderer has evicted the caches, each row is a cache miss). The
-copy holds the current positions, so the answers are the same. With ``auto=False`` the caller
+Still frames also read the positions from a copy in grid order (``p[order]`` with each row's
+card number in a fourth float32 column, made by the first refresh that finds nothing changed,
+dropped by any change the refresh sees: a glide, a carried card, a hidden card, another layout),
+so a cell's cards and their numbers are one contiguous read instead of a scattered row each
+(after the renderer has evicted the caches, each row is a cache miss). The copy holds the
+current positions, so the answers are the same. The laser's tube is found in cell units from one
+multiply-add at the slab edges; queries use ufuncs and array methods, not numpy's Python-level
+wrappers (2-4x a ufunc's cost once the caches are cold: docs/benchmarks.md, issue 16). With ``auto=False`` the caller
 must refresh after the positions change and before querying (the VR controls: once per frame,
 before both hands pick; the world moves cards only after them).
 
