@@ -55,7 +55,11 @@ Candidates = tuple[np.ndarray, np.ndarray | None]  # cards to test, and their po
 MAX_CELLS_PER_AXIS = 40  # 40**3 cells fit a uint16 key: a linear-time (radix) sort
 ID_LIMIT = 1 << 24  # card indices are exact in float32 below this (the copy in grid order)
 MAX_LOOSE = 64  # moved cards tested one by one before the grid is rebuilt
-BRUTE_BELOW = 4096  # fewer cards: one vectorised pass over all of them is cheaper than the grid
+# Fewer cards: one vectorised pass over all of them is cheaper than the grid. Measured in the VR
+# frame (bench_vr --python-work, 2026-12-02 21:21-21:44, ufunc-only tests): both hands' picks by
+# brute force 0.21 / 0.24 / 0.30 / 0.34 ms at 5k / 10k / 16k / 20k cards against the grid's
+# 0.31-0.39; at 50k 0.61-0.64 against 0.41-0.43.
+BRUTE_BELOW = 24576
 SQRT3 = 1.7320509  # per-axis max -> distance bound
 EDGE = 1e-3  # cells: float32 keys vs float64 query cells may disagree at a cell's edge
 
