@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from test_learning_finetune import pick_relabel, request
+from test_learning_shared_result import answer_after_progress
 
 from game.core import events as ev
 from game.core.worker import Worker
@@ -221,13 +222,12 @@ def test_large_arrays_travel_out_of_band_and_arrive_unchanged():
     there.close()
 
 
-def test_a_failed_preparation_after_an_answer_sends_nothing_more(loaded_digits, monkeypatch):
+def test_a_failed_preparation_after_an_answer_sends_nothing_more(loaded_digits, monkeypatch, served_child):
     """The child prepares the next job's spread and PCA after answering (``prepare_features``).
     When that fails (a MemoryError at 50k), nothing is sent: an ``ErrorMessage`` then would be
     read as the answer to the parent's next request. ``_serve`` runs on a thread here (the
     same code as in the child) so that the preparation can be made to fail."""
     import dataclasses
-    import multiprocessing
 
     from game.learning import jobprocess, preview
 
@@ -235,32 +235,16 @@ def test_a_failed_preparation_after_an_answer_sends_nothing_more(loaded_digits, 
         raise MemoryError("no room for the PCA (test)")
 
     monkeypatch.setattr(preview, "prepare_features", fails)
-    here, there = multiprocessing.Pipe(duplex=True)
-    child = threading.Thread(target=jobprocess._serve, args=(there, 1), daemon=True)
-    child.start()
-    try:
-        ws = loaded_digits.workspace
-        net = loaded_digits.network
-        jobprocess._put(
-            here,
-            jobprocess.InitMessage("net0", net, ws.images, ws.images.strides, ws.is_train.copy(), False, 2),
-        )
-        assert isinstance(jobprocess._get(here), jobprocess.OkMessage)
-        jobprocess._put(here, jobprocess.FeaturesMessage("net0", ws.features, loaded_digits.projector))
-        assert jobprocess._get(here) == jobprocess.OkMessage(None)  # the backend is not failed
-        _, _, edit = pick_relabel(loaded_digits, seed=5)
-        req = request(loaded_digits, [edit], None)
-        plain = dataclasses.replace(req, network=None, images=None, stem=None, features=None)
-        jobprocess._put(here, jobprocess.JobMessage(plain, "net0", None, "net1", 1, True))
-        answer = jobprocess._get(here)
-        while isinstance(answer, jobprocess.ProgressMessage):
-            answer = jobprocess._get(here)
-        assert isinstance(answer, jobprocess.OkMessage) and answer.value.version == req.version
-        # The next request's answer is its own, not the failed preparation's.
-        jobprocess._put(here, jobprocess.FeaturesMessage("net0", ws.features, loaded_digits.projector))
-        assert jobprocess._get(here) == jobprocess.OkMessage(None)
-    finally:
-        jobprocess._put(here, jobprocess.QuitMessage())
-        child.join(60)
-        here.close()
-        there.close()
+    here = served_child
+    ws = loaded_digits.workspace
+    jobprocess._put(here, jobprocess.FeaturesMessage("net0", ws.features, loaded_digits.projector))
+    assert jobprocess._get(here) == jobprocess.OkMessage(None)  # the backend is not failed
+    _, _, edit = pick_relabel(loaded_digits, seed=5)
+    req = request(loaded_digits, [edit], None)
+    plain = dataclasses.replace(req, network=None, images=None, stem=None, features=None)
+    jobprocess._put(here, jobprocess.JobMessage(plain, "net0", None, "net1", 1, True))
+    answer = answer_after_progress(here)
+    assert isinstance(answer, jobprocess.OkMessage) and answer.value.version == req.version
+    # The next request's answer is its own, not the failed preparation's.
+    jobprocess._put(here, jobprocess.FeaturesMessage("net0", ws.features, loaded_digits.projector))
+    assert jobprocess._get(here) == jobprocess.OkMessage(None)

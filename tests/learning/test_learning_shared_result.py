@@ -47,6 +47,16 @@ def small_threshold(monkeypatch):
     monkeypatch.setattr(jobprocess, "OUT_OF_BAND_BYTES", 1 << 10)
 
 
+def answer_after_progress(connection):
+    """The child's next answer that is not a progress message."""
+    from game.learning import jobprocess
+
+    answer = jobprocess._get(connection)
+    while isinstance(answer, jobprocess.ProgressMessage):
+        answer = jobprocess._get(connection)
+    return answer
+
+
 def test_result_arrays_arrive_unchanged_and_their_names_are_removed(small_threshold):
     prefix = "lrtest" + jobprocess.secrets.token_hex(3) + "_"
     segments = Segments(prefix)
@@ -138,42 +148,27 @@ def test_features_written_in_place_are_the_head_s_own():
     np.testing.assert_array_equal(out.logits, logits.numpy())
 
 
-def test_a_job_through_shared_memory_is_bitwise_the_thread_job(loaded_digits, small_threshold):
+def test_a_job_through_shared_memory_is_bitwise_the_thread_job(loaded_digits, small_threshold, served_child):
     """The child's loop (``_serve``, on a thread here so the thresholds apply) sends the result's
     large arrays through shared memory; the result is the thread job's, bit for bit, and no named
     segment is left once the parent has read it."""
-    here, there = multiprocessing.Pipe(duplex=True)
-    child = threading.Thread(target=jobprocess._serve, args=(there, 1), daemon=True)
-    child.start()
-    try:
-        ws = loaded_digits.workspace
-        net = loaded_digits.network
-        jobprocess._put(
-            here,
-            jobprocess.InitMessage("net0", net, ws.images, ws.images.strides, ws.is_train.copy(), False, 2),
-        )
-        assert isinstance(jobprocess._get(here), jobprocess.OkMessage)
-        _, _, edit = pick_relabel(loaded_digits, seed=5)
-        req = request(loaded_digits, [edit], None)
-        plain = dataclasses.replace(req, network=None, images=None, stem=None)
-        prefix = "lrtest" + jobprocess.secrets.token_hex(3) + "_"
-        jobprocess._put(here, jobprocess.JobMessage(plain, "net0", None, "net1", 1, False, prefix))
-        answer = jobprocess._get(here)
-        while isinstance(answer, jobprocess.ProgressMessage):
-            answer = jobprocess._get(here)
-        assert isinstance(answer, jobprocess.OkMessage), answer
-        unlink_shared(prefix)
-        assert not any(_named(shared_name(prefix, i)) for i in range(jobprocess.SHARED_SEGMENTS))
-        stem = compute_stem_cache(net, ws.images, 2)
-        thread = run_finetune(request(loaded_digits, [edit], stem))
-        np.testing.assert_array_equal(answer.value.inference.features, thread.inference.features)
-        np.testing.assert_array_equal(answer.value.inference.top5_scores, thread.inference.top5_scores)
-        np.testing.assert_array_equal(answer.value.layout.positions, thread.layout.positions)
-        assert answer.value.inference.features.nbytes >= jobprocess.SHARED_BYTES
-    finally:
-        jobprocess._put(here, jobprocess.QuitMessage())
-        child.join(30)
-        here.close()
+    here = served_child
+    ws = loaded_digits.workspace
+    _, _, edit = pick_relabel(loaded_digits, seed=5)
+    req = request(loaded_digits, [edit], None)
+    plain = dataclasses.replace(req, network=None, images=None, stem=None)
+    prefix = "lrtest" + jobprocess.secrets.token_hex(3) + "_"
+    jobprocess._put(here, jobprocess.JobMessage(plain, "net0", None, "net1", 1, False, prefix))
+    answer = answer_after_progress(here)
+    assert isinstance(answer, jobprocess.OkMessage), answer
+    unlink_shared(prefix)
+    assert not any(_named(shared_name(prefix, i)) for i in range(jobprocess.SHARED_SEGMENTS))
+    stem = compute_stem_cache(loaded_digits.network, ws.images, 2)
+    thread = run_finetune(request(loaded_digits, [edit], stem))
+    np.testing.assert_array_equal(answer.value.inference.features, thread.inference.features)
+    np.testing.assert_array_equal(answer.value.inference.top5_scores, thread.inference.top5_scores)
+    np.testing.assert_array_equal(answer.value.layout.positions, thread.layout.positions)
+    assert answer.value.inference.features.nbytes >= jobprocess.SHARED_BYTES
 
 
 def test_preview_rows_by_the_low_rank_update_match_the_head_pass(loaded_digits, monkeypatch):
