@@ -10,7 +10,7 @@ the old values (what an old session resolves to) it keeps every training card.
 import dataclasses
 
 import numpy as np
-from test_learning_finetune import pick_relabel, request
+from test_replay_trust import request_with_wrong_labels
 
 from game.core.scene import Scene, scene_from_dict
 from game.learning.finetune import prepare_batch
@@ -35,14 +35,7 @@ def test_a_session_from_before_them_resolves_to_none_and_always():
 
 
 def test_the_default_job_drops_distrusted_replay_and_the_old_one_does_not(loaded_digits):
-    _, _, edit = pick_relabel(loaded_digits)
-    req = request(loaded_digits, [edit], None)
-    ws = loaded_digits.workspace
-    labels = ws.labels.copy()
-    rng = np.random.default_rng(2)
-    wrong = rng.choice(np.flatnonzero(ws.is_train & (np.arange(len(labels)) != edit.card)), 60, replace=False)
-    labels[wrong] = (labels[wrong] + 1 + rng.integers(0, ws.n_classes - 1, len(wrong))) % ws.n_classes
-    req.labels = labels
+    req, _, wrong = request_with_wrong_labels(loaded_digits, seed=2)
     req.config = Scene().learning  # today's defaults
     new = prepare_batch(req, np.random.default_rng(0))
     req.config = dataclasses.replace(req.config, label_trust="none", feature_terms="always")

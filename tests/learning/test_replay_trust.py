@@ -67,15 +67,22 @@ def test_soft_weighs_flipped_labels_less_and_none_trusts_all():
     np.testing.assert_array_equal(label_trust(x, noisy, CLASSES, rows, "none"), np.ones(N))
 
 
-def test_a_job_batch_with_drop_carries_the_weights_and_a_trusted_pool(loaded_digits):
+def request_with_wrong_labels(loaded_digits, seed: int):
+    """A relabel job's request whose labels have 60 training cards (not the edit) set wrong;
+    returns it, the edit and the wrong cards."""
     _, _, edit = pick_relabel(loaded_digits)
     req = request(loaded_digits, [edit], None)
     ws = loaded_digits.workspace
     labels = ws.labels.copy()
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     wrong = rng.choice(np.flatnonzero(ws.is_train & (np.arange(len(labels)) != edit.card)), 60, replace=False)
     labels[wrong] = (labels[wrong] + 1 + rng.integers(0, ws.n_classes - 1, len(wrong))) % ws.n_classes
     req.labels = labels
+    return req, edit, wrong
+
+
+def test_a_job_batch_with_drop_carries_the_weights_and_a_trusted_pool(loaded_digits):
+    req, edit, wrong = request_with_wrong_labels(loaded_digits, seed=1)
     req.config = dataclasses.replace(loaded_digits.scene.learning, label_trust="none")
     plain = prepare_batch(req, np.random.default_rng(0))
     assert plain.trust is None
