@@ -49,8 +49,6 @@ def small_threshold(monkeypatch):
 
 def answer_after_progress(connection):
     """The child's next answer that is not a progress message."""
-    from game.learning import jobprocess
-
     answer = jobprocess._get(connection)
     while isinstance(answer, jobprocess.ProgressMessage):
         answer = jobprocess._get(connection)
