@@ -88,6 +88,67 @@ def rss_anon() -> int:
     return resident - shared
 
 
+def pss_mb(pid: int | None) -> float:
+    """Proportional set size of ``pid`` in MB (Linux ``smaps_rollup``; 0 elsewhere): its private
+    pages plus its share of pages mapped by several processes. The fine-tune result's features are
+    shared memory between the app and its job process, counted in both processes' RSS but once in
+    the sum of their PSS, which is what the machine holds."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("Pss:")), 0.0)
+    except (OSError, ValueError):
+        return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the fine-tune job process, its resource tracker), read from
+    /proc's parent links; empty where there is no /proc."""
+    parents: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                # "pid (comm) state ppid ...": comm may hold spaces and brackets, so split after it
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def children_cpu_seconds() -> dict[int, float]:
+    """CPU seconds (user + system) of each descendant so far, by pid: a stage's job-process work."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {}
+    for child in descendants(os.getpid()):
+        try:
+            with open(f"/proc/{child}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[child] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def tree_pss_mb() -> float:
+    """This process's PSS plus every descendant's: the path's memory when the fine-tune job runs
+    in its own process, as the app's default does."""
+    me = os.getpid()
+    return pss_mb(me) + sum(pss_mb(child) for child in descendants(me))
+
+
 def _statm() -> tuple[int, int]:
     try:
         with open("/proc/self/statm", encoding="ascii") as f:
@@ -99,16 +160,21 @@ def _statm() -> tuple[int, int]:
 
 
 class Stages:
-    """Times stages and samples the RSS peak of each from a background thread."""
+    """Times stages and samples the RSS peak of each from a background thread, and the summed
+    PSS of this process and its children (every 0.25 s: ``smaps_rollup`` walks the page tables,
+    too slow for the RSS's 20 ms)."""
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
         self.on_row = lambda: None  # called after every stage (the --json file is kept current)
         self._peak = 0
         self._peak_anon = 0
+        self._peak_tree = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
+        self._tree_thread = threading.Thread(target=self._sample_tree, daemon=True)
+        self._tree_thread.start()
 
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
@@ -116,34 +182,47 @@ class Stages:
             self._peak = max(self._peak, resident)
             self._peak_anon = max(self._peak_anon, resident - shared)
 
+    def _sample_tree(self) -> None:
+        while not self._stop.wait(0.25):
+            self._peak_tree = max(self._peak_tree, tree_pss_mb())
+
     @contextmanager
     def stage(self, name: str, **extra):
         start_rss = rss()
         self._peak = start_rss
         self._peak_anon = rss_anon()
+        self._peak_tree = tree_pss_mb()
         t = time.perf_counter()
         cpu = time.process_time()
+        cpu_children = children_cpu_seconds()
         row = {"stage": name, **extra}
         yield row
         row["seconds"] = time.perf_counter() - t
-        # CPU seconds of every thread of this process: on a shared machine the wall time says
-        # how busy the others were; CPU / cores is the wall time the stage needs on a quiet one.
+        # CPU seconds of every thread of this process and of its children (the job process):
+        # on a shared machine the wall time says how busy the others were; CPU / cores is the
+        # wall time the stage needs on a quiet one.
+        children = children_cpu_seconds()
         row["cpu_seconds"] = time.process_time() - cpu
+        row["cpu_children_seconds"] = sum(v - cpu_children.get(k, 0.0) for k, v in children.items())
+        row["cpu_seconds"] += row["cpu_children_seconds"]
         row["peak_rss_mb"] = max(self._peak, rss()) / MB
         row["rise_mb"] = row["peak_rss_mb"] - start_rss / MB
         row["peak_anon_mb"] = max(self._peak_anon, rss_anon()) / MB
+        row["peak_pss_tree_mb"] = max(self._peak_tree, tree_pss_mb())
         self.rows.append(row)
         self.on_row()
         note = f"  ({row['note']})" if row.get("note") else ""
         print(
             f"{name:<34} {row['seconds']:8.2f} s (CPU {row['cpu_seconds']:7.1f} s)   peak RSS {row['peak_rss_mb']:7.0f} MB "
-            f"(+{row['rise_mb']:.0f}, anon {row['peak_anon_mb']:.0f}){note}",
+            f"(+{row['rise_mb']:.0f}, anon {row['peak_anon_mb']:.0f}; PSS with the job process "
+            f"{row['peak_pss_tree_mb']:.0f}){note}",
             flush=True,
         )
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+        self._tree_thread.join()
 
 
 def train_head(network, stem, labels: np.ndarray, is_train: np.ndarray, epochs: int) -> None:
@@ -288,7 +367,8 @@ def layout_stage(args: argparse.Namespace) -> int:
         peer = sklearn_peer(reduced, scene.layout.perplexity, args.tsne_limit, args.threads, tmp)
     report_peer(peer, reduced, labels, layout_s, args.tsne_limit)
     print(
-        f"process peak RSS {max(r['peak_rss_mb'] for r in stages.rows):.0f} MB; load average at end {load_average()}"
+        f"process peak RSS {max(r['peak_rss_mb'] for r in stages.rows):.0f} MB; peak PSS with the job "
+        f"process {max(r['peak_pss_tree_mb'] for r in stages.rows):.0f} MB; load average at end {load_average()}"
     )
     stages.close()
     if args.json:
@@ -565,6 +645,12 @@ def main() -> int:
     )
     parser.add_argument("--no-world", action="store_true", help="skip the offscreen world")
     parser.add_argument(
+        "--thread-job",
+        action="store_true",
+        help="run the fine-tune on the app's worker thread (one process, the runs before "
+        "2026-12-03) instead of the job process that the app uses by default",
+    )
+    parser.add_argument(
         "--lock",
         metavar="FILE",
         default=None,
@@ -635,7 +721,13 @@ def main() -> int:
 
     def save_json(done: bool = False) -> None:
         if args.json:
-            figures = {"cards": args.cards, "stages": stages.rows, "arrays_mb": arrays, "complete": done}
+            figures = {
+                "cards": args.cards,
+                "job": "worker thread" if args.thread_job else "job process",
+                "stages": stages.rows,
+                "arrays_mb": arrays,
+                "complete": done,
+            }
             Path(args.json).write_text(json.dumps({**figures, "peer": peer} if done else figures, indent=2))
 
     stages.on_row = save_json
@@ -647,7 +739,9 @@ def main() -> int:
 
     scene = load_scene()
     scene.network.arch = "alexnet"
-    scene.learning.job_process = False  # the worker thread: one process to measure
+    # The app's default is the job process (a child: its memory is in the stages' "PSS with the
+    # job process"); --thread-job keeps everything in this process, as the runs before 2026-12-03.
+    scene.learning.job_process = not args.thread_job
     with stages.stage("reading images") as row:
         data = load_image_folder(tmp / "images", image_size=64, progress=False)
         row["note"] = f"{len(data.images)} images {data.images.shape[1:]}"
@@ -765,7 +859,8 @@ def main() -> int:
     layout_s = next(r["seconds"] for r in stages.rows if r["stage"].startswith("3-D layout"))
     report_peer(peer, reduced, data.labels, layout_s, args.tsne_limit)
     print(
-        f"process peak RSS {max(r['peak_rss_mb'] for r in stages.rows):.0f} MB; load average at end {load_average()}"
+        f"process peak RSS {max(r['peak_rss_mb'] for r in stages.rows):.0f} MB; peak PSS with the job "
+        f"process {max(r['peak_pss_tree_mb'] for r in stages.rows):.0f} MB; load average at end {load_average()}"
     )
     stages.close()
     save_json(done=True)
