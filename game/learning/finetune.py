@@ -202,9 +202,21 @@ def _state_bytes(module: nn.Module, names: list[str]) -> bytes:
     return save({n: state[n].detach().contiguous().cpu().clone() for n in names})
 
 
+_FINITE_BLOCK = 1 << 20  # elements per block of ``_check_finite``'s test on a numpy array
+
+
 def _check_finite(what: str, *arrays: np.ndarray | torch.Tensor) -> None:
     for a in arrays:
-        ok = torch.isfinite(a).all().item() if isinstance(a, torch.Tensor) else np.isfinite(a).all()
+        if isinstance(a, torch.Tensor):
+            ok = bool(torch.isfinite(a).all().item())
+        else:
+            # In blocks of rows: one boolean array of every element is 200 MB at 50k x 4,096.
+            a = np.asarray(a)
+            if a.ndim == 0 or a.size <= _FINITE_BLOCK:
+                ok = bool(np.isfinite(a).all())
+            else:
+                rows = max(1, _FINITE_BLOCK // max(1, a[0].size))
+                ok = all(bool(np.isfinite(a[s : s + rows]).all()) for s in range(0, len(a), rows))
         if not ok:
             raise FineTuneDiverged(f"{what} became NaN or infinite")
 
