@@ -417,6 +417,10 @@ class SessionRecorder:
         try:
             if self.error is None:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                # A finished session is only read from now on. Left in WAL mode, every read-only
+                # open (the start menu, replay, verify) would make a -wal and a -shm file beside
+                # it that no read-only connection may delete; the rollback journal needs neither.
+                conn.execute("PRAGMA journal_mode=DELETE")
             conn.close()
         except sqlite3.Error as exc:
             self._fail(exc)

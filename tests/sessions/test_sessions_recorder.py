@@ -52,6 +52,20 @@ def test_every_event_kind_round_trips(tmp_path):
         assert_events_equal(a, b.event)
 
 
+def test_reading_a_closed_session_leaves_no_wal_files_beside_it(tmp_path):
+    """A finished session is read many times (menu, replay, verify): each read-only open of a WAL
+    database made a -wal and a -shm file that stayed in the sessions folder."""
+    path = tmp_path / "s.session.sqlite"
+    ws = tiny_workspace()
+    _record(path, sample_events(ws), ws)
+    for _ in range(2):
+        with SessionReader(path) as r:
+            assert len(list(r.events())) == len(sample_events(ws))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.session.sqlite"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
 def test_numpy_scalars_nan_and_unicode_survive(tmp_path):
     e = ev.CardDropped(np.int64(3), (np.float32(1.5), 2, 3.0), np.int64(2), float("nan"), hand="links-ü")
     _record(tmp_path / "a.session.sqlite", [e])
