@@ -9,9 +9,10 @@ on a CPU. ``Runner`` does the forward passes either way (cached head or whole ne
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -406,8 +407,15 @@ class Runner:
         for the network the job started from plus a low-rank update (``head_update``: the same
         within float noise at a fraction of the cost), when they are kept and the weight change
         is of low rank; otherwise from the full pass. Either way the new pre-activations are kept
-        for the next job.
+        for the next job. Under ``after_reinference`` its callback gets the features (this thread).
         """
+        inference = self._infer_all(batch_size)
+        callback = getattr(_AFTER, "callback", None)
+        if callback is not None:
+            callback(inference.features)
+        return inference
+
+    def _infer_all(self, batch_size: int) -> Inference:
         self.network.module.eval()
         if self.stem is None:
             return self.network.infer(self.images)
@@ -469,21 +477,27 @@ class Runner:
         # The rows may be worked on where they lie in ``pre`` (no copy out and back) unless a later
         # layer writes into its input (an in-place ReLU would overwrite the kept rows).
         in_rows = in_place and not any(getattr(m, "inplace", False) for m in rest)
+
+        def one_batch(s: int) -> None:
+            e = min(s + batch_size, n)
+            if factors is not None and base is not None:
+                u, v = factors
+                z = pre[s:e] if in_rows else base.rows(x_all, s, e)
+                if u.shape[1]:
+                    z.addmm_(x_all[s:e] @ v, u.T)
+                if bias_change is not None:
+                    z += bias_change
+            else:
+                z = F.linear(x_all[s:e], weight, bias)
+            if not in_rows:
+                pre[s:e] = z
+            _put_rest(out, s, z, first, rest, layer)
+
         try:
-            for s in range(0, n, batch_size):
-                e = min(s + batch_size, n)
-                if factors is not None and base is not None:
-                    u, v = factors
-                    z = pre[s:e] if in_rows else base.rows(x_all, s, e)
-                    if u.shape[1]:
-                        z.addmm_(x_all[s:e] @ v, u.T)
-                    if bias_change is not None:
-                        z += bias_change
-                else:
-                    z = F.linear(x_all[s:e], weight, bias)
-                if not in_rows:
-                    pre[s:e] = z
-                _put_rest(out, s, z, first, rest, layer)
+            # The first batch here (it allocates the result arrays, on this thread's allocator),
+            # the others over ``reinfer_threads()`` threads when that is more than torch's.
+            one_batch(0)
+            in_threads(one_batch, range(batch_size, n, batch_size), reinfer_threads())
             chain = base.chain + 1 if factors is not None and base is not None else 0
             # The copies of the weight and bias too: until ``derive_from`` the base would claim
             # its old weights over an array that holds the new rows.
@@ -570,6 +584,62 @@ class Runner:
         return out.inference()
 
 
+REINFER_THREADS = 2  # threads of the head's re-inference when torch itself runs on one
+
+
+def reinfer_threads() -> int:
+    """Python threads for the re-inference's batches: ``REINFER_THREADS`` (at most the cores)
+    when torch runs on one thread (the job process's and the scene's default), else 1 (torch's
+    own threads share each batch then). ``LATENT_REACH_REINFER_THREADS`` overrides it
+    (benchmarks compare).
+
+    The threads change no number: each batch is the same single-threaded torch calls on the same
+    rows, written to its own rows; only which core runs it differs (tested bitwise)."""
+    wanted = os.environ.get("LATENT_REACH_REINFER_THREADS", "")
+    count = int(wanted) if wanted.strip().isdigit() else REINFER_THREADS
+    if torch.get_num_threads() != 1:
+        return 1
+    return max(1, min(count, os.cpu_count() or 1))
+
+
+def in_threads(work: Callable[[int], None], items: Iterable[int], threads: int) -> None:
+    """``work(item)`` for every item, on ``threads`` threads (1: here, in order), each under
+    ``torch.no_grad`` with torch's thread count; the first error is raised once all stop."""
+    todo = list(items)
+    if threads <= 1 or len(todo) <= 1:
+        for item in todo:
+            work(item)
+        return
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    grad = torch.is_grad_enabled()
+    torch_threads = torch.get_num_threads()
+
+    def run() -> None:
+        torch.set_num_threads(torch_threads)  # a new thread's intra-op count: the caller's
+        with torch.set_grad_enabled(grad):
+            while True:
+                with lock:
+                    if errors or not todo:
+                        return
+                    item = todo.pop(0)
+                try:
+                    work(item)
+                except BaseException as exc:  # noqa: BLE001 - raised again on the caller's thread
+                    with lock:
+                        errors.append(exc)
+                    return
+
+    workers = [threading.Thread(target=run, daemon=True) for _ in range(min(threads, len(todo)) - 1)]
+    for w in workers:
+        w.start()
+    run()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+
+
 def _find_base(network: Network, stem: StemCache | None) -> PreActivations | None:
     """The kept pre-activations computed with the network's current first head layer, if any
     (the job's base: its training changes the weight in place, so this is looked up first)."""
@@ -649,6 +719,22 @@ def result_arrays_from(allocate: Callable[[tuple[int, ...]], np.ndarray | None])
         yield
     finally:
         _ALLOCATOR.allocate = before
+
+
+_AFTER = threading.local()
+
+
+@contextlib.contextmanager
+def after_reinference(callback: Callable[[np.ndarray], None]) -> Iterator[None]:
+    """``Runner.infer_all`` on this thread hands every card's new features to ``callback`` as soon
+    as they are complete (the job process starts their spread for the next job then, beside the
+    re-layout)."""
+    before = getattr(_AFTER, "callback", None)
+    _AFTER.callback = callback
+    try:
+        yield
+    finally:
+        _AFTER.callback = before
 
 
 def prime_pre_activations(network: Network, n_images: int, stem: StemCache) -> None:
