@@ -214,6 +214,19 @@ class LearningConfig:
         'rest of the job (game.learning.loss); "always": every step (the default until issue 13\'s '
         'suite, docs/benchmarks.md: with label_trust "drop" it missed 3 of its goals, "always" 9)',
     )
+    # 256 since issue 13's suite (docs/benchmarks.md); recorded sessions keep 0
+    # (game.sessions.reader._OLD_DEFAULTS).
+    check_samples: int = setting(
+        256,
+        ge=0,
+        le=1_000_000,
+        doc="training cards a job sets aside, untrained, to decide when to stop: once the edits are "
+        "learned (after min_steps) it goes on while their cross-entropy (by label trust) falls, where the "
+        "network did not memorise the labels the guidance distrusts (fewer than half of them predicted; "
+        'label_trust "none": never); a network that did stops as soon as the edits are learned '
+        "(game.learning.finetune.train); "
+        "0: always so (the default until issue 13's suite)",
+    )
     preserve_weight: float = setting(
         1.0, ge=0.0, le=1e6, doc="keeps unedited cards' features (and so the layout) in place"
     )
