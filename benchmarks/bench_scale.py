@@ -776,6 +776,8 @@ def main() -> int:
         arrays["logits, top-5"] = (
             sum(a.nbytes for a in (inference.logits, inference.top5_classes, inference.top5_scores)) / MB
         )
+    if not args.thread_job:
+        stem = None  # the app holds no stem cache with the job process (see the controller below)
     projector = Projector(scene.layout, n_jobs=args.threads)
     with stages.stage("PCA") as row:
         reduced = projector.reduce(inference.features)
@@ -804,7 +806,11 @@ def main() -> int:
     with stages.stage("fine-tune controller ready") as row:
         # The backend's preparation (with the stem handed over: the head's kept pre-activations,
         # a pass of the head over every card), which the app runs in the background at launch.
-        controller = FineTuneController(loaded, worker, clock=time.perf_counter, stem=stem)
+        # The app hands the job process no stem cache: the child reads the stem store itself (a
+        # stem handed over would be held in both processes, the app's kept for a restart).
+        controller = FineTuneController(
+            loaded, worker, clock=time.perf_counter, stem=stem if args.thread_job else None
+        )
         row["note"] = "ready" if controller.wait_ready(600) else "not ready after 600 s"
     applied: list[float] = []
     ws.subscribe(
