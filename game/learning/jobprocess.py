@@ -943,7 +943,7 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
 
     from game.learning.finetune import compute_stem_cache, run_finetune
     from game.learning.preview import prepare_features, reduces_ahead
-    from game.learning.stem import after_reinference, prime_pre_activations, result_arrays_from
+    from game.learning.stem import prime_pre_activations, result_arrays_from
     from game.nets.weights import state_from_bytes
 
     torch.set_num_threads(torch_threads)
@@ -1029,15 +1029,11 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     return cancel is not None and cancel.value == number
 
                 segments = Segments(message.shared) if message.shared else None
-                spread = _EarlySpread()
                 try:
                     if segments is not None and isinstance(req.features, np.ndarray):
                         # The result's features take as many bytes as the base's (float32).
                         segments.premake(req.features.shape[0] * req.features[0].size * 4)
-                    with (
-                        result_arrays_from(segments.allocate if segments is not None else _no_array),
-                        after_reinference(spread.start),
-                    ):
+                    with result_arrays_from(segments.allocate if segments is not None else _no_array):
                         result = run_finetune(req, progress=progress, cancelled=stop)
                     finished = time.time()
                     networks[new_key] = result.network
@@ -1051,16 +1047,16 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     result.seconds["child after the job"] = time.time() - finished
                     result.seconds["sent at"] = time.time()
                     send(OkMessage(result), segments)
-                except BaseException:  # the spread's thread, if any, ends by itself (its array stays mapped)
+                except BaseException:
                     if segments is not None:
                         segments.discard()
                     raise
                 if segments is not None:
                     segments.after_sending()
                     sent = segments
-                # While the parent tweens: what the next job (on these features) measures first
-                # (their spread is usually remembered by now: ``_EarlySpread``).
-                spread.join()
+                # While the parent tweens: what the next job (on these features) measures first.
+                # (Not beside the re-layout: tried, it doubled the re-layout's 1.5 s at 50k on two
+                # cores and added 0.2 GB to the peak; issue 17, docs/benchmarks.md.)
                 _prepare_quietly(
                     prepare_features,
                     kept[1],
@@ -1078,32 +1074,6 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
             except Exception:
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
             send(ErrorMessage(exc))
-
-
-class _EarlySpread:
-    """The spread of a job's new features (what the next job measures first, ``prepare_features``)
-    computed on a thread of its own as soon as the re-inference has them, beside the re-layout
-    (one torch thread: the other core is idle then), instead of after the result is sent, when
-    a quick next drop waited for it (0.6 s at 50,000 x 4,096 on a quiet machine, 2-4 s loaded).
-    The same function on the same array: the same number."""
-
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-
-    def start(self, features: np.ndarray) -> None:
-        from game.learning.finetune import remember_spread
-
-        if self._thread is not None or not isinstance(features, np.ndarray) or features.nbytes < SHARED_BYTES:
-            return
-        self._thread = threading.Thread(
-            target=_prepare_quietly, args=(remember_spread, features), name="early-spread", daemon=True
-        )
-        self._thread.start()
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
 
 
 def _no_array(_shape: tuple[int, ...]) -> None:

@@ -407,15 +407,8 @@ class Runner:
         for the network the job started from plus a low-rank update (``head_update``: the same
         within float noise at a fraction of the cost), when they are kept and the weight change
         is of low rank; otherwise from the full pass. Either way the new pre-activations are kept
-        for the next job. Under ``after_reinference`` its callback gets the features (this thread).
+        for the next job.
         """
-        inference = self._infer_all(batch_size)
-        callback = getattr(_AFTER, "callback", None)
-        if callback is not None:
-            callback(inference.features)
-        return inference
-
-    def _infer_all(self, batch_size: int) -> Inference:
         self.network.module.eval()
         if self.stem is None:
             return self.network.infer(self.images)
@@ -719,22 +712,6 @@ def result_arrays_from(allocate: Callable[[tuple[int, ...]], np.ndarray | None])
         yield
     finally:
         _ALLOCATOR.allocate = before
-
-
-_AFTER = threading.local()
-
-
-@contextlib.contextmanager
-def after_reinference(callback: Callable[[np.ndarray], None]) -> Iterator[None]:
-    """``Runner.infer_all`` on this thread hands every card's new features to ``callback`` as soon
-    as they are complete (the job process starts their spread for the next job then, beside the
-    re-layout)."""
-    before = getattr(_AFTER, "callback", None)
-    _AFTER.callback = callback
-    try:
-        yield
-    finally:
-        _AFTER.callback = before
 
 
 def prime_pre_activations(network: Network, n_images: int, stem: StemCache) -> None:

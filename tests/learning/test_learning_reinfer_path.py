@@ -189,35 +189,3 @@ def test_check_finite_in_blocks_finds_any_non_finite_element(where, bad):
     with pytest.raises(FineTuneDiverged):
         _check_finite("scalar", np.float32(bad))
     _check_finite("fine", np.float32(1.0), np.zeros((0, 4)), torch.ones(3))
-
-
-def test_the_early_spread_is_remembered_for_the_very_array(monkeypatch):
-    from game.learning import finetune, jobprocess
-
-    features = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)  # 16 MB: a large scene's
-    assert features.nbytes >= SHARED_BYTES
-    early = jobprocess._EarlySpread()
-    early.start(features)
-    early.join()
-    expected = finetune._spread(features)
-    calls: list[int] = []
-    monkeypatch.setattr(finetune, "_spread", lambda x: calls.append(1) or 0.0)
-    assert finetune.features_spread(features) == expected and not calls  # found, not computed again
-    small = jobprocess._EarlySpread()
-    small.start(features[:8])  # small arrays: the job measures them itself (no thread)
-    assert small._thread is None
-
-
-def test_after_reinference_hands_over_the_result_s_own_features(loaded_digits, monkeypatch):
-    from game.learning.stem import after_reinference
-
-    monkeypatch.setattr(head_update, "MIN_MULTIPLY_ADDS", 0)
-    images = loaded_digits.workspace.images
-    stem = compute_stem_cache(loaded_digits.network, images, 2)
-    runner = Runner(loaded_digits.network.clone(), images, stem, full=False)
-    got: list[np.ndarray] = []
-    with after_reinference(got.append):
-        inference = runner.infer_all()
-    assert len(got) == 1 and got[0] is inference.features
-    runner.infer_all()  # outside: nobody is told
-    assert len(got) == 1
