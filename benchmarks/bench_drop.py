@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_finetune import load_average  # noqa: E402
-from bench_scale import rss, synthetic_features  # noqa: E402
+from bench_scale import pss_mb, rss, synthetic_features  # noqa: E402
 
 from game.core import events as ev  # noqa: E402
 
@@ -63,20 +63,6 @@ def peak_rss_mb(pid: int | None) -> float:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
             return next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM")), 0.0)
-    except (OSError, ValueError):
-        return 0.0
-
-
-def pss_mb(pid: int | None) -> float:
-    """Proportional set size of ``pid`` in MB (Linux ``smaps_rollup``; 0 elsewhere): its private
-    pages plus its share of pages mapped by several processes. The result's features are shared
-    memory since issue 17's shared-memory transfer, counted in both processes' RSS but once in
-    the sum of their PSS, which is what the machine holds."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
-            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("Pss:")), 0.0)
     except (OSError, ValueError):
         return 0.0
 
