@@ -12,6 +12,9 @@ import sys
 
 from panda3d.core import load_prc_file_data
 
+#: Offscreen frames end with ``glFinish`` (``gl-finish``); False only for the benchmarks' peer run.
+OFFSCREEN_FINISH = True
+
 
 def display_available() -> bool:
     """True where a desktop window can open (X11 or Wayland on Linux; always on macOS/Windows)."""
@@ -48,6 +51,16 @@ def configure(
         lines.append(f"model-cache-dir {cache}")
     if offscreen:
         lines += ["load-display p3headlessgl", "window-type offscreen", "fullscreen false"]
+        # Each frame finishes before the next starts, as a window's buffer swap makes it. Why:
+        # nothing waits for an offscreen frame, so with llvmpipe's rasterizer threads behind
+        # (2 cores, a fine-tune job on them) the app queued frames ahead, and llvmpipe's memory for
+        # frames in flight grew by about 1 MB a frame, to +1.9 GB, while drawing 1,200 64 px
+        # cards (docs/benchmarks.md, "Memory while drawing during a job").
+        lines.append(f"gl-finish {'true' if OFFSCREEN_FINISH else 'false'}")
     else:
-        lines += ["window-type onscreen", f"fullscreen {'true' if fullscreen else 'false'}"]
+        lines += [
+            "window-type onscreen",
+            f"fullscreen {'true' if fullscreen else 'false'}",
+            "gl-finish false",
+        ]
     load_prc_file_data("latent-reach", "\n".join(lines))

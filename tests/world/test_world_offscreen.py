@@ -84,3 +84,20 @@ def test_headless_run_writes_screenshot_and_summary(loaded_digits, tmp_path, cap
         assert np.asarray(im).std() > 5  # not a blank frame
     assert "rendered headless" in capsys.readouterr().out
     assert (tmp_path / "summary.txt").read_text().startswith("Latent Reach")
+
+
+def test_offscreen_frames_finish_before_the_next_and_windows_leave_it_to_the_swap():
+    """Nothing waits for an offscreen frame: without ``gl-finish`` the app queued frames ahead of
+    llvmpipe's rasterizer threads and its memory grew by about 1 MB a frame (issue 17,
+    docs/benchmarks.md "Memory while drawing during a job"). A window's buffer swap paces it."""
+    from panda3d.core import ConfigVariableBool
+
+    from game.world import engine
+
+    try:
+        engine.configure(offscreen=False)
+        assert not ConfigVariableBool("gl-finish").get_value()
+        engine.configure(offscreen=True)
+        assert ConfigVariableBool("gl-finish").get_value()
+    finally:
+        engine.configure(offscreen=True)  # later tests in this process open offscreen apps
