@@ -619,6 +619,15 @@ def _touch_pages(segment: _Segment, nbytes: int) -> None:
         del pages
 
 
+def count_only(images: np.ndarray) -> np.ndarray:
+    """``images``' shape without their pixels (a read-only view of one zero, every stride 0).
+
+    Why: once the child has the frozen stem's outputs, a head-only job reads only how many images
+    there are (the stem's outputs stand in for them); the pixels it was sent (0.6 GB at 50,000
+    images of 64 x 64) would sit in the child beside the app's own copy for nothing."""
+    return np.broadcast_to(np.zeros((1,) * images.ndim, dtype=images.dtype), images.shape)
+
+
 def _strip_layout(layout: Any) -> Any:
     """The layout without its openTSNE object (large, and nothing downstream needs it)."""
     if getattr(layout, "tsne", None) is None:
@@ -984,6 +993,8 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     stem.preconditioned_inputs(is_train)
                     # The start network's pre-activations: its first job re-infers by a low-rank update.
                     prime_pre_activations(message.network, len(images), stem)
+                    if not message.full_finetune:
+                        images = count_only(images)
                 _warm_up()
                 send(OkMessage({"stem_seconds": float(stem.seconds) if stem is not None else 0.0}))
             elif isinstance(message, FeaturesMessage):
@@ -1007,6 +1018,8 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     base.module.load_state_dict(state_from_bytes(weights), strict=False)
                     networks[key] = base
                 assert images is not None  # set by the InitMessage, with ``first``
+                if req.config.full_finetune and images.strides[0] == 0:
+                    raise JobProcessError("a full fine-tune asked of a child set up for the head only")
                 req.network, req.images, req.stem = base, images, stem
                 if message.features_kept:
                     if kept is None or kept[0] != key:

@@ -248,3 +248,52 @@ def test_a_failed_preparation_after_an_answer_sends_nothing_more(loaded_digits, 
     # The next request's answer is its own, not the failed preparation's.
     jobprocess._put(here, jobprocess.FeaturesMessage("net0", ws.features, loaded_digits.projector))
     assert jobprocess._get(here) == jobprocess.OkMessage(None)
+
+
+def test_a_head_only_child_keeps_the_count_of_the_images_not_their_pixels(
+    loaded_digits, monkeypatch, served_child
+):
+    """Once it has the frozen stem's outputs, a head-only job reads only how many images there
+    are; the child drops the pixels it was sent (0.6 GB at 50,000 images of 64 x 64, beside the
+    app's copy) and its job is the thread job's, bit for bit. A full fine-tune asked of such a child
+    fails with a clear error instead of training on no pixels."""
+    import dataclasses
+
+    from game.learning import finetune, jobprocess
+
+    seen = []
+
+    class Seeing(finetune.Runner):
+        def __init__(self, network, images, *args, **kwargs):
+            seen.append(images)
+            super().__init__(network, images, *args, **kwargs)
+
+    monkeypatch.setattr(finetune, "Runner", Seeing)
+    here = served_child
+    ws = loaded_digits.workspace
+    _, _, edit = pick_relabel(loaded_digits, seed=5)
+    req = request(loaded_digits, [edit], None)
+    plain = dataclasses.replace(req, network=None, images=None, stem=None)
+    jobprocess._put(here, jobprocess.JobMessage(plain, "net0", None, "net1", 1, False))
+    answer = answer_after_progress(here)
+    assert isinstance(answer, jobprocess.OkMessage), answer
+    (images,) = seen
+    assert images.shape == ws.images.shape and images.strides == (0,) * ws.images.ndim
+    assert not images.flags.writeable
+    stem = compute_stem_cache(loaded_digits.network, ws.images, 2)
+    there = dataclasses.replace(answer.value, weights=np.asarray(answer.value.weights).tobytes())
+    _same(there, run_finetune(request(loaded_digits, [edit], stem)))
+
+    full = dataclasses.replace(plain, config=dataclasses.replace(plain.config, full_finetune=True), version=2)
+    jobprocess._put(here, jobprocess.JobMessage(full, "net0", None, "net2", 2, False))
+    answer = answer_after_progress(here)
+    assert isinstance(answer, jobprocess.ErrorMessage) and "head only" in str(answer.error)
+
+
+def test_count_only_keeps_the_shape_and_dtype_in_one_element():
+    from game.learning.jobprocess import count_only
+
+    images = np.arange(4 * 5 * 5 * 3, dtype=np.uint8).reshape(4, 5, 5, 3)
+    stand_in = count_only(images)
+    assert stand_in.shape == images.shape and stand_in.dtype == images.dtype and len(stand_in) == 4
+    assert stand_in.base is not None and stand_in.base.size == 1 and not stand_in.flags.writeable
