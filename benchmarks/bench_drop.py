@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_finetune import load_average  # noqa: E402
-from bench_scale import pss_mb, rss, synthetic_features  # noqa: E402
+from bench_scale import proc_kb_field_mb, pss_mb, rss, synthetic_features  # noqa: E402
 
 from game.core import events as ev  # noqa: E402
 
@@ -58,13 +58,7 @@ MB = 1024 * 1024
 
 def peak_rss_mb(pid: int | None) -> float:
     """The peak resident set (VmHWM) of process ``pid`` in MB (Linux /proc; 0 elsewhere)."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM")), 0.0)
-    except (OSError, ValueError):
-        return 0.0
+    return proc_kb_field_mb(pid, "status", "VmHWM")
 
 
 class PssPeak:

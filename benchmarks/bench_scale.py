@@ -88,18 +88,23 @@ def rss_anon() -> int:
     return resident - shared
 
 
+def proc_kb_field_mb(pid: int | None, file: str, field: str) -> float:
+    """The kB figure after ``field`` in ``/proc/<pid>/<file>``, in MB (0 where there is none)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/{file}", encoding="ascii") as f:
+            return next((int(line.split()[1]) / 1024 for line in f if line.startswith(field)), 0.0)
+    except (OSError, ValueError):
+        return 0.0
+
+
 def pss_mb(pid: int | None) -> float:
     """Proportional set size of ``pid`` in MB (Linux ``smaps_rollup``; 0 elsewhere): its private
     pages plus its share of pages mapped by several processes. The fine-tune result's features are
     shared memory between the app and its job process, counted in both processes' RSS but once in
     the sum of their PSS, which is what the machine holds."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
-            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("Pss:")), 0.0)
-    except (OSError, ValueError):
-        return 0.0
+    return proc_kb_field_mb(pid, "smaps_rollup", "Pss:")
 
 
 def descendants(pid: int) -> list[int]:
