@@ -604,13 +604,12 @@ def label_agreement(runner: Runner, batch: EditBatch) -> torch.Tensor:
     return out
 
 
-@torch.no_grad()
-def pull_weight(runner: Runner, batch: EditBatch, cfg: LearningConfig) -> float:
-    """``feature_weight``, times ``memorised`` of the job's starting network on the cards the
-    guidance distrusts when ``pull_scale = "memorised"`` (and label trust is on)."""
+def pull_weight(batch: EditBatch, cfg: LearningConfig, share: float) -> float:
+    """``feature_weight``, times the pull share of ``share`` (``memorised_share`` of the job's
+    starting network) when ``pull_scale = "memorised"`` (and label trust is on)."""
     if cfg.pull_scale != "memorised" or batch.trust is None:
         return cfg.feature_weight
-    return cfg.feature_weight * pull_share(memorised_share(runner, batch))
+    return cfg.feature_weight * pull_share(share)
 
 
 @torch.no_grad()
@@ -660,8 +659,12 @@ def train(
 ) -> Training:
     """Steps of edits + neighbours + a fresh replay sample until every edit is learned
     (``edits_learned``) after ``min_steps``, or ``max_steps``."""
+    # ``memorised_share`` of the starting network, once (a pass over the distrusted cards): the
+    # pull's scale and the check's gate both read it.
+    wanted = cfg.pull_scale == "memorised" or batch.check_pool is not None
+    share = memorised_share(runner, batch) if wanted else 1.0
     weights = LossWeights(
-        pull_weight(runner, batch, cfg),
+        pull_weight(batch, cfg, share),
         cfg.feature_margin,
         cfg.preserve_weight,
         landing=cfg.feature_terms == "landing",
@@ -681,7 +684,7 @@ def train(
     best_check = float("inf")
     # A network that memorised the labels the guidance distrusts fits its training cards: nothing
     # for the check to find (and its loss falls a little at every step, confidence only).
-    checking = batch.check_pool is not None and memorised_share(runner, batch) < DROP_ABOVE
+    checking = batch.check_pool is not None and share < DROP_ABOVE
     for step in range(cfg.max_steps):
         _stop_if_cancelled(cancelled)
         replay = np.sort(rng.choice(pool, size, replace=False)) if size else np.empty(0, np.int64)
