@@ -38,9 +38,11 @@ Two updates after fine-tuning:
 from __future__ import annotations
 
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -216,6 +218,54 @@ class Reduction:
         centred: np.ndarray = (x - self.mean).astype(np.float32)
         return centred
 
+    @property
+    def dims(self) -> int:
+        """The reduced rows' width."""
+        return int(self.reduced.shape[1])
+
+
+class RowProjection:
+    """Rows reduced in ``basis`` as they are made, into one (n, dims) array: a fine-tune's
+    re-inference hands it each batch of new features (``Runner.infer_all``'s ``rows_out``) on the
+    thread that made them, while they are in cache, so the re-layout (``update_local``, large
+    scenes) does not read N x 4,096 floats again on one thread (0.3 s of a 50k re-layout).
+
+    The arithmetic is ``Reduction.transform``'s (scikit-learn's PCA: ``x @ components.T`` less the
+    mean's projection), batch by batch: the same numbers within float rounding (BLAS blocks rows
+    differently in a smaller product; tested), and the same from run to run. No finiteness check
+    here (the job checks the features after the pass and fails there).
+    """
+
+    def __init__(self, basis: Reduction, n: int) -> None:
+        self.basis = basis
+        self.rows = np.empty((n, basis.dims), np.float32)
+        self._lock = threading.Lock()
+        self._filled = 0
+        pca = basis.pca
+        if pca is not None:
+            self._components_t = pca.components_.T
+            self._offset = pca.mean_.reshape(1, -1) @ pca.components_.T
+            if getattr(pca, "whiten", False):
+                raise ValueError("a whitened PCA is not projected row by row")
+
+    def __call__(self, start: int, features: np.ndarray) -> None:
+        x = np.asarray(features, dtype=np.float32)
+        if self.basis.pca is not None:
+            reduced = x @ self._components_t
+            reduced -= self._offset
+        else:
+            assert self.basis.mean is not None
+            reduced = x - self.basis.mean
+        self.rows[start : start + len(x)] = reduced
+        with self._lock:
+            self._filled += len(x)
+
+    def reduction(self) -> Reduction | None:
+        """The reduced rows with their basis, when every row was handed in (else None)."""
+        if self._filled != len(self.rows):
+            return None
+        return Reduction(self.rows, self.basis.pca, self.basis.mean)
+
 
 _REDUCTIONS: list[tuple[weakref.ref[np.ndarray], Reduction]] = []
 _REDUCTIONS_KEPT = 2  # a job's base features and its result's
@@ -243,11 +293,21 @@ def _is_fit(reduction: Reduction, features: np.ndarray) -> bool:
     return reduction.fitted and known_reduction(features) is reduction
 
 
+BH_THREADS_FROM = 1_000  # placed points from which ``FixedReferenceBH`` runs on ``n_jobs`` threads
+
+
 class FixedReferenceBH:
     """openTSNE's Barnes-Hut KL gradient (``kl_divergence_bh``) for points placed against a held
     reference embedding, with the reference's tree built once (openTSNE builds it at every
     iteration: at 50,000 held cards that was a third of a local re-layout). Passed to
-    ``PartialTSNEEmbedding`` as its ``negative_gradient_method`` (openTSNE accepts a callable)."""
+    ``PartialTSNEEmbedding`` as its ``negative_gradient_method`` (openTSNE accepts a callable).
+
+    Fewer than ``BH_THREADS_FROM`` points (a head-only job moves one to a few dozen cards) are
+    done on one thread whatever ``n_jobs`` says: the work is microseconds per point, while each
+    of openTSNE's two OpenMP regions per iteration waits for its second thread to be scheduled,
+    about 15 ms on a loaded two-core machine (1.2 of a 50k re-layout's 2.6 s at load 4). The
+    gradient is the same bit for bit on any number of threads (each point's sums are its own;
+    tested); only the optional KL value's summation order depends on them."""
 
     def __init__(self, reference: np.ndarray) -> None:
         self.reference = reference
@@ -266,6 +326,7 @@ class FixedReferenceBH:
     ) -> tuple[float, np.ndarray]:
         assert reference_embedding is None or reference_embedding is self.reference
         gradient = np.zeros_like(embedding, dtype=np.float64, order="C")
+        n_jobs = n_jobs if len(embedding) >= BH_THREADS_FROM else 1
         sum_q = _tsne.estimate_negative_gradient_bh(
             self.tree,
             embedding,
@@ -456,6 +517,7 @@ class Projector:
         move: np.ndarray | None = None,
         iterations: int | None = None,
         anchors: np.ndarray | None = None,
+        projected: Reduction | None = None,
     ) -> LayoutState:
         """Re-place only the cards whose feature-space neighbourhood changed (see the module doc).
 
@@ -465,19 +527,26 @@ class Projector:
         most cards would move, or when the moving cards are mostly each other's new neighbours:
         placed only against the cards held still they would not attract one another, and a group
         that forms a new cluster would end up strewn along the edges of the old ones.
+
+        ``projected``: ``features`` already reduced in ``local_basis(previous, previous_features)``
+        (``RowProjection``, during the re-inference); used where that basis applies, else ignored.
         """
         start = time.perf_counter()
         n = len(features)
         k = min(MOBILITY_K, n - 1)
         graph = previous.neighbours
-        if n >= max(EXACT_KNN_BELOW, self.config.reuse_above) and graph is not None and graph.shape == (n, k):
+        if self._reuses(previous, n):
+            assert graph is not None
             # Large scenes: the new features in the PCA of the previous layout (no refit), and
             # their neighbours found from its neighbour record (no new annoy index); together two
             # thirds of a 50k update. The result depends on the layouts and features alone; what
             # is remembered only saves time (``base_reduction``).
             prior = self.base_reduction(previous, previous_features)
-            reduction = Reduction(prior.transform(features), prior.pca, prior.mean)
-            new_nb = neighbours_from_graph(reduction.reduced, prior.reduced, graph, k)
+            if projected is not None and len(projected.reduced) == n and projected.same_basis(prior):
+                reduction = projected
+            else:
+                reduction = Reduction(prior.transform(features), prior.pca, prior.mean)
+            new_nb = neighbours_from_graph(reduction.reduced, prior.reduced, graph, k, self.n_jobs)
         else:
             reduction = self.reduction(features)
             new_nb = _knn(reduction.reduced, k, self.n_jobs)
@@ -509,6 +578,22 @@ class Projector:
         state.basis = reduction.basis()
         state.seconds = time.perf_counter() - start
         return state
+
+    def _reuses(self, previous: LayoutState, n: int) -> bool:
+        """Whether ``update_local`` of ``n`` cards after ``previous`` reduces in its basis and
+        finds the neighbours from its record (large scenes)."""
+        graph = previous.neighbours
+        k = min(MOBILITY_K, n - 1)
+        return (
+            n >= max(EXACT_KNN_BELOW, self.config.reuse_above) and graph is not None and graph.shape == (n, k)
+        )
+
+    def local_basis(self, previous: LayoutState, previous_features: np.ndarray) -> Reduction | None:
+        """The basis ``update_local`` will reduce the new features in after ``previous`` (made
+        from ``previous_features``), where it reuses one (``base_reduction``); None where it refits."""
+        if not self._reuses(previous, len(previous_features)):
+            return None
+        return self.base_reduction(previous, previous_features)
 
     def base_reduction(self, layout: LayoutState, features: np.ndarray) -> Reduction:
         """``features`` (those ``layout`` was made from) reduced in ``layout``'s PCA, or, when the
@@ -721,12 +806,15 @@ def _knn(x: np.ndarray, k: int, n_jobs: int = 1, exact: bool | None = None) -> n
 
 
 GRAPH_STEPS = 1  # NN-descent steps (a second found 0.2 % more of the exact neighbours for twice the time)
-GRAPH_BLOCK = 2048  # rows per block of ``neighbours_from_graph``'s candidate distances
+GRAPH_BLOCK = 512  # rows per block of ``neighbours_from_graph``'s candidate distances (11 MB at
+# 50 dims: 2,048 rows' 45 MB cost 2.6x the time, in page faults and cache misses)
 GRAPH_FAR = 0.5  # of the distance to its k-th old neighbour: a card moved further is searched afresh
 GRAPH_MAX_FAR = 0.05  # more cards moved that far than this fraction: a fresh search of all (annoy)
 
 
-def neighbours_from_graph(new: np.ndarray, old: np.ndarray, graph: np.ndarray, k: int) -> np.ndarray:
+def neighbours_from_graph(
+    new: np.ndarray, old: np.ndarray, graph: np.ndarray, k: int, threads: int = 1
+) -> np.ndarray:
     """Each row's ``k`` nearest other rows of ``new`` (nearest first), found among its ``graph``
     neighbours and theirs, in the same space as ``old`` (the features before, in the same PCA).
 
@@ -737,6 +825,8 @@ def neighbours_from_graph(new: np.ndarray, old: np.ndarray, graph: np.ndarray, k
     further than ``GRAPH_FAR`` of the distance to its k-th old neighbour (the edited ones) is
     searched exactly among all, and is offered as a candidate to the cards it now neighbours.
     When more than ``GRAPH_MAX_FAR`` of the cards moved that far, every card is searched afresh.
+    ``threads``: the blocks of rows are shared among this many threads (numpy's gathers, sums and
+    sorts let go of the GIL); each block's rows are its own, so the result is the same bit for bit.
     """
     n = len(new)
     graph = np.asarray(graph, dtype=np.int64)
@@ -748,16 +838,23 @@ def neighbours_from_graph(new: np.ndarray, old: np.ndarray, graph: np.ndarray, k
     best = np.empty((n, k), dtype=np.float32)
     for step in range(GRAPH_STEPS):
         source = graph if step == 0 else out.copy()
-        for s in range(0, n, GRAPH_BLOCK):
+
+        def block(s: int, source: np.ndarray = source) -> None:
             rows = np.arange(s, min(s + GRAPH_BLOCK, n))
             near = source[rows]
             cand = np.sort(np.concatenate([near, source[near].reshape(len(rows), -1)], axis=1), axis=1)
-            d = ((new[cand] - new[rows][:, None, :]) ** 2).sum(2)
+            # ((new[cand] - new[rows][:, None, :]) ** 2).sum(2) in one buffer (the same floats).
+            diff = np.take(new, cand, axis=0)
+            np.subtract(diff, new[rows][:, None, :], out=diff)
+            np.square(diff, out=diff)
+            d = diff.sum(2)
             d[cand == rows[:, None]] = np.inf  # not itself
             d[:, 1:][cand[:, 1:] == cand[:, :-1]] = np.inf  # each candidate once
             order = np.argsort(d, axis=1, kind="stable")[:, :k]
             out[rows] = np.take_along_axis(cand, order, 1)
             best[rows] = np.take_along_axis(d, order, 1)
+
+        in_threads(block, range(0, n, GRAPH_BLOCK), threads)
     if len(far):
         dist, near = NearestNeighbors(n_neighbors=k + 1).fit(new).kneighbors(new[far])
         for row, found, found_d in zip(far, near, dist, strict=True):
@@ -772,6 +869,18 @@ def neighbours_from_graph(new: np.ndarray, old: np.ndarray, graph: np.ndarray, k
                 out[other] = np.insert(out[other], at, row)[:k]
                 best[other] = np.insert(best[other], at, d2)[:k]
     return out
+
+
+def in_threads(work: Callable[[int], None], items: range, threads: int) -> None:
+    """``work(item)`` for every item, shared among ``threads`` threads (1: here, in order); the
+    first error is raised once all have stopped."""
+    if threads <= 1 or len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        for done in [pool.submit(work, item) for item in items]:
+            done.result()
 
 
 def affinity_neighbours(aff: affinity.PerplexityBasedNN, x: np.ndarray, k: int) -> np.ndarray:

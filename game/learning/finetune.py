@@ -50,7 +50,7 @@ from torch import nn
 
 from game.core.events import EditQueued
 from game.core.scene import LearningConfig
-from game.layout.projector import LayoutState, Projector
+from game.layout.projector import LayoutState, Projector, Reduction, RowProjection
 from game.learning.edits import RELABEL, UNSURE, cluster_geometry, target_label
 from game.learning.loss import LossFn, LossWeights, StepTargets, edits_learned, finetune_loss
 from game.learning.preview import Preview, make_preview, wants_preview
@@ -744,9 +744,10 @@ def finish_training(runner: Runner) -> None:
 # --- step 4: re-inference, relabel, re-layout, outcomes -----------------------------------------
 
 
-def reinfer(runner: Runner) -> Inference:
-    """Features and top-5 of every image under the trained weights (checked finite)."""
-    inference = runner.infer_all()
+def reinfer(runner: Runner, rows_out: RowProjection | None = None) -> Inference:
+    """Features and top-5 of every image under the trained weights (checked finite); each batch's
+    features handed to ``rows_out`` as they are made (``relayout_projection``)."""
+    inference = runner.infer_all(rows_out=rows_out)
     _check_finite("the network's outputs", inference.logits, inference.features)
     return inference
 
@@ -809,7 +810,8 @@ def run_finetune(
     send_preview(req, runner, batch, times)
     _stop_if_cancelled(cancelled)
     t2 = time.perf_counter()
-    inference = reinfer(runner)
+    projection = relayout_projection(req)
+    inference = reinfer(runner, projection)
     times["infer"] = time.perf_counter() - t2
     if progress is not None:
         progress(0.85, "re-laying out")
@@ -818,7 +820,10 @@ def run_finetune(
     t3 = time.perf_counter()
     labels = relabelled(req.labels, batch.edits)
     anchors = edit_anchors(len(req.images), batch.edits, cfg)
-    layout = relayout(req.projector, inference.features, req.layout, cfg, anchors, req.features, batch.cards)
+    projected = projection.reduction() if projection is not None else None
+    layout = relayout(
+        req.projector, inference.features, req.layout, cfg, anchors, req.features, batch.cards, projected
+    )
     times["layout"] = time.perf_counter() - t3
 
     outcomes = edit_outcomes(batch.edits, layout, labels, req.n_classes, inference)
@@ -869,6 +874,16 @@ def send_preview(req: FineTuneRequest, runner: Runner, batch: EditBatch, times: 
     times["preview"] = time.perf_counter() - t
 
 
+def relayout_projection(req: FineTuneRequest) -> RowProjection | None:
+    """Where the re-layout will reduce the new features in its base layout's PCA (a local update
+    of a large scene: ``Projector.local_basis``), the projection the re-inference fills batch by
+    batch on its own threads (``RowProjection``); else None."""
+    if req.config.relayout != "local":
+        return None
+    basis = req.projector.local_basis(req.layout, req.features)
+    return None if basis is None else RowProjection(basis, len(req.features))
+
+
 def relayout(
     projector: Projector,
     features: np.ndarray,
@@ -877,6 +892,7 @@ def relayout(
     anchors: np.ndarray | None = None,
     previous_features: np.ndarray | None = None,
     edited: np.ndarray | None = None,
+    projected: Reduction | None = None,
 ) -> LayoutState:
     """The re-layout after a job, with the learning settings (``cfg.relayout``).
 
@@ -896,6 +912,7 @@ def relayout(
             move=edited,
             iterations=cfg.layout_iterations,
             anchors=anchors,
+            projected=projected,
         )
     return projector.update(features, previous, iterations=cfg.layout_iterations, anchors=anchors)
 

@@ -42,6 +42,8 @@ DAMPING_GRID = tuple(DEFAULT_DAMPING * 2**k for k in range(8))  # 0.005 ... 0.64
 # 15 % noise, 0.008 on the shapes and 0.005 on the photo crops.
 LEVERAGE_RATIO = 2.0
 
+RowsOut = Callable[[int, np.ndarray], None]  # ``infer_all``'s batch listener: (first row, features)
+
 
 def derive_damping(x: torch.Tensor, seed: int = 0) -> float:
     """The smallest damping (between ``DAMPING_GRID``'s ends) at which the preconditioner amplifies
@@ -400,8 +402,13 @@ class Runner:
         return x, captured[-1].flatten(1)
 
     @torch.no_grad()
-    def infer_all(self, batch_size: int = 1024) -> Inference:
+    def infer_all(self, batch_size: int = 1024, rows_out: RowsOut | None = None) -> Inference:
         """Features and top-5 of every image under the current weights (``Network.infer``'s output).
+
+        ``rows_out(start, features)`` is called with each batch's features once they are written
+        (on the thread that made them, while they are in cache: the fine-tune's re-layout reduces
+        them there, ``projector.RowProjection``), except where the whole network runs
+        (no stem cached: ``Network.infer``), which calls it for no row.
 
         With the stem cached, the first head layer's outputs come from the pre-activations kept
         for the network the job started from plus a low-rank update (``head_update``: the same
@@ -418,16 +425,18 @@ class Runner:
         assert head is not None
         first = head[self.stem.start]
         if not isinstance(first, nn.Linear):
-            return self._infer_all_full(batch_size)
+            return self._infer_all_full(batch_size, rows_out)
         n = len(self.images)
         weight = first.weight.detach()
         bias = first.bias.detach() if first.bias is not None else None
         if not head_update.enabled() or n * weight.numel() < head_update.MIN_MULTIPLY_ADDS:
-            return self._infer_all_full(batch_size)
+            return self._infer_all_full(batch_size, rows_out)
         started = time.perf_counter()
         cache = head_update.cache_for(self.stem)
         with cache.pass_lock:
-            out, factors = self._update_pre_activations(cache, weight, bias, first, head, batch_size)
+            out, factors = self._update_pre_activations(
+                cache, weight, bias, first, head, batch_size, rows_out
+            )
         self.last_infer_low_rank = None if factors is None else int(factors[0].shape[1])
         head_update.report(self.last_infer_low_rank, n, time.perf_counter() - started)
         return out.inference()
@@ -440,6 +449,7 @@ class Runner:
         first: nn.Module,
         head: nn.Sequential,
         batch_size: int,
+        rows_out: RowsOut | None = None,
     ) -> tuple[BatchOutputs, tuple[torch.Tensor, torch.Tensor] | None]:
         """``infer_all``'s pass: every card's outputs, and the new pre-activations kept."""
         from game.learning import head_update
@@ -485,6 +495,8 @@ class Runner:
             if not in_rows:
                 pre[s:e] = z
             _put_rest(out, s, z, first, rest, layer)
+            if rows_out is not None and out.features is not None:
+                rows_out(s, out.features[s:e])
 
         try:
             # The first batch here (it allocates the result arrays, on this thread's allocator),
@@ -566,14 +578,17 @@ class Runner:
         return np.ascontiguousarray(features.float().numpy())
 
     @torch.no_grad()
-    def _infer_all_full(self, batch_size: int) -> Inference:
+    def _infer_all_full(self, batch_size: int, rows_out: RowsOut | None = None) -> Inference:
         """Every card through the whole head, in batches (the pass before ``head_update``)."""
         n = len(self.images)
         if n == 0:
             raise ValueError("no cards to re-infer")
         out = BatchOutputs(n)
         for s in range(0, n, batch_size):
-            out.put(s, *self.forward(np.arange(s, min(s + batch_size, n))))
+            e = min(s + batch_size, n)
+            out.put(s, *self.forward(np.arange(s, e)))
+            if rows_out is not None and out.features is not None:
+                rows_out(s, out.features[s:e])
         return out.inference()
 
 

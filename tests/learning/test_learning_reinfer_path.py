@@ -26,7 +26,7 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _infer(loaded, threads, monkeypatch, low_rank=True):
+def _infer(loaded, threads, monkeypatch, low_rank=True, rows_out=None):
     """A fresh stem cache, primed; the first head layer changed (low rank, or not); re-inferred in
     batches of 128 on ``threads`` threads. Returns the inference and the kept pre-activations."""
     monkeypatch.setattr(head_update, "MIN_MULTIPLY_ADDS", 0)
@@ -47,7 +47,7 @@ def _infer(loaded, threads, monkeypatch, low_rank=True):
         )
         fc1.bias += 0.01
     assert stem_module.reinfer_threads() == min(threads, os.cpu_count() or 1)
-    out = runner.infer_all(batch_size=128)
+    out = runner.infer_all(batch_size=128, rows_out=rows_out)
     newest = head_update.cache_for(stem).newest()
     assert newest is not None and newest.pre is not None
     return out, newest.pre.clone(), runner.last_infer_low_rank
@@ -64,6 +64,23 @@ def test_the_re_inference_on_two_threads_is_bitwise_the_one_thread_pass(
     np.testing.assert_array_equal(one.logits, two.logits)
     np.testing.assert_array_equal(one.top5_classes, two.top5_classes)
     assert torch.equal(pre_one, pre_two)
+
+
+@pytest.mark.parametrize("low_rank", [True, False])
+def test_the_re_inference_hands_every_batch_of_features_to_rows_out(
+    loaded_digits, monkeypatch, one_torch_thread, low_rank
+):
+    # The fine-tune's re-layout reduces each batch there (projector.RowProjection).
+    handed: dict[int, np.ndarray] = {}
+
+    def rows_out(start: int, features: np.ndarray) -> None:
+        assert start not in handed
+        handed[start] = features.copy()
+
+    out, _, _ = _infer(loaded_digits, 2, monkeypatch, low_rank, rows_out)
+    starts = sorted(handed)
+    assert starts == list(range(0, len(out.features), 128))
+    np.testing.assert_array_equal(np.concatenate([handed[s] for s in starts]), out.features)
 
 
 def test_in_threads_runs_every_item_once_and_raises_the_first_error():
