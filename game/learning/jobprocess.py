@@ -57,6 +57,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import numpy as np
+import torch
 from torch import nn
 
 from game.core.worker import stop_at_exit
@@ -67,7 +68,6 @@ if TYPE_CHECKING:
 
 Progress = Any  # Callable[[float, str], None]
 
-_KEEP_NETWORKS = 4  # trained networks the child keeps besides the first (undo goes back a few)
 START_METHOD: Final = "spawn"  # Windows' only start method; the same everywhere so tests run it
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _ENV_LOCK = threading.Lock()
@@ -109,6 +109,9 @@ class JobMessage:
     # The names of the shared-memory segments the child may make for this job's result
     # (``shared_name(prefix, i)``); "": none, every array through the pipe.
     shared: str = ""
+    # The trained networks (tokens) the child may keep past this job besides the first and the new
+    # one; it drops every other (see ``JobProcess._keep``). Each is 64 MB at AlexNet's head.
+    keep: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +123,12 @@ class FeaturesMessage:
     key: str
     features: np.ndarray
     projector: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldMessage:
+    """Parent -> child: what do you hold? Answered ``OkMessage(dict)``: the networks' tokens and
+    the bytes of gradients left on their parameters (tests: the child's memory stays bounded)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +188,8 @@ class _HooklessPickler(pickle.Pickler):
     """
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            return _tensor_reduction(obj) if self._out_of_band else NotImplemented
         if not isinstance(obj, nn.Module):
             return NotImplemented
         state = obj.__dict__.copy()
@@ -186,6 +197,57 @@ class _HooklessPickler(pickle.Pickler):
             if key.startswith(("_forward", "_backward")) and "hooks" in key:
                 state[key] = type(value)()
         return _rebuild_module, (type(obj), state)
+
+    _out_of_band = False  # set by ``_dumps_parts`` when large buffers leave the pickle
+
+
+_NUMPY_DTYPES: Final = {
+    torch.float64,
+    torch.float32,
+    torch.float16,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+}
+
+
+def _tensor_reduction(t: torch.Tensor) -> Any:
+    """A large plain CPU tensor as the numpy array on its memory, so that it travels out of band
+    (``OUT_OF_BAND_BYTES``) like an array: no copy in the sender, one read in the receiver.
+
+    Why: torch pickles a tensor's storage as bytes made by ``torch.save``, inside the pickle; the
+    message then held the network (230 MB for AlexNet) four times over (the storage's bytes, the
+    pickle, its ``getvalue``, the message's head joined to it): +1.1 GB in the app while it sent the
+    child its first network (``bench_scale --cards 600``, stage "fine-tune controller ready").
+    Anything else (a view into a larger storage, a dtype numpy lacks, a subclass, a tensor with
+    a graph or attributes) pickles as torch does: the same values either way."""
+    if (
+        type(t) not in (torch.Tensor, nn.Parameter)
+        or t.device.type != "cpu"
+        or t.layout != torch.strided
+        or t.dtype not in _NUMPY_DTYPES
+        or t.grad_fn is not None
+        or t.is_conj()
+        or t.is_neg()
+        or t.__dict__
+        or not t.is_contiguous()
+        or t.storage_offset() != 0
+        or t.untyped_storage().nbytes() != t.numel() * t.element_size()
+        or t.numel() * t.element_size() < OUT_OF_BAND_BYTES
+    ):
+        return NotImplemented
+    return _rebuild_tensor, (t.detach().numpy(), t.requires_grad, isinstance(t, nn.Parameter))
+
+
+def _rebuild_tensor(array: np.ndarray, requires_grad: bool, parameter: bool) -> torch.Tensor:
+    """The receiver's tensor on the array that came out of band (no copy)."""
+    tensor = torch.from_numpy(array)
+    if parameter:
+        return nn.Parameter(tensor, requires_grad)
+    return tensor.requires_grad_(requires_grad)
 
 
 # Arrays of at least this many bytes travel out of band (pickle protocol 5): written to the pipe
@@ -211,6 +273,7 @@ def _dumps_parts(message: Any, out_of_band: bool = True) -> tuple[bytes, list[pi
     pickler = _HooklessPickler(
         buffer, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=keep_in_band if out_of_band else None
     )
+    pickler._out_of_band = out_of_band
     pickler.dump(message)
     return buffer.getvalue(), buffers
 
@@ -657,7 +720,10 @@ class JobProcess:
         self.torch_threads = max(int(torch_threads or 1), 1)
         self.nice = nice
         self._keys: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        # The networks the child holds (tokens): the first, and what ``_keep`` let it keep. A job on
+        # any other sends its weights. Never more than the child has (see ``run``).
         self._known: set[str] = set()
+        self._first_key: str | None = None
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -751,7 +817,7 @@ class JobProcess:
 
     # --- talking -----------------------------------------------------------------------------
 
-    def _send(self, message: InitMessage | FeaturesMessage | JobMessage | QuitMessage) -> None:
+    def _send(self, message: InitMessage | FeaturesMessage | JobMessage | HeldMessage | QuitMessage) -> None:
         assert self._conn is not None
         parts = _pickled_parts(message)  # before the lock: a retry never holds up a quit message
         try:
@@ -786,6 +852,13 @@ class JobProcess:
                     f"unexpected message from the fine-tune process: {type(message).__name__}"
                 )
 
+    def _keep(self, key: str) -> tuple[str, ...]:
+        """The trained networks the child keeps past a job on ``key``: that base (an undo followed
+        by a drop starts from it again), not older ones. Every network the child keeps stays in
+        its memory (64 MB at AlexNet's head); before, it kept the last four, and the parent did not
+        know which, so a job on an older one failed ("unknown network")."""
+        return () if key == self._first_key else (key,)
+
     def _key(self, network: Any) -> str:
         key = self._keys.get(network)
         if key is None:
@@ -818,7 +891,7 @@ class JobProcess:
         self._init_args = (network, images, is_train, full, head_layers, stem)
         self._send(InitMessage(key, network, images, images.strides, is_train, full, head_layers, stem))
         info: dict[str, float] = self._receive()
-        self._known.add(key)
+        self._known, self._first_key = {key}, key
         return info
 
     def keep_features(self, network: Any, features: np.ndarray, projector: Any) -> None:
@@ -831,6 +904,13 @@ class JobProcess:
             self._send(FeaturesMessage(key, features, projector))
             self._receive()
             self._kept_key = key
+
+    def held(self) -> dict[str, Any]:
+        """What the child holds (``HeldMessage``): {"networks": tokens, "gradient_bytes": n}."""
+        with self._lock:
+            self._send(HeldMessage())
+            answer: dict[str, Any] = self._receive()
+            return answer
 
     def run(
         self, request: FineTuneRequest, progress: Progress | None = None, cancelled: Any = None
@@ -870,9 +950,13 @@ class JobProcess:
                     on_preview=cast(Any, True) if request.on_preview is not None else None,
                 )
                 shared = f"lr{os.getpid():x}{secrets.token_hex(3)}j{number:x}_"
-                self._send(JobMessage(plain, key, weights, new_key, number, kept, shared))
-                self._known.add(key)
+                keep = self._keep(key)
+                # The child drops the networks not in ``keep`` when it reads the message.
+                self._known &= {self._first_key, *keep}
+                self._send(JobMessage(plain, key, weights, new_key, number, kept, shared, keep))
                 result: FineTuneResult = self._receive(progress, request.on_preview)
+                # Kept by the child now: the base (loaded from its weights if sent) and the result.
+                self._known |= {key, new_key} & {self._first_key, new_key, *keep}
                 received = time.time()
                 state = None
                 if isinstance(result.weights, np.ndarray):  # sent out of band (see ``_serve``)
@@ -884,7 +968,6 @@ class JobProcess:
             finally:
                 self._current_job = 0
                 unlink_shared(shared)  # what a child that died mid-answer left (usually nothing)
-            self._known.add(new_key)
         if state is None:
             state = state_from_bytes(result.weights)
         network = base.updated(state)  # the frozen stem is shared
@@ -1005,11 +1088,23 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                 projector.n_jobs = torch_threads
                 _prepare_quietly(prepare_features, message.features, projector)
                 send(OkMessage(None))
+            elif isinstance(message, HeldMessage):
+                held = ([first[0]] if first is not None else []) + list(networks)
+                nets = ([first[1]] if first is not None else []) + list(networks.values())
+                grads = sum(
+                    p.grad.numel() * p.grad.element_size()
+                    for net in nets
+                    for p in net.module.parameters()
+                    if p.grad is not None
+                )
+                send(OkMessage({"networks": held, "gradient_bytes": int(grads)}))
             elif isinstance(message, JobMessage):
                 req, key, weights, new_key = message.request, message.key, message.weights, message.new_key
                 number = message.number
                 if first is None:
                     raise JobProcessError("job before init")
+                for old in [k for k in networks if k not in message.keep and k != key]:
+                    del networks[old]  # the parent sends their weights if a job needs them again
                 base = first[1] if key == first[0] else networks.get(key)
                 if base is None:
                     if weights is None:
@@ -1049,10 +1144,11 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     with result_arrays_from(segments.allocate if segments is not None else _no_array):
                         result = run_finetune(req, progress=progress, cancelled=stop)
                     finished = time.time()
+                    _drop_gradients(result.network)
                     networks[new_key] = result.network
+                    for old in [k for k in networks if k not in message.keep and k != new_key]:
+                        del networks[old]
                     kept = (new_key, result.inference.features)
-                    while len(networks) > _KEEP_NETWORKS:
-                        networks.popitem(last=False)
                     result.network = None  # type: ignore[assignment]
                     result.layout = _strip_layout(result.layout)
                     # The weights' bytes (fc7 + fc8: 64 MB) out of band, not copied into the pickle.
@@ -1087,6 +1183,14 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
             except Exception:
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
             send(ErrorMessage(exc))
+
+
+def _drop_gradients(network: Any) -> None:
+    """Let go of the gradients the job's last training step left on ``network``'s parameters
+    (as large as the trained weights: 64 MB at AlexNet's head); nothing reads them after the job
+    and the child keeps the network for the next one."""
+    for p in network.module.parameters():
+        p.grad = None
 
 
 def _no_array(_shape: tuple[int, ...]) -> None:

@@ -222,6 +222,45 @@ def test_large_arrays_travel_out_of_band_and_arrive_unchanged():
     there.close()
 
 
+def test_large_tensors_and_a_networks_weights_travel_out_of_band_and_arrive_unchanged():
+    """A network's large tensors leave the pickle like arrays (before, torch put each storage's
+    bytes inside it and the message held AlexNet's 230 MB four times over: +1.1 GB in the app at
+    start-up); they arrive equal, Parameters with their ``requires_grad``, writable. A view into a
+    larger storage or a dtype numpy lacks pickles as torch does."""
+    import multiprocessing
+
+    from torch import nn
+
+    from game.learning import jobprocess
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(600, 512), nn.ReLU(), nn.Linear(512, 3))
+    module[0].bias.requires_grad_(False)
+    base = torch.randn(700, 512)
+    view = base[100:]  # shares ``base``'s storage
+    half = torch.randn(700, 512).to(torch.bfloat16)
+    message = jobprocess.OkMessage({"module": module, "base": base, "view": view, "half": half})
+    data, buffers = jobprocess._pickled_parts(message)
+    # The first layer's weight and ``base`` out of band; the view and bfloat16 tensor in the pickle.
+    assert len(buffers) == 2
+    assert len(data) < base.numel() * 4 + half.numel() * 2 + 100_000  # the view pickles its storage
+    here, there = multiprocessing.Pipe(duplex=True)
+    sender = threading.Thread(target=jobprocess._put, args=(here, message))
+    sender.start()
+    got = jobprocess._get(there).value
+    sender.join()
+    for name, value in module.state_dict().items():
+        assert torch.equal(got["module"].state_dict()[name], value), name
+    for (name, p), (_, q) in zip(module.named_parameters(), got["module"].named_parameters(), strict=True):
+        assert isinstance(q, nn.Parameter) and q.requires_grad == p.requires_grad, name
+    assert torch.equal(got["base"], base) and torch.equal(got["view"], view)
+    assert torch.equal(got["half"], half) and got["half"].dtype == torch.bfloat16
+    got["base"] += 1  # writable, its own memory
+    assert not torch.equal(got["base"], base)
+    here.close()
+    there.close()
+
+
 def test_a_failed_preparation_after_an_answer_sends_nothing_more(loaded_digits, monkeypatch, served_child):
     """The child prepares the next job's spread and PCA after answering (``prepare_features``).
     When that fails (a MemoryError at 50k), nothing is sent: an ``ErrorMessage`` then would be
@@ -297,3 +336,45 @@ def test_count_only_keeps_the_shape_and_dtype_in_one_element():
     stand_in = count_only(images)
     assert stand_in.shape == images.shape and stand_in.dtype == images.dtype and len(stand_in) == 4
     assert stand_in.base is not None and stand_in.base.size == 1 and not stand_in.flags.writeable
+
+
+def test_the_child_keeps_a_bounded_number_of_networks_without_gradients(loaded_digits, process):
+    """Over a chain of jobs the child holds the first network, the last result and that job's
+    base, never more, and none keeps the last training step's gradients (before: the last four
+    results, each with gradients as large as its trained weights: 128 MB a job at AlexNet's head,
+    kept per drop at 50k). A job on a network it let go (an undo several versions back) gets the
+    weights sent and is the thread job, bit for bit."""
+    stem = compute_stem_cache(loaded_digits.network, loaded_digits.workspace.images, 2)
+    _, _, edit = pick_relabel(loaded_digits, seed=5)
+    first = process.run(request(loaded_digits, [edit], None))
+    results = [first]
+    for i, seed in enumerate((9, 11, 13, 17, 19, 23)):
+        _, _, e = pick_relabel(loaded_digits, seed=seed)
+        req = request(loaded_digits, [e], None, version=i + 2)
+        last = results[-1]
+        req.network, req.labels, req.layout = last.network, last.labels, last.layout
+        req.features = last.inference.features
+        results.append(process.run(req))
+        held = process.held()
+        assert len(held["networks"]) <= 3, held  # the first, the base, the result
+        assert held["gradient_bytes"] == 0
+        assert set(process._known) <= set(held["networks"])
+    # Back to the first result (dropped by the child long ago) and a new edit on it.
+    _, _, e = pick_relabel(loaded_digits, seed=29)
+
+    def on_first(network):
+        req = request(loaded_digits, [e], None, version=20)
+        req.network, req.labels, req.layout = network, first.labels, first.layout
+        req.features = first.inference.features
+        return req
+
+    sent: list = []
+    send = process._send
+    process._send = lambda message: (sent.append(message), send(message))[1]
+    try:
+        there = process.run(on_first(first.network))
+    finally:
+        del process._send
+    assert sent[0].weights is not None  # the child no longer had it
+    here = run_finetune(dataclass_with_stem(on_first(first.network), stem))
+    _same(here, there)
