@@ -18,7 +18,8 @@ x 4,096), and the undo stack has no depth limit, so at scale every fine-tune add
 app. Only the live and the previous checkpoints are read (the next job's starting features, the
 next undo); the features of older ones above ``SPILL_AT_BYTES`` are written to a temporary file on
 a background thread and kept memory-mapped (``_spill``), and read back into memory when an undo
-brings them within the newest two.
+brings them within the newest two. Their weights' bytes (64 MB a version for AlexNet's head,
+``SPILL_WEIGHTS_AT_BYTES``) go to a file beside them and are read from it when asked for.
 
 Threads: ``push``/``pop`` happen on the owner's thread (the frame loop); every reader may be on
 another thread (a worker asking for the live network, the session recorder's writer thread asking
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 # the embedded scenes' (under 1 MB) never do.
 SPILL_AT_BYTES = 64 * 1024 * 1024
 KEEP_IN_MEMORY = 2  # the live checkpoint and the previous one (what undo shows next)
+# An old checkpoint's weights' bytes of at least this size leave memory with its features.
+SPILL_WEIGHTS_AT_BYTES = 16 * 1024 * 1024
 
 
 class ModelStore:
@@ -66,6 +69,8 @@ class ModelStore:
         self._live_network = network
         self._live_version = int(version)
         self._layout0 = layout
+        # Checkpoints (by version) whose weights' bytes were written out (``_spill``): their file.
+        self._weights_files: dict[int, Path] = {}
 
     @classmethod
     def start(cls, network: Network, layout: LayoutState, workspace: Workspace) -> ModelStore:
@@ -112,7 +117,13 @@ class ModelStore:
             cp = self._history.find(version)
         from game.nets.weights import state_from_bytes
 
-        return self._base_network.updated(state_from_bytes(cp.weights))
+        return self._base_network.updated(state_from_bytes(self._bytes_of(cp)))
+
+    def _bytes_of(self, cp: Checkpoint) -> bytes:
+        """``cp``'s weights' bytes, read back from their file when they were spilled."""
+        with self._lock:
+            path = None if cp.weights else self._weights_files.get(cp.version)
+        return cp.weights if path is None else path.read_bytes()
 
     def layout(self, version: int | None = None) -> LayoutState:
         """The layout of ``version`` (default: live)."""
@@ -156,8 +167,8 @@ class ModelStore:
         the fine-tune prepare job)."""
         with self._lock:
             cp = self.checkpoint(version)
-            if cp.weights or cp.version != self._base_version:
-                return cp.weights
+            if cp.weights or cp.version != self._base_version or cp.version in self._weights_files:
+                return self._bytes_of(cp)
             network = self._base_network
         from game.nets.weights import state_to_bytes
 
@@ -172,6 +183,9 @@ class ModelStore:
         version is undone in between (it holds the checkpoint, not the number)."""
         with self._lock:
             cp = self.checkpoint(version)
+            spilled = cp.version in self._weights_files
+        if spilled:
+            return lambda: self._bytes_of(cp)
         if cp.weights or cp.version != self._base_version:
             data = cp.weights
             return lambda: data
@@ -190,7 +204,7 @@ class ModelStore:
             self._live_network = network
             self._live_version = checkpoint.version
             for cp in self._older_than_kept():
-                if _spillable(cp.features):
+                if _spillable(cp.features) or len(cp.weights) >= SPILL_WEIGHTS_AT_BYTES:
                     self._spill_later(cp)
         return checkpoint
 
@@ -219,9 +233,12 @@ class ModelStore:
         keeps its features in memory."""
         with self._lock:
             features = cp.features
-            if not _spillable(features) or not self._is_old(cp):
+            if not self._is_old(cp):
                 return
         path = self._spill_path(cp)
+        self._spill_weights(cp, path.with_name(path.stem.replace("features", "weights") + ".safetensors"))
+        if not _spillable(features):
+            return
         temporary = path.with_suffix(".tmp.npy")
         np.save(temporary, features)
         temporary.replace(path)
@@ -231,6 +248,23 @@ class ModelStore:
                 cp.features = mapped
                 return
         del mapped
+        path.unlink(missing_ok=True)
+
+    def _spill_weights(self, cp: Checkpoint, path: Path) -> None:
+        """Write an old checkpoint's weights' bytes to ``path`` and let go of them in memory (they
+        are read back on request: a rebuild after an undo, the session's writer)."""
+        with self._lock:
+            data = cp.weights
+            if len(data) < SPILL_WEIGHTS_AT_BYTES or not self._is_old(cp):
+                return
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(data)
+        temporary.replace(path)
+        with self._lock:
+            if cp.weights is data and self._is_old(cp):
+                self._weights_files[cp.version] = path
+                cp.weights = b""
+                return
         path.unlink(missing_ok=True)
 
     def _is_old(self, cp: Checkpoint) -> bool:
@@ -254,9 +288,9 @@ class ModelStore:
             dropped = self._history.pop()
             self._load_recent()
             cp = self._history.current
-            self._live_version = cp.version
-            if network is None:
+            if network is None:  # before the live version changes (it would answer the dropped one's)
                 network = self.network(cp.version)
+            self._live_version = cp.version
             self._live_network = network
         return dropped
 

@@ -126,7 +126,7 @@ def test_old_checkpoints_features_leave_memory_and_undo_brings_them_back(fresh_d
     assert folder is not None and len(list(folder.glob("*.npy"))) == 3
     for cp in store.checkpoints:
         np.testing.assert_array_equal(cp.features, originals[cp.version])
-    store.pop()  # v4 undone: v2 becomes the previous one, in memory again
+    store.pop(loaded.network)  # v4 undone: v2 becomes the previous one, in memory again
     mapped = {cp.version: isinstance(cp.features, np.memmap) for cp in store.checkpoints}
     assert mapped == {0: True, 1: True, 2: False, 3: False}
     np.testing.assert_array_equal(store.checkpoint(2).features, originals[2])
@@ -134,3 +134,32 @@ def test_old_checkpoints_features_leave_memory_and_undo_brings_them_back(fresh_d
     del store, loaded.models, mapped, cp
     gc.collect()
     assert not folder.exists()  # the temporary files go with the store
+
+
+def test_old_checkpoints_weights_leave_memory_and_are_read_back_when_asked(fresh_digits, monkeypatch):
+    """Each version's weights' bytes (64 MB at AlexNet's head) stayed in memory for ever: the
+    app grew by that much per drop at 50k. Versions older than the previous one keep them in a
+    file beside their features; ``weights`` and ``network`` read them back, the same bytes."""
+    import game.learning.store as store_module
+
+    monkeypatch.setattr(store_module, "SPILL_WEIGHTS_AT_BYTES", 1)  # digits' head counts as large
+    loaded = fresh_digits
+    store = loaded.models
+    made = {}
+    for version, shift in ((1, 0.5), (2, 1.0), (3, 1.5), (4, 2.0)):
+        net, _ = _version(store, loaded.network, version, shift)
+        made[version] = (store.current.weights, net)
+    store.wait_for_spills()
+    in_memory = {cp.version: bool(cp.weights) for cp in store.checkpoints}
+    assert in_memory == {0: False, 1: False, 2: False, 3: True, 4: True}
+    assert len(list(store._spill_dir.glob("weights-*.safetensors"))) == 2  # v1, v2 (v0's are lazy)
+    for version, (data, net) in made.items():
+        assert store.weights(version) == data
+        rebuilt = store.network(version) if version != 4 else store.network()
+        for name, value in net.module.state_dict().items():
+            assert torch.equal(rebuilt.module.state_dict()[name], value), name
+    assert store.weights_source(1)() == made[1][0]
+    store.pop()
+    store.pop()  # v2 is live again, its network rebuilt from the file
+    for name, value in made[2][1].module.state_dict().items():
+        assert torch.equal(store.network().module.state_dict()[name], value), name
