@@ -83,7 +83,9 @@ class ModelStore:
                 workspace.labels.copy(),
                 workspace.top5_classes.copy(),
                 workspace.top5_scores.copy(),
-                workspace.features.copy(),
+                # Not a copy: the workspace's features are replaced by events, never written in
+                # place (a copy was 0.8 GB more in the app at 50,000 cards x 4,096).
+                workspace.features,
                 layout,
             ),
             network,

@@ -163,3 +163,14 @@ def test_old_checkpoints_weights_leave_memory_and_are_read_back_when_asked(fresh
     store.pop()  # v2 is live again, its network rebuilt from the file
     for name, value in made[2][1].module.state_dict().items():
         assert torch.equal(store.network().module.state_dict()[name], value), name
+
+
+def test_the_base_checkpoint_shares_the_workspaces_features_and_keeps_them_past_an_update(fresh_digits):
+    """The base version's features are the workspace's array, not a copy (0.8 GB at 50k); the
+    workspace replaces its array when a version is applied, so the base checkpoint's values stay."""
+    loaded = fresh_digits
+    ws, store = loaded.workspace, loaded.models
+    assert store.checkpoint(0).features is ws.features
+    before = ws.features.copy()
+    ws._set_features(ws.features + 1.0, 1, ws.feature_layer)
+    np.testing.assert_array_equal(store.checkpoint(0).features, before)
