@@ -204,6 +204,9 @@ def main() -> int:
     layout.positions = layout.to_world(layout.embedding)
     projector = Projector(scene.layout, n_jobs=2)
     ws = make_workspace(data, inference, layout, s["is_train"], network.feature_layer)
+    # Only the workspace holds the features from here, as in the app (its controller may swap them
+    # for the array it shares with the job process: held once between the two).
+    del inference, s["features"]
     loaded = LoadedScene(scene, data, network, projector, layout, ws, {})
     worker = Worker()
     controller = FineTuneController(loaded, worker, clock=time.perf_counter, stem=stem)

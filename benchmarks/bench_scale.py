@@ -791,6 +791,9 @@ def main() -> int:
         layout = projector.fit(inference.features)
         row["note"] = projector.schedule(len(inference.features)).describe()
     ws = make_workspace(data, inference, layout, is_train, network.feature_layer)
+    # Only the workspace holds the features from here, as in the app (its controller may swap them
+    # for the array it shares with the job process: held once between the two).
+    del inference
     loaded = LoadedScene(scene, data, network, projector, layout, ws, {})
     accuracy = float(np.mean(ws.predictions[~is_train] == data.labels[~is_train]))
 

@@ -154,6 +154,9 @@ class ProcessBackend:
         self.stem: StemCache | None = None  # handed to the child's first init (then it keeps its own)
         self.error: BaseException | None = None  # why the last prepare failed
         self.on_failed: Callable[[BaseException], None] | None = None  # told from the init thread
+        # Told (old array, shared array) from the init thread when the features sent to the child
+        # went through shared memory: the owner may hold the shared one instead (once, not twice).
+        self.on_features_shared: Callable[[np.ndarray, np.ndarray], None] | None = None
         self._ready = threading.Event()
         self._init_thread: threading.Thread | None = None
         self._features: tuple[np.ndarray, Any] | None = None  # ``keep_features``
@@ -186,7 +189,9 @@ class ProcessBackend:
             try:
                 self.process.init(network, images, is_train, self.full_finetune, self.head_layers, stem)
                 if features is not None and len(features[0]) == len(images):
-                    self.process.keep_features(network, *features)
+                    shared = self.process.keep_features(network, *features)
+                    if shared is not None and self.on_features_shared is not None:
+                        self.on_features_shared(features[0], shared)
                 self.error = None
             except Exception as exc:
                 self.error = exc

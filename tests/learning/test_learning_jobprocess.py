@@ -5,6 +5,7 @@ run on Linux exactly what those platforms run.
 """
 
 import copy
+import os
 import threading
 
 import numpy as np
@@ -378,3 +379,70 @@ def test_the_child_keeps_a_bounded_number_of_networks_without_gradients(loaded_d
     assert sent[0].weights is not None  # the child no longer had it
     here = run_finetune(dataclass_with_stem(on_first(first.network), stem))
     _same(here, there)
+
+
+def _mapped_from_shared_memory(array: np.ndarray) -> bool:
+    """Whether ``array``'s memory lies in a /dev/shm mapping of this process (Linux)."""
+    address = array.__array_interface__["data"][0]
+    with open("/proc/self/maps", encoding="ascii") as maps:
+        for line in maps:
+            span, *rest = line.split()
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= address < hi:
+                return any(part.startswith("/dev/shm/") for part in rest)
+    return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc/self/maps")
+def test_features_kept_by_the_child_are_shared_memory_and_its_job_is_the_thread_job(
+    loaded_digits, process, monkeypatch
+):
+    """The features of the version on show go to the child through a shared-memory segment
+    that both processes map (before: a copy through the pipe, 0.8 GB more in the child at 50k
+    until its first result); the array returned is on it, no name is left behind, and the job
+    on those kept features is the thread job, bit for bit."""
+    from game.learning import jobprocess
+
+    monkeypatch.setattr(jobprocess, "SHARED_BYTES", 1)  # the digits' features count as large here
+    ws = loaded_digits.workspace
+    features = np.ascontiguousarray(ws.features, dtype=np.float32)
+    shared = process.keep_features(loaded_digits.network, features, loaded_digits.projector)
+    assert shared is not None and shared is not features
+    np.testing.assert_array_equal(shared, features)
+    assert _mapped_from_shared_memory(shared) and not _mapped_from_shared_memory(features)
+    if os.path.isdir("/dev/shm"):
+        assert not [p for p in os.listdir("/dev/shm") if p.startswith(f"lr{os.getpid():x}")]
+    stem = compute_stem_cache(loaded_digits.network, ws.images, 2)
+    _, _, edit = pick_relabel(loaded_digits, seed=5)
+    req = request(loaded_digits, [edit], None)
+    req.features = shared
+    there = process.run(req)
+    here_req = request(loaded_digits, [edit], stem)
+    here_req.features = features
+    _same(run_finetune(here_req), there)
+
+
+def test_the_app_holds_the_shared_features_once_the_child_has_them(fresh_digits, monkeypatch):
+    """With the job process, the workspace, the base checkpoint and the backends hold the
+    shared array the child maps, not their own copy (the two processes hold them once)."""
+    from game.learning import jobprocess
+
+    monkeypatch.setattr(jobprocess, "SHARED_BYTES", 1)
+    loaded = fresh_digits
+    loaded.scene = copy.deepcopy(loaded.scene)
+    loaded.scene.learning.job_process = True
+    loaded.scene.learning.preview_above = 1  # a "large" scene: the features go to the child
+    ws = loaded.workspace
+    before = ws.features.copy()
+    worker = Worker(torch_threads=1)
+    ctl = FineTuneController(loaded, worker)
+    try:
+        assert ctl.wait_ready(120)
+        ctl.backend.primary._init_thread.join(60)
+        assert _mapped_from_shared_memory(ws.features)
+        assert loaded.models.checkpoint(0).features is ws.features
+        assert ctl.backend.primary._features[0] is ws.features
+        np.testing.assert_array_equal(ws.features, before)
+    finally:
+        ctl.close()
+        assert worker.close(wait=True, timeout=30)
