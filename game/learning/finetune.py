@@ -878,10 +878,10 @@ def relayout_projection(req: FineTuneRequest) -> RowProjection | None:
     """Where the re-layout will reduce the new features in its base layout's PCA (a local update
     of a large scene: ``Projector.local_basis``), the projection the re-inference fills batch by
     batch on its own threads (``RowProjection``); else None."""
-    if req.config.relayout != "local":
+    if req.config.relayout != "local" or len(req.features) != len(req.images):
         return None
     basis = req.projector.local_basis(req.layout, req.features)
-    return None if basis is None else RowProjection(basis, len(req.features))
+    return None if basis is None else RowProjection(basis, len(req.images))
 
 
 def relayout(
