@@ -227,6 +227,22 @@ class LearningConfig:
         "(game.learning.finetune.train); "
         "0: always so (the default until issue 13's suite)",
     )
+    # 4096 since issue 13's suite (docs/benchmarks.md); recorded sessions keep 0
+    # (game.sessions.reader._OLD_DEFAULTS).
+    replay_all_up_to: int = setting(
+        4096,
+        ge=0,
+        le=10_000_000,
+        doc="a job whose check runs (check_samples, on a network that did not memorise the labels the "
+        "guidance distrusts) replays, at every step, every trusted training card outside its edits, "
+        "neighbours and check cards (trust from a label_trust call of its own) instead of a replay_batch "
+        "sample, where those training cards number at most this many; above it, on memorised networks "
+        'and with label_trust "none" it samples as before (game.learning.finetune.train). Why the cap: '
+        "every step then trains every one of them (the suite's datasets, 700-1,800 cards: docs/benchmarks.md; "
+        "at 50,000 each step would carry about 800 times the cards of a 64-card sample, and their trust "
+        "would be judged too), so a large dataset "
+        "keeps the sampled replay and its speed. 0: always samples (the default until issue 13's suite)",
+    )
     preserve_weight: float = setting(
         1.0, ge=0.0, le=1e6, doc="keeps unedited cards' features (and so the layout) in place"
     )

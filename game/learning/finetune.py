@@ -268,6 +268,12 @@ class EditBatch:
     # Training cards held out of this job's training (``check_samples``): their cross-entropy
     # decides when the job stops once its edits are learned. None: stop as soon as they are.
     check_pool: np.ndarray | None = None
+    # Every other trusted training card (outside the edits, neighbours, replay pool and check
+    # cards) and its cross-entropy weight, from a ``label_trust`` call of its own (so ``trust``, and
+    # the memorised share it gives, are as without it): a job whose check runs replays these and
+    # the whole pool at every step (``replay_all_up_to``). None: it samples ``replay_batch``.
+    replay_rest: np.ndarray | None = None
+    replay_rest_trust: np.ndarray | None = None
 
     @property
     def n_edits(self) -> int:
@@ -341,6 +347,7 @@ def prepare_batch(req: FineTuneRequest, rng: np.random.Generator) -> EditBatch:
         spare = np.asarray(req.is_train, dtype=bool).copy()
         spare[np.concatenate([pool, nb_cards])] = False
         check = replay_pool(spare, cards, cfg.check_samples, np.random.default_rng([req.seed, CHECK_STREAM]))
+    rest, rest_trust = replay_rest(req, edits, nb_cards, pool, check)
     trust = None
     if cfg.label_trust != "none":
         trust = label_trust(
@@ -372,7 +379,46 @@ def prepare_batch(req: FineTuneRequest, rng: np.random.Generator) -> EditBatch:
         else np.asarray(req.is_train, dtype=bool)[nb_cards].astype(np.float32),
         trust=trust,
         check_pool=check if check is not None and len(check) else None,
+        replay_rest=rest,
+        replay_rest_trust=rest_trust,
     )
+
+
+def replay_rest(
+    req: FineTuneRequest,
+    edits: list[EditQueued],
+    nb_cards: np.ndarray,
+    pool: np.ndarray,
+    check: np.ndarray | None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The trusted training cards a job replays at every step, besides its replay pool, should its
+    check run (``EditBatch.replay_rest``), and their weights; (None, None) where it never would
+    (no check cards or no label trust: ``memorised_share`` is then 1) or where the training cards
+    outside the edits, neighbours and check cards outnumber ``replay_all_up_to`` (their trust is
+    then not even judged: a large dataset's job costs what it did).
+
+    Why (issue 13's suite, docs/benchmarks.md): on networks that never fitted their noise, a random
+    ``replay_batch`` per step left shapes' worst edits' held-out loss above its goal; every trusted
+    card at every step met it and kept photo crops' gain."""
+    cfg = req.config
+    if check is None or cfg.label_trust == "none" or not cfg.replay_all_up_to:
+        return None, None
+    free = np.asarray(req.is_train, dtype=bool).copy()
+    free[np.concatenate([[e.card for e in edits], nb_cards, check]).astype(np.int64)] = False
+    if int(free.sum()) > cfg.replay_all_up_to:
+        return None, None
+    free[pool] = False  # the pool keeps the batch's own trust
+    rest = np.flatnonzero(free)
+    trust = label_trust(
+        req.features,
+        relabelled(req.labels, edits),
+        req.n_classes,
+        rest,
+        cfg.label_trust,
+    )
+    if cfg.label_trust == "drop":
+        rest = rest[trust[rest] > 0]
+    return rest, trust[rest].astype(np.float32)
 
 
 CHECK_STREAM = 1  # the check cards' generator is seeded with (the job's seed, this)
@@ -685,15 +731,24 @@ def train(
     # A network that memorised the labels the guidance distrusts fits its training cards: nothing
     # for the check to find (and its loss falls a little at every step, confidence only).
     checking = batch.check_pool is not None and share < DROP_ABOVE
+    # Where the check runs, every trusted training card at every step, not a sample
+    # (``replay_all_up_to``): the whole pool, then the rest with their own trust.
+    every: tuple[np.ndarray, torch.Tensor] | None = None
+    if checking and batch.replay_rest is not None and batch.replay_rest_trust is not None:
+        every_rows = np.concatenate([pool, batch.replay_rest])
+        pool_w = torch.ones(len(pool)) if trusted is None else trusted[torch.from_numpy(pool)]
+        every = (every_rows, torch.cat([pool_w, torch.from_numpy(batch.replay_rest_trust)]))
     for step in range(cfg.max_steps):
         _stop_if_cancelled(cancelled)
-        replay = np.sort(rng.choice(pool, size, replace=False)) if size else np.empty(0, np.int64)
+        if every is not None:
+            replay, replay_w = every
+        else:
+            replay = np.sort(rng.choice(pool, size, replace=False)) if size else np.empty(0, np.int64)
+            replay_w = torch.ones(len(replay)) if trusted is None else trusted[torch.from_numpy(replay)]
         rows = np.concatenate([fixed_rows, replay])
         targets = StepTargets(
             labels=torch.cat([fixed_y, batch.labels[torch.from_numpy(replay)]]),
-            weights=torch.cat(
-                [fixed_w, torch.ones(len(replay)) if trusted is None else trusted[torch.from_numpy(replay)]]
-            ),
+            weights=torch.cat([fixed_w, replay_w]),
             n_edits=batch.n_edits,
             edit_labels=edit_labels,
             edit_weights=edit_weights,

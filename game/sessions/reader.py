@@ -693,7 +693,13 @@ def _check_event_types(event: ev.Event) -> None:
 # train_heldout: held-out neighbours of an edit were trained before it existed (issue 13).
 # label_trust, feature_terms: "none" and "always" until issue 13's suite chose "drop"/"landing".
 _OLD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "learning": {"train_heldout": True, "label_trust": "none", "feature_terms": "always", "check_samples": 0},
+    "learning": {
+        "train_heldout": True,
+        "label_trust": "none",
+        "feature_terms": "always",
+        "check_samples": 0,
+        "replay_all_up_to": 0,
+    },
     "layout": {"reuse_above": 10**9},  # large scenes' local re-layout refitted PCA and annoy
 }
 
