@@ -67,9 +67,17 @@ KS = (10, 20, 30)
 # CE-only, the issue's baseline: plain cross-entropy fine-tuning with replay, whatever the run's
 # settings: no feature terms and every replayed label trusted (``label_trust = "none"``). The
 # guidance's label trust is part of the method (issue 13), and so is the stop on held-out training
-# cards (``check_samples``: CE-only stops as it always did); ``ce_trust`` (``--methods``) is
-# cross-entropy with the run's label trust, the ablation of the feature terms alone.
-CE_ONLY = {"feature_weight": 0.0, "preserve_weight": 0.0, "label_trust": "none", "check_samples": 0}
+# cards (``check_samples``: CE-only stops as it always did) and the replay of every trusted card
+# where that check runs (``replay_all_up_to``: off without the check anyway, pinned to say so);
+# ``ce_trust`` (``--methods``) is cross-entropy with the run's label trust, the ablation of the
+# feature terms alone.
+CE_ONLY = {
+    "feature_weight": 0.0,
+    "preserve_weight": 0.0,
+    "label_trust": "none",
+    "check_samples": 0,
+    "replay_all_up_to": 0,
+}
 METHODS = ("full", "ce_only", "ce_trust")
 
 
