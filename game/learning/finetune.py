@@ -24,6 +24,9 @@ Why each piece is here (measured on digits):
   fitted their noise (shapes, photo crops) gained from more steps on trusted labels (cross-entropy
   with label trust ran 50-60 steps per edit and was ahead by up to 2.9 points), the memorised
   digits lost from them (their check loss keeps falling a little at every step: confidence only).
+  Where the check runs, such a job replays every trusted training card at every step instead of a
+  ``replay_batch`` sample, up to ``replay_all_up_to`` of them (``replay_rest``; 4096 since issue 13:
+  it met shapes' loss p95 and kept photo crops' gain; above the cap it samples, at the old cost).
 * **NaN guard.** A non-finite loss, weight or output raises ``FineTuneDiverged``; the caller keeps
   the last good model (the job always trains a clone, never the live network).
 * **Head-only by default.** Unless ``full_finetune``, only the last ``head_layers`` Linear layers of
