@@ -790,11 +790,15 @@ def train(
 
 
 def finish_training(runner: Runner) -> None:
-    """Check the trained weights and give the parameters back their ``requires_grad``."""
+    """Check the trained weights, give the parameters back their ``requires_grad`` and let go of
+    the last step's gradients: nothing reads them after training, and the trained network lives
+    on (the app's live model with the thread backend, the job process's kept network), where they
+    would be as large as the trained weights (64 MB at AlexNet's head) for as long as it does."""
     trained = set(runner.trainable_names)
     for name, p in runner.network.module.named_parameters():
         if name in trained:
             _check_finite(f"weight {name}", p.detach())
+            p.grad = None
         if runner.stem is None or name in trained:  # as ``Runner`` found them (shared ones untouched)
             p.requires_grad_(True)
 

@@ -1163,7 +1163,6 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     with result_arrays_from(segments.allocate if segments is not None else _no_array):
                         result = run_finetune(req, progress=progress, cancelled=stop)
                     finished = time.time()
-                    _drop_gradients(result.network)
                     networks[new_key] = result.network
                     for old in [k for k in networks if k not in message.keep and k != new_key]:
                         del networks[old]
@@ -1202,14 +1201,6 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
             except Exception:
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
             send(ErrorMessage(exc))
-
-
-def _drop_gradients(network: Any) -> None:
-    """Let go of the gradients the job's last training step left on ``network``'s parameters
-    (as large as the trained weights: 64 MB at AlexNet's head); nothing reads them after the job
-    and the child keeps the network for the next one."""
-    for p in network.module.parameters():
-        p.grad = None
 
 
 def _no_array(_shape: tuple[int, ...]) -> None:

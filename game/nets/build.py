@@ -119,5 +119,6 @@ def train_classifier(
             total += loss.item() * len(idx)
         sched.step()
         bar.set_postfix(loss=f"{total / len(x):.3f}")
+    opt.zero_grad(set_to_none=True)  # the trained network lives on: no gradients as large as it
     module.eval()
     return time.perf_counter() - start

@@ -86,6 +86,16 @@ def test_relabel_flips_prediction_and_keeps_heldout_accuracy(loaded_digits, stem
     assert set(result.weight_names) == {n for n in live if n.startswith("classifier.")}
 
 
+def test_the_trained_network_keeps_no_gradients(loaded_digits, stem):
+    """The result's network outlives the job (the app's live model with the thread backend): the
+    last step's gradients, as large as the trained weights, must not stay on it."""
+    _, _, edit = pick_relabel(loaded_digits, seed=5)
+    result = run_finetune(request(loaded_digits, [edit], stem))
+    params = list(result.network.module.parameters())
+    held = [n for n, p in result.network.module.named_parameters() if p.grad is not None]
+    assert params and not held, held
+
+
 def test_finetune_is_deterministic(loaded_digits, stem):
     _, _, edit = pick_relabel(loaded_digits, seed=5)
     a = run_finetune(request(loaded_digits, [edit], stem))
