@@ -62,6 +62,10 @@ class TrainingBackend(Protocol):
         """The features of the version on show, for the next ``prepare`` to get ready (large
         scenes: ``preview.prepare_features``); None: nothing (small scenes)."""
 
+    def replace_features(self, old: np.ndarray, new: np.ndarray) -> None:
+        """Kept features that are the array ``old`` become ``new`` (the same values); features
+        kept since then stay."""
+
 
 class ThreadBackend:
     """Trains on the calling thread with ``train_fn`` (``run_finetune`` unless a test injects one).
@@ -115,6 +119,10 @@ class ThreadBackend:
 
     def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
         self._features = None if features is None else (features, projector)
+
+    def replace_features(self, old: np.ndarray, new: np.ndarray) -> None:
+        if self._features is not None and self._features[0] is old:
+            self._features = (new, self._features[1])
 
     def run(self, request: FineTuneRequest, progress: Progress, cancelled: Cancelled) -> FineTuneResult:
         self._ready.wait()
@@ -218,6 +226,10 @@ class ProcessBackend:
 
     def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
         self._features = None if features is None else (features, projector)
+
+    def replace_features(self, old: np.ndarray, new: np.ndarray) -> None:
+        if self._features is not None and self._features[0] is old:
+            self._features = (new, self._features[1])
 
     def close(self, timeout: float = 10.0) -> None:
         thread = self._init_thread
@@ -350,6 +362,11 @@ class FallbackBackend:
         if self.primary is not None:
             self.primary.keep_features(features, projector)
         self.fallback.keep_features(features, projector)
+
+    def replace_features(self, old: np.ndarray, new: np.ndarray) -> None:
+        if self.primary is not None:
+            self.primary.replace_features(old, new)
+        self.fallback.replace_features(old, new)
 
     def _fall_back(self, primary: ProcessBackend) -> None:
         """Worker: the child failed; close it, say so once, train on this thread from now on."""

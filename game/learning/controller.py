@@ -85,6 +85,10 @@ class _Running:
     started: float = 0.0
 
 
+def _nothing() -> None:
+    """A worker job whose only use is its ``on_done``, which runs on the frame loop."""
+
+
 class FineTuneController:
     """Owns the fine-tune loop of one loaded scene; see the module docstring.
 
@@ -296,14 +300,25 @@ class FineTuneController:
     def _features_shared(self, old: np.ndarray, shared: np.ndarray) -> None:
         """Init thread: the features sent to the job process went through shared memory; the
         workspace, the store and the backends hold that array from now on (the same values), so
-        the app's own copy can go: the two processes hold them once (0.8 GB at 50k)."""
+        the app's own copy can go: the two processes hold them once (0.8 GB at 50k).
+
+        The swap runs on the frame loop (``Worker.poll``), where events replace the workspace's
+        features too; each holder takes the shared array only if it still holds ``old``, so a
+        newer array (a layer change, a card added while the child started) is never undone."""
+        self.worker.submit(
+            _nothing,
+            name="features-shared",
+            lane="interactive",
+            on_done=lambda _job: self._hold_shared_features(old, shared),
+        )
+
+    def _hold_shared_features(self, old: np.ndarray, shared: np.ndarray) -> None:
+        """Frame loop: every holder of ``old`` holds ``shared`` instead (see ``_features_shared``)."""
         ws = self.workspace
         if ws.__dict__.get("features") is old:
             ws.features = shared
-        for cp in self.store.checkpoints:
-            if cp.features is old:
-                cp.features = shared
-        self.backend.keep_features(shared, self.loaded.projector)
+        self.store.replace_features(old, shared)
+        self.backend.replace_features(old, shared)
 
     def _features_to_keep(self) -> np.ndarray | None:
         """The features of the version on show when the scene is large (previews, or a local

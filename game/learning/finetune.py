@@ -40,6 +40,7 @@ numpy sampling, single-threaded torch on the worker), which session verification
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -936,14 +937,26 @@ def send_preview(req: FineTuneRequest, runner: Runner, batch: EditBatch, times: 
     times["preview"] = time.perf_counter() - t
 
 
+# Set to "1": the re-inference reduces each batch's new features itself (``relayout_projection``).
+# Off by default: at 50,000 cards on two cores it cost about 0.9 CPU s and 0.3 s of re-inference a
+# drop, more than the 0.2 s it saved in the re-layout (docs/benchmarks.md, issue 17, 2026-12-03
+# 06:44-06:50 UTC); kept for that A/B (it reaches the job process through the environment).
+FUSED_PROJECTION_VARIABLE = "LATENT_REACH_FUSED_PROJECTION"
+
+
 def relayout_projection(req: FineTuneRequest) -> RowProjection | None:
     """Where the re-layout will reduce the new features in its base layout's PCA (a local update
-    of a large scene: ``Projector.local_basis``), the projection the re-inference fills batch by
-    batch on its own threads (``RowProjection``); else None."""
+    of a large scene: ``Projector.local_basis``) and ``FUSED_PROJECTION_VARIABLE`` asks for it, the
+    projection the re-inference fills batch by batch on its own threads (``RowProjection``); else
+    None (the re-layout reduces them after the pass)."""
+    if os.environ.get(FUSED_PROJECTION_VARIABLE) != "1":
+        return None
     if req.config.relayout != "local" or len(req.features) != len(req.images):
         return None
     basis = req.projector.local_basis(req.layout, req.features)
-    return None if basis is None else RowProjection(basis, len(req.images))
+    if basis is None or getattr(basis.pca, "whiten", False):
+        return None  # a whitened PCA is reduced after the pass, as before (``RowProjection``)
+    return RowProjection(basis, len(req.images))
 
 
 def relayout(

@@ -857,11 +857,14 @@ class JobProcess:
                 )
 
     def _keep(self, key: str) -> tuple[str, ...]:
-        """The trained networks the child keeps past a job on ``key``: that base (an undo followed
-        by a drop starts from it again), not older ones. Every network the child keeps stays in
-        its memory (64 MB at AlexNet's head); before, it kept the last four, and the parent did not
+        """The trained networks the child keeps past a successful job on ``key`` besides the first
+        and the result: none. The next drop starts from the result; an undo rebuilds the version
+        it goes back to as a new network (``ModelStore.network``), whose weights are sent anyway,
+        so a kept base would only be 64 MB (AlexNet's head) held for nothing. A job that fails or
+        is cancelled drops nothing. Before, the child kept the last four, and the parent did not
         know which, so a job on an older one failed ("unknown network")."""
-        return () if key == self._first_key else (key,)
+        del key  # the same answer for every base; kept in the signature for the message's sake
+        return ()
 
     def _key(self, network: Any) -> str:
         key = self._keys.get(network)

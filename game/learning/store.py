@@ -123,9 +123,10 @@ class ModelStore:
 
     def _bytes_of(self, cp: Checkpoint) -> bytes:
         """``cp``'s weights' bytes, read back from their file when they were spilled."""
-        with self._lock:
-            path = None if cp.weights else self._weights_files.get(cp.version)
-        return cp.weights if path is None else path.read_bytes()
+        with self._lock:  # both read under the lock: ``_spill_weights`` empties one, fills the other
+            data = cp.weights
+            path = None if data else self._weights_files.get(cp.version)
+        return data if path is None else path.read_bytes()  # the file outside it: 64 MB
 
     def layout(self, version: int | None = None) -> LayoutState:
         """The layout of ``version`` (default: live)."""
@@ -169,9 +170,10 @@ class ModelStore:
         the fine-tune prepare job)."""
         with self._lock:
             cp = self.checkpoint(version)
-            if cp.weights or cp.version != self._base_version or cp.version in self._weights_files:
-                return self._bytes_of(cp)
+            stored = cp.weights or cp.version != self._base_version or cp.version in self._weights_files
             network = self._base_network
+        if stored:
+            return self._bytes_of(cp)  # outside the lock: a spilled version's file is read
         from game.nets.weights import state_to_bytes
 
         data = state_to_bytes(network.module)  # outside the lock: seconds for a big network
@@ -183,14 +185,14 @@ class ModelStore:
     def weights_source(self, version: int) -> Callable[[], bytes]:
         """A function that returns ``version``'s bytes later on another thread, even if the
         version is undone in between (it holds the checkpoint, not the number)."""
-        with self._lock:
+        with self._lock:  # read together: ``_spill_weights`` may empty ``cp.weights`` on its thread
             cp = self.checkpoint(version)
-            spilled = cp.version in self._weights_files
-        if spilled:
-            return lambda: self._bytes_of(cp)
-        if cp.weights or cp.version != self._base_version:
             data = cp.weights
+            stored = bool(data) or cp.version != self._base_version or cp.version in self._weights_files
+        if data:
             return lambda: data
+        if stored:
+            return lambda: self._bytes_of(cp)
         return lambda: self.weights(cp.version)
 
     def full_state(self, version: int | None = None) -> dict[str, Any]:
@@ -251,6 +253,14 @@ class ModelStore:
                 return
         del mapped
         path.unlink(missing_ok=True)
+
+    def replace_features(self, old: np.ndarray, new: np.ndarray) -> None:
+        """Checkpoints that hold the array ``old`` hold ``new`` (the same values) instead: the
+        features the job process maps from shared memory (``FineTuneController``)."""
+        with self._lock:
+            for cp in self._history.checkpoints:
+                if cp.features is old:
+                    cp.features = new
 
     def _spill_weights(self, cp: Checkpoint, path: Path) -> None:
         """Write an old checkpoint's weights' bytes to ``path`` and let go of them in memory (they

@@ -3,7 +3,9 @@ it fails), without a real child process."""
 
 import threading
 
-from game.learning.backend import FallbackBackend
+import numpy as np
+
+from game.learning.backend import FallbackBackend, ThreadBackend
 
 
 class FakeProcess:
@@ -105,3 +107,20 @@ def test_a_child_that_fails_to_start_is_reported_once_and_jobs_use_the_thread():
     assert backend.run(None, None, lambda: False) == "thread result"
     assert backend.run(None, None, lambda: False) == "thread result"
     assert process.closed and process.runs == 0 and len(said) == 1 and thread.prepared == 1
+
+
+def test_replacing_kept_features_leaves_newer_ones_alone():
+    """The shared features replace only the array they were made from: features kept since (a
+    layer change, an added card) are not undone by a late swap."""
+    backend = ThreadBackend(full_finetune=False, head_layers=2)
+    old, shared, newer = (
+        np.zeros((3, 2), np.float32),
+        np.zeros((3, 2), np.float32),
+        np.ones((4, 2), np.float32),
+    )
+    backend.keep_features(old, "projector")
+    backend.replace_features(old, shared)
+    assert backend._features[0] is shared and backend._features[1] == "projector"
+    backend.keep_features(newer, "projector")
+    backend.replace_features(shared, old)
+    assert backend._features[0] is newer
