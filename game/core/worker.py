@@ -221,7 +221,9 @@ class Worker:
                 torch.set_num_threads(self._torch_threads)
             except ImportError:
                 pass
+        job: Job | None = None
         while True:
+            job = None  # not the last job while waiting: it would keep its arguments and result alive
             job = lane.jobs.get()
             if job is None:
                 return

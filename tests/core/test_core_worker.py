@@ -1,4 +1,5 @@
 import threading
+import time
 
 from game.core.worker import Worker
 
@@ -108,3 +109,27 @@ def test_drop_queued_keeps_a_close_request_last():
     gate.set()
     worker._thread.join(10)
     assert not worker._thread.is_alive() and ran == []
+
+
+def test_a_finished_job_keeps_nothing_alive_once_polled():
+    """A lane waiting for its next job must not hold the last one: its arguments (and what its
+    callback closes over) could be large, e.g. the app's 0.8 GB features at 50,000 cards."""
+    import gc
+    import weakref
+
+    class Big:
+        pass
+
+    worker = Worker(torch_threads=None)
+    try:
+        big = Big()
+        gone = weakref.ref(big)
+        worker.submit(lambda b: None, big, on_done=lambda _job, b=big: None)
+        del big
+        deadline = time.monotonic() + 10  # not ``wait_idle``: its marker job would hide a leak
+        while not worker.poll() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gc.collect()
+        assert gone() is None
+    finally:
+        worker.close(wait=True, timeout=10)
