@@ -40,6 +40,7 @@ numpy sampling, single-threaded torch on the worker), which session verification
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -272,12 +273,31 @@ class EditBatch:
     # Training cards held out of this job's training (``check_samples``): their cross-entropy
     # decides when the job stops once its edits are learned. None: stop as soon as they are.
     check_pool: np.ndarray | None = None
-    # Every other trusted training card (outside the edits, neighbours, replay pool and check
-    # cards) and its cross-entropy weight, from a ``label_trust`` call of its own (so ``trust``, and
-    # the memorised share it gives, are as without it): a job whose check runs replays these and
-    # the whole pool at every step (``replay_all_up_to``). None: it samples ``replay_batch``.
-    replay_rest: np.ndarray | None = None
-    replay_rest_trust: np.ndarray | None = None
+    # Makes ``replay_rest`` and its trust (``finetune.replay_rest``) when first asked: only a job
+    # whose check runs reads them, and a memorised network's job (the check never runs) would pay
+    # for a ``label_trust`` call it never uses (35 ms on digits). None: there are none.
+    rest_source: Callable[[], tuple[np.ndarray | None, np.ndarray | None]] | None = field(
+        default=None, repr=False
+    )
+    _rest: tuple[np.ndarray | None, np.ndarray | None] | None = field(default=None, init=False, repr=False)
+
+    def _replay_rest(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self._rest is None:
+            self._rest = self.rest_source() if self.rest_source is not None else (None, None)
+        return self._rest
+
+    @property
+    def replay_rest(self) -> np.ndarray | None:
+        """Every other trusted training card (outside the edits, neighbours, replay pool and check
+        cards), from a ``label_trust`` call of its own (so ``trust``, and the memorised share it
+        gives, are as without it): a job whose check runs replays these and the whole pool at every
+        step (``replay_all_up_to``). None: it samples ``replay_batch``."""
+        return self._replay_rest()[0]
+
+    @property
+    def replay_rest_trust(self) -> np.ndarray | None:
+        """The cross-entropy weight of each card of ``replay_rest``."""
+        return self._replay_rest()[1]
 
     @property
     def n_edits(self) -> int:
@@ -351,7 +371,9 @@ def prepare_batch(req: FineTuneRequest, rng: np.random.Generator) -> EditBatch:
         spare = np.asarray(req.is_train, dtype=bool).copy()
         spare[np.concatenate([pool, nb_cards])] = False
         check = replay_pool(spare, cards, cfg.check_samples, np.random.default_rng([req.seed, CHECK_STREAM]))
-    rest, rest_trust = replay_rest(req, edits, nb_cards, pool, check)
+    rest_source = functools.partial(
+        replay_rest, req, edits, nb_cards, pool, check
+    )  # this pool: before "drop"
     trust = None
     if cfg.label_trust != "none":
         trust = label_trust(
@@ -383,8 +405,7 @@ def prepare_batch(req: FineTuneRequest, rng: np.random.Generator) -> EditBatch:
         else np.asarray(req.is_train, dtype=bool)[nb_cards].astype(np.float32),
         trust=trust,
         check_pool=check if check is not None and len(check) else None,
-        replay_rest=rest,
-        replay_rest_trust=rest_trust,
+        rest_source=rest_source,
     )
 
 
