@@ -208,6 +208,8 @@ def _check_end(conn: sqlite3.Connection, meta: dict[str, str], out: Integrity) -
         end = _json_object(meta["end"], "the end marker (meta.end)")
         chains, rows = end["chains"], end["rows"]
         last_seq, meta_dig = int(end["last_seq"]), str(end["meta"])
+        if not isinstance(chains, dict) or not isinstance(rows, dict):
+            raise TypeError("chains and rows are not objects")  # a damaged leaf (fuzz seed 23)
     except (StartDamaged, KeyError, TypeError, ValueError):
         _damage(out, "the end marker (meta.end) is malformed")
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -351,6 +352,23 @@ def test_clean_end_marker_and_a_killed_recording(tmp_path):
     with SessionReader(path) as r:
         assert r.damage is None and r.ended_early.startswith("recording ended early at t = ")
         assert [e.seq for e in r.events()] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("leaf", ["chains", "rows"])
+def test_an_end_marker_whose_record_is_not_an_object_is_reported_as_damage(tmp_path, leaf):
+    """Found by the session fuzz at seed 23: a JSON leaf of the end marker replaced by a list made
+    the reader fail with a traceback instead of a damage report."""
+    path = tmp_path / "e.session.sqlite"
+    _record(path, _many_events(3))
+    conn = sqlite3.connect(path)
+    end = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'end'").fetchone()[0])
+    end[leaf] = []
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'end'", (json.dumps(end),))
+    conn.commit()
+    conn.close()
+    with SessionReader(path) as r:
+        assert r.damage is not None and "end marker" in r.damage and "malformed" in r.damage
+        assert [e.seq for e in r.events()] == [1, 2, 3]
 
 
 def test_older_sessions_without_checksums_are_read_with_a_note(tmp_path):
