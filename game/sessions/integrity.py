@@ -105,6 +105,8 @@ def _batches(conn: sqlite3.Connection, sql: str) -> Iterator[tuple[Any, ...]]:
                 yield row
                 return
             yield row
+        if rows[-1][0] <= last:  # a damaged index gave a key not past the last: never ask again
+            return
         last = rows[-1][0]
 
 

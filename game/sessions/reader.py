@@ -465,6 +465,11 @@ class SessionReader:
             if not rows:
                 return
             for seq, t, kind, text in rows:
+                if not isinstance(seq, int) or seq <= last_seq:
+                    # A damaged index can hand back a row it already gave (the next query would
+                    # then start over: replay never ended, session fuzz at seed 47).
+                    self._note_damage(f"event #{seq} is out of order after #{last_seq}", last_seq, last_t)
+                    return
                 if only is not None and seq not in only:
                     last_seq, last_t = seq, t
                     continue

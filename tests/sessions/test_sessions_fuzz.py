@@ -254,3 +254,29 @@ def test_random_damage_is_refused_reported_or_harmless(recorded, tmp_path):
     assert not failures, "\n".join(failures[:10])
     assert tally["refused"] + tally["damage"] + tally["harmless"] == MUTATIONS
     assert tally["damage"] > 0 and tally["refused"] > 0
+
+
+def test_a_damaged_index_that_hands_back_an_event_again_ends_in_a_damage_report(recorded, tmp_path):
+    """Seed 47's 21st mutation flips bits so that a keyed read of the events table gives a row whose
+    sequence number is not past the one before (16 where 24 was): each batch query then started
+    over from there and replay never ended. Now the reader reports the damage and stops."""
+    original, images, final = recorded
+    rng = np.random.default_rng(47)
+    copy = tmp_path / "m.session.sqlite"
+    for _ in range(21):
+        shutil.copyfile(original, copy)
+        what = _mutate(copy, rng)
+    assert what == "bytes"
+    conn = sqlite3.connect(copy)
+    try:
+        seqs = [row[0] for row in conn.execute("SELECT seq FROM events WHERE seq > 0 ORDER BY seq")]
+    finally:
+        conn.close()
+    assert any(b <= a for a, b in zip(seqs, seqs[1:])), "the mutation no longer damages the index"
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(20)
+    try:
+        assert _outcome(copy, images, final) == "damage"
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
