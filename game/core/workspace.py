@@ -281,6 +281,7 @@ class Workspace:
         self.cluster_revision += 1
         edited = self.labels != self.original_labels
         self.card_state = np.where(edited, CARD_EDITED, CARD_NORMAL).astype(np.int8)
+        self.card_state[kept] = CARD_PENDING  # still waiting for a model to learn them
 
     def _on_positions(self, e: ev.PositionsChanged) -> None:
         self.positions = np.asarray(e.positions, dtype=np.float32).copy()

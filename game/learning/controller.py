@@ -221,7 +221,16 @@ class FineTuneController:
         return self._running is not None
 
     def update(self, now: float | None = None) -> None:
-        """Call once per frame: collect finished jobs, start a job when the delay has passed."""
+        """Call once per frame: collect finished jobs, start a job when the delay has passed.
+
+        Events posted before this frame's result is applied are applied first: the result's
+        ``ModelUpdated`` keeps every card whose drop is still pending where it was dropped, and
+        it reads them from the edit queue, which a drop reaches only when the workspace applies
+        it. A drop posted in the frame the job finished (by a hand between frames, or a hook
+        before this one) used to be missed, so the card glided back under its old label while
+        its edit waited for the next job; and the recording, whose events are in posting order,
+        no longer matched a re-run (``replay --verify`` flagged the card, now and then in CI)."""
+        self.workspace.flush()
         self.worker.poll()
         self._show_preview()
         now = self.clock() if now is None else now
@@ -242,6 +251,7 @@ class FineTuneController:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             if not self.worker.wait_idle(left, lane="background"):
                 raise TimeoutError("the fine-tune job did not finish in time")
+            self.workspace.flush()  # drops posted meanwhile are pending before the result (``update``)
             self.worker.poll()
             self.workspace.flush()
 

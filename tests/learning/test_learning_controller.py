@@ -159,3 +159,34 @@ def test_unsure_drop_trains_nothing(loaded, worker):
     ws.flush()
     assert not ctl.pending and not ctl.apply_edits_now()
     assert ws.card_state[card] == 2  # CARD_UNSURE
+
+
+def test_a_drop_posted_as_a_job_finishes_stays_pending_where_it_was_dropped(loaded, worker):
+    """A drop posted (not yet applied) in the frame a job's result is collected: the result keeps
+    the card where it was dropped and pending, and the events are recorded in an order a re-run
+    reproduces (the drop before the model update). Before, the card glided back to the model's
+    place under its old label, and ``replay --verify`` of the demo failed now and then in CI."""
+    clock = FakeClock()
+    ctl = FineTuneController(loaded, worker, clock=clock)
+    ws = loaded.workspace
+    seen = record(ws)
+    a, b = train_cards(loaded, 2)
+    drop_card(loaded, a, (int(ws.labels[a]) + 1) % 10)
+    clock.t = ctl.config.delay_seconds + 0.05
+    ctl.update()
+    assert ctl.busy
+    assert worker.wait_idle(600)  # the job has finished; its result is not collected yet
+    pos = drop_position(loaded, b, (int(ws.labels[b]) + 3) % 10, np.random.default_rng(1))
+    ws.post(ws.drop_event(b, pos))  # posted, as a hand does between frames; not applied yet
+    ctl.update()  # the frame: collects the result
+    ws.flush()
+    (model,) = [e for e in seen if isinstance(e, ev.ModelUpdated)]
+    kinds = [e.kind for e in seen]
+    assert kinds.index("drop", kinds.index("edit") + 1) < kinds.index("model")
+    np.testing.assert_array_equal(model.positions[b], pos)
+    np.testing.assert_array_equal(ws.positions[b], pos)
+    assert list(ctl.pending) == [b]
+    from game.core.workspace import CARD_EDITED, CARD_PENDING
+
+    assert ws.card_state[b] == CARD_PENDING and ws.card_state[a] == CARD_EDITED
+    ctl.close()
