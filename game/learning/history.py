@@ -3,8 +3,8 @@
 A checkpoint holds what the person saw at that version (labels, top-5, features, layout) and the
 weights of the parameters a job could change (the head, unless fine-tuning everything) as
 safetensors bytes; those are what a session stores per version. The base version's bytes (the
-whole network) are made lazily by ``ModelStore.weights`` on whichever background thread first
-needs them. Version numbers are never reused: after an undo from v2 to v1, the next job makes v3,
+whole network) are made by ``ModelStore.weights`` on the background thread that asks, each
+time, and not kept (the checkpoint's stay ``b""``). Version numbers are never reused: after an undo from v2 to v1, the next job makes v3,
 so a session file's versions stay unambiguous.
 """
 
@@ -21,7 +21,7 @@ from game.layout.projector import LayoutState
 @dataclass
 class Checkpoint:
     version: int
-    weights: bytes  # safetensors of the trainable part (version 0: b"" until serialised)
+    weights: bytes  # safetensors of the trainable part (the base version: b"", see ``ModelStore.weights``)
     labels: np.ndarray
     top5_classes: np.ndarray
     top5_scores: np.ndarray

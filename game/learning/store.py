@@ -24,7 +24,7 @@ brings them within the newest two. Their weights' bytes (64 MB a version for Ale
 Threads: ``push``/``pop`` happen on the owner's thread (the frame loop); every reader may be on
 another thread (a worker asking for the live network, the session recorder's writer thread asking
 for a version's bytes); one lock guards the stack. The base version's bytes (the whole network,
-230 MB for AlexNet) are serialised lazily, once, by whichever background thread asks first.
+230 MB for AlexNet) are serialised by whichever background thread asks, each time, and not kept.
 """
 
 from __future__ import annotations
@@ -166,8 +166,9 @@ class ModelStore:
 
     def weights(self, version: int | None = None) -> bytes:
         """Safetensors bytes of ``version``'s trainable part; the base version's are the whole
-        network, serialised here on first use (a background thread's work: the recorder's writer,
-        the fine-tune prepare job)."""
+        network, serialised here at each call (a background thread's work: the session
+        recorder's writer, once per session) and not kept: the same bytes every time, and keeping
+        them held the whole network (230 MB for AlexNet) in the app for good (issue 17)."""
         with self._lock:
             cp = self.checkpoint(version)
             stored = cp.weights or cp.version != self._base_version or cp.version in self._weights_files
@@ -176,11 +177,7 @@ class ModelStore:
             return self._bytes_of(cp)  # outside the lock: a spilled version's file is read
         from game.nets.weights import state_to_bytes
 
-        data = state_to_bytes(network.module)  # outside the lock: seconds for a big network
-        with self._lock:
-            if not cp.weights:
-                cp.weights = data
-            return cp.weights
+        return state_to_bytes(network.module)  # outside the lock: seconds for a big network
 
     def weights_source(self, version: int) -> Callable[[], bytes]:
         """A function that returns ``version``'s bytes later on another thread, even if the

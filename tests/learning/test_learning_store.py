@@ -61,7 +61,7 @@ def test_versions_undo_and_rebuilt_networks(fresh_digits):
     assert store.next_version() == 3
 
 
-def test_base_bytes_are_made_lazily_once_and_survive_undo(fresh_digits):
+def test_base_bytes_are_made_on_request_not_kept_and_survive_undo(fresh_digits):
     store = fresh_digits.models
     assert store.current.weights == b""  # nothing serialised when the scene opened
     source = store.weights_source(0)
@@ -71,7 +71,10 @@ def test_base_bytes_are_made_lazily_once_and_survive_undo(fresh_digits):
     thread.join(60)
     whole = seen[0]
     assert set(state_from_bytes(whole)) == set(fresh_digits.network.module.state_dict())
-    assert store.weights(0) is store.current.weights  # kept: the next caller pays nothing
+    # Not kept (the whole network: 230 MB for AlexNet, held in the app for good); the next
+    # caller gets the same bytes made again.
+    assert store.current.weights == b""
+    assert store.weights(0) == whole
     _, state1 = _version(store, fresh_digits.network, 1, 0.25)
     later = store.weights_source(1)
     store.pop()  # undone before the recorder's thread got to it: the bytes are still there
