@@ -30,6 +30,7 @@ from panda3d.core import PerspectiveLens
 from game.core import events as ev
 from game.core.worker import Worker
 from game.world import engine
+from game.world.frame_pacing import SOFTWARE_FPS_CAP, FramePacer, is_software_renderer, pacing_wanted
 from game.world.framing import frame_points as framing_pose
 from game.world.world import World
 
@@ -84,6 +85,9 @@ class LatentReachApp(ShowBase):
         self.now = 0.0
         self.frame_count = 0
         self._step_dt: float | None = None
+        # Frames drawn on the CPU (llvmpipe): give a running job half the time (frame_pacing).
+        self.software_renderer: bool | None = None  # None until the first frame names the renderer
+        self._pacer = FramePacer()
         self.disable_mouse()
         lens = PerspectiveLens()
         lens.set_fov(fov)
@@ -180,6 +184,10 @@ class LatentReachApp(ShowBase):
         return min(float(self.clock.get_dt()), 0.1)
 
     def _frame_task(self, task):
+        if self.software_renderer is None:
+            self._detect_renderer()
+        if self._step_dt is None and self.software_renderer and pacing_wanted():
+            self._pacer.pace(self.worker.busy)  # real-time frames only: ``step`` is never paced
         dt = self.frame_dt()
         self.now += dt
         now = self.now
@@ -192,6 +200,20 @@ class LatentReachApp(ShowBase):
         self.world.update(now)
         self.frame_count += 1
         return task.cont
+
+    def _detect_renderer(self) -> None:
+        """Name the OpenGL renderer once the window has a context; on a software one, cap an
+        on-screen window's frame rate (there is no vsync to wait on) and pace frames during jobs."""
+        gsg = self.win.get_gsg() if self.win is not None else None
+        renderer = gsg.get_driver_renderer() if gsg is not None else ""
+        if not renderer:
+            return  # no context yet: the next frame asks again
+        self.software_renderer = is_software_renderer(renderer)
+        if self.software_renderer and not self.offscreen and pacing_wanted():
+            from panda3d.core import ClockObject
+
+            self.clock.set_mode(ClockObject.M_limited)
+            self.clock.set_frame_rate(SOFTWARE_FPS_CAP)
 
     def _guarded(self, fn, *args, what: str) -> None:
         """Run one part of the frame; a bug in it is reported in the world, not fatal to the game."""
