@@ -509,7 +509,7 @@ class SessionRecorder:
             if callable(data):  # the store's bytes of that version, fetched here, off the frame loop
                 data = data()
             digest = hashlib.sha256(data).hexdigest()
-            conn.execute("INSERT OR IGNORE INTO weights(sha256, data) VALUES (?, ?)", (digest, data))
+            _insert_weights(conn, digest, data)
             row_id = self._rows["models"] + 1
             link = schema.model_link(self._chains["models"], row_id, int(version), float(t), digest)
             conn.execute(
@@ -521,6 +521,31 @@ class SessionRecorder:
         elif tag == _META:
             _, key, produce = item
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, produce()))
+
+
+WEIGHTS_CHUNK = 8 << 20  # bytes of a model's weights written into their row at a time
+
+
+def _insert_weights(conn: sqlite3.Connection, digest: str, data: bytes) -> None:
+    """A ``weights`` row for ``data`` unless one has ``digest``: a row of zeros of its length,
+    then written through an incremental blob a chunk at a time.
+
+    Why not one ``INSERT ... VALUES (?, ?)``: sqlite copies a bound blob, and the statement cache
+    keeps that statement with its copy bound until the statement is run again (the next model
+    version): the whole network's 230 MB (AlexNet) held in the app from the session's start to
+    the first fine-tune, and 230 MB more while it was written (issue 17). The row's bytes are the
+    same either way."""
+    if conn.execute("SELECT 1 FROM weights WHERE sha256 = ?", (digest,)).fetchone() is not None:
+        return
+    view = memoryview(data).cast("B")
+    row = conn.execute(
+        "INSERT INTO weights(sha256, data) VALUES (?, zeroblob(?))", (digest, len(view))
+    ).lastrowid
+    if not len(view) or row is None:
+        return
+    with conn.blobopen("weights", "data", row) as blob:
+        for start in range(0, len(view), WEIGHTS_CHUNK):
+            blob.write(view[start : start + WEIGHTS_CHUNK])
 
 
 def _blob_row(name: str, blob: bytes) -> tuple[str, bytes, str]:
