@@ -151,17 +151,21 @@ class LatentReachApp(ShowBase):
 
     # --- camera -----------------------------------------------------------------------------
 
-    def frame_points(self, points: np.ndarray, pitch: float = 22.0, margin: float = 0.85) -> None:
-        """Place the camera so ``points`` fill the view, looking slightly down."""
+    def frame_points(
+        self, points: np.ndarray, pitch: float = 22.0, margin: float = 0.85, extra: np.ndarray | None = None
+    ) -> None:
+        """Place the camera so ``points`` fill the view, looking slightly down (``extra``: points
+        that must all be in view, see ``game.world.framing``)."""
         lens = self.camLens
         fov = (float(lens.get_fov()[0]), float(lens.get_fov()[1]))
-        eye, target = framing_pose(points, fov, pitch_deg=pitch, margin=margin)
+        eye, target = framing_pose(points, fov, pitch_deg=pitch, margin=margin, extra=extra)
         self.camera.set_pos(*eye)
         self.camera.look_at(*target)
         self._camera_placed()
 
     def frame_all(self) -> None:
-        self.frame_points(self.world.positions)
+        """The whole cloud and every class label in view."""
+        self.frame_points(self.world.positions, extra=self.world.centroid_markers.label_corners())
 
     def frame_card(self, card: int, distance: float = 0.6) -> None:
         p = self.world.positions[card]

@@ -61,6 +61,8 @@ class CentroidMarkers:
         self.stalks: list[NodePath] = []  # per class: the line from the centroid up to the sphere
         self.offsets = np.zeros((len(class_names), 3))  # metres from each centroid to its sphere
         self.widths = np.zeros(len(class_names))  # metres: each label's (or sphere's) width
+        # Per label, in units of its scale: its width, and its top above the baseline.
+        self._label_size = np.zeros((len(class_names), 2))
         self._segs: list[LineSegs] = []
         self.placement: Placement | None = None  # None: the row above the cloud
         self._centroids = np.full((len(class_names), 3), np.nan)  # as last updated
@@ -81,8 +83,9 @@ class CentroidMarkers:
             label = Label(holder, f"label-{k}", label_scale, (r, g, b, 1), align=TextNode.A_center)
             label.set_text(str(name))
             label.root.set_billboard_point_eye()
-            left, right, _, _ = label.node.get_frame_actual()
-            self.widths[k] = max((right - left + 2 * label.margin[0]) * label_scale, 2 * radius)
+            left, right, _, top = label.node.get_frame_actual()
+            self._label_size[k] = (right - left + 2 * label.margin[0], top + label.margin[1])
+            self.widths[k] = max(self._label_size[k, 0] * label_scale, 2 * radius)
             segs = _stalk_segs(f"stalk-{k}", (r, g, b, 1.0))
             stalk = holder.attach_new_node(segs.create(True))
             stalk.set_light_off(1)
@@ -141,6 +144,23 @@ class CentroidMarkers:
                 self.stalks[k].hide()
             else:
                 self.stalks[k].show()
+
+    def label_corners(self) -> np.ndarray:
+        """(2 K, 3) world points: the top left and top right of each shown class's label (the
+        label faces the eye, so its width is taken along x, its height from its scale), for the
+        framing to keep every label in the picture. Assumes the markers' root is not moved or
+        scaled (the world's root is the scene's)."""
+        corners = []
+        for k, c in enumerate(np.asarray(self._centroids, dtype=np.float64)):
+            if np.isnan(c).any():
+                continue
+            grow = HIGHLIGHT if k == self.highlighted else 1.0
+            scale = self.label_scale * grow
+            sphere = c + self.offsets[k]
+            top = sphere[2] + self.radius * grow + LABEL_GAP + self._label_size[k, 1] * scale
+            half = 0.5 * max(self._label_size[k, 0] * scale, 2 * self.radius * grow)
+            corners += [(sphere[0] - half, sphere[1], top), (sphere[0] + half, sphere[1], top)]
+        return np.asarray(corners, dtype=np.float64).reshape(-1, 3)
 
     def set_highlight(self, k: int) -> None:
         """Show class ``k``'s sphere and label larger (-1: none), e.g. the target of a drop."""

@@ -20,6 +20,7 @@ def frame_points(
     min_radius: float = 0.25,
     headroom: float = MARKER_HEADROOM,
     shift: float = 0.2,
+    extra: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A camera position and look-at target that frame ``points`` from the -y side, looking down.
 
@@ -31,6 +32,11 @@ def frame_points(
     middle ~40 % of the window, its cards ~10 px wide.) ``shift``: how far (in half-widths) the
     lens moves the picture's centre sideways (the app's film offset leaves room for the docked
     panel: 0.2), so the nearer edge of the window limits the width.
+
+    ``extra``: points that must all be in the picture (the class labels' corners, where the world
+    knows them): they replace the guessed ``headroom``. The guess was too small where the labels
+    stand in several staggered rows (six classes over one mass of cards at 1280x800 had their top
+    row cut off: issue 17's outside try).
     """
     pts = np.asarray(points, dtype=np.float64)
     pts = pts[np.isfinite(pts).all(axis=1)]
@@ -42,6 +48,11 @@ def frame_points(
     else:
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         keep = 100.0
+    more = np.zeros((0, 3)) if extra is None else np.asarray(extra, dtype=np.float64).reshape(-1, 3)
+    more = more[np.isfinite(more).all(axis=1)]
+    if len(more):
+        headroom = 0.0
+        lo, hi = np.minimum(lo, more.min(axis=0)), np.maximum(hi, more.max(axis=0))
     headroom = max(headroom, 0.0)
     centre = (lo + hi + np.array([0.0, 0.0, headroom])) / 2
     pitch = math.radians(pitch_deg)
@@ -52,12 +63,13 @@ def frame_points(
     raised = pts.copy()
     raised[:, 2] = hi[2] + headroom
     need = []
-    for group in (pts, raised):
+    groups = [(pts, keep), (raised, keep)] if not len(more) else [(pts, keep), (more, 100.0)]
+    for group, share in groups:
         rel = group - centre
         depth_offset = rel @ forward  # how much farther (or nearer, negative) than the centre
         need_x = np.abs(rel[:, 0]) / tan_x - depth_offset
         need_z = np.abs(rel @ up) / tan_z - depth_offset
-        need.append(float(np.percentile(np.maximum(need_x, need_z), keep)))
+        need.append(float(np.percentile(np.maximum(need_x, need_z), share)))
     distance = max(max(need), min_radius / math.sin(math.radians(min(fov_deg) / 2)))
     eye = centre - distance * forward
     return eye, centre

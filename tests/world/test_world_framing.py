@@ -61,3 +61,44 @@ def test_degenerate_sets_get_a_view():
     assert np.all(np.isfinite(eye)) and np.linalg.norm(eye - target) > 0.3
     eye, target = frame_points(np.full((3, 3), np.nan), FOV)
     assert np.all(np.isfinite(eye)) and np.all(np.isfinite(target))
+
+
+def test_extra_points_are_all_in_view_and_replace_the_headroom_guess():
+    """Labels standing in staggered rows well above the cards (issue 17's outside try: the top
+    row of six labels was cut off at 1280x800 with the guessed headroom)."""
+    rng = np.random.default_rng(2)
+    pts = rng.normal(size=(3000, 3)) * [1.0, 1.0, 0.5] + [0.0, 0.0, 1.4]
+    top = np.percentile(pts[:, 2], 98)
+    labels = np.array([[x, 0.3 * row, top + 0.6 + 0.5 * row] for row in range(3) for x in (-0.4, 0.4)])
+    margin = 0.85
+    eye, target = frame_points(pts, FOV, margin=margin, shift=0.0, extra=labels)
+    tan = angles(eye, target, labels)
+    assert np.all(np.abs(tan[:, 1]) <= math.tan(math.radians(FOV[1] / 2)) * margin + 1e-9)
+    assert np.all(np.abs(tan[:, 0]) <= math.tan(math.radians(FOV[0] / 2)) * margin + 1e-9)
+    eye_guess, target_guess = frame_points(pts, FOV, margin=margin, shift=0.0)  # the 0.55 m guess
+    tan_guess = angles(eye_guess, target_guess, labels)
+    assert np.abs(tan_guess[:, 1]).max() > math.tan(math.radians(FOV[1] / 2))  # the top row was out
+    inside = angles(eye, target, pts)
+    assert (np.abs(inside[:, 1]) <= math.tan(math.radians(FOV[1] / 2)) * margin + 1e-9).mean() >= 0.97
+
+
+def test_the_first_view_shows_every_class_label_whole(loaded_digits):
+    """The app frames the cards and the labels' corners (as the world places them): each label's
+    corners project inside the window."""
+    from game.app import LatentReachApp
+    from game.pipeline import LoadedScene
+
+    src = loaded_digits
+    loaded = LoadedScene(
+        src.scene, src.dataset, src.network, src.projector, src.layout, src.workspace.copy(), {}
+    )
+    app = LatentReachApp(loaded, offscreen=True, size=(1280, 800), multisamples=0)
+    try:
+        app.step(0.0)
+        corners = app.world.centroid_markers.label_corners()
+        assert len(corners) == 2 * src.workspace.n_classes
+        for corner in corners:
+            px = app.project(corner)
+            assert px is not None and 0 <= px[0] <= 1280 and 0 <= px[1] <= 800, (corner, px)
+    finally:
+        app.destroy()
