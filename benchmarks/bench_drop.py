@@ -18,7 +18,8 @@ quality does not change what the update costs: that depends on the features). Im
 placeholders (the head-only path never reads them). The setup is cached under ``--cache`` by N.
 
 Printed per drop (wall seconds; "CPU": this process's and the job process's CPU seconds from
-the drop to the tween, the steadier figure on a shared machine): drop -> job start (the queue's delay), the job's parts inside ``run_finetune``
+the drop to the tween, the steadier figure on a shared machine; "job CPU s": the job's process's
+CPU seconds, every thread, during each part of ``run_finetune``): drop -> job start (the queue's delay), the job's parts inside ``run_finetune``
 (``FineTuneResult.seconds``: prepare, train, infer, layout, and the rest), the transfer to and from
 the job process (the backend's wall time minus the job's), the main thread's apply (checkpoint,
 ``ModelUpdated``), and drop -> tween start.
@@ -302,7 +303,7 @@ def main() -> int:
             "job rest": inner
             - sec["prepare"]
             - sec["train"]
-            - sec.get("preview", 0.0)
+            - (sec.get("preview", 0.0) - sec.get("preview beside", 0.0))  # (placed beside infer)
             - sec["infer"]
             - sec["layout"],
             "transfer": run_wall[-1] - inner,
@@ -333,6 +334,9 @@ def main() -> int:
             f"job {pss_mb(child):.0f} MB (peak of the sum so far {together.peak:.0f} MB)",
             flush=True,
         )
+        cpu_parts = [(k[: -len(" cpu")], v) for k, v in sec.items() if k.endswith(" cpu")]
+        if cpu_parts:  # the job's own CPU seconds per part (its process, every thread)
+            print("  job CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu_parts), flush=True)
     best = min(rows, key=lambda r: r["drop -> tween"])
     firsts = [r["drop -> preview tween"] for r in rows if not np.isnan(r["drop -> preview tween"])]
     first = f"{min(firsts):.2f} s" if firsts else "none (fewer cards than learning.preview_above)"

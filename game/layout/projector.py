@@ -546,7 +546,9 @@ class Projector:
                 reduction = projected
             else:
                 reduction = Reduction(prior.transform(features), prior.pca, prior.mean)
-            new_nb = neighbours_from_graph(reduction.reduced, prior.reduced, graph, k, self.n_jobs)
+            new_nb = neighbours_from_graph(
+                reduction.reduced, prior.reduced, graph, k, graph_threads(self.n_jobs)
+            )
         else:
             reduction = self.reduction(features)
             new_nb = _knn(reduction.reduced, k, self.n_jobs)
@@ -810,6 +812,17 @@ GRAPH_BLOCK = 512  # rows per block of ``neighbours_from_graph``'s candidate dis
 # 50 dims: 2,048 rows' 45 MB cost 2.6x the time, in page faults and cache misses)
 GRAPH_FAR = 0.5  # of the distance to its k-th old neighbour: a card moved further is searched afresh
 GRAPH_MAX_FAR = 0.05  # more cards moved that far than this fraction: a fresh search of all (annoy)
+
+
+GRAPH_THREADS = 2  # threads of ``update_local``'s neighbour step at least (as the re-inference's)
+
+
+def graph_threads(n_jobs: int) -> int:
+    """Threads of ``update_local``'s neighbour step: ``n_jobs``, but at least ``GRAPH_THREADS``
+    where the cores allow. The job process runs the layout on one thread (the frame loop keeps a
+    core); this step is a few tenths of a second of a 50k drop's path right after the re-inference,
+    which takes two threads too, and its result is the same bit for bit on any number of threads."""
+    return max(n_jobs, min(GRAPH_THREADS, available_cores()))
 
 
 def neighbours_from_graph(

@@ -47,6 +47,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ from game.core.scene import LearningConfig
 from game.layout.projector import LayoutState, Projector, Reduction, RowProjection
 from game.learning.edits import RELABEL, UNSURE, cluster_geometry, target_label
 from game.learning.loss import LossFn, LossWeights, StepTargets, edits_learned, finetune_loss
-from game.learning.preview import Preview, make_preview, wants_preview
+from game.learning.preview import Preview, place_preview, preview_rows, rows_features, wants_preview
 from game.learning.replay_trust import DROP_ABOVE, label_trust, memorised, pull_share
 from game.learning.stem import (  # re-exported: the controller, the job process and tests use them
     DEFAULT_DAMPING,
@@ -213,7 +214,8 @@ def _state_bytes(module: nn.Module, names: list[str]) -> bytes:
     from safetensors.torch import save
 
     state = module.state_dict()
-    return save({n: state[n].detach().contiguous().cpu().clone() for n in names})
+    # ``save`` copies the data into its bytes: no clone first (the same bytes; 64 MB less at AlexNet).
+    return save({n: state[n].detach().contiguous().cpu() for n in names})
 
 
 _FINITE_BLOCK = 1 << 20  # elements per block of ``_check_finite``'s test on a numpy array
@@ -531,8 +533,10 @@ def measure_scales(runner: Runner, batch: EditBatch, features: np.ndarray) -> Sc
         if not len(sample):
             sample = batch.fixed_rows
         with torch.no_grad():
-            runner.forward(sample)
-            z = runner.last_pre_activation
+            z = runner.kept_pre_activations(sample)  # large scenes: no (512 x in x out) product
+            if z is None:
+                runner.forward(sample)
+                z = runner.last_pre_activation
             assert z is not None
             pull_spread = _spread(z.double()) if len(z) > 1 else float("nan")
         if not np.isfinite(pull_spread) or pull_spread <= 0:
@@ -563,6 +567,7 @@ class HeadOptimiser:
         self.inputs = inputs
         self.precond = precond
         self.preconditioned = preconditioned  # inputs @ precond for every image, when cached
+        self._grad: torch.Tensor | None = None  # the first layer's gradient, reused by every step
 
     @property
     def owns_first_gradient(self) -> bool:
@@ -588,7 +593,11 @@ class HeadOptimiser:
             else:
                 assert self.inputs is not None and self.precond is not None
                 xp = self.inputs[rows_t] @ self.precond
-            self.first.grad = z.grad.T @ xp
+            # Into one buffer kept for the job (what ``z.grad.T @ xp`` computes, the same BLAS
+            # call): a new 64 MB gradient per step (AlexNet's fc7) cost its page faults each time.
+            if self._grad is None or self._grad.shape != self.first.shape:
+                self._grad = torch.empty_like(self.first, memory_format=torch.contiguous_format)
+            self.first.grad = torch.mm(z.grad.T, xp, out=self._grad)
             self.edit.step()
         if self.adam is not None:
             self.adam.step()
@@ -828,10 +837,13 @@ def finish_training(runner: Runner) -> None:
 # --- step 4: re-inference, relabel, re-layout, outcomes -----------------------------------------
 
 
-def reinfer(runner: Runner, rows_out: RowProjection | None = None) -> Inference:
+def reinfer(
+    runner: Runner, rows_out: RowProjection | None = None, beside: Callable[[], None] | None = None
+) -> Inference:
     """Features and top-5 of every image under the trained weights (checked finite); each batch's
-    features handed to ``rows_out`` as they are made (``relayout_projection``)."""
-    inference = runner.infer_all(rows_out=rows_out)
+    features handed to ``rows_out`` as they are made (``relayout_projection``); ``beside`` run on
+    one of the pass's threads before it takes batches (``Runner.infer_all``)."""
+    inference = runner.infer_all(rows_out=rows_out, beside=beside)
     _check_finite("the network's outputs", inference.logits, inference.features)
     return inference
 
@@ -875,6 +887,7 @@ def run_finetune(
     """Train a clone of ``req.network`` on the edits, re-infer every image, and re-lay them out."""
     cfg = req.config
     times: dict[str, float] = {}
+    parts = _Parts(times)
     t0 = time.perf_counter()
     torch.manual_seed(req.seed)
     rng = np.random.default_rng(req.seed)
@@ -882,43 +895,47 @@ def run_finetune(
     runner = Runner(network, req.images, req.stem, cfg.full_finetune)
     batch = prepare_batch(req, rng)
     scales = measure_scales(runner, batch, req.features)
-    times["prepare"] = time.perf_counter() - t0
+    parts.done("prepare")
 
-    t1 = time.perf_counter()
     optimiser = make_optimiser(runner, runner.stem, req.is_train, batch, scales, cfg)
     training = train(runner, batch, optimiser, scales, cfg, rng, loss_fn, progress, cancelled)
     finish_training(runner)
-    times["train"] = time.perf_counter() - t1
+    parts.done("train")
+    # The trained weights' bytes, on a thread beside the preview and the re-inference (nothing
+    # changes the weights from here): the same bytes, off the path's end.
+    weights = _Background(functools.partial(_state_bytes, network.module, runner.trainable_names))
 
     _stop_if_cancelled(cancelled)
-    send_preview(req, runner, batch, times)
+    # The preview's cards re-inferred here; their placement runs beside the re-inference (on one
+    # of its threads, before it takes batches; first, where the pass has one thread).
+    place_preview = start_preview(req, runner, batch, times)
+    parts.done("preview", count=False)
     _stop_if_cancelled(cancelled)
-    t2 = time.perf_counter()
     projection = relayout_projection(req)
-    inference = reinfer(runner, projection)
-    times["infer"] = time.perf_counter() - t2
+    inference = reinfer(runner, projection, place_preview)
+    parts.done("infer")
     if progress is not None:
         progress(0.85, "re-laying out")
 
     _stop_if_cancelled(cancelled)
-    t3 = time.perf_counter()
     labels = relabelled(req.labels, batch.edits)
     anchors = edit_anchors(len(req.images), batch.edits, cfg)
     projected = projection.reduction() if projection is not None else None
     layout = relayout(
         req.projector, inference.features, req.layout, cfg, anchors, req.features, batch.cards, projected
     )
-    times["layout"] = time.perf_counter() - t3
+    parts.done("layout")
 
     outcomes = edit_outcomes(batch.edits, layout, labels, req.n_classes, inference)
-    weights = _state_bytes(network.module, runner.trainable_names)
+    result_weights = weights.result()
     times["total"] = time.perf_counter() - t0
+    times["total cpu"] = time.process_time() - parts.cpu0
     if progress is not None:
         progress(1.0, "done")
     return FineTuneResult(
         req.version,
         network,
-        weights,
+        result_weights,
         runner.trainable_names,
         labels,
         inference,
@@ -931,31 +948,92 @@ def run_finetune(
     )
 
 
-def send_preview(req: FineTuneRequest, runner: Runner, batch: EditBatch, times: dict[str, float]) -> None:
-    """The staged update's first stage (``game.learning.preview``): the cards near the edits
-    re-inferred and re-placed, handed to ``req.on_preview``, when the job is large enough. It
-    reads the trained network and draws no random numbers, so the full result is unchanged; a
-    preview that fails is skipped (the full result still comes)."""
+class _Parts:
+    """Wall and CPU seconds (this process, every thread) of a job's parts, into ``times``:
+    ``times[part]`` wall (as before) and ``times[part + " cpu"]``."""
+
+    def __init__(self, times: dict[str, float]) -> None:
+        self.times = times
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.cpu0 = self.cpu
+
+    def done(self, part: str, count: bool = True) -> None:
+        """``part`` ended now (``count`` False: only its CPU seconds, its wall time set elsewhere,
+        and only when it ran)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        if count:
+            self.times[part] = wall - self.wall
+        if count or part in self.times:
+            self.times[part + " cpu"] = cpu - self.cpu
+        self.wall, self.cpu = wall, cpu
+
+
+class _Background:
+    """``work()`` on a daemon thread; ``result()`` waits for it (and raises what it raised)."""
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[], Any]) -> None:
+        try:
+            self._value = work()
+        except BaseException as exc:  # noqa: BLE001 - raised again by ``result``
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def start_preview(
+    req: FineTuneRequest, runner: Runner, batch: EditBatch, times: dict[str, float]
+) -> Callable[[], None] | None:
+    """The staged update's first stage (``game.learning.preview``), when the job is large enough:
+    the cards near the edits re-inferred now (the factors of the weight change found on the way,
+    which the re-inference reuses); returned, what places them and hands the preview to
+    ``req.on_preview`` (``run_finetune`` runs it beside the re-inference). It reads the trained
+    network and draws no random numbers, so the full result is unchanged; a preview that fails is
+    skipped (the full result still comes). ``times["preview"]``: its seconds in all, and
+    ``times["preview beside"]`` those that ran beside the re-inference."""
     cfg = req.config
     if req.on_preview is None or not wants_preview(len(req.images), cfg.preview_above):
-        return
+        return None
+    on_preview = req.on_preview
     t = time.perf_counter()
     try:
-        preview = make_preview(
-            req.version,
-            runner,
-            req.projector,
-            req.layout,
-            req.features,
-            batch.edits,
-            cfg.preview_cards,
-            cfg.relayout_keep,
-            cfg.layout_iterations,
-        )
+        rows = preview_rows(req.layout.positions, batch.edits, cfg.preview_cards)
+        new = rows_features(runner, rows)
     except Exception:  # noqa: BLE001 - a preview is a courtesy; the full result is what counts
-        return
-    req.on_preview(preview)
+        return None
     times["preview"] = time.perf_counter() - t
+
+    def place() -> None:
+        t_place = time.perf_counter()
+        try:
+            preview = place_preview(
+                req.version,
+                req.projector,
+                req.layout,
+                req.features,
+                batch.edits,
+                rows,
+                new,
+                cfg.relayout_keep,
+                cfg.layout_iterations,
+                t,
+            )
+        except Exception:  # noqa: BLE001 - as above
+            return
+        on_preview(preview)
+        times["preview beside"] = time.perf_counter() - t_place
+        times["preview"] += times["preview beside"]
+
+    return place
 
 
 # Set to "1": the re-inference reduces each batch's new features itself (``relayout_projection``).

@@ -109,14 +109,34 @@ def make_preview(
 ) -> Preview:
     """The preview of a trained job (see the module doc). ``layout`` and ``features`` are the
     version on show (the job's base); ``count`` cards near the edits are re-inferred."""
+    start = time.perf_counter()
+    rows = preview_rows(layout.positions, edits, count)
+    new = rows_features(runner, rows)
+    return place_preview(version, projector, layout, features, edits, rows, new, keep, iterations, start)
+
+
+def place_preview(
+    version: int,
+    projector: Projector,
+    layout: LayoutState,
+    features: np.ndarray,
+    edits: list[EditQueued],
+    rows: np.ndarray,
+    new: np.ndarray,
+    keep: float,
+    iterations: int,
+    start: float | None = None,
+) -> Preview:
+    """``make_preview``'s second stage: ``rows``' new features ``new`` (``rows_features``) reduced,
+    the cards among them that move decided and placed. It reads neither the network nor the kept
+    pre-activations, so it may run beside the job's re-inference (``finetune.run_finetune``);
+    ``start``: when the preview began (its ``seconds`` count from there)."""
     from sklearn.neighbors import NearestNeighbors
 
     from game.layout.projector import LOCAL_LEARNING_RATE, MOBILITY_K, neighbour_overlap
 
-    start = time.perf_counter()
+    start = time.perf_counter() if start is None else start
     n = len(layout.positions)
-    rows = preview_rows(layout.positions, edits, count)
-    new = rows_features(runner, rows)
     reduction = projector.base_reduction(layout, features)  # the PCA on show (remembered)
     space = reduction.reduced.copy()
     space[rows] = reduction.transform(new)

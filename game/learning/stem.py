@@ -402,8 +402,18 @@ class Runner:
         return x, captured[-1].flatten(1)
 
     @torch.no_grad()
-    def infer_all(self, batch_size: int = 1024, rows_out: RowsOut | None = None) -> Inference:
+    def infer_all(
+        self,
+        batch_size: int = 1024,
+        rows_out: RowsOut | None = None,
+        beside: Callable[[], None] | None = None,
+    ) -> Inference:
         """Features and top-5 of every image under the current weights (``Network.infer``'s output).
+
+        ``beside()`` (work that reads nothing this pass writes: the fine-tune's preview placement)
+        runs once, on one of the pass's threads before that thread takes batches, where the pass
+        has more than one (``reinfer_threads``), else here first; it must not raise. The pass's
+        numbers are the same either way.
 
         ``rows_out(start, features)`` is called with each batch's features once they are written
         (on the thread that made them, while they are in cache: the fine-tune's re-layout reduces
@@ -418,6 +428,8 @@ class Runner:
         """
         self.network.module.eval()
         if self.stem is None:
+            if beside is not None:
+                beside()
             return self.network.infer(self.images)
         from game.learning import head_update
 
@@ -425,17 +437,21 @@ class Runner:
         assert head is not None
         first = head[self.stem.start]
         if not isinstance(first, nn.Linear):
+            if beside is not None:
+                beside()
             return self._infer_all_full(batch_size, rows_out)
         n = len(self.images)
         weight = first.weight.detach()
         bias = first.bias.detach() if first.bias is not None else None
         if not head_update.enabled() or n * weight.numel() < head_update.MIN_MULTIPLY_ADDS:
+            if beside is not None:
+                beside()
             return self._infer_all_full(batch_size, rows_out)
         started = time.perf_counter()
         cache = head_update.cache_for(self.stem)
         with cache.pass_lock:
             out, factors = self._update_pre_activations(
-                cache, weight, bias, first, head, batch_size, rows_out
+                cache, weight, bias, first, head, batch_size, rows_out, beside
             )
         self.last_infer_low_rank = None if factors is None else int(factors[0].shape[1])
         head_update.report(self.last_infer_low_rank, n, time.perf_counter() - started)
@@ -450,6 +466,7 @@ class Runner:
         head: nn.Sequential,
         batch_size: int,
         rows_out: RowsOut | None = None,
+        beside: Callable[[], None] | None = None,
     ) -> tuple[BatchOutputs, tuple[torch.Tensor, torch.Tensor] | None]:
         """``infer_all``'s pass: every card's outputs, and the new pre-activations kept."""
         from game.learning import head_update
@@ -502,7 +519,7 @@ class Runner:
             # The first batch here (it allocates the result arrays, on this thread's allocator),
             # the others over ``reinfer_threads()`` threads when that is more than torch's.
             one_batch(0)
-            in_threads(one_batch, range(batch_size, n, batch_size), reinfer_threads())
+            in_threads(one_batch, range(batch_size, n, batch_size), reinfer_threads(), first=beside)
             chain = base.chain + 1 if factors is not None and base is not None else 0
             # The copies of the weight and bias too: until ``derive_from`` the base would claim
             # its old weights over an array that holds the new rows.
@@ -518,6 +535,32 @@ class Runner:
         cache.put(state, base)
         return out, factors
 
+    @torch.no_grad()
+    def kept_pre_activations(self, rows: np.ndarray) -> torch.Tensor | None:
+        """The first head layer's outputs of ``rows`` from the pre-activations kept for the
+        network as it is (the job's base, before training changes it): what ``forward`` puts in
+        ``last_pre_activation``, within float noise, without the (rows x in x out) product. None
+        below ``LARGE_JOB_CARDS`` cards (bit for bit as before: the caller runs ``forward``), or
+        where none are kept for these weights."""
+        from game.learning import head_update
+
+        base = self.base_pre_activations
+        if self.stem is None or base is None or len(self.images) < LARGE_JOB_CARDS:
+            return None
+        head = _classifier(self.network.module)
+        first = head[self.stem.start] if head is not None else None
+        if not isinstance(first, nn.Linear) or base.cards() != len(self.images):
+            return None
+        bias = first.bias.detach() if first.bias is not None else None
+        same_bias = (bias is None and base.bias is None) or (
+            bias is not None and base.bias is not None and torch.equal(bias, base.bias)
+        )
+        if not same_bias or not torch.equal(first.weight.detach(), base.weight):
+            return None  # trained since: no longer the kept state's weights
+        index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        with head_update.cache_for(self.stem).pass_lock:
+            return base.rows_at(self.stem.inputs, index)
+
     def _low_rank(
         self, weight: torch.Tensor, base: PreActivations
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -528,9 +571,17 @@ class Runner:
         memo = self._factors
         if memo is not None and memo[0] is base and torch.equal(memo[1], weight):
             return memo[2]
-        factors = head_update.low_rank_difference(
-            weight, base.weight, max_rank=head_update.paying_rank(*weight.shape)
-        )
+        threads = factorise_threads(len(self.images))
+        before = torch.get_num_threads()
+        if threads != before:
+            torch.set_num_threads(threads)
+        try:
+            factors = head_update.low_rank_difference(
+                weight, base.weight, max_rank=head_update.paying_rank(*weight.shape)
+            )
+        finally:
+            if threads != before:
+                torch.set_num_threads(before)
         self._factors = (base, weight.clone(), factors)
         return factors
 
@@ -595,6 +646,25 @@ class Runner:
 REINFER_THREADS = 2  # threads of the head's re-inference when torch itself runs on one
 
 
+# From this many cards a job takes the quicker ways that round differently (float noise, within
+# ``head_update``'s tolerance): the factorisation of the weight change (``Runner._low_rank``,
+# 0.5-0.7 s of one core at AlexNet's fc7 whatever the cards) on ``REINFER_THREADS`` torch threads
+# where torch runs on one (it precedes the preview and the re-inference at 50k, while the second
+# core idles), and the pull's spread from the kept pre-activations (``Runner.kept_pre_activations``).
+# Smaller scenes, the embedded ones and every recorded session among them, keep the old ways and
+# their numbers bit for bit (issue 17, docs/benchmarks.md).
+LARGE_JOB_CARDS = 4096
+
+
+def factorise_threads(n_cards: int) -> int:
+    """Torch threads of the factorisation for a job on ``n_cards`` cards (torch's own below
+    ``LARGE_JOB_CARDS``, and wherever torch already runs on more than one)."""
+    own = torch.get_num_threads()
+    if n_cards < LARGE_JOB_CARDS or own != 1:
+        return own
+    return max(1, min(REINFER_THREADS, os.cpu_count() or 1))
+
+
 def reinfer_threads() -> int:
     """Python threads for the re-inference's batches: ``REINFER_THREADS`` (at most the cores)
     when torch runs on one thread (the job process's and the scene's default), else 1 (torch's
@@ -610,11 +680,17 @@ def reinfer_threads() -> int:
     return max(1, min(count, os.cpu_count() or 1))
 
 
-def in_threads(work: Callable[[int], None], items: Iterable[int], threads: int) -> None:
+def in_threads(
+    work: Callable[[int], None], items: Iterable[int], threads: int, first: Callable[[], None] | None = None
+) -> None:
     """``work(item)`` for every item, on ``threads`` threads (1: here, in order), each under
-    ``torch.no_grad`` with torch's thread count; the first error is raised once all stop."""
+    ``torch.no_grad`` with torch's thread count; the first error is raised once all stop.
+    ``first()``, when given, runs once before any item (on one thread: the others take items
+    meanwhile; it must not raise, and it runs to its end even when an item fails)."""
     todo = list(items)
-    if threads <= 1 or len(todo) <= 1:
+    if threads <= 1 or (len(todo) <= 1 and first is None):
+        if first is not None:
+            first()
         for item in todo:
             work(item)
         return
@@ -638,7 +714,17 @@ def in_threads(work: Callable[[int], None], items: Iterable[int], threads: int) 
                         errors.append(exc)
                     return
 
-    workers = [threading.Thread(target=run, daemon=True) for _ in range(min(threads, len(todo)) - 1)]
+    def first_then_run() -> None:
+        torch.set_num_threads(torch_threads)
+        with torch.set_grad_enabled(grad):
+            assert first is not None
+            first()
+        run()
+
+    helpers = min(threads, len(todo)) - 1 if first is None else max(min(threads, len(todo)) - 1, 1)
+    workers = [threading.Thread(target=run, daemon=True) for _ in range(helpers)]
+    if first is not None:
+        workers[0] = threading.Thread(target=first_then_run, daemon=True)
     for w in workers:
         w.start()
     run()
