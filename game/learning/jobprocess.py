@@ -936,7 +936,8 @@ class JobProcess:
             return shared
 
     def held(self) -> dict[str, Any]:
-        """What the child holds (``HeldMessage``): {"networks": tokens, "gradient_bytes": n}."""
+        """What the child holds (``HeldMessage``): {"networks": tokens, "gradient_bytes": n,
+        "stem_bytes": the bytes of parameters outside the head (0 in a head-only child)}."""
         with self._lock:
             self._send(HeldMessage())
             answer: dict[str, Any] = self._receive()
@@ -1067,7 +1068,12 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
 
     from game.learning.finetune import compute_stem_cache, run_finetune
     from game.learning.preview import prepare_features, reduces_ahead
-    from game.learning.stem import prime_pre_activations, result_arrays_from
+    from game.learning.stem import (
+        frozen_stem_names,
+        head_parameter_names,
+        prime_pre_activations,
+        result_arrays_from,
+    )
     from game.nets.weights import state_from_bytes
 
     torch.set_num_threads(torch_threads)
@@ -1082,6 +1088,7 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
     images: np.ndarray | None = None
     is_train: np.ndarray | None = None
     stem: Any = None
+    released: set[str] = set()  # the first network's parameters ``Network.release`` let go of
     kept: tuple[str, np.ndarray] | None = None  # the last result's network token and features
     sent: Segments | None = None  # the last result's segments (copies held until the parent maps them)
     _warm_up()  # before the first message: a child started early is warm when the scene opens
@@ -1104,12 +1111,18 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                 kept = None
                 if not message.full_finetune and stem is None:
                     stem = compute_stem_cache(message.network, images, message.head_layers)
+                released = set()
                 if stem is not None:
                     stem.preconditioned_inputs(is_train)
                     # The start network's pre-activations: its first job re-infers by a low-rank update.
                     prime_pre_activations(message.network, len(images), stem)
                     if not message.full_finetune:
                         images = count_only(images)
+                        # Nor does a head-only job read the frozen stem's parameters (their outputs
+                        # stand in): their memory goes (AlexNet's convolutions and fc6: 160 MB);
+                        # every network made from this one shares the empty tensors.
+                        released = set(frozen_stem_names(message.network, stem, False))
+                        message.network.release(released)
                 _warm_up()
                 send(OkMessage({"stem_seconds": float(stem.seconds) if stem is not None else 0.0}))
             elif isinstance(message, FeaturesMessage):
@@ -1129,7 +1142,20 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     for p in net.module.parameters()
                     if p.grad is not None
                 )
-                send(OkMessage({"networks": held, "gradient_bytes": int(grads)}))
+                # Bytes of parameters outside the head that the networks hold (0 once released).
+                head = set(head_parameter_names(nets[0].module, stem.start)) if nets and stem else set()
+                stem_bytes = {
+                    p.data_ptr(): p.numel() * p.element_size()
+                    for net in nets
+                    for n, p in net.module.named_parameters()
+                    if n not in head and p.device.type != "meta"
+                }
+                answer = {
+                    "networks": held,
+                    "gradient_bytes": int(grads),
+                    "stem_bytes": sum(stem_bytes.values()),
+                }
+                send(OkMessage(answer))
             elif isinstance(message, JobMessage):
                 req, key, weights, new_key = message.request, message.key, message.weights, message.new_key
                 number = message.number
@@ -1142,7 +1168,10 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                     if weights is None:
                         raise JobProcessError(f"unknown network {key} and no weights sent")
                     base = first[1].clone()
-                    base.module.load_state_dict(state_from_bytes(weights), strict=False)
+                    # Not the released frozen stem's: the same values as the first network's.
+                    state = {k: v for k, v in state_from_bytes(weights).items() if k not in released}
+                    base.module.load_state_dict(state, strict=False)
+                    del state
                     networks[key] = base
                 assert images is not None  # set by the InitMessage, with ``first``
                 if req.config.full_finetune and images.strides[0] == 0:

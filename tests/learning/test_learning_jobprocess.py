@@ -358,6 +358,8 @@ def test_the_child_keeps_a_bounded_number_of_networks_without_gradients(loaded_d
         held = process.held()
         assert len(held["networks"]) <= 2, held  # the first and the result
         assert held["gradient_bytes"] == 0
+        # Nor the frozen stem's parameters: no head-only job reads them (AlexNet: 160 MB).
+        assert held["stem_bytes"] == 0
         assert set(process._known) <= set(held["networks"])
     # Back to the first result (dropped by the child long ago) and a new edit on it.
     _, _, e = pick_relabel(loaded_digits, seed=29)
