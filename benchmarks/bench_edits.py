@@ -197,7 +197,7 @@ def simulate(
     """The simulated person; returns the accuracy curve by K, the visit log and timings."""
     from game.core.worker import Worker
     from game.learning.controller import FineTuneController
-    from game.learning.guidance import suspicion_scores, top_suspects
+    from game.learning.guidance import suspicion, top_suspects, visit_priority, within_top
     from game.learning.headless import apply_moves
 
     loaded = fresh_loaded(base, learning)
@@ -205,7 +205,7 @@ def simulate(
     truth, flipped, is_train = base["truth"], base["flipped"], base["is_train"]
     worker = Worker(torch_threads=loaded.scene.learning.torch_threads)
     controller = FineTuneController(loaded, worker)
-    curve = [heldout_accuracy(ws.predictions, truth, is_train)]
+    curve: list[float | None] = [heldout_accuracy(ws.predictions, truth, is_train)]
     visited: list[int] = []
     edited: list[int] = []
     edit_seconds: list[float] = []
@@ -216,13 +216,19 @@ def simulate(
     try:
         while len(edited) < args.max_edits:
             t = time.perf_counter()
-            scores = suspicion_scores(ws.features, ws.labels, ws.n_classes, seed=args.seed)
+            details = suspicion(ws.features, ws.labels, ws.n_classes, seed=args.seed)
+            # the app's order is by suspicion (guidance_controls); --order in bench_suite: A/B
+            rule, _, window = str(getattr(args, "order", "suspicion")).partition("@")
+            scores = visit_priority(details, ws.labels, ws.predictions, ws.is_train, rule)
             guidance_seconds.append(time.perf_counter() - t)
             # The person looks at suspects in order until it has a batch of wrong labels to fix.
             looked = np.array(visited + [c for c, _ in queue], dtype=np.int64)
             exclude = ~is_train.copy()
             exclude[looked] = True
-            candidates = top_suspects(scores, len(ws.labels), exclude=exclude)
+            if window:  # RULE@W: the suspicion's first W, reordered by the rule
+                candidates = within_top(details.scores, scores, int(window), exclude=exclude)
+            else:
+                candidates = top_suspects(scores, len(ws.labels), exclude=exclude)
             if not len(candidates):
                 break
             for card in candidates:

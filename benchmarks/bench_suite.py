@@ -127,6 +127,7 @@ def run_seed(
     max_edits: int,
     learning: dict[str, Any],
     methods: tuple[str, ...] = ("full", "ce_only"),
+    order: str = "suspicion",
 ) -> dict[str, Any]:
     """One case at one seed: base model, clean ceiling, full and CE-only curves, per-edit stats.
 
@@ -141,6 +142,7 @@ def run_seed(
         seed=seed,
         base_epochs=case.base_epochs,
         max_edits=max_edits,
+        order=order,
     )
     t0 = time.perf_counter()
     base = bench_edits.build_base(args, make_data(case))
@@ -341,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="BLAS and torch threads")
     parser.add_argument(
+        "--order",
+        default="suspicion",
+        help="the order the simulated person visits suspects in: by suspicion (the app's, default), "
+        "a guidance.visit_priority rule (spread, disputed, cluster), or RULE@W: the suspicion's "
+        "first W reordered by the rule (issue 13's tenth session, A/B)",
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="learning setting override (A/B)"
     )
     parser.add_argument("--json", default="bench_suite.json", metavar="OUT")
@@ -394,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "learning_overrides": learning,
             "methods": list(methods),
+            "order": args.order,
             "torch": torch.__version__,
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         },
@@ -411,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = []
         for seed in seeds:
             t = time.perf_counter()
-            per_seed.append(run_seed(case, seed, args.max_edits, learning, methods))
+            per_seed.append(run_seed(case, seed, args.max_edits, learning, methods, args.order))
             print(f"[suite] {name} seed {seed}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
         result["cases"].append(summarise(case, per_seed))
         result["config"]["seconds"] = time.perf_counter() - t0

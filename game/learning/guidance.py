@@ -297,6 +297,77 @@ def top_suspects(scores: np.ndarray, k: int, exclude: Iterable[int] | np.ndarray
     return order[: max(int(k), 0)]
 
 
+PROBABLY_WRONG = 0.5  # a suspicion above this: the label is more probably wrong than right
+VISIT_RULES = ("suspicion", "spread", "disputed", "cluster")
+
+
+def visit_priority(
+    details: Suspicion,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    is_train: np.ndarray,
+    rule: str = "spread",
+    threshold: float = PROBABLY_WRONG,
+) -> np.ndarray:
+    """``(N,)`` an order in which to show suspects (higher first): which wrong label to fix first.
+
+    Not the app's order (the app shows suspects by suspicion, ``rule = "suspicion"``, which
+    returns ``details.scores``): an A/B of issue 13's tenth session (docs/benchmarks.md), kept so
+    the benchmark can rerun it (``bench_suite.py --order``). The suspicion says how probably a
+    card's label is wrong, not how much fixing it helps: a wrong label alone among look-alikes
+    the network predicts right (the most suspicious kind: every neighbour disagrees) does little
+    harm, one whose look-alikes the network predicts *as that wrong label* is where the noise
+    reached the network's decisions. The other rules put the cards whose suspicion is above
+    ``threshold`` first, ordered by a share of their look-alikes (``details.neighbours``, any
+    split), then by suspicion; the other cards follow by suspicion:
+
+    * ``"spread"``: look-alikes the network predicts as the card's given label;
+    * ``"disputed"``: those of them that the held-out view (``details.held_out``) gives another
+      class than that label;
+    * ``"cluster"``: training look-alikes with the same label that are themselves above
+      ``threshold``.
+
+    Labels of held-out cards are not read (``"disputed"``'s held-out view is the suspicion's own).
+    """
+    s = np.asarray(details.scores, dtype=np.float64)
+    near = np.asarray(details.neighbours, dtype=np.int64)
+    if rule not in VISIT_RULES:
+        raise ValueError(f"unknown visit rule {rule!r}; one of {VISIT_RULES}")
+    if rule == "suspicion" or near.ndim != 2 or near.shape[0] != len(s) or near.shape[1] == 0:
+        return s.copy()
+    labels = np.asarray(labels, dtype=np.int64)
+    given = labels[:, None]
+    as_label = np.asarray(predictions, dtype=np.int64)[near] == given
+    if rule == "spread":
+        share = as_label.mean(1)
+    elif rule == "disputed":
+        other = np.asarray(details.held_out).argmax(1)[near] != given
+        share = (as_label & other).mean(1)
+    else:
+        train = np.asarray(is_train, dtype=bool)[near]
+        share = ((labels[near] == given) & train & (s[near] > threshold)).mean(1)
+    # the suspicion term stays below one step of the share (1 / k), so it only breaks ties
+    step = 1.0 / near.shape[1]
+    priority: np.ndarray = np.where(s > threshold, 2.0 + share + 0.5 * step * s, s)
+    return priority
+
+
+def within_top(
+    scores: np.ndarray,
+    priority: np.ndarray,
+    window: int,
+    exclude: Iterable[int] | np.ndarray | None = None,
+) -> np.ndarray:
+    """Every card not excluded by suspicion (``top_suspects``), the first ``window`` of them
+    reordered by ``priority`` (``visit_priority``): the same cards shown (the app marks its top
+    ten), another order among them. A/B of issue 13's tenth session."""
+    order = top_suspects(scores, len(np.asarray(scores)), exclude=exclude)
+    head = order[: max(int(window), 0)]
+    head = head[np.argsort(-np.asarray(priority, dtype=np.float64)[head], kind="stable")]
+    out: np.ndarray = np.concatenate([head, order[len(head) :]])
+    return out
+
+
 def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
     """Area under the ROC curve of ``scores`` for the boolean ``positives`` (ties count half)."""
     from scipy.stats import rankdata
