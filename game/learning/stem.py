@@ -571,17 +571,9 @@ class Runner:
         memo = self._factors
         if memo is not None and memo[0] is base and torch.equal(memo[1], weight):
             return memo[2]
-        threads = factorise_threads(len(self.images))
-        before = torch.get_num_threads()
-        if threads != before:
-            torch.set_num_threads(threads)
-        try:
-            factors = head_update.low_rank_difference(
-                weight, base.weight, max_rank=head_update.paying_rank(*weight.shape)
-            )
-        finally:
-            if threads != before:
-                torch.set_num_threads(before)
+        factors = head_update.low_rank_difference(
+            weight, base.weight, max_rank=head_update.paying_rank(*weight.shape)
+        )
         self._factors = (base, weight.clone(), factors)
         return factors
 
@@ -646,23 +638,13 @@ class Runner:
 REINFER_THREADS = 2  # threads of the head's re-inference when torch itself runs on one
 
 
-# From this many cards a job takes the quicker ways that round differently (float noise, within
-# ``head_update``'s tolerance): the factorisation of the weight change (``Runner._low_rank``,
-# 0.5-0.7 s of one core at AlexNet's fc7 whatever the cards) on ``REINFER_THREADS`` torch threads
-# where torch runs on one (it precedes the preview and the re-inference at 50k, while the second
-# core idles), and the pull's spread from the kept pre-activations (``Runner.kept_pre_activations``).
-# Smaller scenes, the embedded ones and every recorded session among them, keep the old ways and
-# their numbers bit for bit (issue 17, docs/benchmarks.md).
+# From this many cards a job takes a quicker way that rounds differently (float noise): the pull's
+# spread from the kept pre-activations (``Runner.kept_pre_activations``: no 512-row pass through
+# the first head layer, 0.1-0.15 s of a 50k drop's preparation). Smaller scenes, the embedded ones
+# and every recorded session among them, keep the pass and their numbers bit for bit (issue 17,
+# docs/benchmarks.md; the factorisation on two torch threads was tried at this size too and
+# dropped: under load its threads' waits cost more CPU than the second core saved).
 LARGE_JOB_CARDS = 4096
-
-
-def factorise_threads(n_cards: int) -> int:
-    """Torch threads of the factorisation for a job on ``n_cards`` cards (torch's own below
-    ``LARGE_JOB_CARDS``, and wherever torch already runs on more than one)."""
-    own = torch.get_num_threads()
-    if n_cards < LARGE_JOB_CARDS or own != 1:
-        return own
-    return max(1, min(REINFER_THREADS, os.cpu_count() or 1))
 
 
 def reinfer_threads() -> int:

@@ -147,38 +147,6 @@ def test_the_first_layer_gradient_in_one_buffer_steps_as_a_new_one_did():
         assert torch.equal(layer.weight.detach(), reference)
 
 
-def _threads_seen(monkeypatch):
-    seen: list[int] = []
-    real = head_update.low_rank_difference
-
-    def spy(*args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(head_update, "low_rank_difference", spy)
-    return seen
-
-
-def test_small_scenes_factorise_on_one_thread_as_before(loaded_digits, monkeypatch, one_torch_thread):
-    assert len(loaded_digits.workspace.images) < stem_module.LARGE_JOB_CARDS
-    seen = _threads_seen(monkeypatch)
-    _staged_job(loaded_digits, monkeypatch, 2)
-    assert seen == [1] and torch.get_num_threads() == 1
-
-
-def test_large_scenes_factorise_on_two_threads_within_float_noise(
-    loaded_digits, monkeypatch, one_torch_thread
-):
-    one, _ = _staged_job(loaded_digits, monkeypatch, 2)
-    seen = _threads_seen(monkeypatch)
-    monkeypatch.setattr(stem_module, "LARGE_JOB_CARDS", 0)  # digits stands in for a large scene
-    two, _ = _staged_job(loaded_digits, monkeypatch, 2)
-    assert seen == [min(2, stem_module.os.cpu_count() or 1)] and torch.get_num_threads() == 1
-    np.testing.assert_allclose(two.inference.features, one.inference.features, rtol=0, atol=1e-4)
-    assert one.steps == two.steps
-    np.testing.assert_array_equal(one.inference.top5_classes[:, 0], two.inference.top5_classes[:, 0])
-
-
 def test_the_pull_spread_from_kept_pre_activations_at_scale_only(
     loaded_digits, monkeypatch, one_torch_thread
 ):
