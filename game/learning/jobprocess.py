@@ -71,14 +71,6 @@ Progress = Any  # Callable[[float, str], None]
 START_METHOD: Final = "spawn"  # Windows' only start method; the same everywhere so tests run it
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _ENV_LOCK = threading.Lock()
-# Torch's CPU allocator puts tensors of 2 MB and more on transparent huge pages in the child (where
-# the kernel offers them on request, as Linux's default "madvise" does; elsewhere nothing changes).
-# Why: a job makes and drops many 64 MB tensors (AlexNet's fc7: gradients, clones, the weights'
-# copies) and 0.8 GB ones at 50k, and on 4 KB pages each fresh one is faulted in page by page
-# (0.6-0.8 s per 0.8 GB on the 2-core VM, 0.5-0.7 s of a 50k drop); numpy does this for its own
-# arrays already. No number changes: where memory lies, not what is computed (issue 17,
-# docs/benchmarks.md). A value already in the parent's environment is kept (0: off).
-_ALLOCATOR_VARIABLES = {"THP_MEM_ALLOC_ENABLE": "1"}
 
 
 class JobProcessError(RuntimeError):
@@ -1019,16 +1011,14 @@ class JobProcess:
 
 @contextlib.contextmanager
 def _child_environment(threads: int) -> Iterator[None]:
-    """Thread-count variables (and ``_ALLOCATOR_VARIABLES``) for the child while it is spawned
-    (it copies the environment then).
+    """Thread-count variables for the child while it is spawned (it copies the environment then).
 
     They must be set before the child imports numpy and torch, which happens while it unpickles
     its target, before any of our code runs there.
     """
     with _ENV_LOCK:
-        saved = {k: os.environ.get(k) for k in (*_THREAD_VARIABLES, *_ALLOCATOR_VARIABLES)}
+        saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
         os.environ.update({k: str(threads) for k in _THREAD_VARIABLES})
-        os.environ.update({k: v for k, v in _ALLOCATOR_VARIABLES.items() if k not in os.environ})
         try:
             yield
         finally:
