@@ -105,7 +105,9 @@ def test_controller_runs_jobs_in_the_process_and_closes_it(fresh_digits):
     progress = [e for e in seen if isinstance(e, ev.JobStatus) and e.state == "running" and e.progress > 0]
     assert progress, "progress from the child reaches the workspace"
     ctl.close()
-    assert worker.close(wait=True, timeout=30)
+    # It closes (the time it takes is not the point: the after-result job and the child's close
+    # queue behind each other, and took over 30 s once at load 16 on two cores).
+    assert worker.close(wait=True, timeout=180)
     assert not proc.alive
 
 
