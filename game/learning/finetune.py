@@ -573,6 +573,16 @@ class HeadOptimiser:
     def owns_first_gradient(self) -> bool:
         return self.edit is not None
 
+    def release(self) -> None:
+        """Let go of the step's gradient buffer and the optimisers' moments once training is
+        over (64 MB each at AlexNet's fc7): the optimiser lives until the job returns, through the
+        re-inference and re-layout, the peak of a large scene's job."""
+        self._grad = None
+        self.zero_grad()
+        for opt in (self.adam, self.edit):
+            if opt is not None:
+                opt.state.clear()
+
     def zero_grad(self) -> None:
         for opt in (self.adam, self.edit):
             if opt is not None:
@@ -900,11 +910,35 @@ def run_finetune(
     optimiser = make_optimiser(runner, runner.stem, req.is_train, batch, scales, cfg)
     training = train(runner, batch, optimiser, scales, cfg, rng, loss_fn, progress, cancelled)
     finish_training(runner)
+    optimiser.release()
     parts.done("train")
     # The trained weights' bytes, on a thread beside the preview and the re-inference (nothing
     # changes the weights from here): the same bytes, off the path's end.
     weights = _Background(functools.partial(_state_bytes, network.module, runner.trainable_names))
+    try:
+        return _finish_job(
+            req, runner, network, batch, training, weights, parts, times, t0, progress, cancelled
+        )
+    except BaseException:
+        weights.wait()  # never left running inside torch after a failed job (a CLI exits right after)
+        raise
 
+
+def _finish_job(
+    req: FineTuneRequest,
+    runner: Runner,
+    network: Any,
+    batch: EditBatch,
+    training: Any,
+    weights: _Background,
+    parts: _Parts,
+    times: dict[str, float],
+    t0: float,
+    progress: Progress | None,
+    cancelled: Callable[[], bool] | None,
+) -> FineTuneResult:
+    """``run_finetune`` after training: preview, re-inference, re-layout, the result."""
+    cfg = req.config
     _stop_if_cancelled(cancelled)
     # The preview's cards re-inferred here; their placement runs beside the re-inference (on one
     # of its threads, before it takes batches; first, where the pass has one thread).
@@ -974,7 +1008,7 @@ class _Background:
     def __init__(self, work: Callable[[], Any]) -> None:
         self._value: Any = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(work,), name="finetune-weights", daemon=True)
         self._thread.start()
 
     def _run(self, work: Callable[[], Any]) -> None:
@@ -982,6 +1016,10 @@ class _Background:
             self._value = work()
         except BaseException as exc:  # noqa: BLE001 - raised again by ``result``
             self._error = exc
+
+    def wait(self) -> None:
+        """Join the thread whatever it did (the error path, which raises its own error)."""
+        self._thread.join()
 
     def result(self) -> Any:
         self._thread.join()
@@ -1027,9 +1065,9 @@ def start_preview(
                 cfg.layout_iterations,
                 t,
             )
+            on_preview(preview)  # inside: on a helper thread an error here would go unseen
         except Exception:  # noqa: BLE001 - as above
             return
-        on_preview(preview)
         times["preview beside"] = time.perf_counter() - t_place
         times["preview"] += times["preview beside"]
 

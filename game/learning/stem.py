@@ -668,7 +668,8 @@ def in_threads(
     """``work(item)`` for every item, on ``threads`` threads (1: here, in order), each under
     ``torch.no_grad`` with torch's thread count; the first error is raised once all stop.
     ``first()``, when given, runs once before any item (on one thread: the others take items
-    meanwhile; it must not raise, and it runs to its end even when an item fails)."""
+    meanwhile; it runs to its end even when an item fails, and an error in it is raised as an
+    item's would be, as it is on one thread)."""
     todo = list(items)
     if threads <= 1 or (len(todo) <= 1 and first is None):
         if first is not None:
@@ -698,9 +699,13 @@ def in_threads(
 
     def first_then_run() -> None:
         torch.set_num_threads(torch_threads)
-        with torch.set_grad_enabled(grad):
-            assert first is not None
-            first()
+        try:
+            with torch.set_grad_enabled(grad):
+                assert first is not None
+                first()
+        except BaseException as exc:  # noqa: BLE001 - as on one thread: raised on the caller's
+            with lock:
+                errors.append(exc)
         run()
 
     helpers = min(threads, len(todo)) - 1 if first is None else max(min(threads, len(todo)) - 1, 1)

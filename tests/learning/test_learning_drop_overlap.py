@@ -105,6 +105,44 @@ def test_first_runs_once_on_a_helper_before_its_items_and_every_item_runs():
     assert {t for _, t in done} == {caller}
 
 
+def test_an_error_in_first_is_raised_as_on_one_thread():
+    """``first`` on a helper thread: its error reaches the caller, as it does on one thread."""
+
+    def first() -> None:
+        raise ValueError("preview broke")
+
+    for threads in (1, 2):
+        with pytest.raises(ValueError, match="preview broke"):
+            in_threads(lambda item: None, range(4), threads, first=first)
+
+
+def test_a_job_that_fails_after_training_leaves_no_weights_thread_running(loaded_digits, monkeypatch):
+    """The trained weights' bytes are made on a thread from the end of training; a job cancelled
+    (or failing) after that joins it before the error leaves ``run_finetune``: a CLI exits right
+    after, and torch aborts the process under a thread still inside it."""
+    import time
+
+    from game.learning import finetune
+    from game.learning.finetune import FineTuneCancelled
+
+    real = finetune._state_bytes
+
+    def slow_bytes(*args):  # still at work when the job is cancelled
+        time.sleep(0.5)
+        return real(*args)
+
+    monkeypatch.setattr(finetune, "_state_bytes", slow_bytes)
+    _, _, edit = pick_relabel(loaded_digits, seed=5)
+    req = request(loaded_digits, [edit], None)
+
+    def cancelled() -> bool:  # false while training, true from the first check after it
+        return any(t.name == "finetune-weights" for t in threading.enumerate())
+
+    with pytest.raises(FineTuneCancelled):
+        run_finetune(req, cancelled=cancelled)
+    assert not any(t.name == "finetune-weights" for t in threading.enumerate())
+
+
 def test_first_runs_to_its_end_when_an_item_fails():
     finished = threading.Event()
 
