@@ -88,6 +88,8 @@ class LatentReachApp(ShowBase):
         # Frames drawn on the CPU (llvmpipe): give a running job half the time (frame_pacing).
         self.software_renderer: bool | None = None  # None until the first frame names the renderer
         self._pacer = FramePacer()
+        self._pacing = pacing_wanted()
+        self._fps_capped = False  # the clock's 60 fps limit on, now
         self.disable_mouse()
         lens = PerspectiveLens()
         lens.set_fov(fov)
@@ -190,8 +192,13 @@ class LatentReachApp(ShowBase):
     def _frame_task(self, task):
         if self.software_renderer is None:
             self._detect_renderer()
-        if self._step_dt is None and self.software_renderer and pacing_wanted():
-            self._pacer.pace(self.worker.busy)  # real-time frames only: ``step`` is never paced
+        if self._step_dt is None and self.software_renderer and self._pacing:
+            # Real-time frames only (``step`` is never paced). During a job the pacer alone limits
+            # the frames: the clock limiter's wait would count as frame work and pause cheap frames
+            # longer than their share.
+            busy = self.worker.busy
+            self._cap_frame_rate(not busy)
+            self._pacer.pace(busy)
         dt = self.frame_dt()
         self.now += dt
         now = self.now
@@ -206,18 +213,28 @@ class LatentReachApp(ShowBase):
         return task.cont
 
     def _detect_renderer(self) -> None:
-        """Name the OpenGL renderer once the window has a context; on a software one, cap an
-        on-screen window's frame rate (there is no vsync to wait on) and pace frames during jobs."""
+        """Name the OpenGL renderer once the window has a context (on a software one the frame
+        task caps the frame rate and paces frames during jobs)."""
         gsg = self.win.get_gsg() if self.win is not None else None
         renderer = gsg.get_driver_renderer() if gsg is not None else ""
         if not renderer:
             return  # no context yet: the next frame asks again
         self.software_renderer = is_software_renderer(renderer)
-        if self.software_renderer and not self.offscreen and pacing_wanted():
-            from panda3d.core import ClockObject
 
+    def _cap_frame_rate(self, on: bool) -> None:
+        """An on-screen window on a software renderer: at most ``SOFTWARE_FPS_CAP`` frames a
+        second while no job runs (there is no vsync to wait on)."""
+        on = on and not self.offscreen
+        if on == self._fps_capped:
+            return
+        from panda3d.core import ClockObject
+
+        self._fps_capped = on
+        if on:
             self.clock.set_mode(ClockObject.M_limited)
             self.clock.set_frame_rate(SOFTWARE_FPS_CAP)
+        else:
+            self.clock.set_mode(ClockObject.M_normal)
 
     def _guarded(self, fn, *args, what: str) -> None:
         """Run one part of the frame; a bug in it is reported in the world, not fatal to the game."""

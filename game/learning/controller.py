@@ -410,7 +410,8 @@ class FineTuneController:
     # --- previews (the staged update's first stage) ---------------------------------------------
 
     def _preview_arrived(self, job: _Running, preview: Preview) -> None:
-        """Worker thread: keep the job's preview for the next ``update`` (the main thread)."""
+        """The job's thread (the worker's, or a re-inference helper thread beside it): keep the
+        job's preview for the next ``update`` (the main thread)."""
         if not job.cancelled.is_set():
             with self._preview_lock:
                 self._preview_in = (job, preview)

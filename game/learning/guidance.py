@@ -327,7 +327,8 @@ def visit_priority(
     * ``"cluster"``: training look-alikes with the same label that are themselves above
       ``threshold``.
 
-    Labels of held-out cards are not read (``"disputed"``'s held-out view is the suspicion's own).
+    Each card's own given label is read; no look-alike's held-out label is counted (``"cluster"``
+    counts training look-alikes only, ``"disputed"``'s held-out view is the suspicion's own).
     """
     s = np.asarray(details.scores, dtype=np.float64)
     near = np.asarray(details.neighbours, dtype=np.int64)

@@ -3,9 +3,9 @@
 A checkpoint holds what the person saw at that version (labels, top-5, features, layout) and the
 weights of the parameters a job could change (the head, unless fine-tuning everything) as
 safetensors bytes; those are what a session stores per version. The base version's bytes (the
-whole network) are made by ``ModelStore.weights`` on the background thread that asks, each
-time, and not kept (the checkpoint's stay ``b""``). Version numbers are never reused: after an undo from v2 to v1, the next job makes v3,
-so a session file's versions stay unambiguous.
+whole network) are made by ``ModelStore.weights`` on the background thread that asks, each time,
+and not kept (the checkpoint's stay ``b""``). Version numbers are never reused: after an undo
+from v2 to v1, the next job makes v3, so a session file's versions stay unambiguous.
 """
 
 from __future__ import annotations

@@ -929,7 +929,8 @@ class JobProcess:
 
     def held(self) -> dict[str, Any]:
         """What the child holds (``HeldMessage``): {"networks": tokens, "gradient_bytes": n,
-        "stem_bytes": the bytes of parameters outside the head (0 in a head-only child)}."""
+        "stem_bytes": the bytes of parameters outside the head (0 in a head-only child once the
+        stem's outputs are cached; every parameter's in a child that fine-tunes everything)}."""
         with self._lock:
             self._send(HeldMessage())
             answer: dict[str, Any] = self._receive()

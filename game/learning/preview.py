@@ -96,25 +96,6 @@ def rows_features(runner: Runner, rows: np.ndarray, batch: int = 1024) -> np.nda
     return out if out is not None else np.empty((0, 0), np.float32)
 
 
-def make_preview(
-    version: int,
-    runner: Runner,
-    projector: Projector,
-    layout: LayoutState,
-    features: np.ndarray,
-    edits: list[EditQueued],
-    count: int,
-    keep: float,
-    iterations: int,
-) -> Preview:
-    """The preview of a trained job (see the module doc). ``layout`` and ``features`` are the
-    version on show (the job's base); ``count`` cards near the edits are re-inferred."""
-    start = time.perf_counter()
-    rows = preview_rows(layout.positions, edits, count)
-    new = rows_features(runner, rows)
-    return place_preview(version, projector, layout, features, edits, rows, new, keep, iterations, start)
-
-
 def place_preview(
     version: int,
     projector: Projector,
@@ -127,8 +108,10 @@ def place_preview(
     iterations: int,
     start: float | None = None,
 ) -> Preview:
-    """``make_preview``'s second stage: ``rows``' new features ``new`` (``rows_features``) reduced,
-    the cards among them that move decided and placed. It reads neither the network nor the kept
+    """The preview of a trained job (see the module doc), its second stage: ``rows`` (cards near
+    the edits, ``preview_rows``) with their new features ``new`` (``rows_features``) reduced,
+    the cards among them that move decided and placed; ``layout`` and ``features`` are the version
+    on show (the job's base). It reads neither the network nor the kept
     pre-activations, so it may run beside the job's re-inference (``finetune.run_finetune``);
     ``start``: when the preview began (its ``seconds`` count from there)."""
     from sklearn.neighbors import NearestNeighbors

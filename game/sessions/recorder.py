@@ -541,8 +541,10 @@ def _insert_weights(conn: sqlite3.Connection, digest: str, data: bytes) -> None:
     row = conn.execute(
         "INSERT INTO weights(sha256, data) VALUES (?, zeroblob(?))", (digest, len(view))
     ).lastrowid
-    if not len(view) or row is None:
+    if not len(view):
         return
+    if row is None:  # never left as zeros under a digest that says otherwise
+        raise sqlite3.DatabaseError(f"the weights row {digest[:12]} was not inserted")
     with conn.blobopen("weights", "data", row) as blob:
         for start in range(0, len(view), WEIGHTS_CHUNK):
             blob.write(view[start : start + WEIGHTS_CHUNK])

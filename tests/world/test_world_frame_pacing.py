@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from game.world.frame_pacing import FramePacer, is_software_renderer, pacing_wanted
@@ -105,16 +107,28 @@ def test_the_app_names_its_renderer_and_paces_real_time_frames_only_during_a_job
     )
     app = LatentReachApp(loaded, offscreen=True, size=(320, 200), multisamples=0)
     release = threading.Event()
+    t = FakeTime()
+
+    def tick() -> float:  # every reading 10 ms on: each frame's work is 10 ms whatever the machine
+        t.now += 0.01
+        return t.now
+
     try:
         app.step(0.0)
         app.step(0.0)
         renderer = app.win.get_gsg().get_driver_renderer()
         assert renderer and app.software_renderer is is_software_renderer(renderer)
         app.software_renderer = True  # the same on a machine with a GPU
+        app._pacing = True
+        app._pacer = FramePacer(clock=tick, sleep=t.sleep)
         for _ in range(5):
             app.task_mgr.step()
         assert app._pacer.paused_s == 0.0  # no job: frames run at once
         app.worker.submit(release.wait, 30.0, name="a job")
+        deadline = time.monotonic() + 30
+        while not app.worker.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.worker.busy
         for _ in range(5):
             app.step(1 / 60)
         assert app._pacer.paused_s == 0.0  # stepped frames are never paced
