@@ -1,6 +1,7 @@
 """Fixtures shared by the learning tests."""
 
 import pytest
+import torch
 
 from game.core.worker import Worker
 
@@ -38,3 +39,12 @@ def served_child(loaded_digits):
         child.join(60)
         here.close()
         there.close()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one intra-op thread for the test (the threads a test compares are its own)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -22,14 +22,6 @@ from game.learning.stem import in_threads, prime_pre_activations
 PREVIEW_CARDS = 300
 
 
-@pytest.fixture
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _staged_job(loaded, monkeypatch, threads, preview=True):
     """A relabel job on a fresh, primed stem cache (the low-rank re-inference, as at scale), its
     re-inference on ``threads`` threads; returns the result, the previews and their threads."""

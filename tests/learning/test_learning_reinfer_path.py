@@ -18,14 +18,6 @@ from game.learning.stem import in_threads, prime_pre_activations
 from game.nets.weights import state_from_bytes
 
 
-@pytest.fixture
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _infer(loaded, threads, monkeypatch, low_rank=True, rows_out=None):
     """A fresh stem cache, primed; the first head layer changed (low rank, or not); re-inferred in
     batches of 128 on ``threads`` threads. Returns the inference and the kept pre-activations."""
