@@ -121,6 +121,20 @@ def _at(curve: list[Any], k: int) -> float | None:
     return next((c for c in reversed(curve[: k + 1]) if c is not None), None)
 
 
+def case_args(case: Case, seed: int, max_edits: int, **extra: Any) -> argparse.Namespace:
+    """``bench_edits.build_base``'s arguments for one case at one seed (also used by the
+    diagnosis scripts ``suite_errors.py`` and ``visit_orders.py``)."""
+    return argparse.Namespace(
+        dataset=str(ROOT / case.scene) if case.scene else None,
+        classes=case.classes,
+        noise=case.noise,
+        seed=seed,
+        base_epochs=case.base_epochs,
+        max_edits=max_edits,
+        **extra,
+    )
+
+
 def run_seed(
     case: Case,
     seed: int,
@@ -135,15 +149,7 @@ def run_seed(
     plain cross-entropy (``CE_ONLY``), ``ce_trust`` cross-entropy with the run's label trust."""
     from game.learning.guidance import auroc, suspicion_scores
 
-    args = argparse.Namespace(
-        dataset=str(ROOT / case.scene) if case.scene else None,
-        classes=case.classes,
-        noise=case.noise,
-        seed=seed,
-        base_epochs=case.base_epochs,
-        max_edits=max_edits,
-        order=order,
-    )
+    args = case_args(case, seed, max_edits, order=order)
     t0 = time.perf_counter()
     base = bench_edits.build_base(args, make_data(case))
     ws, truth, flipped, is_train = base["workspace"], base["truth"], base["flipped"], base["is_train"]

@@ -41,14 +41,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     case = next(c for c in bench_suite.CASES if c.name == args_in.case)
-    args = argparse.Namespace(
-        dataset=str(bench_suite.ROOT / case.scene) if case.scene else None,
-        classes=case.classes,
-        noise=case.noise,
-        seed=args_in.seed,
-        base_epochs=case.base_epochs,
-        max_edits=args_in.max_edits,
-    )
+    args = bench_suite.case_args(case, args_in.seed, args_in.max_edits)
     base = bench_edits.build_base(args, bench_suite.make_data(case))
     captured: dict[str, Any] = {}
     fresh = bench_edits.fresh_loaded

@@ -53,15 +53,7 @@ def case_report(name: str, seed: int) -> None:
     from game.learning.guidance import suspicion
 
     case = next(c for c in bench_suite.CASES if c.name == name)
-    args = argparse.Namespace(
-        dataset=str(ROOT / case.scene) if case.scene else None,
-        classes=case.classes,
-        noise=case.noise,
-        seed=seed,
-        base_epochs=case.base_epochs,
-        max_edits=30,
-    )
-    base = bench_edits.build_base(args, bench_suite.make_data(case))
+    base = bench_edits.build_base(bench_suite.case_args(case, seed, 30), bench_suite.make_data(case))
     ws, truth, flipped, is_train = base["workspace"], base["truth"], base["flipped"], base["is_train"]
     details = suspicion(ws.features, ws.labels, ws.n_classes, seed=seed)
     held, train = np.flatnonzero(~is_train), np.flatnonzero(is_train)
