@@ -55,6 +55,12 @@ def main() -> int:
     parser.add_argument("--cards", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "latent-reach-bench-drop"))
+    parser.add_argument(
+        "--save",
+        default="",
+        help="write each job's features, top-5 scores and positions to SAVE-<job>.npz (to compare "
+        "two settings' numbers: benchmarks/compare_job_outputs.py)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # the job process's
     from threadpoolctl import threadpool_limits
@@ -148,6 +154,14 @@ def main() -> int:
             + f"); {result.steps} steps, preview {'sent' if previews else 'none'}; load {load_average()}",
             flush=True,
         )
+        if args.save:
+            np.savez(
+                f"{args.save}-{r + 1}.npz",
+                features=result.inference.features,
+                top5_scores=result.inference.top5_scores,
+                top5_classes=result.inference.top5_classes,
+                positions=np.asarray(result.layout.positions),
+            )
         network, features, layout = result.network, result.inference.features, result.layout
         labels, predictions = result.labels, result.inference.top5_classes[:, 0]
         prepare_features(features, projector)  # the job process does this after answering

@@ -174,17 +174,73 @@ def low_rank_difference(
     return None
 
 
+def factors_from_steps(
+    new: torch.Tensor,
+    old: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    tolerance: float = RELATIVE_TOLERANCE,
+    max_rank: int = MAX_RANK,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``low_rank_difference(new, old)``'s factors from the training's own record of the change,
+    ``new - old = A^T B`` (``HeadOptimiser.change``: A is ``(R, out)``, B ``(R, in)``, one row per
+    card trained), or None where that record cannot stand in for the search.
+
+    Why: the search multiplies the (out x in) difference by a few hundred random vectors and
+    orthogonalises in float64 (0.5-0.7 s of one core for AlexNet's fc7); with the record, two
+    thin QR factorisations and an (R x R) SVD give the same factorisation truncated by the same
+    rule, in a tenth of that. The record leaves out only how float32 rounded each step's update
+    of the weight, so the factors are checked against the real difference with the search's own
+    a-posteriori estimate (Gaussian probes): beyond ``tolerance * |new|_F`` (a change the record
+    does not explain), too many cards to be worth it (R above ``2 * MAX_RANK``) or a rank above
+    ``max_rank``: None, and the caller searches as before."""
+    out_dim, in_dim = new.shape
+    if a.dim() != 2 or b.dim() != 2 or a.shape != (len(b), out_dim) or b.shape[1] != in_dim:
+        return None
+    if len(a) > 2 * MAX_RANK:  # their QR would cost more than the search saves
+        return None
+    scale = float(torch.linalg.vector_norm(new.detach().float()))
+    if scale == 0.0:
+        return None
+    limit = tolerance * scale
+    # The record must explain the real difference as closely as the search's basis must
+    # (``low_rank_difference``'s estimate, the same probes); the truncation below then drops at
+    # most what the search's does.
+    gen = torch.Generator().manual_seed(SEED)
+    probes = torch.randn(in_dim, PROBES, generator=gen, dtype=torch.float64)
+    delta = new.detach().float() - old.detach().float()
+    if float(torch.linalg.vector_norm(delta)) > FLOAT32_CHANGE * scale:  # as the search does
+        delta = delta.double()
+    missed = (delta @ probes.to(delta.dtype)).double() - a.double().T @ (b.double() @ probes)
+    if float(torch.linalg.vector_norm(missed)) / PROBES**0.5 > limit:
+        return None
+    if not len(a):
+        return new.new_zeros(out_dim, 0).float(), new.new_zeros(in_dim, 0).float()
+    q_a, r_a = torch.linalg.qr(a.double().T)  # A^T = Q_a R_a (out x R)
+    q_b, r_b = torch.linalg.qr(b.double().T)  # B^T = Q_b R_b (in x R)
+    u_c, s, vt = torch.linalg.svd(r_a @ r_b.T)  # new - old = Q_a (R_a R_b^T) Q_b^T
+    tail = torch.sqrt(torch.flip(torch.cumsum(torch.flip(s**2, [0]), 0), [0]))  # |s[i:]|
+    keep = int((tail > limit * 0.5).sum())
+    if keep > max_rank:
+        return None
+    u = ((q_a @ u_c[:, :keep]) * s[:keep]).float().contiguous()
+    v = (q_b @ vt[:keep].T).float().contiguous()
+    return u, v
+
+
 def enabled() -> bool:
     """False when ``LATENT_REACH_HEAD_UPDATE=off``: always the full pass (benchmarks compare the
     two; a job process inherits the variable). ``log``: on, and ``report`` writes a line."""
     return os.environ.get("LATENT_REACH_HEAD_UPDATE", "on").lower() != "off"
 
 
-def report(rank: int | None, cards: int, seconds: float) -> None:
+def report(rank: int | None, cards: int, seconds: float, from_steps: bool = False) -> None:
     """One line on stderr per re-inference when ``LATENT_REACH_HEAD_UPDATE=log`` (benchmarks:
-    the job process's re-inference is otherwise invisible to them)."""
+    the job process's re-inference is otherwise invisible to them); ``from_steps``: the factors
+    came from the training's record (``factors_from_steps``), not the search."""
     if os.environ.get("LATENT_REACH_HEAD_UPDATE", "").lower() == "log":
         how = "full pass" if rank is None else f"low-rank update, rank {rank}"
+        how += ", factors from the steps" if from_steps else ""
         print(f"head re-inference of {cards} cards: {how}, {seconds:.2f} s", file=sys.stderr, flush=True)
 
 

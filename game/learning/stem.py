@@ -358,6 +358,10 @@ class Runner:
         self._factors: (
             tuple[PreActivations, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None] | None
         ) = None
+        # The first layer's weight change since ``base_pre_activations``' weights as the training
+        # recorded it (``HeadOptimiser.change``: A^T B), set after training; None: not recorded.
+        self.steps_change: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.factors_from_steps = False  # the last factors came from ``steps_change``
         if self.stem is None and images[:1].size * len(images) <= 50_000_000:
             self._preprocessed = network.preprocess(images)  # small datasets: preprocess once
 
@@ -454,7 +458,9 @@ class Runner:
                 cache, weight, bias, first, head, batch_size, rows_out, beside
             )
         self.last_infer_low_rank = None if factors is None else int(factors[0].shape[1])
-        head_update.report(self.last_infer_low_rank, n, time.perf_counter() - started)
+        head_update.report(
+            self.last_infer_low_rank, n, time.perf_counter() - started, self.factors_from_steps
+        )
         return out.inference()
 
     def _update_pre_activations(
@@ -565,15 +571,21 @@ class Runner:
         self, weight: torch.Tensor, base: PreActivations
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``head_update.low_rank_difference(weight, base.weight)``, computed once for these very
-        weights (deterministic: a second computation gives the same factors bit for bit)."""
+        weights (deterministic: a second computation gives the same factors bit for bit). From
+        the training's record of the change (``steps_change``) when it holds one from this base
+        and that record explains the difference (``head_update.factors_from_steps``)."""
         from game.learning import head_update
 
         memo = self._factors
         if memo is not None and memo[0] is base and torch.equal(memo[1], weight):
             return memo[2]
-        factors = head_update.low_rank_difference(
-            weight, base.weight, max_rank=head_update.paying_rank(*weight.shape)
-        )
+        most = head_update.paying_rank(*weight.shape)
+        factors = None
+        if self.steps_change is not None and base is self.base_pre_activations:
+            factors = head_update.factors_from_steps(weight, base.weight, *self.steps_change, max_rank=most)
+        self.factors_from_steps = factors is not None
+        if factors is None:
+            factors = head_update.low_rank_difference(weight, base.weight, max_rank=most)
         self._factors = (base, weight.clone(), factors)
         return factors
 

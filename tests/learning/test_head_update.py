@@ -33,6 +33,58 @@ def test_low_rank_difference_gives_up_on_a_full_rank_change_and_sees_no_change()
     assert u.shape == (300, 0) and v.shape == (200, 0)
 
 
+def _sgd_steps(old, steps=4, rows=12, rate=0.05, seed=0):
+    """``old`` after ``steps`` SGD steps of the ``G^T (X P)`` kind on overlapping rows (as a
+    job's first layer takes them), in float32, and the record ``(A, B)`` of those steps the way
+    ``HeadOptimiser.change`` builds it."""
+    gen = torch.Generator().manual_seed(seed)
+    out_dim, in_dim = old.shape
+    inputs = torch.randn(40, in_dim, generator=gen)
+    new = old.clone()
+    a = torch.zeros(40, out_dim, dtype=torch.float64)
+    for _ in range(steps):
+        idx = torch.randperm(40, generator=gen)[:rows]
+        grad = torch.randn(rows, out_dim, generator=gen) * 0.1
+        new -= rate * (grad.T @ inputs[idx])
+        a.index_add_(0, idx, grad.double() * -rate)
+    used = a.abs().sum(1) > 0
+    return new, a[used], inputs[used].double()
+
+
+def test_factors_from_steps_match_the_difference_and_the_search():
+    gen = torch.Generator().manual_seed(4)
+    old = torch.randn(300, 200, generator=gen)
+    new, a, b = _sgd_steps(old)
+    got = head_update.factors_from_steps(new, old, a, b)
+    assert got is not None
+    u, v = got
+    searched = low_rank_difference(new, old)
+    assert searched is not None
+    assert u.shape[1] == searched[0].shape[1] == len(a)  # the rank: one per card trained
+    truth = new.double() - old.double()
+    limit = head_update.RELATIVE_TOLERANCE * new.double().norm()
+    assert (truth - u.double() @ v.double().T).norm() <= limit
+    np.testing.assert_allclose((u @ v.T).numpy(), (searched[0] @ searched[1].T).numpy(), atol=1e-6)
+
+
+def test_factors_from_steps_refuse_what_the_record_does_not_explain():
+    gen = torch.Generator().manual_seed(5)
+    old = torch.randn(300, 200, generator=gen)
+    new, a, b = _sgd_steps(old)
+    # Something else moved the weight too (a momentum, a decay): the search must take over.
+    moved = new + 1e-3 * torch.randn(300, 1, generator=gen) @ torch.randn(1, 200, generator=gen)
+    assert head_update.factors_from_steps(moved, old, a, b) is None
+    assert low_rank_difference(moved, old) is not None  # ... and finds the extra rank
+    # Too many cards trained to be worth factorising them, or a rank beyond what pays: refused.
+    many = a.repeat(2 * head_update.MAX_RANK // len(a) + 1, 1)
+    assert head_update.factors_from_steps(new, old, many, b.repeat(len(many) // len(b), 1)) is None
+    assert head_update.factors_from_steps(new, old, a, b, max_rank=len(a) - 1) is None
+    assert head_update.factors_from_steps(new, old, a[:, :10], b) is None  # shapes that do not fit
+    # No step at all: no change, rank 0.
+    none = head_update.factors_from_steps(old, old, a[:0], b[:0])
+    assert none is not None and none[0].shape == (300, 0) and none[1].shape == (200, 0)
+
+
 def _first_layer(network):
     return network.module.classifier.fc1
 
@@ -145,6 +197,39 @@ def test_finetune_low_rank_reinference_matches_the_full_pass(loaded_digits, monk
     reference = Runner(again.network, images, fast_stem, full=False)._infer_all_full(1024)
     np.testing.assert_allclose(again.inference.features, reference.features, rtol=1e-5, atol=2e-5)
     np.testing.assert_array_equal(again.inference.top5_classes[:, 0], reference.top5_classes[:, 0])
+
+
+def test_a_large_scene_factorises_from_the_training_steps(loaded_digits, monkeypatch):
+    """From LARGE_JOB_CARDS cards on a job's re-inference takes its factors from the training's
+    record (``HeadOptimiser.change``), never the search, and gives the full pass's features
+    within float noise; the weights are those of a job that searched."""
+    from game.learning import finetune
+
+    monkeypatch.setattr(head_update, "MIN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(head_update, "PAYING_RANK_FRACTION", 2.0)
+    net, images = loaded_digits.network, loaded_digits.workspace.images
+    edit = _relabel(loaded_digits, 3)
+    searched_stem = compute_stem_cache(net, images, 2)
+    prime_pre_activations(net, len(images), searched_stem)
+    searched = run_finetune(_request(loaded_digits, edit, searched_stem))
+
+    monkeypatch.setattr(finetune, "LARGE_JOB_CARDS", 0)
+    searches = []
+    real_search = head_update.low_rank_difference
+    monkeypatch.setattr(
+        head_update, "low_rank_difference", lambda *a, **k: searches.append(1) or real_search(*a, **k)
+    )
+    stem = compute_stem_cache(net, images, 2)
+    prime_pre_activations(net, len(images), stem)
+    fast = run_finetune(_request(loaded_digits, edit, stem))
+    assert not searches  # the preview and the re-inference both took the record's factors
+    kept = cache_for(stem).find(_first_layer(fast.network).weight.detach(), _first_layer(fast.network).bias)
+    assert kept is not None and kept.chain == 1  # a low-rank update, not the full pass
+    assert fast.weights == searched.weights  # recording the steps changes no weight
+    full = Runner(fast.network, images, compute_stem_cache(net, images, 2), full=False)._infer_all_full(1024)
+    np.testing.assert_allclose(fast.inference.features, full.features, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast.inference.features, searched.inference.features, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(fast.inference.top5_classes[:, 0], full.top5_classes[:, 0])
 
 
 def test_small_heads_keep_the_full_pass(loaded_digits):
