@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from game.core.heap import release_free_heap
 from game.data.cache_files import cache_dir, content_hash, load_array, save_array, stored, touch
 
 __all__ = ["FEATURE_ARRAYS", "cache_dir", "cached_inference", "content_hash", "inference_key"]
@@ -66,6 +67,8 @@ def cached_inference(
             touch(folder)
             return Inference(*found), key
     inference = _infer_once(network, images, batch_size, progress, use_cache, stem_layers)
+    # The pass's freed batches stay in the heap (glibc keeps their pages): hand them back.
+    release_free_heap()
     if key:
         # features.npy last: its presence with the right length is what a later load checks.
         for name in reversed(FEATURE_ARRAYS):
