@@ -51,6 +51,13 @@ import torch
 # are within 6e-6 of a float64 truth where the full float32 pass is within 2e-6 (features up to
 # 7.5; 1e-6 gave 2e-5 at rank 185 instead of 203).
 RELATIVE_TOLERANCE = 2e-7
+# ... and from ``stem.LARGE_JOB_CARDS`` cards (``tolerance_for``): there a job's change of
+# AlexNet's fc7 needs rank ~117 instead of ~211 (10,000 cards), so the re-inference's two products,
+# nearly all of a 50,000-card job's re-inference, cost about half. The features stay within ~1e-4
+# of the tight tolerance's (top-5 scores within ~1e-5): far inside ``replay --verify``'s
+# tolerance (scores 1e-3, positions 5 cm) and nothing a person sees; a chain of MAX_CHAIN updates
+# adds at most MAX_CHAIN times that before a full pass starts afresh (docs/benchmarks.md, issue 17).
+LARGE_RELATIVE_TOLERANCE = 1e-5
 MAX_RANK = 768  # beyond this the full pass is not much slower: give up and make it
 # ... and never beyond this fraction of the rank at which the update costs what the full pass
 # does (``in x out / (in + out)``; AlexNet's fc7: 2,048).
@@ -242,6 +249,14 @@ def report(rank: int | None, cards: int, seconds: float, from_steps: bool = Fals
         how = "full pass" if rank is None else f"low-rank update, rank {rank}"
         how += ", factors from the steps" if from_steps else ""
         print(f"head re-inference of {cards} cards: {how}, {seconds:.2f} s", file=sys.stderr, flush=True)
+
+
+def tolerance_for(cards: int, large_from: int) -> float:
+    """The factorisation's relative tolerance for a scene of ``cards`` cards:
+    ``LARGE_RELATIVE_TOLERANCE`` from ``large_from`` (``stem.LARGE_JOB_CARDS``) on, else
+    ``RELATIVE_TOLERANCE`` (smaller scenes, every embedded one and their recorded sessions, keep
+    their numbers bit for bit)."""
+    return LARGE_RELATIVE_TOLERANCE if cards >= large_from else RELATIVE_TOLERANCE
 
 
 def paying_rank(out_dim: int, in_dim: int) -> int:

@@ -580,12 +580,15 @@ class Runner:
         if memo is not None and memo[0] is base and torch.equal(memo[1], weight):
             return memo[2]
         most = head_update.paying_rank(*weight.shape)
+        tolerance = head_update.tolerance_for(len(self.images), LARGE_JOB_CARDS)
         factors = None
         if self.steps_change is not None and base is self.base_pre_activations:
-            factors = head_update.factors_from_steps(weight, base.weight, *self.steps_change, max_rank=most)
+            factors = head_update.factors_from_steps(
+                weight, base.weight, *self.steps_change, tolerance=tolerance, max_rank=most
+            )
         self.factors_from_steps = factors is not None
         if factors is None:
-            factors = head_update.low_rank_difference(weight, base.weight, max_rank=most)
+            factors = head_update.low_rank_difference(weight, base.weight, tolerance=tolerance, max_rank=most)
         self._factors = (base, weight.clone(), factors)
         return factors
 

@@ -232,6 +232,36 @@ def test_a_large_scene_factorises_from_the_training_steps(loaded_digits, monkeyp
     np.testing.assert_array_equal(fast.inference.top5_classes[:, 0], full.top5_classes[:, 0])
 
 
+def test_a_large_scene_factorises_to_its_looser_tolerance(loaded_digits, monkeypatch):
+    """From LARGE_JOB_CARDS cards the factorisation keeps what ``LARGE_RELATIVE_TOLERANCE``
+    needs: a lower rank, features still within 1e-4 of the largest feature of the full pass."""
+    from game.learning import finetune
+    from game.learning import stem as stem_module
+
+    assert head_update.tolerance_for(4095, 4096) == head_update.RELATIVE_TOLERANCE
+    assert head_update.tolerance_for(4096, 4096) == head_update.LARGE_RELATIVE_TOLERANCE
+    monkeypatch.setattr(head_update, "MIN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(head_update, "PAYING_RANK_FRACTION", 2.0)
+    monkeypatch.setattr(finetune, "LARGE_JOB_CARDS", 0)
+    net, images = loaded_digits.network, loaded_digits.workspace.images
+    edit = _relabel(loaded_digits, 5)
+    ranks = []
+    for large in (10**9, 0):  # the tight tolerance, then the large scenes'
+        monkeypatch.setattr(stem_module, "LARGE_JOB_CARDS", large)
+        stem = compute_stem_cache(net, images, 2)
+        prime_pre_activations(net, len(images), stem)
+        job = run_finetune(_request(loaded_digits, edit, stem))
+        start = cache_for(stem).find(_first_layer(net).weight.detach(), _first_layer(net).bias)
+        assert start is not None and start.derived is not None  # rebuilt from the job's state
+        ranks.append(start.derived[1].shape[1])  # the update's U: (out, rank)
+        full = Runner(job.network, images, compute_stem_cache(net, images, 2), full=False)._infer_all_full(
+            1024
+        )
+        largest = float(np.abs(full.features).max())
+        np.testing.assert_allclose(job.inference.features, full.features, rtol=0, atol=1e-4 * largest)
+    assert 0 < ranks[1] < ranks[0], ranks
+
+
 def test_small_heads_keep_the_full_pass(loaded_digits):
     """Below MIN_MULTIPLY_ADDS nothing is kept and the re-inference is the full pass, bitwise."""
     net, images = loaded_digits.network, loaded_digits.workspace.images
