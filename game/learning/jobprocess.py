@@ -866,6 +866,36 @@ class JobProcess:
         del key  # the same answer for every base; kept in the signature for the message's sake
         return ()
 
+    def _weights_to_send(self, network: Any) -> bytes:
+        """The safetensors bytes of ``network``'s tensors that are not the very tensors of the
+        network ``init`` sent, which the child copies and loads these over.
+
+        Why: every model version is made from the first by ``Network.updated`` (an undo's too,
+        ``ModelStore.network``), sharing its frozen stem, so a head-only version sends its head:
+        64 MB at AlexNet instead of the whole network's 230 MB, which the app made and the child
+        mostly threw away (it has released the stem). A network that shares nothing with the
+        first (a full fine-tune's versions) sends everything, as before."""
+        from game.learning.finetune import _state_bytes
+        from game.nets.weights import state_to_bytes
+
+        first = self._init_args[0] if self._init_args is not None else None
+        if first is None:
+            return state_to_bytes(network.module)
+        first_state = first.module.state_dict()
+
+        def shared(name: str, tensor: torch.Tensor) -> bool:
+            mine = first_state.get(name)
+            return (
+                mine is not None
+                and mine.data_ptr() == tensor.data_ptr()
+                and mine.shape == tensor.shape
+                and mine.dtype == tensor.dtype
+                and mine.stride() == tensor.stride()
+            )
+
+        names = [n for n, t in network.module.state_dict().items() if not shared(n, t)]
+        return _state_bytes(network.module, names)
+
     def _key(self, network: Any) -> str:
         key = self._keys.get(network)
         if key is None:
@@ -940,7 +970,7 @@ class JobProcess:
         self, request: FineTuneRequest, progress: Progress | None = None, cancelled: Any = None
     ) -> FineTuneResult:
         """Run ``run_finetune(request)`` in the child; the result carries a rebuilt network."""
-        from game.nets.weights import state_from_bytes, state_to_bytes
+        from game.nets.weights import state_from_bytes
 
         with self._lock:
             if not self.alive:
@@ -957,7 +987,7 @@ class JobProcess:
                     raise FineTuneCancelled("the fine-tune was cancelled")
                 base = request.network
                 key = self._key(base)
-                weights = None if key in self._known else state_to_bytes(base.module)
+                weights = None if key in self._known else self._weights_to_send(base)
                 new_key = f"net{next(self._counter)}"
                 # The base's features are the child's last result's when the base is that result.
                 kept = key == self._kept_key

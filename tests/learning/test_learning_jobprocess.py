@@ -380,6 +380,11 @@ def test_the_child_keeps_a_bounded_number_of_networks_without_gradients(loaded_d
     finally:
         del process._send
     assert sent[0].weights is not None  # the child no longer had it
+    # ... and only the head's tensors travel: the stem is the first network's, shared (before:
+    # the whole network, 230 MB at AlexNet, of which the child kept the head).
+    from game.nets.weights import state_from_bytes
+
+    assert set(state_from_bytes(sent[0].weights)) == set(first.weight_names)
     here = run_finetune(dataclass_with_stem(on_first(first.network), stem))
     _same(here, there)
 
