@@ -197,7 +197,14 @@ def simulate(
     """The simulated person; returns the accuracy curve by K, the visit log and timings."""
     from game.core.worker import Worker
     from game.learning.controller import FineTuneController
-    from game.learning.guidance import suspicion, top_suspects, visit_priority, within_top
+    from game.learning.guidance import (
+        APP_ORDER,
+        decided_rule,
+        suspicion,
+        top_suspects,
+        visit_priority,
+        within_top,
+    )
     from game.learning.headless import apply_moves
 
     loaded = fresh_loaded(base, learning)
@@ -213,12 +220,16 @@ def simulate(
     job_seconds: list[float] = []
     moves: list[dict[str, Any]] = []  # per edit: flipped, landed, neighbours kept, held-out change
     queue: list[tuple[int, int]] = []
+    rules: list[str] = []  # per refresh, the rule taken ("auto": the first refresh's, kept)
     try:
         while len(edited) < args.max_edits:
             t = time.perf_counter()
             details = suspicion(ws.features, ws.labels, ws.n_classes, seed=args.seed)
-            # the app's order is by suspicion (guidance_controls); --order in bench_suite: A/B
-            rule, _, window = str(getattr(args, "order", "suspicion")).partition("@")
+            # the app's order by default (guidance.APP_ORDER); --order in bench_suite: A/B
+            rule, _, window = str(getattr(args, "order", None) or APP_ORDER).partition("@")
+            # "auto" and "auto_partial" are decided once, before any edit (auto_rule's why)
+            rule = rules[0] if rules else decided_rule(rule, details, ws.labels, ws.predictions, ws.is_train)
+            rules.append(rule)
             scores = visit_priority(details, ws.labels, ws.predictions, ws.is_train, rule)
             guidance_seconds.append(time.perf_counter() - t)
             # The person looks at suspects in order until it has a batch of wrong labels to fix.
@@ -280,6 +291,7 @@ def simulate(
         "guidance_seconds": float(np.median(guidance_seconds)) if guidance_seconds else float("nan"),
         "labels_fixed": int(np.sum(ws.labels[edited] == truth[edited])) if edited else 0,
         "moves": moves,
+        "rules": rules,
     }
 
 

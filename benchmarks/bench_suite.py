@@ -141,7 +141,7 @@ def run_seed(
     max_edits: int,
     learning: dict[str, Any],
     methods: tuple[str, ...] = ("full", "ce_only"),
-    order: str = "suspicion",
+    order: str = "auto_partial",
 ) -> dict[str, Any]:
     """One case at one seed: base model, clean ceiling, full and CE-only curves, per-edit stats.
 
@@ -176,6 +176,7 @@ def run_seed(
         out[key] = {str(k): _at(run["curve"], k) for k in KS}
         out[key]["curve"] = run["curve"]
         out[key]["steps"] = [m["steps"] for m in run["moves"]]  # training steps of each edit's job
+        out[key]["rules"] = run["rules"]  # per refresh, the order's rule (what "auto" took)
         if key == "full":
             moves = run["moves"]
             loss = np.array([-100.0 * m["heldout_change"] for m in moves]) if moves else np.zeros(1)
@@ -350,10 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="BLAS and torch threads")
     parser.add_argument(
         "--order",
-        default="suspicion",
-        help="the order the simulated person visits suspects in: by suspicion (the app's, default), "
-        "a guidance.visit_priority rule (spread, disputed, cluster), or RULE@W: the suspicion's "
-        "first W reordered by the rule (issue 13's tenth session, A/B)",
+        default="auto_partial",
+        help="the order the simulated person visits suspects in: a guidance.visit_priority rule "
+        "(default auto_partial, the app's guidance.APP_ORDER, decided once before any edit; suspicion, "
+        "spread, disputed, cluster, auto), or RULE@W: the suspicion's first W reordered by the rule "
+        "(issue 13's tenth and eleventh sessions)",
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="learning setting override (A/B)"

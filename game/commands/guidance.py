@@ -13,8 +13,10 @@ NAME = "suspects"
 HELP = "list the cards whose label is most probably wrong (and the most ambiguous ones)"
 DESCRIPTION = (
     "Scores every card's label with cross-validated self-confidence and k-NN label disagreement in "
-    "the network's feature space, and prints the top --top suspects. --noise F first flips a seeded "
-    "fraction F of the training labels and reports how well the scores find them (AUROC)."
+    "the network's feature space, and prints the top --top suspects in the order the app shows them "
+    "(--order; the default auto_partial: by suspicion, or disputed where the network took on some but "
+    "fewer than half of the labels it suspects and tells its trusted labels apart). --noise F first flips a seeded fraction F of the training "
+    "labels and reports how well the scores find them (AUROC)."
 )
 
 
@@ -25,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--noise", type=float, default=0.0, metavar="F", help="flip this fraction of training labels first"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for the folds and the injected noise")
+    parser.add_argument(
+        "--order",
+        default=None,
+        choices=("auto_partial", "auto", "suspicion", "disputed", "spread", "cluster"),
+        help="the order of the suspects (default: the app's, guidance.APP_ORDER, auto_partial)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_argument(parser)
@@ -32,11 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from game.learning.guidance import (
+        APP_ORDER,
         ambiguity_scores,
         auroc,
+        decided_rule,
         inject_label_noise,
-        suspicion_scores,
+        suspicion,
         top_suspects,
+        visit_priority,
     )
     from game.pipeline import open_scene
 
@@ -51,9 +62,11 @@ def run(args: argparse.Namespace) -> int:
     flipped = None
     if args.noise > 0:
         labels, flipped = inject_label_noise(labels, ws.n_classes, args.noise, args.seed, mask=ws.is_train)
-    scores = suspicion_scores(ws.features, labels, ws.n_classes, seed=args.seed)
+    details = suspicion(ws.features, labels, ws.n_classes, seed=args.seed)
+    scores = details.scores
     ambiguous = ambiguity_scores(ws.top5_scores)
-    top = top_suspects(scores, args.top)
+    rule = decided_rule(args.order or APP_ORDER, details, labels, ws.predictions, ws.is_train)
+    top = top_suspects(visit_priority(details, labels, ws.predictions, ws.is_train, rule), args.top)
     names = ws.class_names
     rows = [
         {
@@ -68,7 +81,12 @@ def run(args: argparse.Namespace) -> int:
         }
         for i in top
     ]
-    summary: dict[str, object] = {"cards": ws.n_cards, "feature_layer": ws.feature_layer, "suspects": rows}
+    summary: dict[str, object] = {
+        "cards": ws.n_cards,
+        "feature_layer": ws.feature_layer,
+        "order": rule,
+        "suspects": rows,
+    }
     if flipped is not None:
         train = ws.is_train
         summary["noise"] = args.noise
@@ -78,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     out = sys.stdout
+    print(f"order: {rule}", file=out)
     print(
         f"{'card':>6} {'suspicion':>9} {'ambig':>6}  {'label':<12} {'predicted':<12} split    path", file=out
     )

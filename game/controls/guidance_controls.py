@@ -7,8 +7,15 @@ orange "?" at a corner of their card (``game.world.suspect_markers``: constant s
 clear of the class labels, under labels and menus), explained by a legend line in the HUD. A
 selected suspect's panel says why it is suspect (``explain_suspect``).
 
+The order suspects are shown in is ``guidance.APP_ORDER`` (``"auto_partial"``), decided once by
+``auto_rule`` on the first scores after a scene is bound (the network before this run's edits) and
+kept: by suspicion, or, where the network took on some but fewer than half of the wrong labels it
+is suspected of and tells its trusted labels apart, the probably-wrong labels whose look-alikes the
+network predicts as that label first (``"disputed"``; issue 13's eleventh session,
+docs/benchmarks.md).
+
 Keys:
-  N   select the next suspect (most suspicious first, cards already visited skipped), frame it
+  N   select the next suspect (in the order above, cards already visited skipped), frame it
       and say why on the panel
   L   cycle the feature layer (early convolution blocks ... penultimate layer): the features and
       a fresh layout aligned to the current one are computed on the worker and posted as a
@@ -31,7 +38,15 @@ from game.controls.wording import Wording
 from game.core import events as ev
 from game.core.worker import Worker
 from game.core.workspace import Workspace
-from game.learning.guidance import Suspicion, explain_suspect, suspicion, top_suspects
+from game.learning.guidance import (
+    APP_ORDER,
+    Suspicion,
+    decided_rule,
+    explain_suspect,
+    suspicion,
+    top_suspects,
+    visit_priority,
+)
 from game.learning.layers import layer_label, next_layer, switch_layer
 from game.world.suspect_markers import SuspectMarkers, label_rects
 
@@ -65,6 +80,8 @@ class GuidanceControls:
         self.modes = modes if modes is not None else InputModes()  # keys are quiet under the menu
         self.top_k = int(top_k)
         self.scores: np.ndarray | None = None
+        self.order: np.ndarray | None = None  # visit_priority of the scores under ``rule``
+        self.rule: str | None = None  # decided on the first scores after a scene is bound
         self.suspects: np.ndarray = np.zeros(0, dtype=np.int64)
         self.visited: set[int] = set()
         self._pending_scores = False
@@ -96,6 +113,7 @@ class GuidanceControls:
         self.details: Suspicion | None = None
         self._reframe = False
         self.scores, self.suspects, self.visited = None, np.zeros(0, dtype=np.int64), set()
+        self.order, self.rule = None, None
         self._stale = True
 
     def _on_event(self, event: ev.Event, ws) -> None:
@@ -111,34 +129,41 @@ class GuidanceControls:
     def _request_scores(self) -> None:
         ws = self.scene.workspace
         labels, n_classes = ws.labels.copy(), ws.n_classes
+        predictions, is_train = ws.predictions.copy(), ws.is_train.copy()
         seed = int(self.scene.settings.learning.seed)
+        rule = self.rule
         self._pending_scores = True
         self._stale = False
 
-        def scores() -> Suspicion:
+        def scores() -> tuple[Suspicion, str, np.ndarray]:
             # The features are read here, on the worker: in a replay they may still be pending
             # (recomputed from the stored weights on first read, a pass over every card).
             features = ws.features.copy()
-            if len(features) != len(labels):
+            if not len(features) == len(labels) == len(predictions) == len(is_train):
                 raise _CardsChanged
-            return suspicion(features, labels, n_classes, seed)
+            details = suspicion(features, labels, n_classes, seed)
+            chosen = rule or decided_rule(APP_ORDER, details, labels, predictions, is_train)
+            return details, chosen, visit_priority(details, labels, predictions, is_train, chosen)
 
         self.worker.submit(
-            scores,  # the scores and what explains them (look-alikes, held-out view)
+            scores,  # the scores, what explains them (look-alikes, held-out view) and the order
             name="guidance-scores",
             lane="interactive",
             on_done=lambda job: self._scores_done(job.result, len(labels)),
             on_error=lambda job: self._scores_failed(job.error),
         )
 
-    def _scores_done(self, details: Suspicion, n: int) -> None:
+    def _scores_done(self, result: tuple[Suspicion, str, np.ndarray], n: int) -> None:
         self._pending_scores = False
+        details, rule, order = result
         ws = self.scene.workspace
         if len(details.scores) != ws.n_cards or n != ws.n_cards:
             self._stale = True  # a card joined meanwhile: ask again
             return
         self.details = details
         self.scores = details.scores
+        self.rule = self.rule or rule
+        self.order = order
         self.suspects = self._ranked()[: self.top_k]
         self._rebuild_markers()
         self._explain(ws.selected)  # the reason shown for the selected card follows the scores
@@ -151,14 +176,14 @@ class GuidanceControls:
         self.scene.workspace.post(ev.Message(f"guidance failed: {error}", level="error"))
 
     def _ranked(self) -> np.ndarray:
-        """Training cards by suspicion, visited ones and held-out cards left out."""
-        if self.scores is None:
+        """Training cards in the order (``rule``), visited ones and held-out cards left out."""
+        if self.order is None:
             return np.zeros(0, dtype=np.int64)
         ws = self.scene.workspace
         exclude = ~ws.is_train.copy()
         if self.visited:
             exclude[np.fromiter(self.visited, dtype=np.int64)] = True
-        return top_suspects(self.scores, self.top_k * 4, exclude=exclude)
+        return top_suspects(self.order, self.top_k * 4, exclude=exclude)
 
     # --- markers -------------------------------------------------------------------------------
 
@@ -197,7 +222,7 @@ class GuidanceControls:
     # --- keys ----------------------------------------------------------------------------------
 
     def next_suspect(self) -> int:
-        """Select and frame the most suspicious card not yet visited; returns it (-1: none)."""
+        """Select and frame the first suspect not yet visited; returns it (-1: none)."""
         ranked = self._ranked()
         if not len(ranked):
             self.scene.workspace.post(ev.Message("no suspicious cards (scores are still being computed)"))

@@ -298,7 +298,79 @@ def top_suspects(scores: np.ndarray, k: int, exclude: Iterable[int] | np.ndarray
 
 
 PROBABLY_WRONG = 0.5  # a suspicion above this: the label is more probably wrong than right
-VISIT_RULES = ("suspicion", "spread", "disputed", "cluster")
+# The order the app shows suspects in (``GuidanceControls``), ``latent-reach suspects`` prints
+# them in and bench_suite's simulated person visits them in: issue 13's eleventh session
+# (docs/benchmarks.md) adopted it, the suspicion's order until then.
+APP_ORDER = "auto_partial"
+VISIT_RULES = ("suspicion", "spread", "disputed", "cluster", "auto", "auto_partial")
+# ``"auto"``'s two gates (issue 13's eleventh session, docs/benchmarks.md): the network took on
+# some of the labels the guidance distrusts (it predicts at least this share of them) ...
+AUTO_TAKEN_ON = 0.15
+# ... and it hardly confuses the labels the guidance trusts (it predicts another class for at
+# most this share of them)
+AUTO_CONFUSED = 0.01
+
+
+def auto_rule(
+    details: Suspicion,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    is_train: np.ndarray,
+    threshold: float = PROBABLY_WRONG,
+    partial: bool = False,
+) -> str:
+    """``"disputed"`` or ``"suspicion"``, the order ``"auto"`` stands for, derived from the
+    network and the labels: ``"disputed"`` where the network took on the wrong labels the guidance
+    suspects (it predicts the given label of at least ``AUTO_TAKEN_ON`` of the training cards whose
+    suspicion is above ``threshold``: ``replay_trust.memorised`` with the guidance's own scores)
+    and hardly confuses the labels it trusts (it predicts another class for at most
+    ``AUTO_CONFUSED`` of the training cards at or below ``threshold``); ``"suspicion"`` otherwise,
+    and where no card is above ``threshold``.
+
+    Meant for the network as trained on the labels, before any edit: a caller decides once and
+    keeps the rule (``bench_edits.simulate``). Fine-tunes that replay every trusted card teach
+    the network those labels, so after one or two of them shapes' network confuses under 1 % of
+    its trusted cards and the rule would turn; decided at every refresh, ``"auto"`` moved to
+    ``"disputed"`` on shapes and back and forth on digits 1-4-7-9 (issue 13's eleventh session).
+    ``visit_priority(..., "auto")`` decides on the state it is given.
+
+    Why these two gates (issue 13's eleventh session, measured on the suite's base networks):
+    ``"disputed"`` puts first the wrong labels whose look-alikes the network predicts as that
+    label, where the noise reached its decisions. That is a sign of spread noise only if the
+    network takes wrong labels on at all (on the memorised digits and on digits 1-4-7-9 it
+    predicts 26-100 % of its suspects' labels; where it predicts 5-8 % of them, photo crops and
+    a network trained on clean labels, it is mostly confusion) and only if it tells the classes of
+    its trusted cards apart (shapes: it predicts another class for 1.5-1.9 % of its trusted
+    training cards, the others for at most 0.6 %; there the look-alikes predicted as a suspect's
+    label are confusable right labels, and ``"disputed"`` showed 0.38-0.46 wrong labels per card
+    looked at and raised the per-edit held-out loss).
+
+    ``partial`` (``"auto_partial"``, an A/B of the same session): ``"disputed"`` only where the
+    network took on fewer than half of its suspects' labels (``DROP_ABOVE``, the line of
+    ``finetune.memorised_share``'s check): a network that memorised its noise keeps the
+    suspicion's order."""
+    s = np.asarray(details.scores, dtype=np.float64)
+    train = np.asarray(is_train, dtype=bool)
+    labels = np.asarray(labels, dtype=np.int64)
+    hits = np.asarray(predictions, dtype=np.int64) == labels
+    suspects, trusted = train & (s > threshold), train & (s <= threshold)
+    if not suspects.any():
+        return "suspicion"
+    taken_on = float(hits[suspects].mean())
+    confused = float(1.0 - hits[trusted].mean()) if trusted.any() else 1.0
+    if partial and taken_on >= PROBABLY_WRONG:
+        return "suspicion"
+    return "disputed" if taken_on >= AUTO_TAKEN_ON and confused <= AUTO_CONFUSED else "suspicion"
+
+
+def decided_rule(
+    order: str, details: Suspicion, labels: np.ndarray, predictions: np.ndarray, is_train: np.ndarray
+) -> str:
+    """``order`` with ``"auto"`` and ``"auto_partial"`` resolved by ``auto_rule`` on this state (a
+    caller keeps what it returns: decided once, before any edit); any other rule as it is."""
+    if order in ("auto", "auto_partial"):
+        return auto_rule(details, labels, predictions, is_train, partial=order == "auto_partial")
+    return order
 
 
 def visit_priority(
@@ -311,9 +383,10 @@ def visit_priority(
 ) -> np.ndarray:
     """``(N,)`` an order in which to show suspects (higher first): which wrong label to fix first.
 
-    Not the app's order (the app shows suspects by suspicion, ``rule = "suspicion"``, which
-    returns ``details.scores``): an A/B of issue 13's tenth session (docs/benchmarks.md), kept so
-    the benchmark can rerun it (``bench_suite.py --order``). The suspicion says how probably a
+    ``"suspicion"`` returns ``details.scores``; the app's order is ``APP_ORDER`` (``"auto_partial"``:
+    ``"disputed"`` or ``"suspicion"`` by ``auto_rule``, decided once before any edit). The rules
+    came from issue 13's tenth and eleventh sessions (docs/benchmarks.md; ``bench_suite.py
+    --order`` reruns them). The suspicion says how probably a
     card's label is wrong, not how much fixing it helps: a wrong label alone among look-alikes
     the network predicts right (the most suspicious kind: every neighbour disagrees) does little
     harm, one whose look-alikes the network predicts *as that wrong label* is where the noise
@@ -325,7 +398,10 @@ def visit_priority(
     * ``"disputed"``: those of them that the held-out view (``details.held_out``) gives another
       class than that label;
     * ``"cluster"``: training look-alikes with the same label that are themselves above
-      ``threshold``.
+      ``threshold``;
+    * ``"auto"`` and ``"auto_partial"``: ``"disputed"`` or ``"suspicion"``, whichever ``auto_rule``
+      derives from the network and the labels given (a caller that keeps the rule through edits
+      resolves it once with ``decided_rule``).
 
     Each card's own given label is read; no look-alike's held-out label is counted (``"cluster"``
     counts training look-alikes only, ``"disputed"``'s held-out view is the suspicion's own).
@@ -334,6 +410,8 @@ def visit_priority(
     near = np.asarray(details.neighbours, dtype=np.int64)
     if rule not in VISIT_RULES:
         raise ValueError(f"unknown visit rule {rule!r}; one of {VISIT_RULES}")
+    if rule in ("auto", "auto_partial"):
+        rule = auto_rule(details, labels, predictions, is_train, threshold, partial=rule == "auto_partial")
     if rule == "suspicion" or near.ndim != 2 or near.shape[0] != len(s) or near.shape[1] == 0:
         return s.copy()
     labels = np.asarray(labels, dtype=np.int64)

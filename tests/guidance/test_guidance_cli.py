@@ -31,6 +31,9 @@ def test_suspects_json_with_noise(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert len(out["suspects"]) == 10
     assert out["auroc"] >= 0.95
+    # Noise flipped after training: the network took none of it on, so the order is the
+    # suspicion's (guidance.auto_rule) and its first suspects are mostly the flipped labels.
+    assert out["order"] == "suspicion"
     assert sum(r["injected"] for r in out["suspects"]) >= 8
 
 

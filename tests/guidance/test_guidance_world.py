@@ -54,7 +54,10 @@ def test_markers_legend_and_next_suspect_with_its_reason(game):
     app, g = game.app, game.guidance
     settle(app)
     assert g.scores is not None and len(g.suspects) == g.top_k
-    assert game.flipped[g.suspects].mean() >= 0.8  # the marked cards are mostly wrong labels
+    # The network was trained on the clean labels and predicts another class for nearly every
+    # injected wrong one: it took none on, so the order is the suspicion's (guidance.auto_rule) ...
+    assert g.rule == "suspicion" and np.array_equal(g.order, g.scores)
+    assert game.flipped[g.suspects].mean() >= 0.8  # ... and the marked cards are mostly wrong labels
     assert len(g._markers) == g.top_k
     # The legend says what the "?" means and what to do about it.
     hud = app.world.hud
@@ -205,3 +208,25 @@ def test_a_marker_moves_to_another_corner_when_a_label_is_in_the_way(game):
     # Every corner blocked: it stays on the first one rather than vanishing.
     ms.place(*place, avoid=[(-1e4, -1e4, 1e4, 1e4)])
     assert ms.corners[0] == 0
+
+
+def test_markers_follow_the_order_of_the_rule_kept(game):
+    from game.learning.guidance import top_suspects, visit_priority
+
+    app, g = game.app, game.guidance
+    settle(app)
+    ws = app.workspace
+    try:
+        g.rule, g._stale = "disputed", True  # as if auto_rule had found a network that took them on
+        settle(app, 3)
+        assert g.rule == "disputed"  # kept, not decided again
+        exclude = ~ws.is_train.copy()
+        exclude[list(g.visited)] = True
+        disputed = visit_priority(g.details, ws.labels, ws.predictions, ws.is_train, "disputed")
+        assert np.array_equal(g.order, disputed)
+        assert g.suspects.tolist() == top_suspects(disputed, g.top_k, exclude=exclude).tolist()
+        by_suspicion = top_suspects(g.scores, g.top_k, exclude=exclude).tolist()
+        assert g.suspects.tolist() != by_suspicion  # another order on this fixture
+    finally:
+        g.rule, g._stale = "suspicion", True
+        settle(app, 3)
