@@ -56,7 +56,7 @@ def test_a_wrong_label_that_spread_comes_before_a_lone_one():
     # 9 and 3 (every look-alike predicted as their label; 9 the more suspicious) before 8, then
     # the cards at or below one half by suspicion.
     assert top_suspects(spread, 10).tolist() == [9, 3, 8, 6, 2, 0, 1, 4, 5, 7]
-    # By suspicion (the app's order) the lone one comes first.
+    # By suspicion the lone one comes first.
     by_suspicion = visit_priority(d, LABELS, PREDICTIONS, IS_TRAIN, "suspicion")
     assert np.array_equal(by_suspicion, SCORES)
     assert top_suspects(by_suspicion, 3).tolist() == [8, 9, 3]
