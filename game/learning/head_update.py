@@ -12,12 +12,15 @@ pre-activations ``Z_old = X W_old^T + b_old`` kept, the new ones are
 
 which costs ``N x r x (in + out)``: at r = 250 about an eighth of the full pass.
 
-The factorisation is found numerically, not taken from the optimiser, so it holds whatever the
-training did: a randomised range finder (Halko, Martinsson and Tropp 2011) grows an orthonormal
-basis of ``W_new - W_old``'s columns in blocks until an a-posteriori estimate of what it misses is
-below ``RELATIVE_TOLERANCE`` of ``|W_new|``, so the result equals the full pass within float
-noise (asserted in tests/learning/test_head_update.py against the full pass and a float64 truth).
-Above ``paying_rank`` it gives up and the caller makes the full pass.
+The factorisation is found numerically, so it holds whatever the training did: a randomised range
+finder (Halko, Martinsson and Tropp 2011) grows an orthonormal basis of ``W_new - W_old``'s
+columns in blocks until an a-posteriori estimate of what it misses is below ``RELATIVE_TOLERANCE``
+of ``|W_new|``, so the result equals the full pass within float noise (asserted in
+tests/learning/test_head_update.py against the full pass and a float64 truth). Above
+``paying_rank`` it gives up and the caller makes the full pass. From ``stem.LARGE_JOB_CARDS``
+cards the factors come from the training's own record of the change instead, checked against the
+real difference by the same estimate (``factors_from_steps``), and the tolerance is
+``LARGE_RELATIVE_TOLERANCE`` (``tolerance_for``): features within about 1e-4 of the tight one's.
 
 Which ``Z_old``: the state computed with exactly the weights the job started from (``Runner``
 looks it up by comparing them before training), else none and the full pass. So a job's result
