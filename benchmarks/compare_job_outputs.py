@@ -1,8 +1,8 @@
 """How far two runs of ``bench_job_parts.py --save`` are apart, job by job (issue 17).
 
 Run: ``.venv/bin/python benchmarks/compare_job_outputs.py A B`` where A and B are the ``--save``
-prefixes of two runs with the same cards and rounds but another setting (for example
-``LATENT_REACH_HEAD_UPDATE_BF16=off`` against ``on``). Printed per job: the largest feature
+prefixes of two runs with the same cards and rounds but another setting or tree (for example
+``LATENT_REACH_HEAD_UPDATE=off``, the full pass, against the default). Printed per job: the largest feature
 difference against the largest feature, the largest top-5 score difference, the share of cards
 whose top-1 class differs and the largest position difference in metres: the quantities that
 ``replay --verify`` bounds (scores 1e-3, top-1 0.5 %, positions 5 cm).

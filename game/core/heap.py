@@ -10,7 +10,6 @@ inside it. Elsewhere (Windows, macOS, musl) there is no such call and nothing ha
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 from functools import lru_cache
 from typing import Any
@@ -22,7 +21,7 @@ def _glibc() -> Any:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols, glibc's among them (no ldconfig run)
         trim = libc.malloc_trim
     except (OSError, AttributeError):
         return None

@@ -569,10 +569,9 @@ class HeadOptimiser:
         self.precond = precond
         self.preconditioned = preconditioned  # inputs @ precond for every image, when cached
         self._grad: torch.Tensor | None = None  # the first layer's gradient, reused by every step
-        # Each step's rows, pre-activation gradients and preconditioned inputs, kept when
-        # ``record`` is set (``change``): a few MB at AlexNet's fc7.
+        # The first layer's change as the steps make it, when ``record`` is set (``change``).
         self.record = False
-        self._steps: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] = []
+        self._record: StepRecord | None = None
 
     @property
     def owns_first_gradient(self) -> bool:
@@ -583,7 +582,7 @@ class HeadOptimiser:
         over (64 MB each at AlexNet's fc7): the optimiser lives until the job returns, through the
         re-inference and re-layout, the peak of a large scene's job."""
         self._grad = None
-        self._steps = []
+        self._record = None
         self.zero_grad()
         for opt in (self.adam, self.edit):
             if opt is not None:
@@ -615,36 +614,77 @@ class HeadOptimiser:
                 self._grad = torch.empty_like(self.first, memory_format=torch.contiguous_format)
             self.first.grad = torch.mm(z.grad.T, xp, out=self._grad)
             if self.record:
-                self._steps.append((rows, z.grad.detach().clone(), xp))
+                if self._record is None:
+                    self._record = StepRecord(*self.first.shape)
+                self._record.add(rows, z.grad.detach(), xp)
             self.edit.step()
         if self.adam is not None:
             self.adam.step()
 
     def change(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(A, B)``, float64, with the first layer's weight change over the recorded steps
-        ``A^T B``: A's rows are the summed, learning-rate-scaled pre-activation gradients of each
-        distinct card trained, B's its preconditioned inputs (``(R, out)`` and ``(R, in)``).
+        """``(A, B)``, float64, with the first layer's weight change over the job's steps
+        ``A^T B`` (``StepRecord``), or None when nothing was recorded (``record`` off, no
+        preconditioned step) or the record gave up: the caller searches the difference then.
 
         Why: the first layer's update is plain SGD on ``G^T (X P)`` (no momentum, no weight
-        decay), so its change over a job is exactly this sum; ``head_update.factors_from_steps``
-        factorises it from these small matrices instead of searching the (out x in) difference
-        for its range (0.5-0.7 s of one core at 50,000 cards, before the preview and the
-        re-inference can start). None when nothing was recorded (``record`` off, or no
-        preconditioned step: the caller searches the difference as before)."""
+        decay, a constant rate), so its change over a job is exactly this sum, and
+        ``head_update.factors_from_steps`` factorises it from these small matrices instead of
+        searching the (out x in) difference for its range (about 0.2 CPU s a 50,000-card drop,
+        docs/benchmarks.md)."""
         if not self.record or self.edit is None or self.first is None:
             return None
         out_dim, in_dim = self.first.shape
-        if not self._steps:
+        if self._record is None:  # no step: no change
             return torch.zeros(0, out_dim, dtype=torch.float64), torch.zeros(0, in_dim, dtype=torch.float64)
-        rate = float(self.edit.param_groups[0]["lr"])
-        rows = np.concatenate([r for r, _, _ in self._steps])
-        cards, first_at, inverse = np.unique(rows, return_index=True, return_inverse=True)
-        grads = torch.cat([g for _, g, _ in self._steps]).double()
-        a = torch.zeros(len(cards), out_dim, dtype=torch.float64)
-        a.index_add_(0, torch.from_numpy(inverse.reshape(-1)), grads)
-        a *= -rate
-        b = torch.cat([x for _, _, x in self._steps])[torch.from_numpy(first_at)].double()
-        return a, b
+        return self._record.factors(float(self.edit.param_groups[0]["lr"]))
+
+
+class StepRecord:
+    """A job's first-layer updates as they are made: per distinct card trained, its summed
+    pre-activation gradients (float64) and its preconditioned inputs (taken once).
+
+    Why accumulate instead of keeping each step: a job whose check runs replays every trusted card
+    at every step (``replay_all_up_to``), thousands of rows a step for up to ``max_steps`` steps
+    (32 KB a row at AlexNet's fc7: gigabytes). Past ``head_update.MAX_RECORDED_CARDS`` distinct
+    cards the factorisation would not use the record anyway, so it gives up and lets go."""
+
+    def __init__(self, out_dim: int, in_dim: int, most: int | None = None) -> None:
+        from game.learning import head_update
+
+        self.most = head_update.MAX_RECORDED_CARDS if most is None else most
+        self.slot: dict[int, int] = {}
+        self.grads = torch.zeros(0, out_dim, dtype=torch.float64)
+        self.inputs = torch.zeros(0, in_dim)
+        self.gave_up = False
+
+    def add(self, rows: np.ndarray, grads: torch.Tensor, inputs: torch.Tensor) -> None:
+        """One step: ``grads`` (rows x out) and ``inputs`` (rows x in, preconditioned) of ``rows``."""
+        if self.gave_up:
+            return
+        slots = np.fromiter((self.slot.setdefault(int(r), len(self.slot)) for r in rows), np.int64, len(rows))
+        count = len(self.slot)
+        if count > self.most:
+            self.gave_up, self.slot = True, {}
+            self.grads, self.inputs = self.grads[:0], self.inputs[:0]
+            return
+        if count > len(self.grads):  # grow by doubling: a few copies per job, none per step
+            size = min(max(count, 2 * len(self.grads), 64), self.most)
+            self.grads = torch.cat(
+                [self.grads, self.grads.new_zeros(size - len(self.grads), self.grads.shape[1])]
+            )
+            self.inputs = torch.cat(
+                [self.inputs, self.inputs.new_zeros(size - len(self.inputs), self.inputs.shape[1])]
+            )
+        index = torch.from_numpy(slots)
+        self.inputs[index] = inputs.to(self.inputs.dtype)  # a card's preconditioned inputs never change
+        self.grads.index_add_(0, index, grads.double())
+
+    def factors(self, rate: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(A, B)`` for a constant learning rate ``rate``; None when it gave up."""
+        if self.gave_up:
+            return None
+        count = len(self.slot)
+        return self.grads[:count] * -rate, self.inputs[:count].double()
 
 
 def make_optimiser(

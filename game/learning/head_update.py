@@ -56,12 +56,18 @@ import torch
 RELATIVE_TOLERANCE = 2e-7
 # ... and from ``stem.LARGE_JOB_CARDS`` cards (``tolerance_for``): there a job's change of
 # AlexNet's fc7 needs rank ~117 instead of ~211 (10,000 cards), so the re-inference's two products,
-# nearly all of a 50,000-card job's re-inference, cost about half. The features stay within ~1e-4
-# of the tight tolerance's (top-5 scores within ~1e-5): far inside ``replay --verify``'s
-# tolerance (scores 1e-3, positions 5 cm) and nothing a person sees; a chain of MAX_CHAIN updates
-# adds at most MAX_CHAIN times that before a full pass starts afresh (docs/benchmarks.md, issue 17).
+# nearly all of a 50,000-card job's re-inference, cost about half. Per job the features stay
+# within ~9e-5 of the tight tolerance's and top-5 scores within ~3e-5 (docs/benchmarks.md, issue
+# 17): nothing a person sees. A replay re-runs the same chain and compares like with like; a
+# session recorded before this tolerance existed replays with it, and its chained jobs drift from
+# the recording by up to that much per job (MAX_CHAIN = 50 of them: 1.6e-3 in scores if every
+# error added up, against ``replay --verify``'s 1e-3; about a seventh of that if they add like
+# independent ones) before a full pass starts afresh.
 LARGE_RELATIVE_TOLERANCE = 1e-5
 MAX_RANK = 768  # beyond this the full pass is not much slower: give up and make it
+# Cards (rows) of a training record ``factors_from_steps`` takes at most: their QR would cost more
+# than the search saves (``finetune.StepRecord`` stops recording beyond it).
+MAX_RECORDED_CARDS = 2 * MAX_RANK
 # ... and never beyond this fraction of the rank at which the update costs what the full pass
 # does (``in x out / (in + out)``; AlexNet's fc7: 2,048).
 PAYING_RANK_FRACTION = 0.5
@@ -197,17 +203,17 @@ def factors_from_steps(
     card trained), or None where that record cannot stand in for the search.
 
     Why: the search multiplies the (out x in) difference by a few hundred random vectors and
-    orthogonalises in float64 (0.5-0.7 s of one core for AlexNet's fc7); with the record, two
-    thin QR factorisations and an (R x R) SVD give the same factorisation truncated by the same
-    rule, in a tenth of that. The record leaves out only how float32 rounded each step's update
+    orthogonalises in float64; with the record, two thin QR factorisations and an (R x R) SVD
+    give the same factorisation truncated by the same rule (a 50,000-card drop's preview took
+    0.2 CPU s less, docs/benchmarks.md). The record leaves out only how float32 rounded each step's update
     of the weight, so the factors are checked against the real difference with the search's own
     a-posteriori estimate (Gaussian probes): beyond ``tolerance * |new|_F`` (a change the record
-    does not explain), too many cards to be worth it (R above ``2 * MAX_RANK``) or a rank above
+    does not explain), too many cards to be worth it (R above ``MAX_RECORDED_CARDS``) or a rank above
     ``max_rank``: None, and the caller searches as before."""
     out_dim, in_dim = new.shape
     if a.dim() != 2 or b.dim() != 2 or a.shape != (len(b), out_dim) or b.shape[1] != in_dim:
         return None
-    if len(a) > 2 * MAX_RANK:  # their QR would cost more than the search saves
+    if len(a) > MAX_RECORDED_CARDS:  # their QR would cost more than the search saves
         return None
     scale = float(torch.linalg.vector_norm(new.detach().float()))
     if scale == 0.0:

@@ -586,6 +586,7 @@ class Runner:
             factors = head_update.factors_from_steps(
                 weight, base.weight, *self.steps_change, tolerance=tolerance, max_rank=most
             )
+            self.steps_change = None  # asked once (the memo answers again): up to 75 MB let go
         self.factors_from_steps = factors is not None
         if factors is None:
             factors = head_update.low_rank_difference(weight, base.weight, tolerance=tolerance, max_rank=most)

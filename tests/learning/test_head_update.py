@@ -202,7 +202,9 @@ def test_finetune_low_rank_reinference_matches_the_full_pass(loaded_digits, monk
 def test_a_large_scene_factorises_from_the_training_steps(loaded_digits, monkeypatch):
     """From LARGE_JOB_CARDS cards on a job's re-inference takes its factors from the training's
     record (``HeadOptimiser.change``), never the search, and gives the full pass's features
-    within float noise; the weights are those of a job that searched."""
+    within float noise; the weights are those of a job that searched. (At the tight tolerance:
+    float32's rounding of the weight over this job's few steps is far below it; at 60 steps it
+    would come near, and the search would take over, correctly.)"""
     from game.learning import finetune
 
     monkeypatch.setattr(head_update, "MIN_MULTIPLY_ADDS", 0)
@@ -288,3 +290,24 @@ def test_the_full_pass_writes_its_batches_into_one_array_with_the_joined_values(
     assert out.features.dtype == np.float32 and out.features.shape == joined_features.shape
     assert out.features.tobytes() == joined_features.tobytes()
     assert out.logits.tobytes() == joined_logits.tobytes()
+
+
+def test_the_step_record_sums_per_card_and_gives_up_past_its_limit():
+    """``StepRecord``: the change of SGD steps on overlapping rows is ``A^T B`` (one row per
+    card), and past its limit of cards it lets go of everything and answers None."""
+    from game.learning.finetune import StepRecord
+
+    gen = torch.Generator().manual_seed(6)
+    inputs = torch.randn(30, 20, generator=gen)
+    record, change = StepRecord(8, 20, most=25), torch.zeros(8, 20, dtype=torch.float64)
+    for rows in (np.array([3, 5, 7, 5]), np.array([7, 9, 11]), np.array([3, 12])):
+        grads = torch.randn(len(rows), 8, generator=gen)
+        record.add(rows, grads, inputs[rows])
+        change -= 0.1 * grads.double().T @ inputs[rows].double()
+    got = record.factors(0.1)
+    assert got is not None
+    a, b = got
+    assert a.shape == (6, 8) and b.shape == (6, 20)  # cards 3, 5, 7, 9, 11, 12
+    torch.testing.assert_close(a.T @ b, change)
+    record.add(np.arange(100, 130), torch.randn(30, 8, generator=gen), inputs)  # 36 cards > 25
+    assert record.factors(0.1) is None and record.grads.numel() == 0 and not record.slot
