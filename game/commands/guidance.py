@@ -15,8 +15,8 @@ DESCRIPTION = (
     "Scores every card's label with cross-validated self-confidence and k-NN label disagreement in "
     "the network's feature space, and prints the top --top suspects in the order the app shows them "
     "(--order; the default auto_partial: by suspicion, or disputed where the network took on some but "
-    "fewer than half of the labels it suspects and tells its trusted labels apart). --noise F first flips a seeded fraction F of the training "
-    "labels and reports how well the scores find them (AUROC)."
+    "fewer than half of the labels it suspects and tells its trusted labels apart). --noise F first "
+    "flips a seeded fraction F of the training labels and reports how well the scores find them (AUROC)."
 )
 
 

@@ -12,7 +12,8 @@ The order suspects are shown in is ``guidance.APP_ORDER`` (``"auto_partial"``), 
 kept: by suspicion, or, where the network took on some but fewer than half of the wrong labels it
 is suspected of and tells its trusted labels apart, the probably-wrong labels whose look-alikes the
 network predicts as that label first (``"disputed"``; issue 13's eleventh session,
-docs/benchmarks.md).
+docs/benchmarks.md). The rule is kept across layer switches too (L), though the suspicion it was
+decided on is the first layer's: the person's order does not jump when they look at another layer.
 
 Keys:
   N   select the next suspect (in the order above, cards already visited skipped), frame it

@@ -309,6 +309,10 @@ AUTO_TAKEN_ON = 0.15
 # ... and it hardly confuses the labels the guidance trusts (it predicts another class for at
 # most this share of them)
 AUTO_CONFUSED = 0.01
+# ``"auto_partial"``: a network that predicts at least this share of its suspects' labels memorised
+# its noise and keeps the suspicion's order (``replay_trust.DROP_ABOVE``, the line of
+# ``finetune.memorised_share``'s check; not imported: replay_trust imports this module).
+AUTO_MEMORISED = 0.5
 
 
 def auto_rule(
@@ -346,9 +350,8 @@ def auto_rule(
     looked at and raised the per-edit held-out loss).
 
     ``partial`` (``"auto_partial"``, an A/B of the same session): ``"disputed"`` only where the
-    network took on fewer than half of its suspects' labels (``DROP_ABOVE``, the line of
-    ``finetune.memorised_share``'s check): a network that memorised its noise keeps the
-    suspicion's order."""
+    network took on fewer than ``AUTO_MEMORISED`` of its suspects' labels: a network that
+    memorised its noise keeps the suspicion's order."""
     s = np.asarray(details.scores, dtype=np.float64)
     train = np.asarray(is_train, dtype=bool)
     labels = np.asarray(labels, dtype=np.int64)
@@ -358,7 +361,7 @@ def auto_rule(
         return "suspicion"
     taken_on = float(hits[suspects].mean())
     confused = float(1.0 - hits[trusted].mean()) if trusted.any() else 1.0
-    if partial and taken_on >= PROBABLY_WRONG:
+    if partial and taken_on >= AUTO_MEMORISED:
         return "suspicion"
     return "disputed" if taken_on >= AUTO_TAKEN_ON and confused <= AUTO_CONFUSED else "suspicion"
 

@@ -124,7 +124,7 @@ class SuspectMarkers:
         self.corners: list[int] = []  # which of ``CORNERS`` each marker took last frame
 
     def set_cards(self, cards: Sequence[int] | np.ndarray) -> None:
-        """Mark exactly these cards (most suspicious first)."""
+        """Mark exactly these cards (in the guidance's order: ``guidance.APP_ORDER``)."""
         for node in self.nodes:
             node.remove_node()
         self.cards = np.asarray(cards, dtype=np.int64).copy()
