@@ -230,3 +230,28 @@ def test_markers_follow_the_order_of_the_rule_kept(game):
     finally:
         g.rule, g._stale = "suspicion", True
         settle(app, 3)
+
+
+def test_the_order_is_decided_once_and_kept_through_new_scores(game, monkeypatch):
+    """The rule is decided on the first scores after a scene is bound and not again when the
+    scores are made anew (after every fine-tune, layer switch or added card)."""
+    import game.controls.guidance_controls as controls
+
+    app, g = game.app, game.guidance
+    settle(app)
+    calls: list[str] = []
+    real = controls.decided_rule
+    monkeypatch.setattr(controls, "decided_rule", lambda *a, **k: calls.append("decided") or real(*a, **k))
+    before = g.rule
+    try:
+        g.rule, g._stale = None, True  # as right after a scene is bound
+        settle(app, 3)
+        assert calls == ["decided"] and g.rule in ("suspicion", "disputed")
+        decided = g.rule
+        for _ in range(2):  # what a ModelUpdated or a LayerChanged does: new scores
+            g._stale = True
+            settle(app, 3)
+        assert calls == ["decided"] and g.rule == decided
+    finally:
+        g.rule, g._stale = before, True
+        settle(app, 3)
