@@ -665,7 +665,9 @@ class StepRecord:
         count = len(self.slot)
         if count > self.most:
             self.gave_up, self.slot = True, {}
-            self.grads, self.inputs = self.grads[:0], self.inputs[:0]
+            # New empty tensors: a ``[:0]`` view would keep the buffers' memory alive.
+            self.grads = self.grads.new_zeros(0, self.grads.shape[1])
+            self.inputs = self.inputs.new_zeros(0, self.inputs.shape[1])
             return
         if count > len(self.grads):  # grow by doubling: a few copies per job, none per step
             size = min(max(count, 2 * len(self.grads), 64), self.most)
