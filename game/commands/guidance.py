@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         APP_ORDER,
         ambiguity_scores,
         auroc,
+        auto_gates,
         decided_rule,
         inject_label_noise,
         suspicion,
@@ -65,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     details = suspicion(ws.features, labels, ws.n_classes, seed=args.seed)
     scores = details.scores
     ambiguous = ambiguity_scores(ws.top5_scores)
-    rule = decided_rule(args.order or APP_ORDER, details, labels, ws.predictions, ws.is_train)
+    order = args.order or APP_ORDER
+    rule = decided_rule(order, details, labels, ws.predictions, ws.is_train)
+    gates = auto_gates(details, labels, ws.predictions, ws.is_train)
     top = top_suspects(visit_priority(details, labels, ws.predictions, ws.is_train, rule), args.top)
     names = ws.class_names
     rows = [
@@ -85,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         "cards": ws.n_cards,
         "feature_layer": ws.feature_layer,
         "order": rule,
+        # Why (``guidance.auto_gates``): the two shares the automatic orders decide on.
+        "taken_on": None if gates is None else round(gates[0], 4),
+        "confused": None if gates is None else round(gates[1], 4),
         "suspects": rows,
     }
     if flipped is not None:
@@ -96,7 +102,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     out = sys.stdout
-    print(f"order: {rule}", file=out)
+    why = ""
+    if order in ("auto", "auto_partial") and gates is not None:
+        why = (
+            f" ({order}: the network predicts the given label of {100 * gates[0]:.0f} % of the suspected "
+            f"training cards and another class for {100 * gates[1]:.1f} % of the trusted ones)"
+        )
+    print(f"order: {rule}{why}", file=out)
     print(
         f"{'card':>6} {'suspicion':>9} {'ambig':>6}  {'label':<12} {'predicted':<12} split    path", file=out
     )

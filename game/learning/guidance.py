@@ -315,6 +315,27 @@ AUTO_CONFUSED = 0.01
 AUTO_MEMORISED = 0.5
 
 
+def auto_gates(
+    details: Suspicion,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    is_train: np.ndarray,
+    threshold: float = PROBABLY_WRONG,
+) -> tuple[float, float] | None:
+    """What ``auto_rule`` decides on: the share of suspected training cards (suspicion above
+    ``threshold``) whose given label the network predicts ("taken on"), and the share of trusted
+    training cards it predicts another class for ("confused"); None when no card is suspected.
+    Apart from the rule so a person can see why an order was chosen (``latent-reach suspects``)."""
+    s = np.asarray(details.scores, dtype=np.float64)
+    train = np.asarray(is_train, dtype=bool)
+    hits = np.asarray(predictions, dtype=np.int64) == np.asarray(labels, dtype=np.int64)
+    suspects, trusted = train & (s > threshold), train & (s <= threshold)
+    if not suspects.any():
+        return None
+    confused = float(1.0 - hits[trusted].mean()) if trusted.any() else 1.0
+    return float(hits[suspects].mean()), confused
+
+
 def auto_rule(
     details: Suspicion,
     labels: np.ndarray,
@@ -352,15 +373,10 @@ def auto_rule(
     ``partial`` (``"auto_partial"``, an A/B of the same session): ``"disputed"`` only where the
     network took on fewer than ``AUTO_MEMORISED`` of its suspects' labels: a network that
     memorised its noise keeps the suspicion's order."""
-    s = np.asarray(details.scores, dtype=np.float64)
-    train = np.asarray(is_train, dtype=bool)
-    labels = np.asarray(labels, dtype=np.int64)
-    hits = np.asarray(predictions, dtype=np.int64) == labels
-    suspects, trusted = train & (s > threshold), train & (s <= threshold)
-    if not suspects.any():
+    gates = auto_gates(details, labels, predictions, is_train, threshold)
+    if gates is None:
         return "suspicion"
-    taken_on = float(hits[suspects].mean())
-    confused = float(1.0 - hits[trusted].mean()) if trusted.any() else 1.0
+    taken_on, confused = gates
     if partial and taken_on >= AUTO_MEMORISED:
         return "suspicion"
     return "disputed" if taken_on >= AUTO_TAKEN_ON and confused <= AUTO_CONFUSED else "suspicion"

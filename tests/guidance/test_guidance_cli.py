@@ -34,6 +34,8 @@ def test_suspects_json_with_noise(tmp_path, capsys):
     # Noise flipped after training: the network took none of it on, so the order is the
     # suspicion's (guidance.auto_rule) and its first suspects are mostly the flipped labels.
     assert out["order"] == "suspicion"
+    assert out["taken_on"] < 0.15  # why: it predicts few of its suspects' (flipped) labels
+    assert 0.0 <= out["confused"] <= 1.0
     assert sum(r["injected"] for r in out["suspects"]) >= 8
 
 
