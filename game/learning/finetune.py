@@ -74,6 +74,7 @@ from game.learning.stem import (  # re-exported: the controller, the job process
     protect_lookalikes,
 )
 from game.nets.network import Inference, Network
+from game.nets.weights import state_to_bytes
 
 _Runner = Runner  # the name tests and benchmarks knew
 __all__ = [  # with the stem's names, re-exported for the controller, the job process and tests
@@ -209,14 +210,6 @@ def _nearest(positions: np.ndarray, candidates: np.ndarray, point: np.ndarray, k
     d = np.linalg.norm(positions[candidates] - point[None, :], axis=1)
     order = np.argsort(d, kind="stable")[:k]
     return candidates[order]
-
-
-def _state_bytes(module: nn.Module, names: list[str]) -> bytes:
-    from safetensors.torch import save
-
-    state = module.state_dict()
-    # ``save`` copies the data into its bytes: no clone first (the same bytes; 64 MB less at AlexNet).
-    return save({n: state[n].detach().contiguous().cpu() for n in names})
 
 
 _FINITE_BLOCK = 1 << 20  # elements per block of ``_check_finite``'s test on a numpy array
@@ -994,7 +987,7 @@ def run_finetune(
     parts.done("train")
     # The trained weights' bytes, on a thread beside the preview and the re-inference (nothing
     # changes the weights from here): the same bytes, off the path's end.
-    weights = _Background(functools.partial(_state_bytes, network.module, runner.trainable_names))
+    weights = _Background(functools.partial(state_to_bytes, network.module, runner.trainable_names))
     try:
         return _finish_job(
             req, runner, network, batch, training, weights, parts, times, t0, progress, cancelled

@@ -875,7 +875,6 @@ class JobProcess:
         64 MB at AlexNet instead of the whole network's 230 MB, which the app made and the child
         mostly threw away (it has released the stem). A network that shares nothing with the
         first (a full fine-tune's versions) sends everything, as before."""
-        from game.learning.finetune import _state_bytes
         from game.nets.weights import state_to_bytes
 
         first = self._init_args[0] if self._init_args is not None else None
@@ -894,7 +893,7 @@ class JobProcess:
             )
 
         names = [n for n, t in network.module.state_dict().items() if not shared(n, t)]
-        return _state_bytes(network.module, names)
+        return state_to_bytes(network.module, names)
 
     def _key(self, network: Any) -> str:
         key = self._keys.get(network)

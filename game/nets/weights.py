@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -115,11 +116,16 @@ def save_weights(module: nn.Module | dict[str, torch.Tensor], path: str | Path) 
     return p
 
 
-def state_to_bytes(module: nn.Module) -> bytes:
-    """Weights as safetensors bytes (for checkpoints kept in memory or a session file)."""
+def state_to_bytes(module: nn.Module, names: Iterable[str] | None = None) -> bytes:
+    """Weights as safetensors bytes (for checkpoints kept in memory or a session file): every
+    tensor of ``module``'s state, or only those ``names`` (a job's trained head; what the job
+    process lacks of a network). ``save`` copies the data into its bytes, so nothing is cloned
+    first (64 MB less at AlexNet's head)."""
     from safetensors.torch import save
 
-    return save({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()})
+    state = module.state_dict()
+    chosen = state.keys() if names is None else names
+    return save({n: state[n].detach().contiguous().cpu() for n in chosen})
 
 
 def state_from_bytes(data: bytes) -> dict[str, torch.Tensor]:

@@ -117,13 +117,13 @@ def test_a_job_that_fails_after_training_leaves_no_weights_thread_running(loaded
     from game.learning import finetune
     from game.learning.finetune import FineTuneCancelled
 
-    real = finetune._state_bytes
+    real = finetune.state_to_bytes
 
     def slow_bytes(*args):  # still at work when the job is cancelled
         time.sleep(0.5)
         return real(*args)
 
-    monkeypatch.setattr(finetune, "_state_bytes", slow_bytes)
+    monkeypatch.setattr(finetune, "state_to_bytes", slow_bytes)
     _, _, edit = pick_relabel(loaded_digits, seed=5)
     req = request(loaded_digits, [edit], None)
 
