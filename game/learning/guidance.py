@@ -370,7 +370,7 @@ def auto_rule(
     label are confusable right labels, and ``"disputed"`` showed 0.38-0.46 wrong labels per card
     looked at and raised the per-edit held-out loss).
 
-    ``partial`` (``"auto_partial"``, an A/B of the same session): ``"disputed"`` only where the
+    ``partial`` (``"auto_partial"``, the app's order, ``APP_ORDER``): ``"disputed"`` only where the
     network took on fewer than ``AUTO_MEMORISED`` of its suspects' labels: a network that
     memorised its noise keeps the suspicion's order."""
     gates = auto_gates(details, labels, predictions, is_train, threshold)

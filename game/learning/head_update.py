@@ -179,15 +179,24 @@ def low_rank_difference(
         if float(torch.linalg.vector_norm(missed)) / PROBES**0.5 <= limit:
             coefficients = (basis.to(delta.dtype).T @ delta).double()  # (k, in): delta = basis @ coefficients
             # Compress to the rank the tolerance needs (the basis was grown in whole blocks):
-            # coefficients^T = Q R, so coefficients = (R^T's SVD) Q^T, a (k x k) SVD only.
+            # coefficients^T = Q R, so delta = basis R^T Q^T, a (k x k) SVD only.
             q_c, r_c = torch.linalg.qr(coefficients.T)
-            u_c, s, vt = torch.linalg.svd(r_c.T)
-            tail = torch.sqrt(torch.flip(torch.cumsum(torch.flip(s**2, [0]), 0), [0]))  # |s[i:]|
-            keep = int((tail > limit * 0.5).sum())
-            u = (basis @ u_c[:, :keep]) * s[:keep]
-            v = q_c @ vt[:keep].T
-            return u.float().contiguous(), v.float().contiguous()
+            return _compressed(basis, r_c.T, q_c, limit)
     return None
+
+
+def _compressed(
+    left: torch.Tensor, core: torch.Tensor, right: torch.Tensor, limit: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(U, V)``, float32, of ``left @ core @ right^T`` (``left`` and ``right`` with orthonormal
+    columns, ``core`` small and square-ish) truncated where the singular values left out come
+    to at most ``limit / 2`` (the rule both factorisations share)."""
+    u_c, s, vt = torch.linalg.svd(core)
+    tail = torch.sqrt(torch.flip(torch.cumsum(torch.flip(s**2, [0]), 0), [0]))  # |s[i:]|
+    keep = int((tail > limit * 0.5).sum())
+    u = (left @ u_c[:, :keep]) * s[:keep]
+    v = right @ vt[:keep].T
+    return u.float().contiguous(), v.float().contiguous()
 
 
 def factors_from_steps(
@@ -204,12 +213,13 @@ def factors_from_steps(
 
     Why: the search multiplies the (out x in) difference by a few hundred random vectors and
     orthogonalises in float64; with the record, two thin QR factorisations and an (R x R) SVD
-    give the same factorisation truncated by the same rule (a 50,000-card drop's preview took
-    0.2 CPU s less, docs/benchmarks.md). The record leaves out only how float32 rounded each step's update
-    of the weight, so the factors are checked against the real difference with the search's own
-    a-posteriori estimate (Gaussian probes): beyond ``tolerance * |new|_F`` (a change the record
-    does not explain), too many cards to be worth it (R above ``MAX_RECORDED_CARDS``) or a rank above
-    ``max_rank``: None, and the caller searches as before."""
+    give the same factorisation truncated by the same rule (``_compressed``; a 50,000-card
+    drop's preview took 0.2 CPU s less, docs/benchmarks.md). The record leaves out only how
+    float32 rounded each step's update of the weight, so the factors are checked against the real
+    difference with the search's own a-posteriori estimate (Gaussian probes): beyond
+    ``tolerance * |new|_F`` (a change the record does not explain), too many cards to be worth it
+    (R above ``MAX_RECORDED_CARDS``) or a rank above ``max_rank``: None, and the caller searches
+    as before."""
     out_dim, in_dim = new.shape
     if a.dim() != 2 or b.dim() != 2 or a.shape != (len(b), out_dim) or b.shape[1] != in_dim:
         return None
@@ -234,14 +244,8 @@ def factors_from_steps(
         return new.new_zeros(out_dim, 0).float(), new.new_zeros(in_dim, 0).float()
     q_a, r_a = torch.linalg.qr(a.double().T)  # A^T = Q_a R_a (out x R)
     q_b, r_b = torch.linalg.qr(b.double().T)  # B^T = Q_b R_b (in x R)
-    u_c, s, vt = torch.linalg.svd(r_a @ r_b.T)  # new - old = Q_a (R_a R_b^T) Q_b^T
-    tail = torch.sqrt(torch.flip(torch.cumsum(torch.flip(s**2, [0]), 0), [0]))  # |s[i:]|
-    keep = int((tail > limit * 0.5).sum())
-    if keep > max_rank:
-        return None
-    u = ((q_a @ u_c[:, :keep]) * s[:keep]).float().contiguous()
-    v = (q_b @ vt[:keep].T).float().contiguous()
-    return u, v
+    u, v = _compressed(q_a, r_a @ r_b.T, q_b, limit)  # new - old = Q_a (R_a R_b^T) Q_b^T
+    return (u, v) if u.shape[1] <= max_rank else None
 
 
 def enabled() -> bool:
