@@ -139,13 +139,23 @@ def render_shape(kind: str, rng: np.random.Generator, size: int = 32, clutter: i
     return np.clip(np.rint(small), 0, 255).astype(np.uint8)
 
 
+PER_CLASS = 200  # the scene's images per class (``load_dataset``)
+
+
 def load_shapes_dataset(
-    per_class: int = 200, size: int = 32, seed: int = 0, classes: list[str] | None = None
+    per_class: int = PER_CLASS,
+    size: int = 32,
+    seed: int = 0,
+    classes: list[str] | None = None,
+    first: int = 0,
 ) -> Dataset:
     """``per_class`` images of each shape, ``size`` pixels square, the same for the same seed.
 
     Each image draws from its own generator seeded by (seed, class, index), so a subset of classes
-    or a different count gives the same images for the same (class, index).
+    or a different count gives the same images for the same (class, index). ``first``: the first
+    index; ``first = PER_CLASS`` gives images the scene never holds, from the same distribution
+    (the learning suite measures held-out accuracy on more of them than the scene's own held-out
+    cards: ``benchmarks/bench_suite.py``'s ``--eval-extra``).
     """
     if not 16 <= size <= 128:
         raise ValueError(f"shapes: size must be in 16..128 pixels, not {size}")
@@ -153,7 +163,7 @@ def load_shapes_dataset(
     images, labels, sources = [], [], []
     for c, kind in enumerate(names):
         k = CLASSES.index(kind)
-        for i in range(per_class):
+        for i in range(first, first + per_class):
             rng = np.random.default_rng([seed, k, i])
             images.append(render_shape(kind, rng, size))
             labels.append(c)

@@ -20,6 +20,16 @@ def test_shapes_are_deterministic_colour_images_of_every_class():
     np.testing.assert_array_equal(more.images[more.labels == 0][:3], a.images[a.labels == 0])
 
 
+def test_shapes_past_the_scene_are_new_images_of_the_same_generator():
+    """``first``: the learning suite's extra evaluation images (bench_suite ``--eval-extra``) are
+    the indices after the scene's, never the scene's own."""
+    whole = load_shapes_dataset(per_class=5, size=32, seed=1)
+    later = load_shapes_dataset(per_class=2, size=32, seed=1, first=3)
+    for c in range(len(CLASSES)):
+        np.testing.assert_array_equal(later.images[later.labels == c], whole.images[whole.labels == c][3:])
+    assert later.sources[0] == "shapes:disc#3"
+
+
 def test_a_ring_is_a_disc_with_a_hole():
     """Same seed, same nuisances: ring and disc differ only inside the hole (the part that matters)."""
     disc = render_shape("disc", np.random.default_rng(5), 48).astype(int)

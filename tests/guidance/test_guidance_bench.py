@@ -31,3 +31,23 @@ def test_bad_classes_exit_code_2(capsys):
     assert _bench().main(["--classes", "3,nope", "--max-edits", "1"]) == 2
     assert "nope" in capsys.readouterr().err
     assert _bench().main(["--classes", "3", "--max-edits", "1"]) == 2
+
+
+def test_measured_accuracy_pools_the_extra_evaluation_cards():
+    """bench_suite's ``--eval-extra``: the extra images count with the held-out cards; training
+    cards never count."""
+
+    class Predicts:
+        def __init__(self, classes):
+            self.classes = np.asarray(classes)
+
+        def infer(self, images, batch_size=256):
+            return type("Inference", (), {"top5_classes": self.classes[:, None]})()
+
+    scene = type("Scene", (), {"network": type("Net", (), {"batch_size": 256})()})()
+    base = {"truth": np.array([0, 1, 1, 0]), "is_train": np.array([True, True, False, False]), "scene": scene}
+    predictions = np.array([1, 0, 1, 1])  # training cards wrong (not counted); held-out 1 of 2
+    bench = _bench()
+    assert bench.measured_accuracy(base, predictions, None) == 0.5
+    base["extra"] = (np.zeros((3, 2, 2, 3), np.uint8), np.array([2, 2, 0]))
+    assert bench.measured_accuracy(base, predictions, Predicts([2, 2, 2])) == 3 / 5
