@@ -74,6 +74,10 @@ class ModelHistory:
     def push(self, checkpoint: Checkpoint) -> Checkpoint:
         if checkpoint.version <= self._highest:
             raise ValueError(f"version {checkpoint.version} is not newer than {self._highest}")
+        if self._stack:
+            # The bounds that speed up the next local re-layout serve the live version only (8 MB
+            # at 50k cards per version otherwise); an undo's next job searches every card again.
+            self._stack[-1].layout.neighbour_gaps = None
         self._stack.append(checkpoint)
         self._highest = checkpoint.version
         return checkpoint

@@ -347,6 +347,7 @@ def pad_checkpoint(cp: Checkpoint, workspace: Workspace) -> None:
         positions=np.concatenate([layout.positions, positions]).astype(np.float32),
         tsne=None,
         neighbours=None,  # recomputed from the padded features at the next local re-layout
+        neighbour_gaps=None,
         moved=None,
     )
 

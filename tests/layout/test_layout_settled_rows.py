@@ -1,0 +1,102 @@
+"""``update_local``'s neighbour step skips the cards it can show would stay (``graph_step``'s
+gaps, issue 17): the same re-layout bit for bit, with most of the search left out."""
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+from game.core.scene import LayoutConfig
+from game.layout.projector import Projector, graph_step, neighbour_overlap
+
+
+def clusters(seed: int, n: int, dims: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(10, dims)) * 6
+    return (centres[rng.integers(0, 10, n)] + rng.normal(size=(n, dims))).astype(np.float32)
+
+
+def test_settled_rows_stay_as_a_full_search_says_and_their_gaps_are_lower_bounds():
+    rng = np.random.default_rng(0)
+    first = clusters(0, 2500, 10)
+    graph = NearestNeighbors(n_neighbors=11).fit(first).kneighbors(first, return_distance=False)[:, 1:]
+    second = first + 0.02 * rng.normal(size=first.shape).astype(np.float32)
+    one = graph_step(second, first, graph, 10, keep=0.5)  # no gaps yet: every row searched
+    assert not one.settled.any() and one.gaps.known.all()
+    free = neighbour_overlap(graph, one.neighbours) < 0.5
+    gaps = one.gaps_after(free)
+    held = graph.copy()
+    held[free] = one.neighbours[free]
+    third = second + 0.02 * rng.normal(size=first.shape).astype(np.float32)
+    third[[7, 900]] = second[[1200, 30]]  # two edited cards jump to other clusters
+    full = graph_step(third, second, held, 10)
+    fast = graph_step(third, second, held, 10, gaps=gaps, keep=0.5, search=np.array([7]))
+    assert fast.settled.mean() > 0.8  # most of the search left out
+    assert not fast.settled[[7, 900]].any()  # edited (named) and far rows are searched
+    stays_full = neighbour_overlap(held, full.neighbours) >= 0.5
+    stays_fast = neighbour_overlap(held, fast.neighbours) >= 0.5
+    assert np.array_equal(stays_full, stays_fast)  # every card's fate is the full search's
+    assert stays_full[fast.settled].all()
+    searched = ~fast.settled
+    assert np.array_equal(fast.neighbours[searched], full.neighbours[searched])
+    # The bounds are true lower bounds, measured or carried over from the last step.
+    bounds = fast.gaps
+    assert bounds.known.all()  # no card took new neighbours before this step
+    for row in range(0, len(third), 25):
+        cand = np.setdiff1d(np.union1d(held[row], held[held[row]].ravel()), [*held[row], row])
+        near = bounds.near[row][bounds.near[row] >= 0]
+        assert np.isin(near, cand).all()
+        true = np.linalg.norm(third[cand] - third[row], axis=1)
+        each = dict(zip(near.tolist(), bounds.bound[row][bounds.near[row] >= 0].tolist(), strict=True))
+        for j, dist in zip(cand.tolist(), true.tolist(), strict=True):
+            assert dist >= each.get(j, bounds.rest[row]) - 1e-5
+
+
+def test_local_updates_with_and_without_the_gaps_are_the_same(monkeypatch):
+    from game.layout import projector as projector_module
+
+    monkeypatch.setattr(projector_module, "EXACT_KNN_BELOW", 100)  # the large scenes' path at 900
+    rng = np.random.default_rng(1)
+    x = np.maximum(clusters(1, 900, 40), 0)
+    config = LayoutConfig(pca_dims=10, reuse_above=0, early_iterations=20, iterations=20, perplexity=10.0)
+    proj = Projector(config, n_jobs=1)
+    settled: list[float] = []
+    real_step = projector_module.graph_step
+
+    def counting_step(*args, **kwargs):
+        step = real_step(*args, **kwargs)
+        settled.append(float(step.settled.mean()))
+        return step
+
+    monkeypatch.setattr(projector_module, "graph_step", counting_step)
+    fast = slow = proj.fit(x)
+    features = x
+    for edit in range(3):
+        changed = features + 0.01 * rng.normal(size=x.shape).astype(np.float32)
+        changed[edit * 50] = features[400 + edit]  # an edited card joins another cluster
+        move = np.array([edit * 50])
+        fast = proj.update_local(changed, fast, features, move=move)
+        slow.neighbour_gaps = None
+        slow = proj.update_local(changed, slow, features, move=move)
+        assert np.array_equal(fast.embedding, slow.embedding)
+        assert np.array_equal(fast.neighbours, slow.neighbours)
+        assert np.array_equal(fast.moved, slow.moved) and fast.moved[edit * 50]
+        assert fast.neighbour_gaps is not None
+        features = changed
+    # The first update has no gaps yet, nor has any update of ``slow``; later ones skip most rows.
+    assert settled[0] == 0.0 and not any(settled[1::2])
+    assert min(settled[2::2]) > 0.5, settled
+
+
+def test_only_the_live_version_keeps_its_bounds():
+    from game.layout.projector import LayoutState, NeighbourGaps
+    from game.learning.history import Checkpoint, ModelHistory
+
+    def checkpoint(version: int) -> Checkpoint:
+        layout = LayoutState(np.zeros((4, 3)), np.zeros(3), 1.0, np.zeros(3), np.zeros((4, 3)))
+        layout.neighbour_gaps = NeighbourGaps.unknown(4)
+        empty = np.zeros(4)
+        return Checkpoint(version, b"", empty, empty, empty, empty, layout)
+
+    history = ModelHistory()
+    first, second = history.push(checkpoint(0)), history.push(checkpoint(1))
+    assert first.layout.neighbour_gaps is None  # 8 MB at 50k for a version that is not on show
+    assert second.layout.neighbour_gaps is not None
