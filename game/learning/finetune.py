@@ -47,7 +47,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -75,6 +75,9 @@ from game.learning.stem import (  # re-exported: the controller, the job process
 )
 from game.nets.network import Inference, Network
 from game.nets.weights import state_to_bytes
+
+if TYPE_CHECKING:
+    from game.learning.head_update import PreActivations
 
 _Runner = Runner  # the name tests and benchmarks knew
 __all__ = [  # with the stem's names, re-exported for the controller, the job process and tests
@@ -565,6 +568,9 @@ class HeadOptimiser:
         # The first layer's change as the steps make it, when ``record`` is set (``change``).
         self.record = False
         self._record: StepRecord | None = None
+        # Training the first layer's weight as factors (``factor``): the kept pre-activations of
+        # the starting weights and bias, the change so far being the record's ``A^T B``.
+        self._factored: tuple[PreActivations, torch.Tensor | None] | None = None
 
     @property
     def owns_first_gradient(self) -> bool:
@@ -576,6 +582,7 @@ class HeadOptimiser:
         re-inference and re-layout, the peak of a large scene's job."""
         self._grad = None
         self._record = None
+        self._factored = None
         self.zero_grad()
         for opt in (self.adam, self.edit):
             if opt is not None:
@@ -591,9 +598,87 @@ class HeadOptimiser:
         if self.edit is not None and z is not None:
             z.retain_grad()
 
+    def factor(self, runner: Runner, most_cards: int) -> bool:
+        """Train the first head layer's weight as the record's factors from here on (large scenes,
+        where ``record`` is set and the starting weights' pre-activations are kept): a step adds
+        its rows' gradients to the record instead of a (out x in) gradient and update, and the
+        layer's output for a step's rows is their kept pre-activations plus ``(x B^T) A``. The
+        weight itself changes once, in ``materialise``. False (nothing changes) where that does
+        not hold, or where the job could train more than ``head_update.MAX_RECORDED_CARDS``
+        distinct cards (``most_cards``; the record would give up).
+
+        Why: at AlexNet's fc7 a step's (out x in) gradient product, its rows' preconditioning and
+        its forward through the layer cost about 0.2 CPU s, five or more times per 50k drop, on
+        the job's one thread before the re-inference can start (1.1 CPU s of training); the
+        factors' products cost milliseconds, each card is preconditioned once, and the weight's
+        one update costs about one step (training 0.3-0.5 CPU s; docs/benchmarks.md). The same
+        SGD steps (``change``'s sum is exact): the numbers differ from the dense steps' by float
+        rounding and by the kept pre-activations' tolerance (within 1e-5 of the largest weight,
+        tested), so only from ``LARGE_JOB_CARDS`` cards (the caller's gate)."""
+        from game.learning import head_update
+
+        base = runner.base_pre_activations
+        layer = runner.first_linear()
+        if (
+            not self.record
+            or self.edit is None
+            or self.first is None
+            or self.inputs is None
+            or base is None
+            or layer is None
+            or most_cards > head_update.MAX_RECORDED_CARDS
+            or base.cards() != len(self.inputs)
+            or not torch.equal(self.first.detach(), base.weight)
+        ):
+            return False
+        bias = None if layer.bias is None else layer.bias.detach().clone()
+        if (bias is None) != (base.bias is None) or (bias is not None and not torch.equal(bias, base.bias)):
+            return False
+        self._factored = (base, bias)
+        self._record = StepRecord(*self.first.shape, most=max(most_cards, 1), reserve=most_cards)
+        runner.first_layer = self._factored_output
+        return True
+
+    def _factored_output(self, idx: np.ndarray, x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+        """The first layer's output for rows ``idx`` (inputs ``x``) under the starting weights
+        plus the change recorded so far; autograd reaches the bias, not the weight."""
+        assert self._factored is not None and self._record is not None and self.inputs is not None
+        base, bias0 = self._factored
+        record, count = self._record, len(self._record.slot)
+        with torch.no_grad():
+            z = base.rows_at(self.inputs, torch.from_numpy(np.asarray(idx, dtype=np.int64)))
+            if count and self.edit is not None:
+                a = (record.grads[:count] * -float(self.edit.param_groups[0]["lr"])).to(x.dtype)
+                z.addmm_(x @ record.inputs[:count].T.to(x.dtype), a)
+        if layer.bias is not None and bias0 is not None:
+            return z + (layer.bias - bias0)
+        return z.requires_grad_(True)
+
+    @torch.no_grad()
+    def materialise(self, runner: Runner) -> None:
+        """After ``factor``ed training: the weight takes the recorded change (``A^T B``) and the
+        layer computes its own output again. Nothing where the training was not factored."""
+        if self._factored is None or self.first is None:
+            return
+        runner.first_layer = None
+        self._factored = None
+        change = self.change()
+        if change is None or not len(change[0]):
+            return
+        a, b = change
+        threads = torch.get_num_threads()
+        try:  # one (out x R x in) product, on two threads where the job has one (as the re-inference)
+            torch.set_num_threads(max(threads, min(2, os.cpu_count() or 1)))
+            self.first.addmm_(a.to(self.first.dtype).T, b.to(self.first.dtype))
+        finally:
+            torch.set_num_threads(threads)
+
     def step(self, runner: Runner, rows: np.ndarray) -> None:
         z = runner.last_pre_activation
-        if self.edit is not None and self.first is not None and z is not None and z.grad is not None:
+        if self._factored is not None and self._record is not None and z is not None and z.grad is not None:
+            # The steps' record is the weight's change; no (out x in) gradient, no update here.
+            self._record.add_rows(rows, z.grad.detach(), self._preconditioned_rows)
+        elif self.edit is not None and self.first is not None and z is not None and z.grad is not None:
             # The Linear layer's weight gradient is G^T X; preconditioned: G^T (X P).
             rows_t = torch.from_numpy(rows)
             if self.preconditioned is not None:
@@ -613,6 +698,14 @@ class HeadOptimiser:
             self.edit.step()
         if self.adam is not None:
             self.adam.step()
+
+    def _preconditioned_rows(self, rows: np.ndarray) -> torch.Tensor:
+        """``inputs[rows] @ precond`` (from the kept product where there is one)."""
+        rows_t = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        if self.preconditioned is not None:
+            return self.preconditioned[rows_t]
+        assert self.inputs is not None and self.precond is not None
+        return self.inputs[rows_t] @ self.precond
 
     def change(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(A, B)``, float64, with the first layer's weight change over the job's steps
@@ -641,14 +734,45 @@ class StepRecord:
     (32 KB a row at AlexNet's fc7: gigabytes). Past ``head_update.MAX_RECORDED_CARDS`` distinct
     cards the factorisation would not use the record anyway, so it gives up and lets go."""
 
-    def __init__(self, out_dim: int, in_dim: int, most: int | None = None) -> None:
+    def __init__(self, out_dim: int, in_dim: int, most: int | None = None, reserve: int = 0) -> None:
         from game.learning import head_update
 
         self.most = head_update.MAX_RECORDED_CARDS if most is None else most
         self.slot: dict[int, int] = {}
-        self.grads = torch.zeros(0, out_dim, dtype=torch.float64)
-        self.inputs = torch.zeros(0, in_dim)
+        # ``reserve`` rows at once (a factored job knows how many cards it can train): no growth.
+        self.grads = torch.zeros(reserve, out_dim, dtype=torch.float64)
+        self.inputs = torch.zeros(reserve, in_dim)
         self.gave_up = False
+
+    def add_rows(
+        self, rows: np.ndarray, grads: torch.Tensor, preconditioned: Callable[[np.ndarray], torch.Tensor]
+    ) -> None:
+        """``add``, with the preconditioned inputs made (``preconditioned(cards)``) only for the
+        cards not recorded yet: a card's never change, and most of a step's were seen before."""
+        seen = len(self.slot)
+        fresh = np.unique(np.asarray([r for r in rows if int(r) not in self.slot], dtype=np.int64))
+        if self.gave_up or seen + len(fresh) > self.most:
+            # The record is the only copy of a factored job's change: never give it up silently.
+            raise RuntimeError(f"a record sized for {self.most} cards was given {seen + len(fresh)}")
+        for r in fresh:
+            self.slot[int(r)] = len(self.slot)
+        self._grow(len(self.slot))
+        if len(fresh):
+            self.inputs[seen : len(self.slot)] = preconditioned(fresh).to(self.inputs.dtype)
+        index = torch.from_numpy(np.fromiter((self.slot[int(r)] for r in rows), np.int64, len(rows)))
+        self.grads.index_add_(0, index, grads.double())
+
+    def _grow(self, count: int) -> None:
+        """Room for ``count`` cards (by doubling: a few copies per job, none per step)."""
+        if count <= len(self.grads):
+            return
+        size = min(max(count, 2 * len(self.grads), 64), self.most)
+        self.grads = torch.cat(
+            [self.grads, self.grads.new_zeros(size - len(self.grads), self.grads.shape[1])]
+        )
+        self.inputs = torch.cat(
+            [self.inputs, self.inputs.new_zeros(size - len(self.inputs), self.inputs.shape[1])]
+        )
 
     def add(self, rows: np.ndarray, grads: torch.Tensor, inputs: torch.Tensor) -> None:
         """One step: ``grads`` (rows x out) and ``inputs`` (rows x in, preconditioned) of ``rows``."""
@@ -662,14 +786,7 @@ class StepRecord:
             self.grads = self.grads.new_zeros(0, self.grads.shape[1])
             self.inputs = self.inputs.new_zeros(0, self.inputs.shape[1])
             return
-        if count > len(self.grads):  # grow by doubling: a few copies per job, none per step
-            size = min(max(count, 2 * len(self.grads), 64), self.most)
-            self.grads = torch.cat(
-                [self.grads, self.grads.new_zeros(size - len(self.grads), self.grads.shape[1])]
-            )
-            self.inputs = torch.cat(
-                [self.inputs, self.inputs.new_zeros(size - len(self.inputs), self.inputs.shape[1])]
-            )
+        self._grow(count)
         index = torch.from_numpy(slots)
         self.inputs[index] = inputs.to(self.inputs.dtype)  # a card's preconditioned inputs never change
         self.grads.index_add_(0, index, grads.double())
@@ -851,6 +968,10 @@ def train(
         every_rows = np.concatenate([pool, batch.replay_rest])
         pool_w = torch.ones(len(pool)) if trusted is None else trusted[torch.from_numpy(pool)]
         every = (every_rows, torch.cat([pool_w, torch.from_numpy(batch.replay_rest_trust)]))
+    if optimiser.record:
+        # The cards the steps can train at most: the fixed ones and every replayed one.
+        replayed = len(every[0]) if every is not None else (len(pool) if size else 0)
+        optimiser.factor(runner, len(np.unique(fixed_rows)) + replayed)
     for step in range(cfg.max_steps):
         _stop_if_cancelled(cancelled)
         if every is not None:
@@ -981,6 +1102,7 @@ def run_finetune(
     # (``HeadOptimiser.change``); smaller scenes search the difference, bit for bit as before.
     optimiser.record = len(req.images) >= LARGE_JOB_CARDS and runner.base_pre_activations is not None
     training = train(runner, batch, optimiser, scales, cfg, rng, loss_fn, progress, cancelled)
+    optimiser.materialise(runner)
     finish_training(runner)
     runner.steps_change = optimiser.change()
     optimiser.release()

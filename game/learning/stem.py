@@ -350,6 +350,9 @@ class Runner:
         self._preprocessed: torch.Tensor | None = None
         self.last_pre_activation: torch.Tensor | None = None  # first head layer's output, last forward
         self.own_first_gradient = False  # True: autograd leaves the first head layer's weight alone
+        # Set while a job trains the first head layer's weight as factors (``HeadOptimiser.factor``):
+        # its output for the rows ``idx`` (inputs ``x``), in place of the layer's product.
+        self.first_layer: Callable[[np.ndarray, torch.Tensor, nn.Linear], torch.Tensor] | None = None
         self.last_infer_low_rank: int | None = None  # rank of the last infer_all's update (None: full)
         # The kept pre-activations of the weights this job starts from (``head_update``), if any.
         self.base_pre_activations = _find_base(network, self.stem)
@@ -375,6 +378,14 @@ class Runner:
         assert isinstance(first, nn.Parameter)  # a Linear layer's weight
         return first, [p for p in self.params if p is not first]
 
+    def first_linear(self) -> nn.Linear | None:
+        """The head's first layer (fed by the stem cache) where it is a Linear one, else None."""
+        if self.stem is None:
+            return None
+        head = _classifier(self.network.module)
+        first = head[self.stem.start] if head is not None else None
+        return first if isinstance(first, nn.Linear) else None
+
     def _inputs(self, idx: np.ndarray) -> torch.Tensor:
         if self._preprocessed is not None:
             return self._preprocessed[torch.from_numpy(idx)]
@@ -392,7 +403,9 @@ class Runner:
         try:
             x = self.stem.inputs[torch.from_numpy(idx)]
             for i, m in enumerate(list(head)[self.stem.start :]):
-                if i == 0 and self.own_first_gradient and m is not layer and _has_trainable_bias(m):
+                if i == 0 and self.first_layer is not None and isinstance(m, nn.Linear) and m is not layer:
+                    x = self.first_layer(idx, x, m)
+                elif i == 0 and self.own_first_gradient and m is not layer and _has_trainable_bias(m):
                     # The caller sets this layer's weight gradient itself (preconditioned): skip
                     # autograd's, a (D x D) product per step (AlexNet's fc7: 16.8 M numbers).
                     assert isinstance(m, nn.Linear)  # _has_trainable_bias holds only for Linear

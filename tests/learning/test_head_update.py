@@ -10,6 +10,7 @@ from game.learning import head_update
 from game.learning.finetune import FineTuneRequest, Runner, compute_stem_cache, run_finetune
 from game.learning.head_update import cache_for, low_rank_difference
 from game.learning.stem import prime_pre_activations
+from game.nets.weights import state_from_bytes
 
 
 def test_low_rank_difference_finds_the_rank_and_the_factors():
@@ -200,9 +201,10 @@ def test_finetune_low_rank_reinference_matches_the_full_pass(loaded_digits, monk
 
 
 def test_a_large_scene_factorises_from_the_training_steps(loaded_digits, monkeypatch):
-    """From LARGE_JOB_CARDS cards on a job's re-inference takes its factors from the training's
-    record (``HeadOptimiser.change``), never the search, and gives the full pass's features
-    within float noise; the weights are those of a job that searched. (At the tight tolerance:
+    """From LARGE_JOB_CARDS cards on a job trains the first layer's weight as the record's
+    factors (``HeadOptimiser.factor``) and its re-inference takes them (``change``), never the
+    search, and gives the full pass's features within float noise; the weights are those of a
+    job that trained densely and searched, within float rounding. (At the tight tolerance:
     float32's rounding of the weight over this job's few steps is far below it; at 60 steps it
     would come near, and the search would take over, correctly.)"""
     from game.learning import finetune
@@ -221,13 +223,26 @@ def test_a_large_scene_factorises_from_the_training_steps(loaded_digits, monkeyp
     monkeypatch.setattr(
         head_update, "low_rank_difference", lambda *a, **k: searches.append(1) or real_search(*a, **k)
     )
+    factored = []
+    real_factor = finetune.HeadOptimiser.factor
+    monkeypatch.setattr(
+        finetune.HeadOptimiser,
+        "factor",
+        lambda *a, **k: factored.append(real_factor(*a, **k)) or factored[-1],
+    )
     stem = compute_stem_cache(net, images, 2)
     prime_pre_activations(net, len(images), stem)
     fast = run_finetune(_request(loaded_digits, edit, stem))
+    assert factored == [True]  # the steps trained the factors, not the weight
     assert not searches  # the preview and the re-inference both took the record's factors
     kept = cache_for(stem).find(_first_layer(fast.network).weight.detach(), _first_layer(fast.network).bias)
     assert kept is not None and kept.chain == 1  # a low-rank update, not the full pass
-    assert fast.weights == searched.weights  # recording the steps changes no weight
+    assert fast.steps == searched.steps
+    ours, dense = state_from_bytes(fast.weights), state_from_bytes(searched.weights)
+    assert ours.keys() == dense.keys()
+    for name, weight in dense.items():  # the same SGD and Adam steps, rounded differently
+        scale = float(weight.abs().max())
+        np.testing.assert_allclose(ours[name], weight, rtol=0, atol=1e-5 * scale, err_msg=name)
     full = Runner(fast.network, images, compute_stem_cache(net, images, 2), full=False)._infer_all_full(1024)
     np.testing.assert_allclose(fast.inference.features, full.features, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fast.inference.features, searched.inference.features, rtol=1e-5, atol=1e-5)
