@@ -327,3 +327,30 @@ def test_the_step_record_sums_per_card_and_gives_up_past_its_limit():
     record.add(np.arange(100, 130), torch.randn(30, 8, generator=gen), inputs)  # 36 cards > 25
     assert record.factors(0.1) is None and not record.slot
     assert record.grads.untyped_storage().nbytes() == 0 == record.inputs.untyped_storage().nbytes()
+
+
+def test_a_factored_record_preconditions_each_card_once_and_never_gives_up():
+    """``StepRecord.add_rows`` (factored training): the same sums as ``add``, each card's inputs
+    made once, and past its size an error, never a silent loss of the job's only copy of the
+    weight's change."""
+    from game.learning.finetune import StepRecord
+
+    gen = torch.Generator().manual_seed(7)
+    inputs = torch.randn(30, 20, generator=gen)
+    made: list[list[int]] = []
+
+    def preconditioned(cards: np.ndarray) -> torch.Tensor:
+        made.append(cards.tolist())
+        return inputs[torch.from_numpy(cards)]
+
+    plain, factored = StepRecord(8, 20), StepRecord(8, 20, most=6, reserve=6)
+    for rows in (np.array([3, 5, 7, 5]), np.array([7, 9, 11]), np.array([3, 12])):
+        grads = torch.randn(len(rows), 8, generator=gen)
+        plain.add(rows, grads, inputs[rows])
+        factored.add_rows(rows, grads, preconditioned)
+    assert made == [[3, 5, 7], [9, 11], [12]]
+    ours, theirs = factored.factors(0.1), plain.factors(0.1)
+    assert ours is not None and theirs is not None
+    torch.testing.assert_close(ours[0].T @ ours[1], theirs[0].T @ theirs[1])
+    with pytest.raises(RuntimeError, match="sized for 6 cards"):
+        factored.add_rows(np.array([1]), torch.randn(1, 8, generator=gen), preconditioned)
