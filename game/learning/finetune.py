@@ -632,10 +632,14 @@ class HeadOptimiser:
         ):
             return False
         bias = None if layer.bias is None else layer.bias.detach().clone()
-        if (bias is None) != (base.bias is None) or (bias is not None and not torch.equal(bias, base.bias)):
+        if bias is None or base.bias is None:
+            if bias is not None or base.bias is not None:
+                return False
+        elif not torch.equal(bias, base.bias):
             return False
         self._factored = (base, bias)
-        self._record = StepRecord(*self.first.shape, most=max(most_cards, 1), reserve=most_cards)
+        out_dim, in_dim = self.first.shape
+        self._record = StepRecord(out_dim, in_dim, most=max(most_cards, 1), reserve=most_cards)
         runner.first_layer = self._factored_output
         return True
 
