@@ -2,6 +2,7 @@
 gaps, issue 17): the same re-layout bit for bit, with most of the search left out."""
 
 import numpy as np
+import pytest
 from sklearn.neighbors import NearestNeighbors
 
 from game.core.scene import LayoutConfig
@@ -101,3 +102,26 @@ def test_only_the_live_version_keeps_its_bounds():
     first, second = history.push(checkpoint(0)), history.push(checkpoint(1))
     assert first.layout.neighbour_gaps is None  # 8 MB at 50k for a version that is not on show
     assert second.layout.neighbour_gaps is not None
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_a_row_that_lists_itself_is_not_settled_by_its_own_distance(keep):
+    # Annoy (and openTSNE's affinities) drop a query's first result as itself: with exact
+    # duplicates the twin may be dropped instead, and the row keeps itself in its neighbours.
+    rng = np.random.default_rng(3)
+    first = clusters(3, 1500, 8)
+    first[1000:1100] = first[900:1000]  # 100 exact duplicates
+    graph = NearestNeighbors(n_neighbors=11).fit(first).kneighbors(first, return_distance=False)[:, 1:]
+    graph[1000:1100, 0] = np.arange(1000, 1100)  # these rows list themselves
+    second = first + 0.01 * rng.normal(size=first.shape).astype(np.float32)
+    third = second + 0.01 * rng.normal(size=first.shape).astype(np.float32)
+    one = graph_step(second, first, graph, 10, keep=keep)
+    free = neighbour_overlap(graph, one.neighbours) < keep
+    held = graph.copy()
+    held[free] = one.neighbours[free]
+    full = graph_step(third, second, held, 10)
+    fast = graph_step(third, second, held, 10, gaps=one.gaps_after(free), keep=keep)
+    stays_full = neighbour_overlap(held, full.neighbours) >= keep
+    stays_fast = neighbour_overlap(held, fast.neighbours) >= keep
+    assert np.array_equal(stays_full, stays_fast)
+    assert fast.settled.any()
