@@ -56,7 +56,7 @@ from torch import nn
 
 from game.core.events import EditQueued
 from game.core.scene import LearningConfig
-from game.layout.projector import LayoutState, Projector, Reduction, RowProjection
+from game.layout.projector import LayoutState, Projector, Reduction, RowProjection, available_cores
 from game.learning.edits import RELABEL, UNSURE, cluster_geometry, target_label
 from game.learning.loss import LossFn, LossWeights, StepTargets, edits_learned, finetune_loss
 from game.learning.preview import Preview, place_preview, preview_rows, rows_features, wants_preview
@@ -628,6 +628,7 @@ class HeadOptimiser:
             or layer is None
             or most_cards > head_update.MAX_RECORDED_CARDS
             or base.cards() != len(self.inputs)
+            or layer is runner.feature_module()  # its output is captured as the features: left alone
             or not torch.equal(self.first.detach(), base.weight)
         ):
             return False
@@ -654,9 +655,10 @@ class HeadOptimiser:
             if count and self.edit is not None:
                 a = (record.grads[:count] * -float(self.edit.param_groups[0]["lr"])).to(x.dtype)
                 z.addmm_(x @ record.inputs[:count].T.to(x.dtype), a)
+        z.requires_grad_(True)  # the step reads its gradient, whether or not a bias follows
         if layer.bias is not None and bias0 is not None:
             return z + (layer.bias - bias0)
-        return z.requires_grad_(True)
+        return z
 
     @torch.no_grad()
     def materialise(self, runner: Runner) -> None:
@@ -664,18 +666,22 @@ class HeadOptimiser:
         layer computes its own output again. Nothing where the training was not factored."""
         if self._factored is None or self.first is None:
             return
-        runner.first_layer = None
-        self._factored = None
+        self.unfactor(runner)
         change = self.change()
         if change is None or not len(change[0]):
             return
         a, b = change
         threads = torch.get_num_threads()
         try:  # one (out x R x in) product, on two threads where the job has one (as the re-inference)
-            torch.set_num_threads(max(threads, min(2, os.cpu_count() or 1)))
+            torch.set_num_threads(max(threads, min(2, available_cores())))
             self.first.addmm_(a.to(self.first.dtype).T, b.to(self.first.dtype))
         finally:
             torch.set_num_threads(threads)
+
+    def unfactor(self, runner: Runner) -> None:
+        """The layer computes its own output again (after training, or when it failed)."""
+        runner.first_layer = None
+        self._factored = None
 
     def step(self, runner: Runner, rows: np.ndarray) -> None:
         z = runner.last_pre_activation
@@ -1105,8 +1111,11 @@ def run_finetune(
     # From LARGE_JOB_CARDS on, the re-inference's factorisation comes from the steps
     # (``HeadOptimiser.change``); smaller scenes search the difference, bit for bit as before.
     optimiser.record = len(req.images) >= LARGE_JOB_CARDS and runner.base_pre_activations is not None
-    training = train(runner, batch, optimiser, scales, cfg, rng, loss_fn, progress, cancelled)
-    optimiser.materialise(runner)
+    try:
+        training = train(runner, batch, optimiser, scales, cfg, rng, loss_fn, progress, cancelled)
+        optimiser.materialise(runner)
+    finally:
+        optimiser.unfactor(runner)  # a failed or cancelled job's runner computes plainly again
     finish_training(runner)
     runner.steps_change = optimiser.change()
     optimiser.release()

@@ -378,6 +378,11 @@ class Runner:
         assert isinstance(first, nn.Parameter)  # a Linear layer's weight
         return first, [p for p in self.params if p is not first]
 
+    def feature_module(self) -> nn.Module:
+        """The module whose output is the network's features (``Network.feature_layer``)."""
+        module: nn.Module = dict(self.network.module.named_modules())[self.network.feature_layer]
+        return module
+
     def first_linear(self) -> nn.Linear | None:
         """The head's first layer (fed by the stem cache) where it is a Linear one, else None."""
         if self.stem is None:

@@ -354,3 +354,25 @@ def test_a_factored_record_preconditions_each_card_once_and_never_gives_up():
     torch.testing.assert_close(ours[0].T @ ours[1], theirs[0].T @ theirs[1])
     with pytest.raises(RuntimeError, match="sized for 6 cards"):
         factored.add_rows(np.array([1]), torch.randn(1, 8, generator=gen), preconditioned)
+
+
+def test_no_factored_training_where_the_first_head_layer_gives_the_features(loaded_digits, monkeypatch):
+    """Where the feature layer is the first head layer itself, ``forward`` runs that layer to
+    capture its output, so training it as factors would step on stale weights: refused."""
+    from game.learning import finetune
+
+    monkeypatch.setattr(head_update, "MIN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(finetune, "LARGE_JOB_CARDS", 0)
+    monkeypatch.setattr(finetune.Runner, "feature_module", lambda runner: runner.first_linear())
+    factored = []
+    real_factor = finetune.HeadOptimiser.factor
+    monkeypatch.setattr(
+        finetune.HeadOptimiser,
+        "factor",
+        lambda *a, **k: factored.append(real_factor(*a, **k)) or factored[-1],
+    )
+    net, images = loaded_digits.network, loaded_digits.workspace.images
+    stem = compute_stem_cache(net, images, 2)
+    prime_pre_activations(net, len(images), stem)
+    run_finetune(_request(loaded_digits, _relabel(loaded_digits, 3), stem))
+    assert factored == [False]
