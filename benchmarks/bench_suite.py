@@ -380,6 +380,19 @@ def merge(paths: list[Path]) -> dict[str, Any]:
     return {"config": config, "cases": cases}
 
 
+def blas_kernels() -> list[str]:
+    """numpy's BLAS libraries with the kernels they chose (threadpoolctl; empty where unknown)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [
+        f"{i.get('internal_api', '?')} {i.get('version', '?')} {i.get('architecture', '?')}"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"cases {', '.join(QUICK)}, seed 0")
@@ -467,6 +480,11 @@ def main(argv: list[str] | None = None) -> int:
             "order": args.order,
             "eval_extra": EVAL_EXTRA if args.eval_extra is None else args.eval_extra,
             "torch": torch.__version__,
+            # The BLAS kernels decide the last bits of numpy's float32 products, and those decide
+            # discrete choices of the edit path: a run reproduces only on the same kernels (runs
+            # before 2026-12-03 14:08 UTC need OPENBLAS_CORETYPE=Zen on this project's machines).
+            "numpy": np.__version__,
+            "blas": blas_kernels(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         },
         "cases": [],
