@@ -200,6 +200,18 @@ def test_finetune_low_rank_reinference_matches_the_full_pass(loaded_digits, monk
     np.testing.assert_array_equal(again.inference.top5_classes[:, 0], reference.top5_classes[:, 0])
 
 
+def _factoring_answers(monkeypatch) -> list[bool]:
+    """What every ``HeadOptimiser.factor`` call answers from now on (whether the job factored)."""
+    from game.learning import finetune
+
+    answers: list[bool] = []
+    real_factor = finetune.HeadOptimiser.factor
+    monkeypatch.setattr(
+        finetune.HeadOptimiser, "factor", lambda *a, **k: answers.append(real_factor(*a, **k)) or answers[-1]
+    )
+    return answers
+
+
 def test_a_large_scene_factorises_from_the_training_steps(loaded_digits, monkeypatch):
     """From LARGE_JOB_CARDS cards on a job trains the first layer's weight as the record's
     factors (``HeadOptimiser.factor``) and its re-inference takes them (``change``), never the
@@ -223,13 +235,7 @@ def test_a_large_scene_factorises_from_the_training_steps(loaded_digits, monkeyp
     monkeypatch.setattr(
         head_update, "low_rank_difference", lambda *a, **k: searches.append(1) or real_search(*a, **k)
     )
-    factored = []
-    real_factor = finetune.HeadOptimiser.factor
-    monkeypatch.setattr(
-        finetune.HeadOptimiser,
-        "factor",
-        lambda *a, **k: factored.append(real_factor(*a, **k)) or factored[-1],
-    )
+    factored = _factoring_answers(monkeypatch)
     stem = compute_stem_cache(net, images, 2)
     prime_pre_activations(net, len(images), stem)
     fast = run_finetune(_request(loaded_digits, edit, stem))
@@ -364,13 +370,7 @@ def test_no_factored_training_where_the_first_head_layer_gives_the_features(load
     monkeypatch.setattr(head_update, "MIN_MULTIPLY_ADDS", 0)
     monkeypatch.setattr(finetune, "LARGE_JOB_CARDS", 0)
     monkeypatch.setattr(finetune.Runner, "feature_module", lambda runner: runner.first_linear())
-    factored = []
-    real_factor = finetune.HeadOptimiser.factor
-    monkeypatch.setattr(
-        finetune.HeadOptimiser,
-        "factor",
-        lambda *a, **k: factored.append(real_factor(*a, **k)) or factored[-1],
-    )
+    factored = _factoring_answers(monkeypatch)
     net, images = loaded_digits.network, loaded_digits.workspace.images
     stem = compute_stem_cache(net, images, 2)
     prime_pre_activations(net, len(images), stem)
