@@ -661,13 +661,13 @@ class HeadOptimiser:
         return z
 
     @torch.no_grad()
-    def materialise(self, runner: Runner) -> None:
-        """After ``factor``ed training: the weight takes the recorded change (``A^T B``) and the
-        layer computes its own output again. Nothing where the training was not factored."""
+    def materialise(self, runner: Runner, change: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """After ``factor``ed training: the weight takes the recorded ``change`` (``A^T B``, what
+        ``change()`` answers after the last step) and the layer computes its own output again.
+        Nothing where the training was not factored."""
         if self._factored is None or self.first is None:
             return
         self.unfactor(runner)
-        change = self.change()
         if change is None or not len(change[0]):
             return
         a, b = change
@@ -1113,11 +1113,12 @@ def run_finetune(
     optimiser.record = len(req.images) >= LARGE_JOB_CARDS and runner.base_pre_activations is not None
     try:
         training = train(runner, batch, optimiser, scales, cfg, rng, loss_fn, progress, cancelled)
-        optimiser.materialise(runner)
+        change = optimiser.change()  # once: the factored weight's update and the re-inference's
+        optimiser.materialise(runner, change)
     finally:
         optimiser.unfactor(runner)  # a failed or cancelled job's runner computes plainly again
     finish_training(runner)
-    runner.steps_change = optimiser.change()
+    runner.steps_change = change
     optimiser.release()
     parts.done("train")
     # The trained weights' bytes, on a thread beside the preview and the re-inference (nothing
