@@ -402,7 +402,7 @@ class Runner:
             return self.network.forward_with_features(self._inputs(idx))
         head = _classifier(self.network.module)
         assert head is not None
-        layer = dict(self.network.module.named_modules())[self.network.feature_layer]
+        layer = self.feature_module()
         captured: list[torch.Tensor] = []
         handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
         try:
@@ -504,7 +504,7 @@ class Runner:
                 base = None
             else:
                 factors = self._low_rank(weight, base)
-        layer = dict(self.network.module.named_modules())[self.network.feature_layer]
+        layer = self.feature_module()
         rest = list(head)[self.stem.start + 1 :]
         x_all = self.stem.inputs
         bias_change = (
@@ -650,7 +650,7 @@ class Runner:
             z.addmm_(x[index] @ v, u.T)
         if bias is not None and base.bias is not None:
             z += bias - base.bias
-        layer = dict(self.network.module.named_modules())[self.network.feature_layer]
+        layer = self.feature_module()
         _, features = _run_rest(z, first, list(head)[self.stem.start + 1 :], layer)
         return np.ascontiguousarray(features.float().numpy())
 
