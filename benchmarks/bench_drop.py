@@ -16,6 +16,11 @@ AlexNet-shaped network (fc6's 4,096 non-negative activations) come from ``synthe
 predictions follow the labels; the first layout is ``Projector.fit`` with few iterations (its
 quality does not change what the update costs: that depends on the features). Images are 8x8
 placeholders (the head-only path never reads them). The setup is cached under ``--cache`` by N.
+Its layout carries the PCA and neighbour bounds that the app's layout cache stores with a large
+scene's layout (``state_io``, since issue 17's thirteenth session; made once per N beside the
+setup): the first drop skips most of its neighbour search, as after a cached launch.
+``--cold-search`` leaves them out (a layout cached before they were stored: the first drop
+searches every card).
 
 Printed per drop (wall seconds; "CPU": this process's and the job process's CPU seconds from
 the drop to the tween, the steadier figure on a shared machine; "job CPU s": the job's process's
@@ -147,6 +152,29 @@ def build_setup(n: int, cache: Path, classes: int = 6):
     return scene, network, stem, labels, out
 
 
+def add_search_state(layout, features: np.ndarray, projector, path: Path) -> None:
+    """Give ``layout`` (the setup's, read from its file) the PCA and neighbour bounds that the
+    app's layout cache stores with it (``state_io.layout_to_arrays(search_state=True)``): made once
+    as the fit makes them (the same seeded PCA, one full neighbour step) and kept in ``path``."""
+    from game.layout.projector import graph_step, graph_threads
+    from game.layout.state_io import layout_from_arrays, layout_to_arrays
+
+    if path.exists():
+        with np.load(path) as z:
+            extra = {name: z[name] for name in z.files}
+    else:
+        reduction = projector.reduction(features)
+        layout.basis = reduction.basis()
+        k = layout.neighbours.shape[1]
+        step = graph_step(reduction.reduced, reduction.reduced, layout.neighbours, k, graph_threads(2))
+        layout.neighbour_gaps = step.gaps
+        every = layout_to_arrays(layout, search_state=True)
+        extra = {key: v for key, v in every.items() if key.startswith(("basis_", "gaps_"))}
+        np.savez(path, **extra)
+    loaded = layout_from_arrays({**layout_to_arrays(layout), **extra})  # checked as the cache is
+    layout.basis, layout.neighbour_gaps = loaded.basis, loaded.neighbour_gaps
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cards", type=int, default=2000)
@@ -169,6 +197,11 @@ def main() -> int:
         default=2.0,
         help="seconds between a tween's start and the next drop (the person watches the glide; "
         "the job process prepares the next job's spread meanwhile)",
+    )
+    parser.add_argument(
+        "--cold-search",
+        action="store_true",
+        help="the setup layout without the PCA and neighbour bounds a layout cache stores",
     )
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "latent-reach-bench-drop"))
     args = parser.parse_args()
@@ -204,6 +237,8 @@ def main() -> int:
     layout.stretch, layout.neighbours = s["stretch"], s["neighbours"]
     layout.positions = layout.to_world(layout.embedding)
     projector = Projector(scene.layout, n_jobs=2)
+    if not args.cold_search:
+        add_search_state(layout, s["features"], projector, Path(args.cache) / f"drop-search-{n}.npz")
     ws = make_workspace(data, inference, layout, s["is_train"], network.feature_layer)
     # Only the workspace holds the features from here, as in the app (its controller may swap them
     # for the array it shares with the job process: held once between the two).

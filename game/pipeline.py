@@ -157,8 +157,9 @@ def _layout_cached(
             except (KeyError, ValueError, TypeError) as exc:
                 report_damaged(path, exc)
     state = projector.fit(features)
-    # With the feature-space neighbours: what update_local compares to. A full or read-only cache
-    # disk stores nothing: the fit itself succeeded.
-    if use_cache and save_arrays(path, layout_to_arrays(state)):
+    # With the feature-space neighbours (what update_local compares to) and, for large scenes, the
+    # PCA and neighbour bounds that let the first drop after the next launch skip most of its
+    # search. A full or read-only cache disk stores nothing: the fit itself succeeded.
+    if use_cache and save_arrays(path, layout_to_arrays(state, search_state=True)):
         stored(path)
     return state

@@ -78,13 +78,13 @@ class LayoutState:
     # (3,) per-axis factor on ``scale`` (``LayoutConfig.stretch``); ones: one uniform scale.
     stretch: np.ndarray = field(default_factory=lambda: np.ones(3))
     # The PCA the layout's features were reduced with (``Reduction.basis``; None: not known, e.g.
-    # read from a file: then it is the one fitted to the features the layout was made from).
+    # read from a session: then it is the one fitted to the features the layout was made from).
     # Local updates of large scenes keep it, so each job reduces in its base layout's PCA.
     basis: Reduction | None = field(default=None, repr=False)
     # Per card, lower bounds (in ``basis``) on its distances to the cards its next neighbour search
     # would measure besides its ``neighbours``: let ``update_local`` skip that search where it
-    # cannot change the card's fate (``graph_step``). Only a time saving: not stored in files,
-    # rebuilt by the next update.
+    # cannot change the card's fate (``graph_step``). Only a time saving, rebuilt by every update;
+    # the layout cache stores them with ``basis`` (``state_io``), sessions do not.
     neighbour_gaps: NeighbourGaps | None = field(default=None, repr=False)
 
     @property

@@ -125,3 +125,127 @@ def test_a_row_that_lists_itself_is_not_settled_by_its_own_distance(keep):
     stays_fast = neighbour_overlap(held, fast.neighbours) >= keep
     assert np.array_equal(stays_full, stays_fast)
     assert fast.settled.any()
+
+
+def _fitted_large(monkeypatch, seed: int = 1):
+    """A fit on the large scenes' path (900 cards with the threshold lowered), with its bounds."""
+    from game.layout import projector as projector_module
+
+    monkeypatch.setattr(projector_module, "EXACT_KNN_BELOW", 100)
+    x = np.maximum(clusters(seed, 900, 40), 0)
+    config = LayoutConfig(pca_dims=10, reuse_above=0, early_iterations=20, iterations=20, perplexity=10.0)
+    proj = Projector(config, n_jobs=1)
+    return proj, x, proj.fit(x)
+
+
+def test_a_cached_layout_keeps_its_pca_and_bounds_and_its_first_update_skips_as_the_live_one(
+    monkeypatch, tmp_path
+):
+    # The layout cache stores the PCA and the bounds (issue 17): the first drop after a launch
+    # skips most of its search, with the same re-layout as the fit's own layout makes.
+    from game.data.cache_files import load_arrays, save_arrays
+    from game.layout import projector as projector_module
+    from game.layout.state_io import layout_from_arrays, layout_to_arrays
+
+    proj, x, live = _fitted_large(monkeypatch)
+    path = tmp_path / "layout.npz"
+    assert save_arrays(path, layout_to_arrays(live, search_state=True))
+    arrays = load_arrays(path)
+    assert arrays is not None
+    loaded = layout_from_arrays(arrays)
+    assert loaded.basis is not None and loaded.basis.pca is not None and live.basis is not None
+    assert np.array_equal(loaded.basis.transform(x), live.basis.transform(x))  # bit for bit
+    assert loaded.neighbour_gaps is not None and live.neighbour_gaps is not None
+    assert np.array_equal(loaded.neighbour_gaps.bound, live.neighbour_gaps.bound)
+    # Sessions (and the default) leave them out.
+    assert not any(key.startswith(("gaps_", "basis_")) for key in layout_to_arrays(live))
+
+    settled: list[float] = []
+    real_step = projector_module.graph_step
+
+    def counting_step(*args, **kwargs):
+        step = real_step(*args, **kwargs)
+        settled.append(float(step.settled.mean()))
+        return step
+
+    monkeypatch.setattr(projector_module, "graph_step", counting_step)
+    rng = np.random.default_rng(5)
+    changed = x + 0.01 * rng.normal(size=x.shape).astype(np.float32)
+    changed[10] = x[500]
+    move = np.array([10])
+    from_live = proj.update_local(changed, live, x, move=move)
+    # A new launch: the features are another array (nothing remembered for it).
+    from_cache = proj.update_local(changed, loaded, x.copy(), move=move)
+    assert np.array_equal(from_live.embedding, from_cache.embedding)
+    assert np.array_equal(from_live.neighbours, from_cache.neighbours)
+    assert np.array_equal(from_live.moved, from_cache.moved)
+    assert settled[1] > 0.5, settled  # the cached layout's first update skipped too
+    # A layout read without its search state searches every card, as before.
+    plain = layout_from_arrays(layout_to_arrays(live))
+    assert plain.neighbour_gaps is None and plain.basis is None
+    from_plain = proj.update_local(changed, plain, x.copy(), move=move)
+    assert settled[2] == 0.0
+    assert np.array_equal(from_plain.neighbours, from_live.neighbours)
+
+
+def test_a_stored_search_state_that_cannot_be_the_layouts_is_refused(monkeypatch):
+    # Every change a damaged or foreign file could bring: refused with ValueError (the layout
+    # cache then says so and refits), never a crash and never bounds taken on trust.
+    from game.layout.state_io import layout_from_arrays, layout_to_arrays
+
+    _, _, live = _fitted_large(monkeypatch)
+    good = layout_to_arrays(live, search_state=True)
+    assert layout_from_arrays(good).neighbour_gaps is not None
+    rng = np.random.default_rng(11)
+    keys = [k for k in good if k.startswith(("gaps_", "basis_"))]
+    assert len(keys) == 7
+    refused = 0
+    for trial in range(60):
+        arrays = dict(good)
+        key = keys[trial % len(keys)]
+        value = np.array(arrays[key])
+        kind = trial // len(keys) % 6
+        if kind == 0:
+            value = value[:-1]  # a row short
+        elif kind == 1:
+            value = value.astype(np.float64)  # another type
+        elif kind == 2 and value.dtype.kind == "f":
+            value.flat[int(rng.integers(value.size))] = np.nan
+        elif kind == 3 and value.dtype.kind in "fi":
+            value.flat[int(rng.integers(value.size))] = -5
+        elif kind == 4:
+            value = value.reshape(-1)[: max(value.size // 2, 1)]
+        else:
+            value = np.zeros((0,), value.dtype)
+        arrays[key] = value
+        try:
+            state = layout_from_arrays(arrays)
+        except ValueError:
+            refused += 1
+            continue
+        # Accepted only where the change is a value the array may hold: a negative component or
+        # mean (a NaN cannot be written into an integer or boolean array: those trials refuse
+        # for their other change or hold valid values).
+        assert kind == 3 and key in ("basis_components", "basis_mean"), (key, kind)
+        assert state.neighbour_gaps is not None and state.basis is not None
+    assert refused >= 55, refused
+
+
+def test_the_layout_cache_hands_a_second_launch_the_fits_pca_and_bounds(monkeypatch, tmp_path, capsys):
+    from game.pipeline import _layout_cached
+
+    monkeypatch.setenv("LATENT_REACH_CACHE", str(tmp_path / "cache"))
+    proj, x, _ = _fitted_large(monkeypatch, seed=2)
+    first = _layout_cached(proj, x, use_cache=True)  # fitted and stored
+    second = _layout_cached(proj, x.copy(), use_cache=True)  # read back
+    assert second.tsne is None and first.neighbour_gaps is not None and second.neighbour_gaps is not None
+    assert np.array_equal(first.neighbour_gaps.near, second.neighbour_gaps.near)
+    assert second.basis is not None and first.basis is not None and second.basis.same_basis(first.basis)
+    # A file whose bounds were damaged is said and refitted, not used.
+    (path,) = (tmp_path / "cache" / "layouts").glob("*.npz")
+    arrays = dict(np.load(path))
+    arrays["gaps_rest"] = arrays["gaps_rest"][:-1]
+    np.savez(path, **arrays)
+    third = _layout_cached(proj, x.copy(), use_cache=True)
+    assert "is damaged" in capsys.readouterr().err
+    assert np.array_equal(third.embedding, first.embedding) and third.neighbour_gaps is not None
