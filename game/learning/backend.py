@@ -58,9 +58,10 @@ class TrainingBackend(Protocol):
         measures first (``preview.prepare_features``; the job process does this itself, once it
         has answered)."""
 
-    def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
+    def keep_features(self, features: np.ndarray | None, projector: Any, basis: Any = None) -> None:
         """The features of the version on show, for the next ``prepare`` to get ready (large
-        scenes: ``preview.prepare_features``); None: nothing (small scenes)."""
+        scenes: ``preview.prepare_features``, in ``basis``, the PCA their layout carries, where
+        known); None: nothing (small scenes)."""
 
     def replace_features(self, old: np.ndarray, new: np.ndarray) -> None:
         """Kept features that are the array ``old`` become ``new`` (the same values); features
@@ -88,7 +89,7 @@ class ThreadBackend:
         self.train_fn = train_fn
         self.stem = stem  # given: already computed for these cards (e.g. with the first features)
         self._ready = threading.Event()
-        self._features: tuple[np.ndarray, Any] | None = None  # ``keep_features``
+        self._features: tuple[np.ndarray, Any, Any] | None = None  # ``keep_features``
 
     @property
     def ready(self) -> bool:
@@ -113,16 +114,17 @@ class ThreadBackend:
                 self.stem.preconditioned_inputs(is_train)
                 prime_pre_activations(network, len(images), self.stem)
             if self._features is not None:
-                prepare_features(*self._features)
+                features, projector, basis = self._features
+                prepare_features(features, projector, basis=basis)
         finally:
             self._ready.set()
 
-    def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
-        self._features = None if features is None else (features, projector)
+    def keep_features(self, features: np.ndarray | None, projector: Any, basis: Any = None) -> None:
+        self._features = None if features is None else (features, projector, basis)
 
     def replace_features(self, old: np.ndarray, new: np.ndarray) -> None:
         if self._features is not None and self._features[0] is old:
-            self._features = (new, self._features[1])
+            self._features = (new, *self._features[1:])
 
     def run(self, request: FineTuneRequest, progress: Progress, cancelled: Cancelled) -> FineTuneResult:
         self._ready.wait()
@@ -167,7 +169,7 @@ class ProcessBackend:
         self.on_features_shared: Callable[[np.ndarray, np.ndarray], None] | None = None
         self._ready = threading.Event()
         self._init_thread: threading.Thread | None = None
-        self._features: tuple[np.ndarray, Any] | None = None  # ``keep_features``
+        self._features: tuple[np.ndarray, Any, Any] | None = None  # ``keep_features``
 
     @property
     def ready(self) -> bool:
@@ -224,12 +226,12 @@ class ProcessBackend:
     def after_result(self, result: FineTuneResult, projector: Any, preview_above: int) -> None:
         pass  # the child did it after answering
 
-    def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
-        self._features = None if features is None else (features, projector)
+    def keep_features(self, features: np.ndarray | None, projector: Any, basis: Any = None) -> None:
+        self._features = None if features is None else (features, projector, basis)
 
     def replace_features(self, old: np.ndarray, new: np.ndarray) -> None:
         if self._features is not None and self._features[0] is old:
-            self._features = (new, self._features[1])
+            self._features = (new, *self._features[1:])
 
     def close(self, timeout: float = 10.0) -> None:
         thread = self._init_thread
@@ -358,10 +360,10 @@ class FallbackBackend:
         if self._last_ran is not None:
             self._last_ran.after_result(result, projector, preview_above)
 
-    def keep_features(self, features: np.ndarray | None, projector: Any) -> None:
+    def keep_features(self, features: np.ndarray | None, projector: Any, basis: Any = None) -> None:
         if self.primary is not None:
-            self.primary.keep_features(features, projector)
-        self.fallback.keep_features(features, projector)
+            self.primary.keep_features(features, projector, basis)
+        self.fallback.keep_features(features, projector, basis)
 
     def replace_features(self, old: np.ndarray, new: np.ndarray) -> None:
         if self.primary is not None:

@@ -330,14 +330,17 @@ class FineTuneController:
         self.store.replace_features(old, shared)
         self.backend.replace_features(old, shared)
 
-    def _features_to_keep(self) -> np.ndarray | None:
+    def _features_to_keep(self) -> tuple[np.ndarray, Any] | None:
         """The features of the version on show when the scene is large (previews, or a local
-        re-layout in their PCA): the backend prepares their spread and PCA for the first job
+        re-layout in their PCA), with the PCA its layout carries (``LayoutState.basis``: None
+        when not known): the backend prepares their spread and reduction for the first job
         (``preview.prepare_features``)."""
-        features = self.store.current.features
+        current = self.store.current
         if not reduces_ahead(self.workspace.n_cards, self.config.preview_above):
             return None
-        return features if len(features) == self.workspace.n_cards else None
+        if len(current.features) != self.workspace.n_cards:
+            return None
+        return current.features, current.layout.basis
 
     def _prepare(
         self,
@@ -345,11 +348,12 @@ class FineTuneController:
         images: np.ndarray,
         is_train: np.ndarray,
         cards_changed: bool = False,
-        features: np.ndarray | None = None,
+        features: tuple[np.ndarray, Any] | None = None,
     ) -> None:
         """Worker: get the backend ready for these cards (the fallback to a thread is the backend's)."""
         try:
-            self.backend.keep_features(features, self.loaded.projector)
+            kept, basis = (None, None) if features is None else features
+            self.backend.keep_features(kept, self.loaded.projector, basis)
             self.backend.prepare(network, images, is_train, cards_changed)
         finally:
             self._ready.set()

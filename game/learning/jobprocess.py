@@ -123,6 +123,7 @@ class FeaturesMessage:
     key: str
     features: np.ndarray
     projector: Any
+    basis: Any = None  # the PCA the layout on show carries (``LayoutState.basis``), None: refit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -930,9 +931,12 @@ class JobProcess:
         self._known, self._first_key = {key}, key
         return info
 
-    def keep_features(self, network: Any, features: np.ndarray, projector: Any) -> np.ndarray | None:
+    def keep_features(
+        self, network: Any, features: np.ndarray, projector: Any, basis: Any = None
+    ) -> np.ndarray | None:
         """Send the features of ``network`` (the one ``init`` sent) for the child to keep and
-        prepare (``FeaturesMessage``): the first job then starts like every later one.
+        prepare (``FeaturesMessage``, in ``basis`` where the layout carries one): the first job
+        then starts like every later one.
 
         Large features go through a shared-memory segment that both processes then map: the
         returned array (the same values) is on it, and a caller that uses it instead of its own
@@ -948,7 +952,7 @@ class JobProcess:
             if shared is not None:
                 shared[...] = features
             try:
-                message = FeaturesMessage(key, features if shared is None else shared, projector)
+                message = FeaturesMessage(key, features if shared is None else shared, projector, basis)
                 self._send(message, segments if shared is not None else None)
                 self._receive()
             finally:
@@ -1151,7 +1155,7 @@ def _serve(conn: Connection, torch_threads: int, cancel: Any = None) -> None:
                 kept = (message.key, message.features)
                 projector = copy.copy(message.projector)
                 projector.n_jobs = torch_threads
-                _prepare_quietly(prepare_features, message.features, projector)
+                _prepare_quietly(prepare_features, message.features, projector, True, message.basis)
                 send(OkMessage(None))
             elif isinstance(message, HeldMessage):
                 held = ([first[0]] if first is not None else []) + list(networks)
