@@ -97,6 +97,11 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError:
         conn.close()
         raise
+    except UnicodeDecodeError as exc:
+        # A damaged schema's text is quoted in SQLite's error message, and Python's sqlite3 fails
+        # to decode a byte that is not UTF-8 there (session fuzz seed 91): damage all the same.
+        conn.close()
+        raise sqlite3.DatabaseError(f"malformed database schema (not UTF-8 at byte {exc.start})") from None
     return conn
 
 

@@ -280,3 +280,25 @@ def test_a_damaged_index_that_hands_back_an_event_again_ends_in_a_damage_report(
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_a_schema_byte_that_is_not_utf8_is_refused_not_a_traceback(recorded, tmp_path):
+    # Found by seed 91 (mutation 620): an '_' of a name in the schema's text flipped to 0xdf;
+    # SQLite quotes the malformed schema in its error, and Python's sqlite3 could not decode it.
+    path, _images, _final = recorded
+    data = path.read_bytes()
+    page = int.from_bytes(data[16:18], "big") or 65536
+    tried = 0
+    for pos in (i for i in range(page) if data[i] == ord("_")):
+        bad = bytearray(data)
+        bad[pos] ^= 0x80
+        copy = tmp_path / f"bad{pos}.session.sqlite"
+        copy.write_bytes(bytes(bad))
+        try:
+            with SessionReader(copy) as reader:
+                reader.model_versions()
+        except SessionError as exc:
+            assert "session file" in str(exc) or "damaged" in str(exc)
+        tried += 1
+        copy.unlink()
+    assert tried > 10
