@@ -243,6 +243,18 @@ class LearningConfig:
         "would be judged too), so a large dataset "
         "keeps the sampled replay and its speed. 0: always samples (the default until issue 13's suite)",
     )
+    # New in issue 17's thirteenth session; recorded sessions keep 0 (``_OLD_DEFAULTS``).
+    replay_all_max_cost: float = setting(
+        1e9,
+        ge=0.0,
+        le=1e18,
+        doc="replay_all_up_to also stops where a step would cost more than this many multiply-adds "
+        "through the head's linear layers (the cards times game.nets.split.head_multiply_adds): the "
+        "suite's networks (132 k per card, at most 4,096 cards: 0.54 G) replay every card, an "
+        "AlexNet-sized head (16.8 M per card) samples replay_batch as large datasets do. Why: a "
+        "5,400-card AlexNet scene replayed 3,150 cards at every step, 206 CPU s for one drop "
+        "(docs/benchmarks.md, issue 17). 0: no such cap",
+    )
     preserve_weight: float = setting(
         1.0, ge=0.0, le=1e6, doc="keeps unedited cards' features (and so the layout) in place"
     )

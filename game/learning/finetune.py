@@ -74,6 +74,7 @@ from game.learning.stem import (  # re-exported: the controller, the job process
     protect_lookalikes,
 )
 from game.nets.network import Inference, Network
+from game.nets.split import head_multiply_adds
 from game.nets.weights import state_to_bytes
 
 if TYPE_CHECKING:
@@ -418,8 +419,9 @@ def replay_rest(
     """The trusted training cards a job replays at every step, besides its replay pool, should its
     check run (``EditBatch.replay_rest``), and their weights; (None, None) where it never would
     (no check cards or no label trust: ``memorised_share`` is then 1) or where the training cards
-    outside the edits, neighbours and check cards outnumber ``replay_all_up_to`` (their trust is
-    then not even judged: a large dataset's job costs what it did).
+    outside the edits, neighbours and check cards outnumber ``replay_all_up_to``, or would cost a
+    step more than ``replay_all_max_cost`` multiply-adds through the head (an AlexNet-sized one;
+    their trust is then not even judged: a large dataset's job costs what it did).
 
     Why (issue 13's suite, docs/benchmarks.md): on networks that never fitted their noise, a random
     ``replay_batch`` per step left shapes' worst edits' held-out loss above its goal; every trusted
@@ -431,6 +433,10 @@ def replay_rest(
     free[np.concatenate([[e.card for e in edits], nb_cards, check]).astype(np.int64)] = False
     if int(free.sum()) > cfg.replay_all_up_to:
         return None, None
+    if cfg.replay_all_max_cost:
+        per_card = head_multiply_adds(req.network.module, cfg.head_layers)
+        if int(free.sum()) * per_card > cfg.replay_all_max_cost:
+            return None, None  # a real-size head: every card at every step costs minutes a drop
     free[pool] = False  # the pool keeps the batch's own trust
     rest = np.flatnonzero(free)
     trust = label_trust(

@@ -704,6 +704,7 @@ def _check_event_types(event: ev.Event) -> None:
 # label_trust, feature_terms: "none" and "always" until issue 13's suite chose "drop"/"landing".
 # check_samples, replay_all_up_to: no held-aside check cards, and sampled replay only, until
 # issue 13's suite added the check and then every trusted card replayed where it runs.
+# replay_all_max_cost: no cost cap on that until issue 17's thirteenth session.
 _OLD_DEFAULTS: dict[str, dict[str, Any]] = {
     "learning": {
         "train_heldout": True,
@@ -711,6 +712,7 @@ _OLD_DEFAULTS: dict[str, dict[str, Any]] = {
         "feature_terms": "always",
         "check_samples": 0,
         "replay_all_up_to": 0,
+        "replay_all_max_cost": 0.0,
     },
     "layout": {"reuse_above": 10**9},  # large scenes' local re-layout refitted PCA and annoy
 }

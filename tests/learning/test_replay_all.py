@@ -43,6 +43,34 @@ def test_the_rest_is_every_other_trusted_training_card(loaded_digits):
     assert prepare_batch(dataclasses.replace(req, config=above), np.random.default_rng(0)).replay_rest is None
 
 
+def test_a_head_whose_every_card_at_every_step_would_cost_too_much_samples(loaded_digits):
+    # The digits' SmallCNN head (132 k multiply-adds a card) replays every card under the default
+    # cost cap; a head that costs more per card than the cap allows for these cards samples as a
+    # large dataset does (an AlexNet head: 16.8 M a card, 206 CPU s a drop at 5,400 cards).
+    from game.nets.architectures import AlexNet
+    from game.nets.split import head_multiply_adds
+
+    req, _, _ = request_with_wrong_labels(loaded_digits, seed=1)
+    req.config = dataclasses.replace(loaded_digits.scene.learning, label_trust="drop", check_samples=128)
+    heads = req.config.head_layers
+    per_card = head_multiply_adds(req.network.module, heads)
+    assert per_card == 1024 * 128 + 128 * 10  # SmallCNN: fc1 and fc2
+    assert head_multiply_adds(AlexNet(10), 2) == 4096 * 4096 + 4096 * 10  # fc7 and fc8
+    rng = np.random.default_rng(0)
+    assert req.config.replay_all_max_cost == 1e9
+    rest = prepare_batch(req, rng).replay_rest
+    assert rest is not None
+    # The cap counts the training cards outside the edits, neighbours and check cards (the pool's
+    # and the rest's, before "drop" leaves distrusted ones out): at most all training cards.
+    cards = int(req.is_train.sum())
+    for cost, sampled in ((per_card * len(rest) - 1, True), (per_card * cards, False), (0.0, False)):
+        capped = dataclasses.replace(req, config=dataclasses.replace(req.config, replay_all_max_cost=cost))
+        got = prepare_batch(capped, np.random.default_rng(0)).replay_rest
+        assert (got is None) == sampled, cost
+        if got is not None:
+            assert np.array_equal(got, rest)  # under the cap: the same cards as before
+
+
 @pytest.fixture
 def trained_rows(monkeypatch):
     """The rows of every training step of the jobs (what the optimiser stepped on)."""
