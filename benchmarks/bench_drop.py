@@ -163,10 +163,10 @@ def add_search_state(layout, features: np.ndarray, projector, path: Path) -> Non
         with np.load(path) as z:
             extra = {name: z[name] for name in z.files}
     else:
-        reduction = projector.reduction(features)
-        layout.basis = reduction.basis()
+        layout.basis = projector.reduction(features).basis()
+        rows = layout.basis.transform(features)  # as ``Projector.fit`` measures them (see there)
         k = layout.neighbours.shape[1]
-        step = graph_step(reduction.reduced, reduction.reduced, layout.neighbours, k, graph_threads(2))
+        step = graph_step(rows, rows, layout.neighbours, k, graph_threads(2))
         layout.neighbour_gaps = step.gaps
         every = layout_to_arrays(layout, search_state=True)
         extra = {key: v for key, v in every.items() if key.startswith(("basis_", "gaps_"))}

@@ -249,3 +249,35 @@ def test_the_layout_cache_hands_a_second_launch_the_fits_pca_and_bounds(monkeypa
     third = _layout_cached(proj, x.copy(), use_cache=True)
     assert "is damaged" in capsys.readouterr().err
     assert np.array_equal(third.embedding, first.embedding) and third.neighbour_gaps is not None
+
+
+def test_bounds_of_a_fit_below_the_pca_sample_hold_in_the_rows_later_updates_reduce_to(monkeypatch):
+    # Below PCA_FIT_ROWS the fit's rows are scikit-learn's randomized fit_transform, which is not
+    # transform(x) to rounding but to the solver's approximation (review, issue 17): the bounds
+    # must hold in the rows a cached layout and the job process reduce to, so the first update's
+    # fate of every card is the full search's whichever way the layout came (keep 0.9: a tight test).
+    from game.layout import projector as projector_module
+    from game.layout.state_io import layout_from_arrays, layout_to_arrays
+
+    monkeypatch.setattr(projector_module, "EXACT_KNN_BELOW", 100)
+    rng = np.random.default_rng(8)
+    x = np.maximum(clusters(8, 900, 400) + 2.0 * rng.normal(size=(900, 400)), 0).astype(np.float32)
+    config = LayoutConfig(pca_dims=10, reuse_above=0, early_iterations=20, iterations=20, perplexity=10.0)
+    proj = Projector(config, n_jobs=1)
+    live = proj.fit(x)
+    assert live.basis is not None and live.basis.pca is not None
+    fitted_rows = proj.reduction(x).reduced
+    assert np.abs(fitted_rows - live.basis.transform(x)).max() > 1e-3  # the solver's error, not rounding
+    cached = layout_from_arrays(layout_to_arrays(live, search_state=True))
+    searched = layout_from_arrays(layout_to_arrays(live, search_state=True))
+    searched.neighbour_gaps = None  # the same basis, every card searched
+    changed = x + 0.005 * rng.normal(size=x.shape).astype(np.float32)
+    updates = [
+        proj.update_local(changed, live, x, keep=0.9),
+        proj.update_local(changed, cached, x.copy(), keep=0.9),
+        proj.update_local(changed, searched, x.copy(), keep=0.9),
+    ]
+    assert updates[2].moved.any()
+    for other in updates[:2]:
+        assert np.array_equal(other.moved, updates[2].moved)
+        assert np.array_equal(other.neighbours, updates[2].neighbours)
