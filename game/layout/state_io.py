@@ -9,7 +9,9 @@ The layout cache also stores what lets the first drop after a launch skip most o
 search (``search_state``): the PCA the layout was reduced in and the neighbour bounds
 (``NeighbourGaps``) measured in it. Without them a cached 50,000-card scene's first re-layout
 searched every card (about 0.8 CPU s more than the drops after it, docs/benchmarks.md, issue 17).
-Sessions leave them out: a session replays the same either way, and the bounds are 8 MB at 50k.
+Sessions store the PCA alone (``basis=True``, where the layout has bounds, i.e. a large scene):
+the live jobs reduce in it, so a replay must too (a refit below ``PCA_FIT_ROWS`` gives scikit-learn's
+randomized ``fit_transform`` rows, not the same rows); the bounds (8 MB at 50k) only save time.
 """
 
 from __future__ import annotations
@@ -27,11 +29,16 @@ _GAPS = ("gaps_near", "gaps_bound", "gaps_rest", "gaps_known")
 
 
 def layout_to_arrays(
-    layout: LayoutState, prefix: str = "", positions: bool = True, search_state: bool = False
+    layout: LayoutState,
+    prefix: str = "",
+    positions: bool = True,
+    search_state: bool = False,
+    basis: bool = False,
 ) -> dict[str, np.ndarray]:
     """The fitted numbers of ``layout`` by name; ``positions=False`` leaves the world positions
     out (a session stores them once, as the starting workspace's); ``search_state`` adds the PCA
-    and the neighbour bounds where the layout has both (the layout cache)."""
+    and the neighbour bounds where the layout has both (the layout cache), ``basis`` the PCA
+    alone, where it has both (a session)."""
     out = {
         "embedding": np.asarray(layout.embedding),
         "center": np.asarray(layout.center),
@@ -44,8 +51,9 @@ def layout_to_arrays(
         out["positions"] = np.asarray(layout.positions, dtype=np.float32)
     if layout.neighbours is not None:
         out["neighbours"] = np.asarray(layout.neighbours)
-    if search_state:
-        out.update(_search_state_to_arrays(layout))
+    if search_state or basis:
+        state = _search_state_to_arrays(layout)
+        out.update(state if search_state else {k: v for k, v in state.items() if k not in _GAPS})
     return {prefix + k: v for k, v in out.items()}
 
 
@@ -74,6 +82,8 @@ def layout_from_arrays(
     )
     if prefix + _GAPS[0] in arrays:
         state.basis, state.neighbour_gaps = _search_state_from_arrays(arrays, prefix, state)
+    elif prefix + _BASIS_MEAN in arrays:
+        state.basis = _basis_from_arrays(arrays, prefix, state)
     return state
 
 
@@ -130,7 +140,15 @@ def _search_state_from_arrays(
         raise ValueError("the stored neighbour bounds hold impossible values")
     if (bound < 0).any() or (rest < 0).any():
         raise ValueError("the stored neighbour bounds hold negative distances")
-    gaps = NeighbourGaps(near, bound, rest, known)
+    return _basis_from_arrays(arrays, prefix, state), NeighbourGaps(near, bound, rest, known)
+
+
+def _basis_from_arrays(arrays: Mapping[str, np.ndarray], prefix: str, state: LayoutState) -> Reduction:
+    """The stored PCA (or centring) the layout was reduced in, checked against the layout."""
+
+    def get(name: str) -> np.ndarray:
+        return np.asarray(arrays[prefix + name])
+
     mean = get(_BASIS_MEAN)
     if prefix + _BASIS_COMPONENTS not in arrays:
         if (
@@ -140,7 +158,7 @@ def _search_state_from_arrays(
             or not np.isfinite(mean).all()
         ):
             raise ValueError("the stored centring does not fit the layout")
-        return Reduction(np.empty((0, len(mean)), np.float32), mean=mean), gaps
+        return Reduction(np.empty((0, len(mean)), np.float32), mean=mean)
     components, variance = get(_BASIS_COMPONENTS), get(_BASIS_VARIANCE)
     dims = state.pca_dims
     if (
@@ -155,7 +173,7 @@ def _search_state_from_arrays(
         or (variance < 0).any()
     ):
         raise ValueError("the stored PCA does not fit the layout")
-    return Reduction(np.empty((0, dims), np.float32), pca=pca_from_arrays(components, mean, variance)), gaps
+    return Reduction(np.empty((0, dims), np.float32), pca=pca_from_arrays(components, mean, variance))
 
 
 def pca_from_arrays(components: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> PCA:

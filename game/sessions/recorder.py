@@ -65,10 +65,11 @@ def dataset_fingerprint(workspace: Any) -> str:
 
 def layout_arrays(layout: Any) -> dict[str, np.ndarray]:
     """A ``LayoutState``'s fitted numbers, stored so verify can warm-start exactly as live did
-    (the positions are the starting workspace's, stored with it)."""
+    (the positions are the starting workspace's, stored with it), with the PCA a large scene's
+    jobs reduce in (``state_io``: a replay that refitted it would not always get the same rows)."""
     from game.layout.state_io import layout_to_arrays
 
-    return layout_to_arrays(layout, prefix="layout_", positions=False)
+    return layout_to_arrays(layout, prefix="layout_", positions=False, basis=True)
 
 
 def _scene_texts(scene: Any) -> dict[str, str]:

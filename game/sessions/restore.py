@@ -57,6 +57,8 @@ class RestoredSession:
             raise SessionError(
                 f"{self.reader.path} does not store its starting layout; cannot re-run fine-tunes"
             ) from None
+        except ValueError as exc:  # a stored PCA that cannot be the layout's
+            raise SessionError(f"{self.reader.path}: its starting layout is damaged ({exc})") from None
 
     def as_loaded(self, with_network: bool = True) -> Any:
         """A ``LoadedScene`` over the restored workspace, for code that expects one (the world,

@@ -271,13 +271,24 @@ def test_bounds_of_a_fit_below_the_pca_sample_hold_in_the_rows_later_updates_red
     cached = layout_from_arrays(layout_to_arrays(live, search_state=True))
     searched = layout_from_arrays(layout_to_arrays(live, search_state=True))
     searched.neighbour_gaps = None  # the same basis, every card searched
+    # A session stores the PCA alone (its replay reduces as the live jobs did), small scenes none.
+    from game.sessions.recorder import layout_arrays
+
+    stored = layout_arrays(live)
+    assert "layout_basis_components" in stored and not any("gaps_" in key for key in stored)
+    replayed = layout_from_arrays(stored, prefix="layout_", positions=live.positions)
+    assert replayed.neighbour_gaps is None and replayed.basis is not None
+    assert replayed.basis.same_basis(live.basis)
+    small = layout_from_arrays(layout_to_arrays(live))
+    assert not any("basis_" in key for key in layout_arrays(small))
     changed = x + 0.005 * rng.normal(size=x.shape).astype(np.float32)
     updates = [
         proj.update_local(changed, live, x, keep=0.9),
         proj.update_local(changed, cached, x.copy(), keep=0.9),
+        proj.update_local(changed, replayed, x.copy(), keep=0.9),
         proj.update_local(changed, searched, x.copy(), keep=0.9),
     ]
-    assert updates[2].moved.any()
-    for other in updates[:2]:
+    assert updates[-1].moved.any()
+    for other in updates[:-1]:
         assert np.array_equal(other.moved, updates[2].moved)
         assert np.array_equal(other.neighbours, updates[2].neighbours)
