@@ -200,8 +200,9 @@ class Reduction:
     fitted: bool = False  # made by ``Projector.reduction`` of these very rows (not a transform)
 
     def basis(self) -> Reduction:
-        """The reduction without its rows (what a layout keeps: under a megabyte)."""
-        return Reduction(self.reduced[:0], self.pca, self.mean, self.fitted)
+        """The reduction without its rows (what a layout keeps: under a megabyte; an empty array of
+        its own, not a view that would keep all N rows alive with every layout version)."""
+        return Reduction(np.empty((0, self.dims), self.reduced.dtype), self.pca, self.mean, self.fitted)
 
     def same_basis(self, other: Reduction) -> bool:
         """Whether ``other`` reduces the same way (equal PCA components and mean, by value)."""

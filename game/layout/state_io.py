@@ -186,4 +186,8 @@ def pca_from_arrays(components: np.ndarray, mean: np.ndarray, variance: np.ndarr
     pca.explained_variance_ = variance
     pca.n_components_ = len(components)
     pca.n_features_in_ = components.shape[1]
+    try:  # a scikit-learn that wants more of a fitted PCA fails here (a refit), not at a drop
+        pca.transform(np.zeros((1, components.shape[1]), components.dtype))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"this scikit-learn cannot use the stored PCA ({exc})") from None
     return pca
