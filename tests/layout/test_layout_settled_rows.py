@@ -51,6 +51,22 @@ def test_settled_rows_stay_as_a_full_search_says_and_their_gaps_are_lower_bounds
             assert dist >= each.get(j, bounds.rest[row]) - 1e-5
 
 
+def _settled_shares(monkeypatch) -> list[float]:
+    """The share of cards each later ``graph_step`` settles, in call order."""
+    from game.layout import projector as projector_module
+
+    settled: list[float] = []
+    real_step = projector_module.graph_step
+
+    def counting_step(*args, **kwargs):
+        step = real_step(*args, **kwargs)
+        settled.append(float(step.settled.mean()))
+        return step
+
+    monkeypatch.setattr(projector_module, "graph_step", counting_step)
+    return settled
+
+
 def test_local_updates_with_and_without_the_gaps_are_the_same(monkeypatch):
     from game.layout import projector as projector_module
 
@@ -61,15 +77,7 @@ def test_local_updates_with_and_without_the_gaps_are_the_same(monkeypatch):
     proj = Projector(config, n_jobs=1)
     fast = slow = proj.fit(x)
     assert fast.neighbour_gaps is not None and fast.neighbour_gaps.known.all()
-    settled: list[float] = []
-    real_step = projector_module.graph_step
-
-    def counting_step(*args, **kwargs):
-        step = real_step(*args, **kwargs)
-        settled.append(float(step.settled.mean()))
-        return step
-
-    monkeypatch.setattr(projector_module, "graph_step", counting_step)
+    settled = _settled_shares(monkeypatch)
     features = x
     for edit in range(3):
         changed = features + 0.01 * rng.normal(size=x.shape).astype(np.float32)
@@ -144,7 +152,6 @@ def test_a_cached_layout_keeps_its_pca_and_bounds_and_its_first_update_skips_as_
     # The layout cache stores the PCA and the bounds (issue 17): the first drop after a launch
     # skips most of its search, with the same re-layout as the fit's own layout makes.
     from game.data.cache_files import load_arrays, save_arrays
-    from game.layout import projector as projector_module
     from game.layout.state_io import layout_from_arrays, layout_to_arrays
 
     proj, x, live = _fitted_large(monkeypatch)
@@ -157,18 +164,10 @@ def test_a_cached_layout_keeps_its_pca_and_bounds_and_its_first_update_skips_as_
     assert np.array_equal(loaded.basis.transform(x), live.basis.transform(x))  # bit for bit
     assert loaded.neighbour_gaps is not None and live.neighbour_gaps is not None
     assert np.array_equal(loaded.neighbour_gaps.bound, live.neighbour_gaps.bound)
-    # Sessions (and the default) leave them out.
+    # The default leaves them out (sessions store the PCA alone: below).
     assert not any(key.startswith(("gaps_", "basis_")) for key in layout_to_arrays(live))
 
-    settled: list[float] = []
-    real_step = projector_module.graph_step
-
-    def counting_step(*args, **kwargs):
-        step = real_step(*args, **kwargs)
-        settled.append(float(step.settled.mean()))
-        return step
-
-    monkeypatch.setattr(projector_module, "graph_step", counting_step)
+    settled = _settled_shares(monkeypatch)
     rng = np.random.default_rng(5)
     changed = x + 0.01 * rng.normal(size=x.shape).astype(np.float32)
     changed[10] = x[500]
