@@ -78,7 +78,8 @@ class LayoutState:
     # (3,) per-axis factor on ``scale`` (``LayoutConfig.stretch``); ones: one uniform scale.
     stretch: np.ndarray = field(default_factory=lambda: np.ones(3))
     # The PCA the layout's features were reduced with (``Reduction.basis``; None: not known, e.g.
-    # read from a session: then it is the one fitted to the features the layout was made from).
+    # read from an older cache file or session, or a small scene's: then it is the one fitted to
+    # the features the layout was made from).
     # Local updates of large scenes keep it, so each job reduces in its base layout's PCA.
     basis: Reduction | None = field(default=None, repr=False)
     # Per card, lower bounds (in ``basis``) on its distances to the cards its next neighbour search

@@ -162,10 +162,10 @@ def prepare_features(
     for this array: in ``basis`` where the layout on show carries its PCA (``LayoutState.basis``:
     what ``Projector.base_reduction`` reduces in then; a layout cache's or a fit's, whose PCA a
     refit here would not always match bit for bit, and a refit costs 1.4 CPU s at 50k against
-    0.3 for the projection), else the PCA fitted to them. Backends call it when they prepare a large scene and after each
-    result, while the person looks (the job process once it has answered), so neither the
-    first drop nor a later one waits for them. The same functions on the same array: the same
-    numbers, whether remembered or not."""
+    0.3 for the projection), else the PCA fitted to them. Backends call it when they prepare a
+    large scene and after each result, while the person looks (the job process once it has
+    answered), so neither the first drop nor a later one waits for them. The same functions on
+    the same array: the same numbers, whether remembered or not."""
     from game.layout.projector import Reduction, known_reduction, remember_reduction
     from game.learning.finetune import remember_spread
 
