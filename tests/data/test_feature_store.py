@@ -76,7 +76,10 @@ def _image_folder(root):
 
 
 @needs_dask
-def test_a_local_cluster_reads_the_paths_and_matches_one_machine(tmp_path):
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_a_local_cluster_reads_the_paths_and_matches_one_machine(tmp_path, processes):
+    # Process workers pickle the network and the blocks as a real cluster does (issue 17 audit:
+    # thread workers never did).
     from game.data.folder import _entries_from_subfolders, load_image_folder
     from game.nets.architectures import build_module
     from game.nets.distributed import Cards, close_client, compute_feature_store, local_client
@@ -93,7 +96,7 @@ def test_a_local_cluster_reads_the_paths_and_matches_one_machine(tmp_path):
         paths=[str(p) for p, _ in entries],
         image_size=16,
     )
-    client = local_client(2, processes=False)
+    client = local_client(2, processes=processes)
     try:
         assert len(client.nthreads()) == 2
         done = []
