@@ -16,6 +16,7 @@ randomized ``fit_transform`` rows, not the same rows); the bounds (8 MB at 50k) 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -64,8 +65,7 @@ def layout_from_arrays(
     A missing key raises ``KeyError``; a search state that does not fit the layout, ``ValueError``
     (the caller treats the file as damaged)."""
 
-    def get(name: str) -> np.ndarray:
-        return np.asarray(arrays[prefix + name])
+    get = functools.partial(_stored, arrays, prefix)
 
     world = get("positions") if positions is None else positions
     neighbours = arrays.get(prefix + "neighbours")
@@ -116,8 +116,7 @@ def _search_state_from_arrays(
     file whose shapes, types or values cannot be such bounds is refused, not half used."""
     n = len(state.embedding)
 
-    def get(name: str) -> np.ndarray:
-        return np.asarray(arrays[prefix + name])
+    get = functools.partial(_stored, arrays, prefix)
 
     near, bound, rest, known = (get(name) for name in _GAPS)
     if (
@@ -146,8 +145,7 @@ def _search_state_from_arrays(
 def _basis_from_arrays(arrays: Mapping[str, np.ndarray], prefix: str, state: LayoutState) -> Reduction:
     """The stored PCA (or centring) the layout was reduced in, checked against the layout."""
 
-    def get(name: str) -> np.ndarray:
-        return np.asarray(arrays[prefix + name])
+    get = functools.partial(_stored, arrays, prefix)
 
     mean = get(_BASIS_MEAN)
     if prefix + _BASIS_COMPONENTS not in arrays:
@@ -174,6 +172,11 @@ def _basis_from_arrays(arrays: Mapping[str, np.ndarray], prefix: str, state: Lay
     ):
         raise ValueError("the stored PCA does not fit the layout")
     return Reduction(np.empty((0, dims), np.float32), pca=pca_from_arrays(components, mean, variance))
+
+
+def _stored(arrays: Mapping[str, np.ndarray], prefix: str, name: str) -> np.ndarray:
+    """One stored array by its name without the prefix (``KeyError`` when missing)."""
+    return np.asarray(arrays[prefix + name])
 
 
 def pca_from_arrays(components: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> PCA:
