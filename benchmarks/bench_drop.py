@@ -88,6 +88,11 @@ class PssPeak:
         return self.peak
 
 
+def session_bytes(path: Path) -> int:
+    """The session file's bytes with SQLite's side files (the write-ahead log)."""
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux /proc; 0 elsewhere)."""
     if pid is None:
@@ -203,6 +208,19 @@ def main() -> int:
         action="store_true",
         help="the setup layout without the PCA and neighbour bounds a layout cache stores",
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="seconds of frame loop between the backend's readiness and the first drop (a person "
+        "looks around first; shows whether start-up work still running lands in the first job)",
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="record a session (SessionRecorder, following the model store, as the app does) and "
+        "print its growth per fine-tune against the trainable part's bytes (issue 17)",
+    )
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "latent-reach-bench-drop"))
     args = parser.parse_args()
     # Read by game.learning.head_update at each re-inference; the job process inherits it.
@@ -245,6 +263,18 @@ def main() -> int:
     del inference, s["features"]
     loaded = LoadedScene(scene, data, network, projector, layout, ws, {})
     worker = Worker()
+    recorder = None
+    if args.record:
+        from game.sessions.recorder import SessionRecorder
+
+        recorder = SessionRecorder.start(
+            scene,
+            ws,
+            folder=Path(tempfile.mkdtemp(prefix="bench-drop-session-")),
+            store=loaded.models,
+            layout=layout,
+            label="bench",
+        )
     controller = FineTuneController(loaded, worker, clock=time.perf_counter, stem=stem)
     t = time.perf_counter()
     if not controller.wait_ready(1200):
@@ -294,9 +324,10 @@ def main() -> int:
     together = PssPeak([os.getpid()] + ([child] if child is not None else []))
     rng = np.random.default_rng(0)
     rows = []
+    growth: list[tuple[int, int]] = []
     for d in range(args.drops):
-        if d:
-            end = time.perf_counter() + args.pause
+        if d or args.settle > 0:
+            end = time.perf_counter() + (args.pause if d else args.settle)
             while time.perf_counter() < end:  # the frame loop goes on while the person looks
                 worker.poll()
                 ws.flush()
@@ -309,6 +340,9 @@ def main() -> int:
         card = int(rng.choice(choices))
         target = int((ws.labels[card] + 1) % ws.n_classes)
         marks.clear()
+        if recorder is not None:
+            assert recorder.flush(600), "the recorder did not catch up"
+            size0 = session_bytes(recorder.path)
         applied_before = controller.last_result
         child = controller.process._proc.pid if controller.process is not None else None
         cpu0, cpu_child0 = time.process_time(), cpu_seconds(child)
@@ -369,6 +403,18 @@ def main() -> int:
             f"job {pss_mb(child):.0f} MB (peak of the sum so far {together.peak:.0f} MB)",
             flush=True,
         )
+        if recorder is not None:
+            assert recorder.flush(600), "the recorder did not catch up"
+            grown, trainable = (
+                session_bytes(recorder.path) - size0,
+                len(loaded.models.weights(ws.model_version)),
+            )
+            growth.append((grown, trainable))
+            print(
+                f"  session +{grown:,} bytes for this fine-tune; trainable part {trainable:,} bytes: "
+                f"{grown / trainable:.4f}x (issue 17: under 1.10x)",
+                flush=True,
+            )
         cpu_parts = [(k[: -len(" cpu")], v) for k, v in sec.items() if k.endswith(" cpu")]
         if cpu_parts:  # the job's own CPU seconds per part (its process, every thread)
             print("  job CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu_parts), flush=True)
@@ -384,6 +430,14 @@ def main() -> int:
         f"peak PSS of both together {together.stop():.0f} MB (over the drops); "
         f"load at end {load_average()}"
     )
+    if recorder is not None:
+        path = recorder.close()
+        print(
+            f"session growth per fine-tune at {n} cards: max {max(g / t for g, t in growth):.4f}x of the "
+            f"trainable part; file {session_bytes(path) / MB:.1f} MiB after {len(growth)} fine-tunes "
+            f"({path})",
+            flush=True,
+        )
     controller.close()
     worker.close(wait=True, timeout=60)
     return 0
