@@ -155,10 +155,20 @@ def restore(reader: SessionReader, check_fingerprint: bool = True) -> RestoredSe
     workspace = reader.initial_workspace(dataset.images, features=features)
     session = RestoredSession(reader, scene, dataset, workspace)
     if features is not None:
-        net = session.network()
-        workspace.features = net.infer(
-            dataset.images, batch_size=scene.network.batch_size, progress=False
-        ).features
+        # Through the app's content-keyed feature cache, as the recorded launch got them: the
+        # same network over the same images is read back, not passed again (at 50,000 photos
+        # the trunk pass takes most of an hour on two cores), and a pass made here is kept for
+        # the next replay and for the app.
+        from game.nets.cache import cached_inference
+
+        inference, _ = cached_inference(
+            session.network(),
+            dataset.images,
+            scene.network.batch_size,
+            images_key=dataset.content_key,
+            stem_layers=None if scene.learning.full_finetune else scene.learning.head_layers,
+        )
+        workspace.features = inference.features
     # Features the file left out of its events (schema 3) are recomputed when something reads them.
     workspace.feature_source = SessionFeatures(
         session, workspace.features, int(workspace.model_version), workspace.feature_layer

@@ -149,3 +149,39 @@ def test_a_schema_2_file_with_features_in_its_events_still_replays(tmp_path):
             pass
     assert replayed.model_version == 1 and replayed.features_pending is None
     np.testing.assert_array_equal(replayed.features, features)
+
+
+def test_a_restore_reads_omitted_starting_features_from_the_feature_cache(
+    fresh_digits, tmp_path, monkeypatch
+):
+    """A large scene's session leaves its starting features out; ``restore`` gets them through
+    the content-keyed cache the launch used, so a replay at 50,000 photos does not pass the
+    whole network again (it did: about 280 s of a 5,400-card ``replay --verify``)."""
+    import game.nets.cache as feature_cache
+    import game.sessions.recorder as recorder_module
+    from game.nets.network import Network
+
+    monkeypatch.setattr(recorder_module, "MAX_INITIAL_FEATURES_BYTES", 0)
+    loaded = fresh_digits
+    scene = loaded.scene
+    # The launch's pass, as ``open_scene`` caches it (the test's cache may not hold it yet).
+    launch, _ = feature_cache.cached_inference(
+        loaded.network,
+        loaded.dataset.images,
+        scene.network.batch_size,
+        images_key=loaded.dataset.content_key,
+        stem_layers=None if scene.learning.full_finetune else scene.learning.head_layers,
+    )
+    recorder = SessionRecorder.start(
+        scene, loaded.workspace, folder=tmp_path, store=loaded.models, layout=loaded.layout
+    )
+    path = recorder.close()
+    passes = []
+    real_infer = Network.infer
+    monkeypatch.setattr(Network, "infer", lambda *a, **k: passes.append(1) or real_infer(*a, **k))
+    monkeypatch.setattr(feature_cache, "_infer_once", lambda *a, **k: passes.append(1) / 0)
+    with SessionReader(path) as reader:
+        assert reader.meta["features_omitted"] == "1"
+        restored = np.asarray(restore(reader).workspace.features)
+    assert passes == []  # read back, not passed again
+    np.testing.assert_array_equal(restored, np.asarray(launch.features))
