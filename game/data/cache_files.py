@@ -56,9 +56,12 @@ def cache_root() -> Path:
 
 
 def cache_dir(*parts: str) -> Path:
-    """``<root>/<parts...>``, created."""
+    """``<root>/<parts...>``, created where the disk allows. A read-only or full cache disk
+    leaves it absent: reads then find nothing and writes give up (``write_atomic``,
+    ``ArrayWriter``), so nothing that was computed fails for a cache that cannot keep it."""
     path = cache_root().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -52,8 +52,11 @@ def build_network(scene: Scene, data: Dataset, is_train: np.ndarray, progress: b
             train_classifier(
                 module, data, is_train, epochs=cfg.train_epochs, seed=cfg.seed, progress=progress
             )
-            save_weights(module, path)
-            stored(path)  # counted against the cache's cap like the other entries
+            try:
+                save_weights(module, path)
+                stored(path)  # counted against the cache's cap like the other entries
+            except OSError:
+                pass  # a full or read-only cache disk: the network trained, it is not kept
     return wrap_module(scene, data, module)
 
 

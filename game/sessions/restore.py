@@ -136,12 +136,16 @@ def restore(reader: SessionReader, check_fingerprint: bool = True) -> RestoredSe
     from game.data.dataset import load_dataset
 
     scene = reader.scene()
+    sample = None
     if scene.dataset.features:  # a feature store's scene: the sample of cards it showed
         from game.data.store_scene import sample_store
 
-        dataset = sample_store(scene, progress=False).data
+        sample = sample_store(scene, progress=False)
+        dataset = sample.data
     else:
-        dataset = load_dataset(scene)
+        # With the decoded-image cache, as the app opens it: an image folder then carries the
+        # ``content_key`` that keyed the launch's features (without it nothing below is found).
+        dataset = load_dataset(scene, progress=False, cache=True)
     features = None
     if reader.meta.get("features_omitted") == "1":
         features = np.zeros((len(dataset.images), 1), dtype=np.float32)  # replaced below
@@ -155,25 +159,38 @@ def restore(reader: SessionReader, check_fingerprint: bool = True) -> RestoredSe
     workspace = reader.initial_workspace(dataset.images, features=features)
     session = RestoredSession(reader, scene, dataset, workspace)
     if features is not None:
-        # Through the app's content-keyed feature cache, as the recorded launch got them: the
-        # same network over the same images is read back, not passed again (at 50,000 photos
-        # the trunk pass takes most of an hour on two cores), and a pass made here is kept for
-        # the next replay and for the app.
-        from game.nets.cache import cached_inference
-
-        inference, _ = cached_inference(
-            session.network(),
-            dataset.images,
-            scene.network.batch_size,
-            images_key=dataset.content_key,
-            stem_layers=None if scene.learning.full_finetune else scene.learning.head_layers,
-        )
-        workspace.features = inference.features
+        workspace.features = _starting_features(session, sample)
     # Features the file left out of its events (schema 3) are recomputed when something reads them.
     workspace.feature_source = SessionFeatures(
         session, workspace.features, int(workspace.model_version), workspace.feature_layer
     )
     return session
+
+
+def _starting_features(session: RestoredSession, sample: Any) -> np.ndarray:
+    """The starting features a large scene's session left out, got as the recorded launch got
+    them: a feature store's rows (the store's network is the session's starting one), else
+    through the app's content-keyed feature cache, where the same network over the same images
+    is read back, not passed again (at 50,000 photos the trunk pass takes most of an hour on two
+    cores); a pass made here is kept for the next replay and for the app."""
+    from game.data.feature_store import FeatureStoreError
+    from game.nets.cache import cached_inference
+
+    scene, dataset, network = session.scene, session.dataset, session.network()
+    if sample is not None:
+        try:
+            sample.store.check_network(network)
+            return np.ascontiguousarray(sample.store.features[sample.rows], dtype=np.float32)
+        except FeatureStoreError:
+            pass  # the store was recomputed by another network since: pass this one (below)
+    inference, _ = cached_inference(
+        network,
+        dataset.images,
+        scene.network.batch_size,
+        images_key=dataset.content_key,
+        stem_layers=None if scene.learning.full_finetune else scene.learning.head_layers,
+    )
+    return np.asarray(inference.features)
 
 
 @dataclass

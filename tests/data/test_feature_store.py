@@ -131,7 +131,7 @@ update_iterations = 40
 
 
 @needs_dask
-def test_features_command_then_the_app_shows_a_sample(tmp_path, loaded_digits, capsys):
+def test_features_command_then_the_app_shows_a_sample(tmp_path, loaded_digits, capsys, monkeypatch):
     from game.cli import main
     from game.pipeline import open_scene
 
@@ -191,6 +191,19 @@ def test_features_command_then_the_app_shows_a_sample(tmp_path, loaded_digits, c
         restored = restore(reader)
         np.testing.assert_array_equal(restored.workspace.images, ws.images)
         assert restored.workspace.sources == ws.sources
+    # A session that left its starting features out (a large scene's) gets the store's rows
+    # back, the launch's own features: no pass of the network, nothing written to the cache.
+    import game.nets.cache as feature_cache
+    import game.sessions.recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "MAX_INITIAL_FEATURES_BYTES", 0)
+    monkeypatch.setattr(feature_cache, "cached_inference", lambda *a, **k: 1 / 0)
+    recorder = SessionRecorder.start(
+        loaded.scene, ws, folder=tmp_path / "sessions2", store=loaded.models, layout=loaded.layout
+    )
+    with SessionReader(recorder.close()) as reader:
+        assert reader.meta["features_omitted"] == "1"
+        np.testing.assert_array_equal(restore(reader).workspace.features, ws.features)
 
     (tmp_path / "other.toml").write_text(
         '[dataset]\nkind = "digits"\nfeatures = "store"\n[network]\nfeature_layer = "features.pool2"\n'

@@ -179,9 +179,77 @@ def test_a_restore_reads_omitted_starting_features_from_the_feature_cache(
     passes = []
     real_infer = Network.infer
     monkeypatch.setattr(Network, "infer", lambda *a, **k: passes.append(1) or real_infer(*a, **k))
-    monkeypatch.setattr(feature_cache, "_infer_once", lambda *a, **k: passes.append(1) / 0)
+    monkeypatch.setattr(feature_cache, "_infer_once", _no_pass(passes))
     with SessionReader(path) as reader:
         assert reader.meta["features_omitted"] == "1"
         restored = np.asarray(restore(reader).workspace.features)
     assert passes == []  # read back, not passed again
     np.testing.assert_array_equal(restored, np.asarray(launch.features))
+
+
+def _no_pass(passes):
+    def refuse(*_args, **_kwargs):
+        passes.append(1)
+        raise AssertionError("the network was passed again: the launch's cache entry was missed")
+
+    return refuse
+
+
+def _record_without_features(loaded, folder, monkeypatch):
+    import game.sessions.recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "MAX_INITIAL_FEATURES_BYTES", 0)
+    recorder = SessionRecorder.start(
+        loaded.scene, loaded.workspace, folder=folder, store=loaded.models, layout=loaded.layout
+    )
+    return recorder.close()
+
+
+def test_an_image_folder_session_restores_its_features_from_the_launch_cache(tmp_path, monkeypatch):
+    """An image folder's launch keys its features by the folder's ``content_key``; the restore
+    reads the folder the same way, so it finds them (it missed them when it read the folder
+    without the cache: the key was then the images' bytes)."""
+    from PIL import Image
+
+    import game.nets.cache as feature_cache
+    from game.nets.network import Network
+    from game.pipeline import open_scene
+
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate(((200, 30, 30), (30, 30, 200), (30, 200, 30))):
+        (tmp_path / "images" / f"c{c}").mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(np.full((12, 12, 3), colour) + rng.integers(-40, 40, (12, 12, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "images" / f"c{c}" / f"{i}.png")
+    (tmp_path / "folder.toml").write_text(
+        '[dataset]\nkind = "folder"\npath = "images"\nimage_size = 16\n'
+        "[network]\ntrain_epochs = 1\n[layout]\nearly_iterations = 25\niterations = 25\n"
+    )
+    loaded = open_scene(str(tmp_path / "folder.toml"), progress=False)
+    assert loaded.dataset.content_key  # the launch read the folder through the cache
+    path = _record_without_features(loaded, tmp_path / "sessions", monkeypatch)
+    passes = []
+    real_infer = Network.infer
+    monkeypatch.setattr(Network, "infer", lambda *a, **k: passes.append(1) or real_infer(*a, **k))
+    monkeypatch.setattr(feature_cache, "_infer_once", _no_pass(passes))
+    with SessionReader(path) as reader:
+        assert reader.meta["features_omitted"] == "1"
+        restored = restore(reader)
+    assert passes == []
+    np.testing.assert_array_equal(restored.workspace.features, loaded.workspace.features)
+
+
+def test_a_restore_with_a_cache_that_cannot_be_written_still_computes_the_features(
+    fresh_digits, tmp_path, monkeypatch
+):
+    """A read-only or full cache disk (here the cache root is a file) stores nothing, and the
+    replay still gets its features: the restore must not fail for a cache it cannot keep."""
+    loaded = fresh_digits
+    path = _record_without_features(loaded, tmp_path / "sessions", monkeypatch)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache root should be")
+    monkeypatch.setenv("LATENT_REACH_CACHE", str(blocked))
+    with SessionReader(path) as reader:
+        restored = restore(reader)
+    np.testing.assert_allclose(restored.workspace.features, loaded.workspace.features, rtol=1e-5, atol=1e-5)
+    assert blocked.read_text().startswith("a file")
