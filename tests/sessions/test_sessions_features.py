@@ -158,10 +158,7 @@ def test_a_restore_reads_omitted_starting_features_from_the_feature_cache(
     the content-keyed cache the launch used, so a replay at 50,000 photos does not pass the
     whole network again (it did: about 280 s of a 5,400-card ``replay --verify``)."""
     import game.nets.cache as feature_cache
-    import game.sessions.recorder as recorder_module
-    from game.nets.network import Network
 
-    monkeypatch.setattr(recorder_module, "MAX_INITIAL_FEATURES_BYTES", 0)
     loaded = fresh_digits
     scene = loaded.scene
     # The launch's pass, as ``open_scene`` caches it (the test's cache may not hold it yet).
@@ -172,27 +169,30 @@ def test_a_restore_reads_omitted_starting_features_from_the_feature_cache(
         images_key=loaded.dataset.content_key,
         stem_layers=None if scene.learning.full_finetune else scene.learning.head_layers,
     )
-    recorder = SessionRecorder.start(
-        scene, loaded.workspace, folder=tmp_path, store=loaded.models, layout=loaded.layout
-    )
-    path = recorder.close()
-    passes = []
+    path = _record_without_features(loaded, tmp_path, monkeypatch)
+    restored, passes = _restore_counting_passes(path, monkeypatch)
+    assert passes == []  # read back, not passed again
+    np.testing.assert_array_equal(restored.workspace.features, np.asarray(launch.features))
+
+
+def _restore_counting_passes(path, monkeypatch):
+    """``restore`` of a session without starting features, every pass of a network counted (a
+    pass through the feature cache's own computation fails at once)."""
+    import game.nets.cache as feature_cache
+    from game.nets.network import Network
+
+    passes: list[int] = []
     real_infer = Network.infer
     monkeypatch.setattr(Network, "infer", lambda *a, **k: passes.append(1) or real_infer(*a, **k))
-    monkeypatch.setattr(feature_cache, "_infer_once", _no_pass(passes))
-    with SessionReader(path) as reader:
-        assert reader.meta["features_omitted"] == "1"
-        restored = np.asarray(restore(reader).workspace.features)
-    assert passes == []  # read back, not passed again
-    np.testing.assert_array_equal(restored, np.asarray(launch.features))
 
-
-def _no_pass(passes):
     def refuse(*_args, **_kwargs):
         passes.append(1)
         raise AssertionError("the network was passed again: the launch's cache entry was missed")
 
-    return refuse
+    monkeypatch.setattr(feature_cache, "_infer_once", refuse)
+    with SessionReader(path) as reader:
+        assert reader.meta["features_omitted"] == "1"
+        return restore(reader), passes
 
 
 def _record_without_features(loaded, folder, monkeypatch):
@@ -211,8 +211,6 @@ def test_an_image_folder_session_restores_its_features_from_the_launch_cache(tmp
     without the cache: the key was then the images' bytes)."""
     from PIL import Image
 
-    import game.nets.cache as feature_cache
-    from game.nets.network import Network
     from game.pipeline import open_scene
 
     rng = np.random.default_rng(0)
@@ -228,13 +226,7 @@ def test_an_image_folder_session_restores_its_features_from_the_launch_cache(tmp
     loaded = open_scene(str(tmp_path / "folder.toml"), progress=False)
     assert loaded.dataset.content_key  # the launch read the folder through the cache
     path = _record_without_features(loaded, tmp_path / "sessions", monkeypatch)
-    passes = []
-    real_infer = Network.infer
-    monkeypatch.setattr(Network, "infer", lambda *a, **k: passes.append(1) or real_infer(*a, **k))
-    monkeypatch.setattr(feature_cache, "_infer_once", _no_pass(passes))
-    with SessionReader(path) as reader:
-        assert reader.meta["features_omitted"] == "1"
-        restored = restore(reader)
+    restored, passes = _restore_counting_passes(path, monkeypatch)
     assert passes == []
     np.testing.assert_array_equal(restored.workspace.features, loaded.workspace.features)
 
