@@ -223,7 +223,7 @@ def load_array(path: Path, mmap: bool = True) -> np.ndarray | None:
     write never reaches the file) as a plain ndarray; None when absent, or damaged (said)."""
     try:
         array = np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # absent (a cache root that is no folder too)
         return None
     except DAMAGED as exc:
         report_damaged(path, exc)
@@ -236,7 +236,7 @@ def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {name: np.asarray(z[name]) for name in z.files}
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # absent (a cache root that is no folder too)
         return None
     except DAMAGED as exc:
         report_damaged(path, exc)
@@ -246,7 +246,7 @@ def load_arrays(path: Path) -> dict[str, np.ndarray] | None:
 def load_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # absent (a cache root that is no folder too)
         return None
     except (OSError, UnicodeDecodeError) as exc:
         report_damaged(path, exc)

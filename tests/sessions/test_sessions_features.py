@@ -232,7 +232,7 @@ def test_an_image_folder_session_restores_its_features_from_the_launch_cache(tmp
 
 
 def test_a_restore_with_a_cache_that_cannot_be_written_still_computes_the_features(
-    fresh_digits, tmp_path, monkeypatch
+    fresh_digits, tmp_path, monkeypatch, capfd
 ):
     """A read-only or full cache disk (here the cache root is a file) stores nothing, and the
     replay still gets its features: the restore must not fail for a cache it cannot keep."""
@@ -245,3 +245,5 @@ def test_a_restore_with_a_cache_that_cannot_be_written_still_computes_the_featur
         restored = restore(reader)
     np.testing.assert_allclose(restored.workspace.features, loaded.workspace.features, rtol=1e-5, atol=1e-5)
     assert blocked.read_text().startswith("a file")
+    # An unusable cache is an absent one, not "damaged" entries said one by one.
+    assert "damaged" not in capfd.readouterr().err
